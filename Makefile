@@ -1,0 +1,58 @@
+# `make demo` sets up and serves the demo shop on SQLite; `make test` runs the whole suite on PostgreSQL + Redis.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_ARGS ?= --users 300 --products 240 --days 60 --seed 7
+
+# The suite talks to real services; override these to point elsewhere.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recommendations
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
+TEST_CACHE_URL ?= redis://127.0.0.1:6379/1
+PYTEST_ARGS ?=
+
+.PHONY: demo demo-setup serve test lint format bench clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: $(BIN)/.installed requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+demo: demo-setup serve
+
+demo-setup: $(BIN)/.installed
+	@echo "==> migrating the SQLite database"
+	$(BIN)/python manage.py migrate --noinput
+	@echo "==> generating demo data (skipped if the catalog already has products)"
+	$(BIN)/python manage.py generate_demo_data $(DEMO_ARGS) --if-empty
+	@echo "==> computing recommendations"
+	$(BIN)/python manage.py precompute_recommendations
+	$(BIN)/python manage.py create_demo_logins
+
+serve: $(BIN)/.installed
+	@echo "==> serving the shop at http://127.0.0.1:8000 (Ctrl-C to stop)"
+	$(BIN)/python manage.py runserver 127.0.0.1:8000
+
+test: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python manage.py makemigrations --check --dry-run
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CACHE_URL=$(TEST_CACHE_URL) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed-dev
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(BIN)/.installed-dev
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache

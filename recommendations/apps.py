@@ -1,0 +1,14 @@
+"""App config: wires the product-profile sync and the login merge to signals."""
+
+from django.apps import AppConfig
+
+
+class RecommendationsConfig(AppConfig):
+    name = "recommendations"
+    verbose_name = "Recommendations"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from recommendations import conf, signals  # noqa: F401 - registers the system check and receivers
+
+        signals.connect_product_signals()

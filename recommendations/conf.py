@@ -1,0 +1,133 @@
+"""The one `RECOMMENDATIONS` settings dict: defaults, lazy reads and the system check that guards it.
+
+Reads are lazy (every attribute access looks at `django.conf.settings`) so `override_settings` works in
+tests and nothing is frozen at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.checks import Error, register
+
+EVENT_TYPES = (
+    "view",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "favorite",
+    "search",
+    "impression",
+    "click",
+)
+
+DEFAULTS: dict[str, Any] = {
+    # The host's product model ("app_label.Model") and where each feature lives on it (ORM lookups).
+    "PRODUCT_MODEL": None,
+    "PRODUCT_ID_FIELD": "pk",
+    "PRODUCT_FIELDS": {},
+    # How much each event type says about a shopper's taste; types missing here do not train.
+    "EVENT_WEIGHTS": {"view": 1.0, "favorite": 3.0, "add_to_cart": 4.0, "purchase": 8.0, "click": 1.0},
+    # Older events count less: weight halves every this many days, measured from the newest event.
+    "RECENCY_HALF_LIFE_DAYS": 30.0,
+    # Trending looks at this recent window (days before the newest event) with its own faster decay.
+    "TRENDING_WINDOW_DAYS": 14.0,
+    "TRENDING_HALF_LIFE_DAYS": 3.0,
+    # How many items are precomputed per shopper / per product, and how many a block shows.
+    "TOP_N": 50,
+    "SIMILAR_N": 20,
+    "BLOCK_SIZE": 8,
+    # Server-to-server ingestion: a request with this key in the header may write any shopper's events.
+    "WRITE_KEY": "",
+    "WRITE_KEY_HEADER": "X-Recommendations-Key",
+    # Ingest API limits.
+    "INGEST_MAX_EVENTS": 500,
+    "INGEST_MAX_BYTES": 512 * 1024,
+    # The anonymous visitor cookie.
+    "VISITOR_COOKIE_NAME": "rec_vid",
+    "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
+    # Block titles shown to shoppers.
+    "TITLES": {
+        "for_you": "Recommended for you",
+        "similar": "Similar products",
+        "trending": "Trending now",
+    },
+}
+
+PRODUCT_FIELD_KEYS = ("name", "category", "brand", "price", "in_stock", "text", "created_at", "active")
+
+
+class RecommendationSettings:
+    """Attribute access to RECOMMENDATIONS with defaults filled in, read afresh on every access."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown RECOMMENDATIONS setting: {name}")
+        user = getattr(django_settings, "RECOMMENDATIONS", {}) or {}
+        value = user.get(name, DEFAULTS[name])
+        if isinstance(DEFAULTS[name], dict) and name in user and name in {"EVENT_WEIGHTS", "TITLES"}:
+            # Partial overrides of these dicts keep the other defaults.
+            return {**DEFAULTS[name], **value}
+        return value
+
+
+rec_settings = RecommendationSettings()
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Catch misspelt keys and inconsistent values at startup, not at the first recommendation."""
+    errors: list[Error] = []
+    user = getattr(django_settings, "RECOMMENDATIONS", None)
+    if user is None:
+        return [
+            Error("RECOMMENDATIONS setting is missing.", hint="Name at least PRODUCT_MODEL.", id="recommendations.E001")
+        ]
+    if not isinstance(user, dict):
+        return [Error("RECOMMENDATIONS must be a dict.", id="recommendations.E001")]
+    for key in sorted(set(user) - set(DEFAULTS)):
+        errors.append(Error(f"Unknown RECOMMENDATIONS key {key!r}.", id="recommendations.E002"))
+    model = user.get("PRODUCT_MODEL")
+    if not model or not isinstance(model, str) or model.count(".") != 1:
+        errors.append(
+            Error("RECOMMENDATIONS['PRODUCT_MODEL'] must be 'app_label.ModelName'.", id="recommendations.E003")
+        )
+    else:
+        from django.apps import apps
+
+        try:
+            apps.get_model(model)
+        except (LookupError, ValueError):
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS['PRODUCT_MODEL'] {model!r} is not an installed model.", id="recommendations.E003"
+                )
+            )
+    fields = user.get("PRODUCT_FIELDS", {})
+    if not isinstance(fields, dict):
+        errors.append(Error("RECOMMENDATIONS['PRODUCT_FIELDS'] must be a dict.", id="recommendations.E004"))
+    else:
+        for key in sorted(set(fields) - set(PRODUCT_FIELD_KEYS)):
+            errors.append(
+                Error(
+                    f"Unknown PRODUCT_FIELDS key {key!r}.",
+                    hint=f"Known keys: {', '.join(PRODUCT_FIELD_KEYS)}.",
+                    id="recommendations.E004",
+                )
+            )
+    weights = {**DEFAULTS["EVENT_WEIGHTS"], **user.get("EVENT_WEIGHTS", {})}
+    for event_type, weight in weights.items():
+        if event_type not in EVENT_TYPES:
+            errors.append(Error(f"EVENT_WEIGHTS names unknown event type {event_type!r}.", id="recommendations.E005"))
+        elif not isinstance(weight, int | float) or weight < 0:
+            errors.append(Error(f"EVENT_WEIGHTS[{event_type!r}] must be a number >= 0.", id="recommendations.E005"))
+    for key in ("RECENCY_HALF_LIFE_DAYS", "TRENDING_WINDOW_DAYS", "TRENDING_HALF_LIFE_DAYS"):
+        value = user.get(key, DEFAULTS[key])
+        if not isinstance(value, int | float) or value <= 0:
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a number > 0.", id="recommendations.E006"))
+    for key in ("TOP_N", "SIMILAR_N", "BLOCK_SIZE", "INGEST_MAX_EVENTS", "INGEST_MAX_BYTES"):
+        value = user.get(key, DEFAULTS[key])
+        if not isinstance(value, int) or value <= 0:
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
+    return errors

@@ -1,0 +1,47 @@
+"""Receivers that keep product profiles in step with the host catalog and link visitors at login."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.contrib.auth.signals import user_logged_in
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+from recommendations import catalog, tracking
+from recommendations.conf import rec_settings
+
+logger = logging.getLogger(__name__)
+
+
+def _on_product_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    if raw:  # loaddata: the fixture's own profiles (if any) are authoritative
+        return
+    transaction.on_commit(lambda: _safe(catalog.sync_product, instance))
+
+
+def _on_product_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    transaction.on_commit(lambda: _safe(catalog.deactivate_product, instance))
+
+
+def _safe(func: Any, instance: Any) -> None:
+    # A profile that lags one save is harmless; a product save that fails because of us is not.
+    try:
+        func(instance)
+    except Exception:
+        logger.exception("product profile sync failed for %r", instance)
+
+
+def connect_product_signals() -> None:
+    if not rec_settings.PRODUCT_MODEL:
+        return
+    try:
+        model = catalog.get_product_model()
+    except (LookupError, ValueError):
+        return  # reported by the system check
+    post_save.connect(_on_product_saved, sender=model, dispatch_uid="recommendations_product_saved")
+    post_delete.connect(_on_product_deleted, sender=model, dispatch_uid="recommendations_product_deleted")
+
+
+user_logged_in.connect(tracking.on_user_logged_in, dispatch_uid="recommendations_merge_visitor")

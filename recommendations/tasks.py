@@ -1,0 +1,1 @@
+"""Celery tasks: thin, idempotent, ids in; each is one call into the engine."""
