@@ -52,7 +52,7 @@ format: $(BIN)/.installed-dev
 	$(BIN)/ruff format .
 
 bench: $(BIN)/.installed-dev
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache

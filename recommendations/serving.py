@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.db.models import Q
 
 from recommendations import catalog
-from recommendations.models import ProductProfile, RecommendationSet, StoredList
+from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +128,23 @@ def _fill(chosen: list[Recommendation], seen: set[str], limit: int, category: st
     return source
 
 
+def bought_by(shopper: str, limit: int = 200) -> set[str]:
+    """Products the shopper bought lately; the stored list leaves them out, so the top-up must too."""
+    if not shopper:
+        return set()
+    return set(
+        Event.objects.filter(shopper=shopper, event_type="purchase")
+        .order_by("-occurred_at")
+        .values_list("product_id", flat=True)[:limit]
+    )
+
+
 def recommend_for_shopper(shopper: str, limit: int, exclude: Iterable[str] = ()) -> Block:
     """The for_you block: the shopper's precomputed list, or trending for a shopper with no history."""
     block = Block("for_you")
     seen = {str(p) for p in exclude}
     try:
+        seen |= bought_by(shopper)
         stored = stored_items("for_you", shopper) if shopper else []
         _take(stored, block.items, seen, limit)
         block.source = "stored" if block.items else "fallback"

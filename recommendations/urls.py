@@ -1,6 +1,10 @@
 """URLs of the recommendations app; a host includes them with `path("", include("recommendations.urls"))`."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from recommendations.api.views import EventIngestView
 
 app_name = "recommendations"
-urlpatterns: list = []
+urlpatterns = [
+    path("api/events/", EventIngestView.as_view(), name="ingest"),
+]

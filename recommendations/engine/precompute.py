@@ -1,0 +1,326 @@
+"""One precompute: events → trending, similar and for_you lists in a new RecommendationSet, switched on atomically.
+
+Every run is recorded as a PrecomputeRun (status, stage, progress, stats, error). The new set is written
+while the old one keeps serving; only a complete set is activated, in one transaction, so a reader never
+sees half a set, and a failed run deletes its partial set and leaves the old one active.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from recommendations.conf import check_settings, rec_settings
+from recommendations.engine import cooccurrence, dataset
+from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+WRITE_BATCH = 1000
+PROGRESS_SAVE_SECONDS = 1.0
+# Retired sets beyond the newest one are deleted; the active set plus one retired set stay for rollback.
+KEEP_SETS = 2
+# A set still "building" after this long belongs to a run that died without cleaning up.
+ABANDONED_BUILD_AGE = timedelta(hours=24)
+
+# Share of the progress bar each stage takes (roughly its share of the time on a real catalog).
+STAGES: dict[str, float] = {
+    "load events": 0.25,
+    "build matrix": 0.05,
+    "trending": 0.05,
+    "similar": 0.30,
+    "for_you": 0.25,
+    "sales counts": 0.05,
+    "activate": 0.05,
+}
+
+
+class _Progress:
+    """Tracks the current stage, tells the caller, and saves progress to the run at most once a second."""
+
+    def __init__(self, run: PrecomputeRun, callback: ProgressCallback | None) -> None:
+        self.run = run
+        self.callback = callback
+        self.stage = ""
+        self.total = 1
+        self.done = 0
+        self.completed_share = 0.0
+        self.stage_started = time.monotonic()
+        self.seconds: dict[str, float] = {}
+        self.last_save = 0.0
+
+    def start(self, stage: str, total: int = 1) -> None:
+        self.finish()
+        self.stage, self.total, self.done = stage, max(int(total), 1), 0
+        self.stage_started = time.monotonic()
+        self._report(force=True)
+
+    def advance(self, amount: int = 1) -> None:
+        self.done = min(self.done + int(amount), self.total)
+        self._report()
+
+    def finish(self) -> None:
+        if not self.stage:
+            return
+        self.done = self.total
+        self._report(force=True)
+        self.seconds[self.stage] = round(time.monotonic() - self.stage_started, 3)
+        self.completed_share += STAGES[self.stage]
+        self.stage = ""
+
+    @property
+    def fraction(self) -> float:
+        current = STAGES.get(self.stage, 0.0) * self.done / self.total if self.stage else 0.0
+        return min(1.0, self.completed_share + current)
+
+    def _report(self, force: bool = False) -> None:
+        if self.callback is not None:
+            self.callback(self.stage, self.done, self.total)
+        now = time.monotonic()
+        if force or now - self.last_save >= PROGRESS_SAVE_SECONDS:
+            self.last_save = now
+            PrecomputeRun.objects.filter(pk=self.run.pk).update(progress=round(self.fraction, 4), stage=self.stage)
+
+
+def validate_settings() -> None:
+    """Refuse to run on settings the system check rejects, naming every problem."""
+    errors = check_settings()
+    if errors:
+        raise ImproperlyConfigured("; ".join(error.msg for error in errors))
+
+
+def _claim(run_id: int | None, task_id: str) -> tuple[PrecomputeRun, bool]:
+    """The run to work on and whether there is work: a finished run is left as it is (idempotent redelivery)."""
+    with transaction.atomic():
+        if run_id is None:
+            run = PrecomputeRun.objects.create(
+                status=PrecomputeRun.Status.RUNNING, started_at=timezone.now(), task_id=task_id
+            )
+            return run, True
+        run = PrecomputeRun.objects.select_for_update().get(pk=run_id)
+        if run.status in (PrecomputeRun.Status.SUCCEEDED, PrecomputeRun.Status.FAILED):
+            return run, False
+        run.status = PrecomputeRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.task_id = task_id or run.task_id
+        run.progress, run.stage, run.error = 0.0, "", ""
+        run.save(update_fields=["status", "started_at", "task_id", "progress", "stage", "error"])
+        return run, True
+
+
+def run_precompute(
+    run_id: int | None = None, *, task_id: str = "", on_progress: ProgressCallback | None = None
+) -> PrecomputeRun:
+    """Compute and activate a new set for run `run_id` (a new run when None); returns the finished run.
+
+    Raises whatever made the run fail, after recording it on the run and removing the partial set.
+    """
+    run, has_work = _claim(run_id, task_id)
+    if not has_work:
+        logger.info("precompute run #%s already %s; nothing to do", run.pk, run.status)
+        return run
+    progress = _Progress(run, on_progress)
+    new_set: RecommendationSet | None = None
+    try:
+        validate_settings()
+        new_set = RecommendationSet.objects.create(algorithm="cooccurrence")
+        PrecomputeRun.objects.filter(pk=run.pk).update(recommendation_set=new_set)
+        stats = _compute_and_write(new_set, progress)
+        progress.start("sales counts")
+        stats["sales_counts_changed"] = update_sales_counts()
+        # Last, so that any failure above leaves the old set serving.
+        progress.start("activate")
+        _switch_to(new_set.pk, finished_only=False)
+        delete_old_sets()
+        progress.finish()
+    except Exception as exc:
+        logger.exception("precompute run #%s failed at stage %r", run.pk, progress.stage)
+        stage = progress.stage
+        _discard(new_set)
+        PrecomputeRun.objects.filter(pk=run.pk).update(
+            status=PrecomputeRun.Status.FAILED,
+            finished_at=timezone.now(),
+            stage=stage,
+            error=f"{type(exc).__name__}: {exc}",
+            stats={"seconds": progress.seconds},
+        )
+        raise
+    stats["seconds"] = progress.seconds
+    stats["seconds_total"] = round(sum(progress.seconds.values()), 3)
+    RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
+    PrecomputeRun.objects.filter(pk=run.pk).update(
+        status=PrecomputeRun.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        progress=1.0,
+        stage="done",
+        stats=stats,
+    )
+    run.refresh_from_db()
+    return run
+
+
+def load_catalog() -> cooccurrence.CatalogView:
+    """Every profile (active or not: inactive ones still carry co-occurrence signal, they are just never shown)."""
+    rows = ProductProfile.objects.order_by("product_id").values_list("product_id", "category", "active", "in_stock")
+    return cooccurrence.CatalogView.from_rows(rows.iterator(chunk_size=5000))
+
+
+def list_params() -> cooccurrence.ListParams:
+    return cooccurrence.ListParams(
+        top_n=rec_settings.TOP_N,
+        similar_n=rec_settings.SIMILAR_N,
+        recency_half_life_days=float(rec_settings.RECENCY_HALF_LIFE_DAYS),
+        trending_window_days=float(rec_settings.TRENDING_WINDOW_DAYS),
+        trending_half_life_days=float(rec_settings.TRENDING_HALF_LIFE_DAYS),
+    )
+
+
+def _compute_and_write(new_set: RecommendationSet, progress: _Progress) -> dict[str, Any]:
+    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    catalog_view = load_catalog()
+    progress.start("load events", dataset.count_training_events(weights))
+    log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
+
+    writer = _ListWriter(new_set)
+    placement = ""
+    for placement_now, subject, items in cooccurrence.compute_lists(log, catalog_view, list_params(), progress):
+        if placement_now != placement:
+            writer.flush()
+            placement = placement_now
+        writer.add(placement_now, subject, items)
+    writer.flush()
+
+    newest = log.newest_us
+    return {
+        "events_used": log.n_events,
+        "shoppers": len(log.shoppers),
+        "products": len(catalog_view.item_ids),
+        "products_with_events": log.n_items_with_events,
+        "newest_event": None
+        if newest is None
+        else (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)).isoformat(),
+        "lists": writer.counts,
+    }
+
+
+class _ListWriter:
+    """Buffers StoredList rows for one set and writes them in batches."""
+
+    def __init__(self, recommendation_set: RecommendationSet) -> None:
+        self.set = recommendation_set
+        self.buffer: list[StoredList] = []
+        self.counts: dict[str, int] = {"for_you": 0, "similar": 0, "trending": 0}
+
+    def add(self, placement: str, subject: str, items: Iterable[tuple[str, float, str]]) -> None:
+        rows = [[pid, round(float(score), 6), reason] for pid, score, reason in items]
+        if not rows:
+            return
+        self.buffer.append(StoredList(recommendation_set=self.set, placement=placement, subject=subject, items=rows))
+        self.counts[placement] = self.counts.get(placement, 0) + 1
+        if len(self.buffer) >= WRITE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        with transaction.atomic():
+            StoredList.objects.bulk_create(self.buffer, batch_size=WRITE_BATCH)
+        self.buffer = []
+
+
+def activate_set(set_id: int) -> RecommendationSet:
+    """Roll back (or forward) to a finished set: it becomes the one readers see, the others retire."""
+    return _switch_to(set_id, finished_only=True)
+
+
+def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
+    from recommendations import serving
+
+    with transaction.atomic():
+        target = RecommendationSet.objects.select_for_update().get(pk=set_id)
+        if finished_only and target.status == RecommendationSet.Status.BUILDING:
+            # A building set may be half written by a run still going.
+            raise ValueError(f"Set #{set_id} is still building and cannot be activated.")
+        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).exclude(pk=set_id).update(
+            status=RecommendationSet.Status.RETIRED
+        )
+        target.status = RecommendationSet.Status.ACTIVE
+        target.activated_at = timezone.now()
+        target.save(update_fields=["status", "activated_at"])
+    # After the commit: a reader that refills the cache now finds the new set.
+    serving.forget_active_set()
+    return target
+
+
+def _delete_sets(set_ids: list[int]) -> None:
+    if not set_ids:
+        return
+    # One DELETE for the (many) lists, then the sets themselves.
+    StoredList.objects.filter(recommendation_set_id__in=set_ids).delete()
+    RecommendationSet.objects.filter(pk__in=set_ids).delete()
+
+
+def _discard(recommendation_set: RecommendationSet | None) -> None:
+    if recommendation_set is None:
+        return
+    try:
+        _delete_sets(
+            list(
+                RecommendationSet.objects.filter(
+                    pk=recommendation_set.pk, status=RecommendationSet.Status.BUILDING
+                ).values_list("pk", flat=True)
+            )
+        )
+    except Exception:
+        logger.exception("could not delete the partial set #%s", recommendation_set.pk)
+
+
+def delete_old_sets(keep: int = KEEP_SETS) -> int:
+    """Delete retired sets beyond the newest `keep` sets, and builds abandoned by dead runs; returns how many."""
+    kept = list(
+        RecommendationSet.objects.exclude(status=RecommendationSet.Status.BUILDING)
+        .order_by(F("activated_at").desc(nulls_last=True), "-pk")
+        .values_list("pk", "status")
+    )
+    active = [pk for pk, status in kept if status == RecommendationSet.Status.ACTIVE]
+    retired = [pk for pk, status in kept if status == RecommendationSet.Status.RETIRED]
+    doomed = retired[max(keep - len(active), 0) :]
+    doomed += list(
+        RecommendationSet.objects.filter(
+            status=RecommendationSet.Status.BUILDING, created_at__lt=timezone.now() - ABANDONED_BUILD_AGE
+        ).values_list("pk", flat=True)
+    )
+    _delete_sets(doomed)
+    return len(doomed)
+
+
+def update_sales_counts() -> int:
+    """Set every profile's sales_count to the units bought in purchase events; returns how many changed."""
+    sold = {
+        row["product_id"]: max(int(row["units"] or 0), 0)
+        for row in Event.objects.filter(event_type="purchase")
+        .exclude(product_id="")
+        .values("product_id")
+        .annotate(units=Sum("quantity"))
+    }
+    changed: list[ProductProfile] = []
+    for pk, product_id, current in ProductProfile.objects.values_list("pk", "product_id", "sales_count").iterator(
+        chunk_size=5000
+    ):
+        units = sold.get(product_id, 0)
+        if units != current:
+            changed.append(ProductProfile(pk=pk, sales_count=units))
+    for start in range(0, len(changed), WRITE_BATCH):
+        with transaction.atomic():
+            ProductProfile.objects.bulk_update(changed[start : start + WRITE_BATCH], ["sales_count"])
+    return len(changed)

@@ -1,0 +1,77 @@
+"""`manage.py precompute_recommendations`: run a precompute in this process, with progress and a summary table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from recommendations.engine.precompute import STAGES, run_precompute
+
+
+def _in_stage_order(seconds: dict[str, float]) -> list[tuple[str, float]]:
+    # The stats come back from a JSON column, which does not keep key order.
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    return sorted(seconds.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+
+
+class _StageBars:
+    """One tqdm bar per stage, on stderr, driven by the engine's progress callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, desc=f"{stage:<13}", unit="", file=sys.stderr, leave=True)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Command(BaseCommand):
+    help = "Compute trending, similar and for_you lists now (in this process, not through Celery) and switch them on."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--no-progress", action="store_true", help="Do not draw progress bars.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        bars = _StageBars(enabled=not options["no_progress"])
+        try:
+            run = run_precompute(on_progress=bars)
+        except Exception as exc:
+            bars.close()
+            raise CommandError(f"precompute failed: {type(exc).__name__}: {exc}") from exc
+        bars.close()
+        self.stdout.write(self.summary(run.stats, run.pk, run.recommendation_set_id))
+
+    @staticmethod
+    def summary(stats: dict[str, Any], run_id: int, set_id: int | None) -> str:
+        lists = stats.get("lists", {})
+        rows = [
+            ("events used", stats.get("events_used", 0)),
+            ("shoppers", stats.get("shoppers", 0)),
+            ("products", stats.get("products", 0)),
+            ("products with events", stats.get("products_with_events", 0)),
+            ("newest event", stats.get("newest_event") or "-"),
+            *((f"lists: {placement}", lists.get(placement, 0)) for placement in ("for_you", "similar", "trending")),
+            ("sales counts changed", stats.get("sales_counts_changed", 0)),
+            *((f"seconds: {stage}", f"{secs:.2f}") for stage, secs in _in_stage_order(stats.get("seconds", {}))),
+            ("seconds: total", f"{stats.get('seconds_total', 0):.2f}"),
+        ]
+        width = max(len(name) for name, _ in rows)
+        lines = [f"Precompute run #{run_id} succeeded; set #{set_id} is active.", ""]
+        lines += [f"{name:<{width}}  {value}" for name, value in rows]
+        return "\n".join(lines)

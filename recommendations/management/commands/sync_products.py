@@ -1,0 +1,37 @@
+"""`manage.py sync_products`: bring every product profile in step with the host's product model.
+
+Needed once after installing the app (and after bulk changes that skip signals, such as `bulk_create` or
+`QuerySet.update`); ordinary saves keep profiles in step through the post_save receiver.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from recommendations import catalog
+
+
+class Command(BaseCommand):
+    help = "Copy every host product into the engine's product profiles; profiles of deleted products become inactive."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            model = catalog.get_product_model()
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"RECOMMENDATIONS['PRODUCT_MODEL'] is not usable: {exc}") from None
+        total = model._default_manager.count()
+        with tqdm(
+            total=total, desc="products", unit=" products", file=sys.stderr, disable=options["no_progress"]
+        ) as bar:
+            counts = catalog.sync_products(progress=bar)
+        self.stdout.write(
+            f"Synced {counts['synced']} product profiles; {counts['deactivated']} profiles of products "
+            "no longer in the catalog were deactivated."
+        )

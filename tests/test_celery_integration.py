@@ -1,0 +1,176 @@
+"""End to end through a real Celery worker: events in, precompute task on the broker, personalised widget out.
+
+Starts `celery worker` as a subprocess on the test database and the Redis broker from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from celery.result import AsyncResult
+from django.conf import settings
+from django.template import Context, Template
+from django.test import RequestFactory
+from django.urls import NoReverseMatch, reverse
+
+from recommendations import catalog, serving, tracking
+from recommendations.conf import rec_settings
+from recommendations.engine.precompute import run_precompute
+from recommendations.models import Event, PrecomputeRun
+from recommendations.tasks import enqueue_precompute
+from shop.celery import app as celery_app
+from tests.factories import make_category, make_product
+
+ROOT = Path(__file__).resolve().parent.parent
+# Bounded, but generous: a loaded 2-core machine can take a while to boot Django inside the worker.
+WORKER_READY_TIMEOUT = 90
+TASK_TIMEOUT = 120
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not settings.CELERY_BROKER_URL, reason="needs CELERY_BROKER_URL (a real Redis broker)"),
+]
+
+
+def _test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    auth = db.get("USER") or ""
+    if db.get("PASSWORD"):
+        auth += f":{db['PASSWORD']}"
+    host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
+    return f"postgres://{auth}@{host}/{db['NAME']}"
+
+
+@pytest.fixture
+def worker(transactional_db):
+    """A real worker on the default queue, for the test database; always stopped, its log shown on failure."""
+    name = f"itest-{uuid.uuid4().hex[:8]}@localhost"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "DATABASE_CONN_MAX_AGE": "0",
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "DJANGO_SETTINGS_MODULE": "shop.settings",
+        "PYTHONUNBUFFERED": "1",
+    }
+    log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "shop",
+        "worker",
+        "--pool",
+        "solo",
+        "--concurrency",
+        "1",
+        "-Q",
+        "celery",
+        "--loglevel",
+        "INFO",
+        "-n",
+        name,
+        # Earlier tests may have left messages on this broker database; they must not run here.
+        "--purge",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+    ]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def read_log() -> str:
+        return Path(log.name).read_text(errors="replace")
+
+    try:
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"celery worker exited with {proc.returncode}:\n{read_log()}")
+            if celery_app.control.ping(destination=[name], timeout=1.0):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"celery worker not ready after {WORKER_READY_TIMEOUT}s:\n{read_log()}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        # Shown by pytest only when the test failed.
+        print(f"---- celery worker log ({name}) ----\n{read_log()}")
+        log.close()
+        os.unlink(log.name)
+
+
+def send_views(visitor_id: str, product_ids: list[str]) -> None:
+    """The shopper's browsing, the way the JS tracker sends it (the ingest API), or record_event without it."""
+    try:
+        url = reverse("recommendations:ingest")
+    except NoReverseMatch:
+        url = None
+    if url is None:
+        # TODO(lead): the ingest API (POST /api/events/) was not merged when this was written; once
+        # "recommendations:ingest" resolves, the branch above is taken and this fallback can go.
+        request = RequestFactory().get("/")
+        request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
+        for product_id in product_ids:
+            assert tracking.record_event(request, "view", product_id=product_id) is not None
+        return
+    from django.test import Client
+
+    client = Client()
+    client.cookies[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
+    body = {"events": [{"event_type": "view", "product_id": pid} for pid in product_ids]}
+    response = client.post(url, data=json.dumps(body), content_type="application/json")
+    assert response.status_code < 300, response.content
+    assert Event.objects.filter(shopper=f"v:{visitor_id}").count() == len(product_ids)
+
+
+def render_for_you(visitor_id: str) -> str:
+    request = RequestFactory().get("/")
+    request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
+    return Template("{% load recommendations %}{% recommended_for_you %}").render(Context({"request": request}))
+
+
+def test_a_precompute_on_the_worker_personalises_the_widget(worker):
+    tools, toys = make_category(slug="tools"), make_category(slug="toys")
+    hammer, nails = make_product("Hammer", category=tools), make_product("Nails", category=tools)
+    kite, yoyo = make_product("Kite", category=toys), make_product("Yo-yo", category=toys)
+    catalog.sync_products()
+    others = []
+    for n in range(4):
+        others += [("view", f"a{n}", hammer), ("view", f"a{n}", nails)]
+        others += [("view", f"c{n}", kite), ("view", f"c{n}", yoyo), ("view", f"k{n}", kite)]
+    tracking.store_events(tracking.build_event(t, visitor_id=v, product_id=p.pk) for t, v, p in others)
+    run_precompute()
+
+    visitor = uuid.uuid4().hex
+    before = render_for_you(visitor)
+    assert "Trending now" in before
+    assert "Because you looked at" not in before
+
+    send_views(visitor, [str(hammer.pk)])
+    run = enqueue_precompute()  # autocommit here, so the task is sent at once
+    outcome = AsyncResult(run.task_id, app=celery_app).get(timeout=TASK_TIMEOUT)
+    run.refresh_from_db()
+    assert outcome == {"run_id": run.pk, "status": "succeeded", "set_id": run.recommendation_set_id}
+    assert run.status == PrecomputeRun.Status.SUCCEEDED
+    assert run.stats["shoppers"] == 13
+
+    if "redis" not in settings.CACHES["default"]["BACKEND"].lower():
+        serving.forget_active_set()  # a per-process cache cannot hear the worker's switch
+    after = render_for_you(visitor)
+    assert "Because you looked at Hammer" in after
+    assert after.index(f'data-rec-product="{nails.pk}"') < after.index(f'data-rec-product="{kite.pk}"')

@@ -1,0 +1,123 @@
+"""The template tags as a shop page renders them, over lists from a real precompute."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import pytest
+from django.template import Context, Template
+from django.test import RequestFactory
+
+from recommendations import catalog, tracking
+from recommendations.conf import rec_settings
+from recommendations.engine.precompute import run_precompute
+from tests.factories import make_category, make_product, make_user
+
+pytestmark = pytest.mark.django_db
+
+FOR_YOU = "{% load recommendations %}{% recommended_for_you %}"
+SIMILAR = "{% load recommendations %}{% similar_products product %}"
+
+
+def render(source, request=None, **context):
+    return Template(source).render(Context({"request": request, **context}))
+
+
+def products_in(html):
+    return re.findall(r'data-rec-product="([^"]+)"', html)
+
+
+def visitor_request(visitor_id=None, user=None):
+    request = RequestFactory().get("/")
+    if visitor_id:
+        request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
+    if user is not None:
+        request.user = user
+    return request
+
+
+@pytest.fixture
+def shop():
+    """Hammer+Nails are co-viewed, Kite+Yo-yo too; Kite is the most viewed overall."""
+    tools, toys = make_category(slug="tools"), make_category(slug="toys")
+    p = {
+        "hammer": make_product("Hammer", category=tools),
+        "nails": make_product("Nails", category=tools),
+        "kite": make_product("Kite", category=toys),
+        "yoyo": make_product("Yo-yo", category=toys),
+    }
+    catalog.sync_products()
+    events = []
+    for n in range(4):
+        events += [("view", f"{n}a" * 16, p["hammer"]), ("view", f"{n}a" * 16, p["nails"])]
+        events += [("view", f"{n}c" * 16, p["kite"]), ("view", f"{n}c" * 16, p["yoyo"])]
+    events += [("view", f"{n}e" * 16, p["kite"]) for n in range(4)]
+    tracking.store_events(tracking.build_event(t, visitor_id=v, product_id=x.pk) for t, v, x in events)
+    return p
+
+
+def test_a_shopper_with_history_sees_their_own_list(shop):
+    visitor = uuid.uuid4().hex
+    tracking.store_events([tracking.build_event("view", visitor_id=visitor, product_id=shop["hammer"].pk)])
+    run_precompute()
+    html = render(FOR_YOU, visitor_request(visitor))
+    assert 'data-rec-placement="for_you"' in html
+    assert products_in(html)[0] == str(shop["nails"].pk)
+    assert "Because you looked at Hammer" in html
+    assert "Recommended for you" in html
+
+
+def test_a_logged_in_shopper_is_recognised_by_user(shop):
+    user = make_user()
+    tracking.store_events(
+        [tracking.build_event("purchase", user_id=str(user.pk), visitor_id="", product_id=shop["yoyo"].pk)]
+    )
+    run_precompute()
+    html = render(FOR_YOU, visitor_request(uuid.uuid4().hex, user=user))
+    found = products_in(html)
+    assert found[0] == str(shop["kite"].pk)
+    assert str(shop["yoyo"].pk) not in found, "already bought"
+    assert "Because you looked at Yo-yo" in html
+
+
+def test_a_shopper_without_history_sees_trending(shop):
+    run_precompute()
+    html = render(FOR_YOU, visitor_request(uuid.uuid4().hex))
+    assert products_in(html)[0] == str(shop["kite"].pk)
+    assert "Trending now" in html
+    assert "Because you looked at" not in html
+
+
+def test_similar_products_shows_neighbours_never_the_product_itself(shop):
+    run_precompute()
+    html = render(SIMILAR, visitor_request(), product=shop["hammer"])
+    found = products_in(html)
+    assert found[0] == str(shop["nails"].pk)
+    assert str(shop["hammer"].pk) not in found
+    assert "Often viewed together" in html
+    assert len(found) == 3, "topped up from trending so the block is full while the catalog has products"
+
+
+def test_a_broken_product_argument_renders_nothing_and_logs(shop, caplog):
+    run_precompute()
+    with caplog.at_level(logging.ERROR, logger="recommendations"):
+        html = render(SIMILAR, visitor_request(), product=object())
+    assert html.strip() == ""
+    assert any("similar failed to render" in r.getMessage() for r in caplog.records)
+
+
+class Unstorable:
+    """A product-like object whose id the database refuses (PostgreSQL strings cannot hold NUL)."""
+
+    pk = "bad\x00id"
+
+
+def test_a_database_error_inside_falls_back_and_logs(shop, caplog):
+    run_precompute()
+    with caplog.at_level(logging.ERROR, logger="recommendations"):
+        html = render(SIMILAR, visitor_request(), product=Unstorable())
+    assert any("similar failed for product" in r.getMessage() for r in caplog.records)
+    assert products_in(html), "the fallback still fills the block"
+    assert "Often viewed together" not in html
