@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
     "TOP_N": 50,
     "SIMILAR_N": 20,
     "BLOCK_SIZE": 8,
+    # Refresh a shopper's for_you list within seconds of their events (between full precomputes).
+    "REALTIME_REFRESH": True,
+    "REFRESH_DEBOUNCE_SECONDS": 2,
     # Server-to-server ingestion: a request with this key in the header may write any shopper's events.
     "WRITE_KEY": "",
     "WRITE_KEY_HEADER": "X-Recommendations-Key",
@@ -122,7 +125,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(Error(f"EVENT_WEIGHTS names unknown event type {event_type!r}.", id="recommendations.E005"))
         elif not isinstance(weight, int | float) or weight < 0:
             errors.append(Error(f"EVENT_WEIGHTS[{event_type!r}] must be a number >= 0.", id="recommendations.E005"))
-    for key in ("RECENCY_HALF_LIFE_DAYS", "TRENDING_WINDOW_DAYS", "TRENDING_HALF_LIFE_DAYS"):
+    for key in (
+        "RECENCY_HALF_LIFE_DAYS",
+        "TRENDING_WINDOW_DAYS",
+        "TRENDING_HALF_LIFE_DAYS",
+        "REFRESH_DEBOUNCE_SECONDS",
+    ):
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int | float) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a number > 0.", id="recommendations.E006"))

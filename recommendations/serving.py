@@ -172,9 +172,10 @@ def similar_products(product_id: str, limit: int) -> Block:
     return block
 
 
-def trending(limit: int, category: str | None = None) -> Block:
+def trending(limit: int, category: str | None = None, exclude: Iterable[str] = ()) -> Block:
+    """Trending products (in a category when given), leaving out `exclude` (e.g. shown higher on the page)."""
     block = Block("trending")
-    seen: set[str] = set()
+    seen = {str(p) for p in exclude}
     try:
         subject = f"category:{category}" if category else ""
         _take(stored_items("trending", subject), block.items, seen, limit)

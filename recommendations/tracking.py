@@ -238,11 +238,17 @@ def store_events(events: Iterable[Event]) -> tuple[int, int]:
 
 
 def on_event_recorded(event: Event) -> None:
-    """Hook for near-real-time work after an event lands (refresh of the shopper's list comes with the engine)."""
+    """After an event lands: refresh the shopper's list if the event says something about their taste."""
+    on_events_stored([event])
 
 
 def on_events_stored(events: list[Event]) -> None:
-    """Hook called once per ingest batch with the events it stored; the bulk twin of `on_event_recorded`."""
+    """Called once per ingest batch with the events it stored: one debounced refresh per shopper who showed taste."""
+    from recommendations.tasks import schedule_refresh
+
+    training = {t for t, w in rec_settings.EVENT_WEIGHTS.items() if w > 0}
+    for shopper in dict.fromkeys(e.shopper for e in events if e.event_type in training and e.product_id):
+        schedule_refresh(shopper)
 
 
 def merge_visitor(visitor_id: str, user_id: str) -> int:
@@ -258,6 +264,9 @@ def on_user_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwa
     if request is None:
         return
     try:
-        merge_visitor(get_visitor_id(request), str(user.pk))
+        if merge_visitor(get_visitor_id(request), str(user.pk)):
+            from recommendations.tasks import schedule_refresh
+
+            schedule_refresh(shopper_key(str(user.pk), ""))
     except Exception:
         logger.exception("could not merge visitor events at login")

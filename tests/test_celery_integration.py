@@ -18,8 +18,8 @@ import pytest
 from celery.result import AsyncResult
 from django.conf import settings
 from django.template import Context, Template
-from django.test import RequestFactory
-from django.urls import NoReverseMatch, reverse
+from django.test import Client, RequestFactory
+from django.urls import reverse
 
 from recommendations import catalog, serving, tracking
 from recommendations.conf import rec_settings
@@ -115,21 +115,8 @@ def worker(transactional_db):
 
 
 def send_views(visitor_id: str, product_ids: list[str]) -> None:
-    """The shopper's browsing, the way the JS tracker sends it (the ingest API), or record_event without it."""
-    try:
-        url = reverse("recommendations:ingest")
-    except NoReverseMatch:
-        url = None
-    if url is None:
-        # TODO(lead): the ingest API (POST /api/events/) was not merged when this was written; once
-        # "recommendations:ingest" resolves, the branch above is taken and this fallback can go.
-        request = RequestFactory().get("/")
-        request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
-        for product_id in product_ids:
-            assert tracking.record_event(request, "view", product_id=product_id) is not None
-        return
-    from django.test import Client
-
+    """The shopper's browsing, the way the JS tracker and back ends send it: through the ingest API."""
+    url = reverse("recommendations:ingest")
     client = Client()
     client.cookies[rec_settings.VISITOR_COOKIE_NAME] = visitor_id
     body = {"events": [{"event_type": "view", "product_id": pid} for pid in product_ids]}
@@ -144,7 +131,8 @@ def render_for_you(visitor_id: str) -> str:
     return Template("{% load recommendations %}{% recommended_for_you %}").render(Context({"request": request}))
 
 
-def test_a_precompute_on_the_worker_personalises_the_widget(worker):
+def make_shop():
+    """Hammer+Nails and Kite+Yo-yo are co-viewed by other shoppers; a first precompute has run."""
     tools, toys = make_category(slug="tools"), make_category(slug="toys")
     hammer, nails = make_product("Hammer", category=tools), make_product("Nails", category=tools)
     kite, yoyo = make_product("Kite", category=toys), make_product("Yo-yo", category=toys)
@@ -155,6 +143,11 @@ def test_a_precompute_on_the_worker_personalises_the_widget(worker):
         others += [("view", f"c{n}", kite), ("view", f"c{n}", yoyo), ("view", f"k{n}", kite)]
     tracking.store_events(tracking.build_event(t, visitor_id=v, product_id=p.pk) for t, v, p in others)
     run_precompute()
+    return hammer, nails, kite, yoyo
+
+
+def test_a_precompute_on_the_worker_personalises_the_widget(worker):
+    hammer, nails, kite, _ = make_shop()
 
     visitor = uuid.uuid4().hex
     before = render_for_you(visitor)
@@ -174,3 +167,18 @@ def test_a_precompute_on_the_worker_personalises_the_widget(worker):
     after = render_for_you(visitor)
     assert "Because you looked at Hammer" in after
     assert after.index(f'data-rec-product="{nails.pk}"') < after.index(f'data-rec-product="{kite.pk}"')
+
+
+def test_the_worker_refreshes_a_shopper_soon_after_their_events(worker):
+    """No precompute: the API's debounced refresh_shopper task alone personalises the next page."""
+    _, _, kite, yoyo = make_shop()
+    visitor = uuid.uuid4().hex
+    assert "Because you looked at" not in render_for_you(visitor)
+
+    send_views(visitor, [str(kite.pk)])
+    deadline = time.monotonic() + TASK_TIMEOUT
+    while "Because you looked at Kite" not in (page := render_for_you(visitor)):
+        assert time.monotonic() < deadline, page
+        time.sleep(0.25)
+    assert f'data-rec-product="{yoyo.pk}"' in page
+    assert PrecomputeRun.objects.count() == 1  # only the set-up's own run: the worker ran no precompute

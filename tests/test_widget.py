@@ -121,3 +121,19 @@ def test_a_database_error_inside_falls_back_and_logs(shop, caplog):
     assert any("similar failed for product" in r.getMessage() for r in caplog.records)
     assert products_in(html), "the fallback still fills the block"
     assert "Often viewed together" not in html
+
+
+def test_trending_lower_on_the_page_skips_what_for_you_already_shows(shop):
+    run_precompute()
+    request = visitor_request(uuid.uuid4().hex)
+    html = render(
+        "{% load recommendations %}{% recommended_for_you limit=2 %}<hr>{% trending_products limit=2 %}", request
+    )
+    for_you, trending = html.split("<hr>")
+    shown, below = products_in(for_you), products_in(trending)
+    assert len(shown) == 2 and len(below) == 2
+    assert not set(shown) & set(below)
+    # Rendered alone, trending leads with what for_you showed: the exclusion is what moved it.
+    assert set(
+        products_in(render("{% load recommendations %}{% trending_products limit=2 %}", visitor_request()))
+    ) == set(shown)

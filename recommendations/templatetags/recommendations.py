@@ -32,10 +32,25 @@ def _context(block: serving.Block | None, title: str) -> dict[str, Any]:
     }
 
 
-def _render(placement: str, build: Any) -> dict[str, Any]:
+SHOWN_ATTR = "_recommendations_shown"
+
+
+def _shown(context: template.Context) -> set[str]:
+    """Product ids already shown by blocks higher on this page (kept on the request)."""
+    request = context.get("request")
+    if request is None:
+        return set()
+    if not hasattr(request, SHOWN_ATTR):
+        setattr(request, SHOWN_ATTR, set())
+    return getattr(request, SHOWN_ATTR)
+
+
+def _render(context: template.Context, placement: str, build: Any) -> dict[str, Any]:
     title = rec_settings.TITLES.get(placement, "")
     try:
-        return _context(serving.attach_products(build()), title)
+        block = serving.attach_products(build())
+        _shown(context).update(item.product_id for item in block.items)
+        return _context(block, title)
     except Exception:
         logger.exception("recommendation block %s failed to render", placement)
         return _context(None, title)
@@ -58,16 +73,17 @@ def recommended_for_you(context: template.Context, limit: Any = None) -> dict[st
         shopper = tracking.get_shopper(request) if request is not None else ""
         return serving.recommend_for_shopper(shopper, _limit(limit))
 
-    return _render("for_you", build)
+    return _render(context, "for_you", build)
 
 
 @register.inclusion_tag(BLOCK_TEMPLATE, takes_context=True)
 def similar_products(context: template.Context, product: Any, limit: Any = None) -> dict[str, Any]:
     """Products like this one, for the product page."""
-    return _render("similar", lambda: serving.similar_products(catalog.product_id_of(product), _limit(limit)))
+    return _render(context, "similar", lambda: serving.similar_products(catalog.product_id_of(product), _limit(limit)))
 
 
 @register.inclusion_tag(BLOCK_TEMPLATE, takes_context=True)
 def trending_products(context: template.Context, category: str | None = None, limit: Any = None) -> dict[str, Any]:
-    """What is selling and being looked at now, shop-wide or in one category."""
-    return _render("trending", lambda: serving.trending(_limit(limit), category or None))
+    """What is selling and being looked at now, shop-wide or in one category, minus what this page already shows."""
+    shown = set(_shown(context))
+    return _render(context, "trending", lambda: serving.trending(_limit(limit), category or None, exclude=shown))

@@ -1,0 +1,104 @@
+"""Near-real-time refresh of one shopper's for_you list, between full precomputes.
+
+A shopper who browses should see the effect on the next pages, not after the hourly precompute. This recomputes
+one shopper's list from their recent events and the active set's stored `similar` lists, with the same scoring
+as the batch engine (Σ over the shopper's items i of damped weight(i) x sim(i, j), bought items left out,
+reason = the item that contributed most), and replaces that one StoredList row in the active set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime
+
+from django.db import transaction
+
+from recommendations.conf import rec_settings
+from recommendations.engine.dataset import MIN_CELL_WEIGHT, loaded_event_types
+from recommendations.models import Event, RecommendationSet, StoredList
+
+# The newest events say most; older history is already in the precomputed list's neighbours.
+MAX_HISTORY_EVENTS = 500
+
+
+def _newest_training_event(types: list[str]) -> datetime | None:
+    """Decay is measured from the newest event in the data, as in the batch engine."""
+    return (
+        Event.objects.filter(event_type__in=types)
+        .exclude(product_id="")
+        .order_by("-occurred_at")
+        .values_list("occurred_at", flat=True)
+        .first()
+    )
+
+
+def shopper_weights(shopper: str) -> tuple[dict[str, float], set[str]]:
+    """The shopper's damped weight per product, and the products they bought."""
+    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    types = loaded_event_types(weights)
+    rows = list(
+        Event.objects.filter(shopper=shopper, event_type__in=types)
+        .exclude(product_id="")
+        .order_by("-occurred_at")
+        .values_list("product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]
+    )
+    newest = _newest_training_event(types)
+    half_life = float(rec_settings.RECENCY_HALF_LIFE_DAYS)
+    summed: dict[str, float] = defaultdict(float)
+    bought: set[str] = set()
+    for product_id, event_type, occurred_at in rows:
+        if event_type == "purchase":
+            bought.add(product_id)
+        weight = weights.get(event_type, 0.0)
+        if weight <= 0:
+            continue
+        age_days = max((newest - occurred_at).total_seconds(), 0.0) / 86_400 if newest else 0.0
+        summed[product_id] += weight * 0.5 ** (age_days / half_life)
+    damped = {pid: max(math.log1p(w), MIN_CELL_WEIGHT) for pid, w in summed.items()}
+    return damped, bought
+
+
+def score_shopper(weights: dict[str, float], bought: set[str], neighbours: dict[str, list[list]], n: int) -> list[list]:
+    """Top `n` [product_id, score, "because:<anchor>"] from the anchors' neighbour lists."""
+    scores: dict[str, float] = defaultdict(float)
+    best: dict[str, tuple[float, str]] = {}
+    for anchor, weight in weights.items():
+        for product_id, similarity, *_ in neighbours.get(anchor, []):
+            if product_id in bought:
+                continue
+            contribution = weight * float(similarity)
+            scores[product_id] += contribution
+            current = best.get(product_id)
+            # Same tie-break as the batch engine: the biggest contribution, then the smallest anchor id.
+            if current is None or contribution > current[0] or (contribution == current[0] and anchor < current[1]):
+                best[product_id] = (contribution, anchor)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return [[pid, round(score, 6), f"because:{best[pid][1]}"] for pid, score in ranked if score > 0]
+
+
+def refresh_shopper(shopper: str) -> int | None:
+    """Rewrite `shopper`'s for_you list in the active set; returns its length, or None with no active set."""
+    set_id = (
+        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
+        .order_by("-activated_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if set_id is None or not shopper:
+        return None
+    weights, bought = shopper_weights(shopper)
+    neighbours = dict(
+        StoredList.objects.filter(recommendation_set_id=set_id, placement="similar", subject__in=list(weights))
+        .values_list("subject", "items")
+        .iterator()
+    )
+    items = score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
+    with transaction.atomic():
+        if items:
+            StoredList.objects.update_or_create(
+                recommendation_set_id=set_id, placement="for_you", subject=shopper, defaults={"items": items}
+            )
+        else:
+            StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you", subject=shopper).delete()
+    return len(items)
