@@ -41,6 +41,7 @@ from recommendations.api.validation import (
 )
 from recommendations.conf import EVENT_TYPES
 from recommendations.models import Event, shopper_key
+from recommendations.tracking import EVENT_COLUMNS
 
 try:
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -58,24 +59,6 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
-# The Event columns the bulk writer fills, in COPY order.
-EVENT_COLUMNS = (
-    "event_id",
-    "event_type",
-    "user_id",
-    "visitor_id",
-    "shopper",
-    "product_id",
-    "quantity",
-    "value",
-    "query",
-    "occurred_at",
-    "client_time",
-    "received_at",
-    "placement",
-    "recommendation_id",
-    "context",
-)
 EventValues = tuple[Any, ...]  # one value per EVENT_COLUMNS entry
 # (description, total or None) -> a progress bar (tqdm-like: update(n), usable as a context manager).
 ProgressFactory = Callable[[str, int | None], AbstractContextManager[Any]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from celery import current_app, shared_task
@@ -44,34 +45,50 @@ def enqueue_precompute() -> PrecomputeRun:
     return run
 
 
-@shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True)
-def refresh_shopper(shopper: str) -> int | None:
-    """Rewrite one shopper's for_you list from their newest events (see engine.refresh)."""
-    from recommendations.engine.refresh import refresh_shopper as refresh
-
-    return refresh(shopper)
+# Without a broker the refresh runs inside the request: a page's own events touch one shopper, and a bulk
+# server-side batch beyond this many shoppers waits for the next precompute instead of slowing the request.
+EAGER_REFRESH_MAX_SHOPPERS = 3
 
 
-def schedule_refresh(shopper: str) -> None:
-    """Refresh a shopper's list soon after their events commit, at most once per debounce window.
+@shared_task(name="recommendations.tasks.refresh_shoppers", ignore_result=True)
+def refresh_shoppers(shoppers: list[str]) -> int:
+    """Rewrite these shoppers' for_you lists from their newest events (see engine.refresh)."""
+    from recommendations.engine.refresh import refresh_shopper
 
-    With a broker, events inside the window ride on the task already scheduled: it runs after the window closes
-    and reads every event committed by then. Run eagerly (the demo), each event refreshes at once.
+    return sum(1 for shopper in shoppers if refresh_shopper(shopper) is not None)
+
+
+def schedule_refresh(shoppers: Iterable[str]) -> None:
+    """Refresh shoppers' lists soon after their events commit, each at most once per debounce window.
+
+    With a broker: one task per call for the shoppers not already waiting; events inside a window ride on the task
+    already scheduled, which runs after the window closes and reads every event committed by then. Two cache
+    round trips and one message per call, whatever the batch size, so ingest stays fast.
+    Run eagerly (the demo): a small batch refreshes at once, in-process.
     """
-    if not shopper or not rec_settings.REALTIME_REFRESH:
+    shoppers = [s for s in dict.fromkeys(shoppers) if s]
+    if not shoppers or not rec_settings.REALTIME_REFRESH:
         return
     if current_app.conf.task_always_eager:
-        transaction.on_commit(lambda: _refresh_quietly(shopper), robust=True)
+        if len(shoppers) <= EAGER_REFRESH_MAX_SHOPPERS:
+            transaction.on_commit(lambda: _refresh_quietly(shoppers), robust=True)
         return
     window = float(rec_settings.REFRESH_DEBOUNCE_SECONDS)
-    if not cache.add(f"recommendations:refresh:{shopper}", 1, timeout=max(1, int(window))):
+    keys = {f"recommendations:refresh:{s}": s for s in shoppers}
+    # Not atomic: two racing requests may both schedule a shopper, which costs one spare refresh, nothing more.
+    waiting = cache.get_many(list(keys))
+    due = {key: shopper for key, shopper in keys.items() if key not in waiting}
+    if not due:
         return
-    transaction.on_commit(lambda: refresh_shopper.apply_async(args=[shopper], countdown=window + 0.5), robust=True)
+    cache.set_many(dict.fromkeys(due, 1), timeout=max(1, int(window)))
+    transaction.on_commit(
+        lambda: refresh_shoppers.apply_async(args=[list(due.values())], countdown=window + 0.5), robust=True
+    )
 
 
-def _refresh_quietly(shopper: str) -> None:
+def _refresh_quietly(shoppers: list[str]) -> None:
     # In-process refresh must never turn a page view into an error page.
     try:
-        refresh_shopper.apply(args=[shopper])
+        refresh_shoppers.apply(args=[shoppers])
     except Exception:
-        logger.exception("refresh of %s failed", shopper)
+        logger.exception("refresh of %s failed", shoppers)

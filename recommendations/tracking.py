@@ -146,8 +146,8 @@ def record_event(request: HttpRequest | None, event_type: str, **fields: Any) ->
 
 
 INSERT_BATCH = 1000
-# Every column the ingest path writes, in the order of the raw INSERT's VALUES.
-_INSERT_FIELDS = (
+# Every Event column the bulk writers (ingest, import) fill, in the order of their INSERT / COPY.
+EVENT_COLUMNS = (
     "event_id",
     "event_type",
     "user_id",
@@ -170,8 +170,8 @@ def _insert_postgresql(events: list[Event]) -> set[str]:
     """One `INSERT ... ON CONFLICT DO NOTHING RETURNING` per chunk: the ids it returns are exactly those stored."""
     opts = Event._meta
     qn = connection.ops.quote_name
-    columns = ", ".join(qn(opts.get_field(name).column) for name in _INSERT_FIELDS)
-    row = "(" + ", ".join(["%s"] * len(_INSERT_FIELDS)) + ")"
+    columns = ", ".join(qn(opts.get_field(name).column) for name in EVENT_COLUMNS)
+    row = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
     event_id_column = qn(opts.get_field("event_id").column)
     stored: set[str] = set()
     with connection.cursor() as cursor:
@@ -247,8 +247,7 @@ def on_events_stored(events: list[Event]) -> None:
     from recommendations.tasks import schedule_refresh
 
     training = {t for t, w in rec_settings.EVENT_WEIGHTS.items() if w > 0}
-    for shopper in dict.fromkeys(e.shopper for e in events if e.event_type in training and e.product_id):
-        schedule_refresh(shopper)
+    schedule_refresh(e.shopper for e in events if e.event_type in training and e.product_id)
 
 
 def merge_visitor(visitor_id: str, user_id: str) -> int:
@@ -267,6 +266,6 @@ def on_user_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwa
         if merge_visitor(get_visitor_id(request), str(user.pk)):
             from recommendations.tasks import schedule_refresh
 
-            schedule_refresh(shopper_key(str(user.pk), ""))
+            schedule_refresh([shopper_key(str(user.pk), "")])
     except Exception:
         logger.exception("could not merge visitor events at login")

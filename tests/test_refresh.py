@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 from celery import current_app
 from django.conf import settings
@@ -14,7 +17,7 @@ from recommendations.engine.precompute import run_precompute
 from recommendations.engine.refresh import refresh_shopper
 from recommendations.models import StoredList
 from recommendations.serving import stored_items
-from recommendations.tasks import schedule_refresh
+from recommendations.tasks import EAGER_REFRESH_MAX_SHOPPERS, schedule_refresh
 from tests.factories import make_category, make_product
 
 pytestmark = pytest.mark.django_db
@@ -141,8 +144,21 @@ def test_a_burst_of_events_sends_one_refresh(shop, django_capture_on_commit_call
     before = broker.llen("celery")
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         for _ in range(5):
-            schedule_refresh("v:burst")
-        schedule_refresh("v:other")
+            schedule_refresh(["v:burst"])
+        schedule_refresh(["v:other", "v:burst", "v:third"])
     assert len(callbacks) == 2
     assert broker.llen("celery") - before == 2
+    bodies = [json.loads(base64.b64decode(json.loads(m)["body"])) for m in broker.lrange("celery", 0, 1)]
+    assert [args for args, _, _ in bodies] == [[["v:other", "v:third"]], [["v:burst"]]]
     assert rec_settings.REFRESH_DEBOUNCE_SECONDS > 0
+
+
+def test_a_bulk_batch_is_not_refreshed_inside_the_request(shop, eager, django_capture_on_commit_callbacks):
+    """Without a broker, refreshing hundreds of shoppers would stall the request: only small batches refresh."""
+    store([("newcomer", "view", shop["Kite"])])
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        schedule_refresh([f"v:bulk{n}" for n in range(EAGER_REFRESH_MAX_SHOPPERS + 1)])
+    assert callbacks == []
+    with django_capture_on_commit_callbacks(execute=True):
+        schedule_refresh(["v:newcomer"])
+    assert stored_items("for_you", "v:newcomer")
