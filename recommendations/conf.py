@@ -50,6 +50,31 @@ DEFAULTS: dict[str, Any] = {
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
+    # Training (engine.training). Candidates fit side by side on one temporal split; the best by validation
+    # NDCG@10 (or a blend of the best, when BLEND) becomes the new model if it passes the gate.
+    "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "neural"],
+    "BLEND": True,
+    "VALIDATION_FRACTION": 0.1,
+    "TEST_FRACTION": 0.1,
+    "MAX_EVAL_SHOPPERS": 5000,
+    # The new model serves only when its validation NDCG@10 >= the serving model's + this margin.
+    "GATE_MARGIN": 0.0,
+    # Refit the chosen recipe on every event (split data is for choosing; serving wants the newest signal).
+    "REFIT_ON_ALL": True,
+    # Cleaning: repeats of the same (shopper, product, type) within this many seconds count once; shoppers
+    # with more events than this in any one minute are treated as bots and left out of training.
+    "BURST_SECONDS": 30,
+    "BOT_MAX_EVENTS_PER_MINUTE": 60,
+    "EASE_MAX_ITEMS": 10000,
+    # Neural model hyper-parameters (engine.neural.NeuralRecommender keyword arguments).
+    "NEURAL": {},
+    # With a trained model serving and a broker, the for_you stage runs as this many Celery tasks (a group,
+    # spread over every worker on the default queue); 1 keeps it in the precompute task.
+    "PRECOMPUTE_SHARDS": 1,
+    # Where trained models are written (a directory shared by all workers). None: <BASE_DIR>/var/models.
+    "MODEL_DIR": None,
+    # Training runs whose artefacts are kept (the serving one is always kept).
+    "KEEP_MODELS": 5,
     # Block titles shown to shoppers.
     "TITLES": {
         "for_you": "Recommended for you",
@@ -69,7 +94,7 @@ class RecommendationSettings:
             raise AttributeError(f"Unknown RECOMMENDATIONS setting: {name}")
         user = getattr(django_settings, "RECOMMENDATIONS", {}) or {}
         value = user.get(name, DEFAULTS[name])
-        if isinstance(DEFAULTS[name], dict) and name in user and name in {"EVENT_WEIGHTS", "TITLES"}:
+        if isinstance(DEFAULTS[name], dict) and name in user and name in {"EVENT_WEIGHTS", "TITLES", "NEURAL"}:
             # Partial overrides of these dicts keep the other defaults.
             return {**DEFAULTS[name], **value}
         return value
@@ -130,11 +155,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "TRENDING_WINDOW_DAYS",
         "TRENDING_HALF_LIFE_DAYS",
         "REFRESH_DEBOUNCE_SECONDS",
+        "BURST_SECONDS",
+        "BOT_MAX_EVENTS_PER_MINUTE",
     ):
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int | float) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a number > 0.", id="recommendations.E006"))
-    for key in ("TOP_N", "SIMILAR_N", "BLOCK_SIZE", "INGEST_MAX_EVENTS", "INGEST_MAX_BYTES"):
+    for key in ("VALIDATION_FRACTION", "TEST_FRACTION"):
+        value = user.get(key, DEFAULTS[key])
+        if not isinstance(value, int | float) or not 0 < value < 0.5:
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a fraction in (0, 0.5).", id="recommendations.E007"))
+    candidates = user.get("CANDIDATES", DEFAULTS["CANDIDATES"])
+    from recommendations.engine.candidates import CANDIDATE_SPECS
+
+    if not isinstance(candidates, list | tuple) or not candidates:
+        errors.append(Error("RECOMMENDATIONS['CANDIDATES'] must be a non-empty list.", id="recommendations.E007"))
+    else:
+        for name in candidates:
+            if name not in CANDIDATE_SPECS:
+                errors.append(
+                    Error(
+                        f"Unknown candidate {name!r} in RECOMMENDATIONS['CANDIDATES'].",
+                        hint=f"Known: {', '.join(sorted(CANDIDATE_SPECS))}.",
+                        id="recommendations.E007",
+                    )
+                )
+    for key in (
+        "TOP_N",
+        "SIMILAR_N",
+        "BLOCK_SIZE",
+        "INGEST_MAX_EVENTS",
+        "INGEST_MAX_BYTES",
+        "EASE_MAX_ITEMS",
+        "MAX_EVAL_SHOPPERS",
+        "KEEP_MODELS",
+        "PRECOMPUTE_SHARDS",
+    ):
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))

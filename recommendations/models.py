@@ -151,3 +151,59 @@ class PrecomputeRun(models.Model):
 
     def __str__(self) -> str:
         return f"Precompute #{self.pk} {self.status}"
+
+
+class TrainingRun(models.Model):
+    """One retrain: its progress, every candidate's metrics, the model it chose and whether that model serves.
+
+    The registry of models is this table: a run that passed the gate and wrote a hash-checked artefact can serve;
+    at most one run serves at a time (`is_serving`), and staff can switch back to any earlier run with an artefact.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded: new model serving"
+        KEPT_OLD = "kept_old", "Succeeded: old model kept"
+        SKIPPED = "skipped", "Skipped: another retrain was running"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    progress = models.FloatField(default=0.0, help_text="0 to 1")
+    stage = models.CharField(max_length=60, blank=True, default="")
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    stage_seconds = models.JSONField(default=dict, blank=True)
+    data_stats = models.JSONField(default=dict, blank=True)
+    # {candidate: {"validation": {...metrics}, "test": {...}, "fit": {...stats}, "seconds": s}}
+    candidates = models.JSONField(default=dict, blank=True)
+    chosen = models.CharField(max_length=120, blank=True, default="", help_text="The recipe this run picked")
+    validation_ndcg = models.FloatField(null=True, blank=True)
+    test_metrics = models.JSONField(default=dict, blank=True)
+    gate = models.JSONField(default=dict, blank=True)
+    message = models.TextField(blank=True, default="", help_text="What happened, in a sentence")
+    error = models.TextField(blank=True, default="")
+    artefact_path = models.CharField(max_length=500, blank=True, default="")
+    artefact_sha256 = models.CharField(max_length=64, blank=True, default="")
+    data_until = models.DateTimeField(null=True, blank=True, help_text="Newest event the model learned from")
+    is_serving = models.BooleanField(default=False, db_index=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_serving"], condition=models.Q(is_serving=True), name="rec_trainingrun_one_serving"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Training run #{self.pk} {self.status}"
+
+    @property
+    def has_artefact(self) -> bool:
+        return bool(self.artefact_path and self.artefact_sha256)

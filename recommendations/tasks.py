@@ -1,6 +1,9 @@
 """Celery tasks: thin, idempotent, ids in; each is one call into the engine.
 
-These tasks need no TensorFlow and go to the default queue; TensorFlow training gets its own queue later.
+`retrain` is the only task that imports TensorFlow (inside the neural model's fit): it goes to its own queue,
+TRAINING_QUEUE, served by a worker started with `-Q recommendations-training --pool solo` (or
+`--max-tasks-per-child 1`), so a TensorFlow-using process never forks. Everything else, precompute and refresh
+included, scores with numpy and runs on the default queue.
 """
 
 from __future__ import annotations
@@ -10,14 +13,44 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from celery import current_app, shared_task
+from celery import chord, current_app, shared_task
 from django.core.cache import cache
 from django.db import transaction
 
 from recommendations.conf import rec_settings
-from recommendations.models import PrecomputeRun
+from recommendations.models import PrecomputeRun, TrainingRun
 
 logger = logging.getLogger(__name__)
+
+TRAINING_QUEUE = "recommendations-training"
+
+
+@shared_task(bind=True, name="recommendations.tasks.retrain", queue=TRAINING_QUEUE)
+def retrain(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
+    """Retrain (run `run_id`, or a fresh run from the beat schedule); single-flight, so a second one skips.
+
+    A redelivered message for a finished run does nothing; one for a run whose worker died starts it over.
+    """
+    from recommendations.engine.training import TrainingError, run_training
+
+    try:
+        run = run_training(run_id, task_id=self.request.id or "")
+    except TrainingRun.DoesNotExist:
+        logger.warning("training run #%s does not exist", run_id)
+        return None
+    except TrainingError as exc:
+        # Recorded on the run; a failed retrain leaves the serving model in place, nothing to retry.
+        logger.warning("retrain failed: %s", exc)
+        run = TrainingRun.objects.get(pk=run_id) if run_id else TrainingRun.objects.order_by("-pk").first()
+    return {"run_id": run.pk, "status": run.status, "chosen": run.chosen} if run else None
+
+
+def enqueue_retrain() -> TrainingRun:
+    """Record a pending training run now and send it to the training queue when the transaction commits."""
+    task_id = uuid.uuid4().hex
+    run = TrainingRun.objects.create(status=TrainingRun.Status.PENDING, task_id=task_id)
+    transaction.on_commit(lambda: retrain.apply_async(args=[run.pk], task_id=task_id), robust=True)
+    return run
 
 
 @shared_task(bind=True, name="recommendations.tasks.precompute")
@@ -28,11 +61,32 @@ def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
     """
     from recommendations.engine.precompute import run_precompute
 
+    shards = 1 if current_app.conf.task_always_eager else int(rec_settings.PRECOMPUTE_SHARDS)
     try:
-        run = run_precompute(run_id, task_id=self.request.id or "")
+        run = run_precompute(run_id, task_id=self.request.id or "", shards=shards)
     except PrecomputeRun.DoesNotExist:
         logger.warning("precompute run #%s does not exist (deleted, or a message from another database)", run_id)
         return None
+    if run.status == PrecomputeRun.Status.RUNNING and "shard_plan" in run.stats:
+        n = len(run.stats["shard_plan"]["bounds"])
+        chord(precompute_shard.si(run.pk, i) for i in range(n))(finish_precompute.si(run.pk))
+    return {"run_id": run.pk, "status": run.status, "set_id": run.recommendation_set_id}
+
+
+@shared_task(bind=True, name="recommendations.tasks.precompute_shard")
+def precompute_shard(self: Any, run_id: int, shard: int) -> dict[str, Any]:
+    """One shard of a precompute's for_you stage (see engine.precompute.run_shard)."""
+    from recommendations.engine.precompute import run_shard
+
+    return run_shard(run_id, shard, worker=self.request.hostname or "")
+
+
+@shared_task(name="recommendations.tasks.finish_precompute")
+def finish_precompute(run_id: int) -> dict[str, Any]:
+    """After the last shard: activate the set the shards wrote."""
+    from recommendations.engine.precompute import finish_sharded
+
+    run = finish_sharded(run_id)
     return {"run_id": run.pk, "status": run.status, "set_id": run.recommendation_set_id}
 
 

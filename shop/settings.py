@@ -146,6 +146,10 @@ RECOMMENDATIONS = {
         "active": "is_active",
     },
     "WRITE_KEY": os.environ.get("RECOMMENDATIONS_WRITE_KEY", ""),
+    # Trained models: a directory every worker can read (default <BASE_DIR>/var/models).
+    "MODEL_DIR": os.environ.get("RECOMMENDATIONS_MODEL_DIR") or None,
+    # Split the for_you precompute into this many Celery tasks (run by however many workers there are).
+    "PRECOMPUTE_SHARDS": int(os.environ.get("RECOMMENDATIONS_PRECOMPUTE_SHARDS", "1")),
 }
 
 LOGGING = {

@@ -12,3 +12,15 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _model_dir(settings, tmp_path_factory):
+    """Trained models go to a fresh temporary directory per test, never into the checkout."""
+    directory = tmp_path_factory.mktemp("models")
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "MODEL_DIR": str(directory)}
+    from recommendations.engine import serving_model
+
+    serving_model.forget()
+    yield directory
+    serving_model.forget()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import uuid
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 from django.contrib.auth import get_user_model
 
+from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures
+from recommendations.models import Event, ProductProfile
 from shop.models import Brand, Category, Product
 
 _seq = itertools.count(1)
@@ -38,3 +43,37 @@ def make_product(name: str | None = None, **kw: Any) -> Product:
 def make_user(username: str | None = None, password: str = "correct-horse-battery", **kw: Any) -> Any:
     n = next(_seq)
     return get_user_model().objects.create_user(username=username or f"shopper{n}", password=password, **kw)
+
+
+T_END = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+TYPE_OF_CODE = {code: name for name, code in EVENT_TYPE_CODES.items()}
+
+
+def write_shop(interactions: Interactions, features: ItemFeatures, end: datetime = T_END, prefix: str = "u:s") -> None:
+    """Store a synthetic shop as profiles and events, the way the app would have recorded them."""
+    if not ProductProfile.objects.exists():
+        ProductProfile.objects.bulk_create(
+            ProductProfile(
+                product_id=pid,
+                name=features.text[i],
+                category=features.categories[features.category[i] - 1],
+                brand=features.brands[features.brand[i] - 1],
+                price=round(float(np.exp(features.price_z[i] + 3)), 2),
+                text=features.text[i],
+                created_at=end - timedelta(days=float(features.age_days[i])),
+            )
+            for i, pid in enumerate(features.item_ids)
+        )
+    Event.objects.bulk_create(
+        Event(
+            event_id=uuid.uuid4().hex,
+            event_type=TYPE_OF_CODE[int(code)],
+            user_id=f"{prefix}{shopper}",
+            shopper=f"u:{prefix}{shopper}",
+            product_id=features.item_ids[item],
+            occurred_at=end - timedelta(days=float(age)),
+        )
+        for shopper, item, code, age in zip(
+            interactions.shopper, interactions.item, interactions.event_type, interactions.age_days, strict=True
+        )
+    )

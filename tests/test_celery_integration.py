@@ -5,6 +5,7 @@ Starts `celery worker` as a subprocess on the test database and the Redis broker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -24,10 +25,11 @@ from django.urls import reverse
 from recommendations import catalog, serving, tracking
 from recommendations.conf import rec_settings
 from recommendations.engine.precompute import run_precompute
-from recommendations.models import Event, PrecomputeRun
-from recommendations.tasks import enqueue_precompute
+from recommendations.models import Event, PrecomputeRun, RecommendationSet, TrainingRun
+from recommendations.tasks import TRAINING_QUEUE, enqueue_precompute, enqueue_retrain
 from shop.celery import app as celery_app
-from tests.factories import make_category, make_product
+from tests.engine.synthetic import make_shop as make_synthetic_shop
+from tests.factories import make_category, make_product, write_shop
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bounded, but generous: a loaded 2-core machine can take a while to boot Django inside the worker.
@@ -50,17 +52,19 @@ def _test_database_url() -> str:
     return f"postgres://{auth}@{host}/{db['NAME']}"
 
 
-@pytest.fixture
-def worker(transactional_db):
-    """A real worker on the default queue, for the test database; always stopped, its log shown on failure."""
+@contextlib.contextmanager
+def running_worker(model_dir: str, queues: str = f"celery,{TRAINING_QUEUE}", extra_env: dict | None = None):
+    """A real worker process for the test database on `queues`; always stopped, its log printed at the end."""
     name = f"itest-{uuid.uuid4().hex[:8]}@localhost"
     env = {
+        "RECOMMENDATIONS_MODEL_DIR": str(model_dir),
         **os.environ,
         "DATABASE_URL": _test_database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DJANGO_SETTINGS_MODULE": "shop.settings",
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)  # noqa: SIM115
     command = [
@@ -75,7 +79,7 @@ def worker(transactional_db):
         "--concurrency",
         "1",
         "-Q",
-        "celery",
+        queues,
         "--loglevel",
         "INFO",
         "-n",
@@ -100,7 +104,7 @@ def worker(transactional_db):
                 break
             if time.monotonic() > deadline:
                 pytest.fail(f"celery worker not ready after {WORKER_READY_TIMEOUT}s:\n{read_log()}")
-        yield proc
+        yield name
     finally:
         proc.terminate()
         try:
@@ -112,6 +116,13 @@ def worker(transactional_db):
         print(f"---- celery worker log ({name}) ----\n{read_log()}")
         log.close()
         os.unlink(log.name)
+
+
+@pytest.fixture
+def worker(transactional_db, _model_dir):
+    """A real worker on the default and training queues."""
+    with running_worker(_model_dir) as name:
+        yield name
 
 
 def send_views(visitor_id: str, product_ids: list[str]) -> None:
@@ -182,3 +193,52 @@ def test_the_worker_refreshes_a_shopper_soon_after_their_events(worker):
         time.sleep(0.25)
     assert f'data-rec-product="{yoyo.pk}"' in page
     assert PrecomputeRun.objects.count() == 1  # only the set-up's own run: the worker ran no precompute
+
+
+def test_a_retrain_on_the_worker_registers_a_model_and_its_lists_follow(worker):
+    """The worker trains every default candidate (TensorFlow included, in a solo pool) and serves the pick."""
+    data, features = make_synthetic_shop(n_shoppers=150, n_items=60, seed=7)
+    write_shop(data, features)
+
+    run = enqueue_retrain()  # autocommit: sent at once, to the training queue
+    outcome = AsyncResult(run.task_id, app=celery_app).get(timeout=TASK_TIMEOUT)
+    run.refresh_from_db()
+    assert outcome == {"run_id": run.pk, "status": "succeeded", "chosen": run.chosen}, run.error
+    assert run.is_serving and run.has_artefact
+    assert run.candidates.keys() >= set(rec_settings.CANDIDATES)
+
+    # Serving a new model sends a precompute; the worker builds the lists from the model.
+    deadline = time.monotonic() + TASK_TIMEOUT
+    while not RecommendationSet.objects.filter(status="active", algorithm__startswith="model:").exists():
+        assert time.monotonic() < deadline, list(PrecomputeRun.objects.values("status", "error"))
+        time.sleep(0.25)
+    assert TrainingRun.objects.filter(is_serving=True).count() == 1
+
+
+def test_a_sharded_precompute_spreads_over_two_worker_processes(transactional_db, _model_dir):
+    """Two workers share the for_you stage of one precompute (a Celery chord of shards), then the set switches."""
+    data, features = make_synthetic_shop(n_shoppers=150, n_items=60, seed=8)
+    write_shop(data, features)
+    from recommendations.engine.training import run_training
+
+    run_training(candidates=["item_knn"])
+    shards = {"RECOMMENDATIONS_PRECOMPUTE_SHARDS": "4"}
+    with (
+        running_worker(_model_dir, queues="celery", extra_env=shards) as first,
+        running_worker(_model_dir, queues="celery", extra_env=shards) as second,
+    ):
+        run = enqueue_precompute()
+        AsyncResult(run.task_id, app=celery_app).get(timeout=TASK_TIMEOUT)
+        deadline = time.monotonic() + TASK_TIMEOUT
+        while (run := PrecomputeRun.objects.get(pk=run.pk)).status == PrecomputeRun.Status.RUNNING:
+            assert time.monotonic() < deadline, run.stats
+            time.sleep(0.25)
+    assert run.status == PrecomputeRun.Status.SUCCEEDED, run.error
+    shard_reports = run.stats["shards"]
+    assert sorted(shard_reports) == ["0", "1", "2", "3"]
+    assert {report["worker"] for report in shard_reports.values()} == {first, second}
+    shoppers = Event.objects.values("shopper").distinct().count()
+    assert sum(report["shoppers"] for report in shard_reports.values()) == shoppers
+    active = RecommendationSet.objects.get(status="active")
+    assert active.pk == run.recommendation_set_id
+    assert active.lists.filter(placement="for_you").count() == run.stats["lists"]["for_you"] > 100

@@ -263,9 +263,14 @@ ListRow = tuple[str, str, list[tuple[str, float, str]]]  # (placement, subject, 
 
 
 def compute_lists(
-    log: EventLog, catalog: CatalogView, params: ListParams, progress: StageProgress | None = None
+    log: EventLog,
+    catalog: CatalogView,
+    params: ListParams,
+    progress: StageProgress | None = None,
+    for_you: bool = True,
 ) -> Iterator[ListRow]:
-    """Every list of one precompute, placement by placement: trending, then similar, then for_you.
+    """Every list of one precompute, placement by placement: trending, then similar, then (unless a trained
+    model makes them) for_you.
 
     A generator, so the caller can write lists as they come and never hold all for_you lists at once.
     """
@@ -299,6 +304,8 @@ def compute_lists(
         ranked = neighbour_list(neighbours, int(item))[: params.similar_n]
         yield "similar", ids[item], [(ids[j], s, "also") for j, s in ranked]
 
+    if not for_you:
+        return
     progress.start("for_you", len(log.shoppers))
     remaining = len(log.shoppers)
     for chunk in recommend_for_shoppers(matrix, neighbours, bought, params.top_n, chunk_size=params.shopper_chunk):

@@ -9,25 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
 from recommendations.conf import check_settings, rec_settings
-from recommendations.engine import cooccurrence, dataset
+from recommendations.engine import cooccurrence, dataset, model_lists, serving_model
+from recommendations.engine.progress import ProgressCallback, RunProgress
 from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList
 
 logger = logging.getLogger(__name__)
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 WRITE_BATCH = 1000
-PROGRESS_SAVE_SECONDS = 1.0
 # Retired sets beyond the newest one are deleted; the active set plus one retired set stay for rollback.
 KEEP_SETS = 2
 # A set still "building" after this long belongs to a run that died without cleaning up.
@@ -43,53 +43,6 @@ STAGES: dict[str, float] = {
     "sales counts": 0.05,
     "activate": 0.05,
 }
-
-
-class _Progress:
-    """Tracks the current stage, tells the caller, and saves progress to the run at most once a second."""
-
-    def __init__(self, run: PrecomputeRun, callback: ProgressCallback | None) -> None:
-        self.run = run
-        self.callback = callback
-        self.stage = ""
-        self.total = 1
-        self.done = 0
-        self.completed_share = 0.0
-        self.stage_started = time.monotonic()
-        self.seconds: dict[str, float] = {}
-        self.last_save = 0.0
-
-    def start(self, stage: str, total: int = 1) -> None:
-        self.finish()
-        self.stage, self.total, self.done = stage, max(int(total), 1), 0
-        self.stage_started = time.monotonic()
-        self._report(force=True)
-
-    def advance(self, amount: int = 1) -> None:
-        self.done = min(self.done + int(amount), self.total)
-        self._report()
-
-    def finish(self) -> None:
-        if not self.stage:
-            return
-        self.done = self.total
-        self._report(force=True)
-        self.seconds[self.stage] = round(time.monotonic() - self.stage_started, 3)
-        self.completed_share += STAGES[self.stage]
-        self.stage = ""
-
-    @property
-    def fraction(self) -> float:
-        current = STAGES.get(self.stage, 0.0) * self.done / self.total if self.stage else 0.0
-        return min(1.0, self.completed_share + current)
-
-    def _report(self, force: bool = False) -> None:
-        if self.callback is not None:
-            self.callback(self.stage, self.done, self.total)
-        now = time.monotonic()
-        if force or now - self.last_save >= PROGRESS_SAVE_SECONDS:
-            self.last_save = now
-            PrecomputeRun.objects.filter(pk=self.run.pk).update(progress=round(self.fraction, 4), stage=self.stage)
 
 
 def validate_settings() -> None:
@@ -119,23 +72,38 @@ def _claim(run_id: int | None, task_id: str) -> tuple[PrecomputeRun, bool]:
 
 
 def run_precompute(
-    run_id: int | None = None, *, task_id: str = "", on_progress: ProgressCallback | None = None
+    run_id: int | None = None,
+    *,
+    task_id: str = "",
+    on_progress: ProgressCallback | None = None,
+    shards: int = 1,
 ) -> PrecomputeRun:
     """Compute and activate a new set for run `run_id` (a new run when None); returns the finished run.
 
-    Raises whatever made the run fail, after recording it on the run and removing the partial set.
+    With a trained model serving and `shards` > 1, the for_you stage is left to `run_shard` tasks: this returns
+    the run still *running*, its stats holding the shard plan, and `finish_sharded` activates the set once every
+    shard has written its shoppers. Raises whatever made the run fail, after recording it on the run and removing
+    the partial set.
     """
     run, has_work = _claim(run_id, task_id)
     if not has_work:
         logger.info("precompute run #%s already %s; nothing to do", run.pk, run.status)
         return run
-    progress = _Progress(run, on_progress)
+    progress = RunProgress(run, on_progress, STAGES)
     new_set: RecommendationSet | None = None
     try:
         validate_settings()
-        new_set = RecommendationSet.objects.create(algorithm="cooccurrence")
+        served = serving_model.serving_run()
+        algorithm = f"model: {served.chosen} (training run #{served.pk})" if served else "cooccurrence"
+        new_set = RecommendationSet.objects.create(algorithm=algorithm[:60])
         PrecomputeRun.objects.filter(pk=run.pk).update(recommendation_set=new_set)
-        stats = _compute_and_write(new_set, progress)
+        stats = _compute_and_write(new_set, progress, shards)
+        if "shard_plan" in stats:
+            progress.finish()
+            stats["seconds"] = progress.seconds
+            PrecomputeRun.objects.filter(pk=run.pk).update(stage="for_you", stats=stats)
+            run.refresh_from_db()
+            return run
         progress.start("sales counts")
         stats["sales_counts_changed"] = update_sales_counts()
         # Last, so that any failure above leaves the old set serving.
@@ -185,20 +153,37 @@ def list_params() -> cooccurrence.ListParams:
     )
 
 
-def _compute_and_write(new_set: RecommendationSet, progress: _Progress) -> dict[str, Any]:
+def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards: int = 1) -> dict[str, Any]:
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     catalog_view = load_catalog()
+    served = serving_model.load_serving_model(catalog_view.item_ids)
     progress.start("load events", dataset.count_training_events(weights))
     log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
 
     writer = _ListWriter(new_set)
     placement = ""
-    for placement_now, subject, items in cooccurrence.compute_lists(log, catalog_view, list_params(), progress):
+    lists = cooccurrence.compute_lists(log, catalog_view, list_params(), progress, for_you=served is None)
+    for placement_now, subject, items in lists:
         if placement_now != placement:
             writer.flush()
             placement = placement_now
         writer.add(placement_now, subject, items)
     writer.flush()
+    model_stats: dict[str, Any] = {}
+    if served is not None and shards > 1:
+        model_stats = {
+            "model_run": served.run_id,
+            "model": served.chosen,
+            "shard_plan": {
+                "bounds": dataset.shard_bounds(weights, shards),
+                "reference_us": log.newest_us,
+                "model_sha256": served.sha256,
+            },
+            "shards": {},
+        }
+    elif served is not None:
+        model_stats = _model_for_you(served, log, catalog_view, writer, progress, log.newest_us)
+        writer.flush()
 
     newest = log.newest_us
     return {
@@ -210,7 +195,154 @@ def _compute_and_write(new_set: RecommendationSet, progress: _Progress) -> dict[
         if newest is None
         else (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)).isoformat(),
         "lists": writer.counts,
+        **model_stats,
     }
+
+
+def _model_for_you(
+    served: serving_model.ServedModel,
+    log: dataset.EventLog,
+    catalog_view: cooccurrence.CatalogView,
+    writer: _ListWriter,
+    progress: Any,
+    reference_us: int | None,
+) -> dict[str, Any]:
+    """Every shopper's for_you list from the serving model (bought items and inactive products left out).
+
+    Ages count from `reference_us`, the newest event of the whole precompute, so a shard scores like the whole.
+    """
+    cleaned, _ = dataset.clean_log(log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
+    interactions, shoppers = dataset.to_interactions(cleaned, reference_us=reference_us)
+    bought = _bought_by(cleaned, shoppers, interactions.n_items)
+    if served.item_ids != catalog_view.item_ids:
+        raise RuntimeError("the catalog changed while the precompute ran; the next run will pick it up")
+    model = served.model
+    ids = catalog_view.item_ids
+    progress.start("for_you", interactions.n_shoppers)
+    for rows in model_lists.recommend_chunks(
+        model,
+        interactions,
+        bought,
+        catalog_view.active,
+        rec_settings.TOP_N,
+        catalog_view.category_of_item,
+        on_chunk=progress.advance,
+    ):
+        for code, items in rows:
+            writer.add(
+                "for_you",
+                shoppers[code],
+                [(ids[i], s, f"because:{ids[a]}" if a >= 0 else "for_you") for i, s, a in items],
+            )
+    return {"model_run": served.run_id, "model": served.chosen, "for_you_shoppers": interactions.n_shoppers}
+
+
+class _ShardProgress:
+    """A shard's progress: it owns no row of its own, so it only tells the caller."""
+
+    def __init__(self, callback: ProgressCallback | None) -> None:
+        self.callback = callback
+        self.stage, self.done, self.total = "", 0, 1
+
+    def start(self, stage: str, total: int = 1) -> None:
+        self.stage, self.done, self.total = stage, 0, max(int(total), 1)
+
+    def advance(self, amount: int = 1) -> None:
+        self.done += int(amount)
+        if self.callback is not None:
+            self.callback(self.stage, self.done, self.total)
+
+
+def run_shard(run_id: int, shard: int, worker: str = "", on_progress: ProgressCallback | None = None) -> dict:
+    """Write the for_you lists of one shard's shoppers into the run's set (idempotent: rewrites its own rows)."""
+    started = time.monotonic()
+    run = PrecomputeRun.objects.get(pk=run_id)
+    if run.status != PrecomputeRun.Status.RUNNING or run.recommendation_set_id is None:
+        return {"shard": shard, "skipped": run.status}
+    plan = run.stats["shard_plan"]
+    low, high = plan["bounds"][shard]
+    new_set = RecommendationSet.objects.get(pk=run.recommendation_set_id)
+    try:
+        catalog_view = load_catalog()
+        served = serving_model.load_serving_model(catalog_view.item_ids)
+        if served is None or served.sha256 != plan["model_sha256"]:
+            raise RuntimeError("the serving model changed while the precompute ran")
+        weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+        log = dataset.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
+        # A redelivered shard starts from a clean slate: its shoppers' rows from an earlier try go first.
+        mine = StoredList.objects.filter(recommendation_set=new_set, placement="for_you", subject__gte=low)
+        (mine.filter(subject__lt=high) if high is not None else mine).delete()
+        writer = _ListWriter(new_set)
+        stats = _model_for_you(served, log, catalog_view, writer, _ShardProgress(on_progress), plan["reference_us"])
+        writer.flush()
+    except Exception as exc:
+        logger.exception("precompute run #%s shard %s failed", run_id, shard)
+        _fail(run_id, new_set, f"shard {shard}: {type(exc).__name__}: {exc}", "for_you")
+        raise
+    report = {
+        "worker": worker,
+        "shoppers": stats["for_you_shoppers"],
+        "lists": writer.counts["for_you"],
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    with transaction.atomic():
+        locked = PrecomputeRun.objects.select_for_update().get(pk=run_id)
+        locked.stats.setdefault("shards", {})[str(shard)] = report
+        done = len(locked.stats["shards"])
+        locked.progress = round(0.6 + 0.35 * done / len(plan["bounds"]), 4)
+        locked.save(update_fields=["stats", "progress"])
+    return {"shard": shard, **report}
+
+
+def finish_sharded(run_id: int) -> PrecomputeRun:
+    """After every shard: sales counts, then switch the set on; a no-op for a run that is not waiting."""
+    run = PrecomputeRun.objects.get(pk=run_id)
+    if run.status != PrecomputeRun.Status.RUNNING or "shard_plan" not in run.stats:
+        return run
+    missing = set(map(str, range(len(run.stats["shard_plan"]["bounds"])))) - set(run.stats.get("shards", {}))
+    if missing:
+        raise RuntimeError(f"precompute run #{run_id}: shards {sorted(missing)} have not finished")
+    new_set = RecommendationSet.objects.get(pk=run.recommendation_set_id)
+    try:
+        stats = dict(run.stats)
+        stats["sales_counts_changed"] = update_sales_counts()
+        counts = dict(stats.get("lists", {}))
+        counts["for_you"] = StoredList.objects.filter(recommendation_set=new_set, placement="for_you").count()
+        stats["lists"] = counts
+        _switch_to(new_set.pk, finished_only=False)
+        delete_old_sets()
+    except Exception as exc:
+        _fail(run_id, new_set, f"{type(exc).__name__}: {exc}", "activate")
+        raise
+    RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
+    PrecomputeRun.objects.filter(pk=run_id).update(
+        status=PrecomputeRun.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0, stage="done", stats=stats
+    )
+    run.refresh_from_db()
+    return run
+
+
+def _fail(run_id: int, new_set: RecommendationSet | None, error: str, stage: str) -> None:
+    _discard(new_set)
+    PrecomputeRun.objects.filter(pk=run_id, status=PrecomputeRun.Status.RUNNING).update(
+        status=PrecomputeRun.Status.FAILED, finished_at=timezone.now(), stage=stage, error=error
+    )
+
+
+def _bought_by(log: dataset.EventLog, shoppers: list[str], n_items: int) -> Any:
+    """Shopper (in `shoppers` order) x item purchases, for leaving bought items out."""
+    import scipy.sparse as sp
+
+    position = {key: i for i, key in enumerate(shoppers)}
+    code_of_log_shopper = np.array([position.get(key, -1) for key in log.shoppers], dtype=np.int64)
+    rows = code_of_log_shopper[log.shopper_idx[log.is_purchase]] if log.n_events else np.zeros(0, dtype=np.int64)
+    cols = log.item_idx[log.is_purchase] if log.n_events else np.zeros(0, dtype=np.int64)
+    keep = rows >= 0
+    matrix = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.int8), (rows[keep], cols[keep])), shape=(len(shoppers), n_items)
+    )
+    matrix.sum_duplicates()
+    return matrix
 
 
 class _ListWriter:

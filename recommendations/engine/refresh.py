@@ -8,15 +8,30 @@ reason = the item that contributed most), and replaces that one StoredList row i
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from datetime import datetime
 
+import numpy as np
+import scipy.sparse as sp
 from django.db import transaction
 
 from recommendations.conf import rec_settings
-from recommendations.engine.dataset import MIN_CELL_WEIGHT, loaded_event_types
+from recommendations.engine.artefacts import ArtefactError
+from recommendations.engine.dataset import (
+    MIN_CELL_WEIGHT,
+    clean_log,
+    event_log_from_rows,
+    loaded_event_types,
+    micros,
+    to_interactions,
+)
+from recommendations.engine.model_lists import recommend_chunks
+from recommendations.engine.serving_model import ServedModel, load_serving_model
 from recommendations.models import Event, RecommendationSet, StoredList
+
+logger = logging.getLogger(__name__)
 
 # The newest events say most; older history is already in the precomputed list's neighbours.
 MAX_HISTORY_EVENTS = 500
@@ -77,8 +92,42 @@ def score_shopper(weights: dict[str, float], bought: set[str], neighbours: dict[
     return [[pid, round(score, 6), f"because:{best[pid][1]}"] for pid, score in ranked if score > 0]
 
 
+def model_items(served: ServedModel, shopper: str, n: int) -> list[list]:
+    """Top `n` [product_id, score, reason] for one shopper from the serving model, as the precompute makes them."""
+    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    types = loaded_event_types(weights)
+    rows = list(
+        Event.objects.filter(shopper=shopper, event_type__in=types)
+        .exclude(product_id="")
+        .order_by("-occurred_at")
+        .values_list("shopper", "product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]
+    )
+    newest = _newest_training_event(types)
+    log = event_log_from_rows(reversed(rows), served.item_ids, weights)
+    log, _ = clean_log(log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
+    reference = micros(newest) if newest is not None else None
+    interactions, shoppers = to_interactions(log, reference_us=reference)
+    if not shoppers:
+        return []
+    bought_items = np.unique(log.item_idx[log.is_purchase])
+    bought = sp.csr_matrix(
+        (np.ones(bought_items.size, dtype=np.int8), (np.zeros(bought_items.size, dtype=np.int64), bought_items)),
+        shape=(1, len(served.item_ids)),
+    )
+    ids = served.item_ids
+    for chunk in recommend_chunks(served.model, interactions, bought, served.active, n, served.category_of_item):
+        for _, items in chunk:
+            return [[ids[i], round(s, 6), f"because:{ids[a]}" if a >= 0 else "for_you"] for i, s, a in items]
+    return []
+
+
 def refresh_shopper(shopper: str) -> int | None:
-    """Rewrite `shopper`'s for_you list in the active set; returns its length, or None with no active set."""
+    """Rewrite `shopper`'s for_you list in the active set; returns its length, or None with no active set.
+
+    With a trained model serving, the list comes from that model (numpy scoring, no TensorFlow); otherwise from
+    the active set's co-occurrence lists. A model whose artefact fails its check refreshes nothing: the
+    shopper keeps the list the last good precompute wrote.
+    """
     set_id = (
         RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
         .order_by("-activated_at", "-pk")
@@ -87,13 +136,21 @@ def refresh_shopper(shopper: str) -> int | None:
     )
     if set_id is None or not shopper:
         return None
-    weights, bought = shopper_weights(shopper)
-    neighbours = dict(
-        StoredList.objects.filter(recommendation_set_id=set_id, placement="similar", subject__in=list(weights))
-        .values_list("subject", "items")
-        .iterator()
-    )
-    items = score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
+    try:
+        served = load_serving_model()
+    except ArtefactError:
+        logger.exception("serving model refused; %s keeps the precomputed list", shopper)
+        return None
+    if served is not None:
+        items = model_items(served, shopper, rec_settings.TOP_N)
+    else:
+        weights, bought = shopper_weights(shopper)
+        neighbours = dict(
+            StoredList.objects.filter(recommendation_set_id=set_id, placement="similar", subject__in=list(weights))
+            .values_list("subject", "items")
+            .iterator()
+        )
+        items = score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
     with transaction.atomic():
         if items:
             StoredList.objects.update_or_create(

@@ -2,43 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from tqdm import tqdm
 
 from recommendations.engine.precompute import STAGES, run_precompute
+from recommendations.management.stage_bars import StageBars
 
 
 def _in_stage_order(seconds: dict[str, float]) -> list[tuple[str, float]]:
     # The stats come back from a JSON column, which does not keep key order.
     order = {stage: i for i, stage in enumerate(STAGES)}
     return sorted(seconds.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
-
-
-class _StageBars:
-    """One tqdm bar per stage, on stderr, driven by the engine's progress callback."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: tqdm | None = None
-        self.stage = ""
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if stage != self.stage:
-            self.close()
-            self.stage = stage
-            self.bar = tqdm(total=total, desc=f"{stage:<13}", unit="", file=sys.stderr, leave=True)
-        if self.bar is not None:
-            self.bar.update(done - self.bar.n)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class Command(BaseCommand):
@@ -48,7 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Do not draw progress bars.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        bars = _StageBars(enabled=not options["no_progress"])
+        bars = StageBars(enabled=not options["no_progress"])
         try:
             run = run_precompute(on_progress=bars)
         except Exception as exc:

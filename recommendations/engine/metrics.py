@@ -1,0 +1,248 @@
+"""Offline ranking metrics for any `Recommender`: top-k lists and NDCG / recall / HR / MRR / coverage.
+
+Every candidate is scored the same way: shoppers in batches, their already-seen items masked (a for_you list is
+for discovery), ties broken by item index so one set of scores always gives the same lists. Metrics are
+accumulated batch by batch, so the blend search can score each component once per batch and try many weights.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommendations.engine.base import EvalSet, Interactions, Recommender
+
+ScoreFn = Callable[[Interactions], np.ndarray]
+
+METRIC_KEYS = ("ndcg", "recall", "hr", "mrr", "coverage", "cold_recall", "n_shoppers")
+# top_k works on row blocks of at most this many cells, so its temporaries stay small for any batch size.
+TOP_K_BLOCK_CELLS = 4_000_000
+
+
+def allowed_mask(allowed: np.ndarray | None, n_items: int) -> np.ndarray | None:
+    """A boolean mask over items from either a boolean mask or an array of item indices (None stays None)."""
+    if allowed is None:
+        return None
+    allowed = np.asarray(allowed)
+    if allowed.dtype == bool:
+        if allowed.shape != (n_items,):
+            raise ValueError(f"allowed mask has shape {allowed.shape}, expected ({n_items},)")
+        return allowed
+    mask = np.zeros(n_items, dtype=bool)
+    mask[allowed.astype(np.int64)] = True
+    return mask
+
+
+def top_k(
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.spmatrix | None = None,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Rows x k item indices, best first, ties broken by lower item index; -1 pads rows with too few items.
+
+    `exclude` (rows x items, any nonzero excludes) and items outside `allowed` (bool mask or indices) never
+    appear; NaN scores count as excluded. Selection is a partition (O(items) per row), not a full sort; only
+    the k winners get sorted. `scores` is left untouched.
+    """
+    return _top_k(scores, k, exclude, allowed, scratch=False)
+
+
+def top_k_scratch(
+    scores: np.ndarray, k: int, exclude: sp.spmatrix | None = None, allowed: np.ndarray | None = None
+) -> np.ndarray:
+    """`top_k` that may overwrite `scores` (saves a copy per call when the caller throws the scores away)."""
+    return _top_k(scores, k, exclude, allowed, scratch=True)
+
+
+def _top_k(
+    scores: np.ndarray, k: int, exclude: sp.spmatrix | None, allowed: np.ndarray | None, scratch: bool
+) -> np.ndarray:
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError("scores must be 2-D (shoppers x items)")
+    n_rows, n_items = scores.shape
+    if k <= 0 or n_rows == 0:
+        return np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
+    mask = allowed_mask(allowed, n_items)
+    excl = sp.csr_matrix(exclude) if exclude is not None else None
+    if excl is not None and excl.shape != scores.shape:
+        raise ValueError(f"exclude has shape {excl.shape}, scores {scores.shape}")
+    result = np.full((n_rows, k), -1, dtype=np.int64)
+    block = max(1, TOP_K_BLOCK_CELLS // max(n_items, 1))
+    for start in range(0, n_rows, block):
+        stop = min(start + block, n_rows)
+        part = None if excl is None else excl[start:stop]
+        result[start:stop] = _top_k_block(scores[start:stop], k, part, mask, scratch)
+    return result
+
+
+def _top_k_block(
+    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, mask: np.ndarray | None, scratch: bool
+) -> np.ndarray:
+    n_rows, n_items = scores.shape
+    if n_items == 0:
+        return np.full((n_rows, k), -1, dtype=np.int64)
+    if scratch and scores.dtype in (np.float32, np.float64) and scores.flags.writeable:
+        s = scores
+    else:
+        s = np.array(scores, dtype=np.float32 if scores.dtype == np.float32 else np.float64, copy=True)
+    nan = np.isnan(s)
+    if nan.any():
+        np.copyto(s, -np.inf, where=nan)
+    del nan
+    if mask is not None:
+        np.copyto(s, -np.inf, where=~mask[None, :])
+    if exclude is not None and exclude.nnz:
+        coo = exclude.tocoo()
+        nonzero = coo.data != 0
+        s[coo.row[nonzero], coo.col[nonzero]] = -np.inf
+    kk = min(k, n_items)
+    # The kk-th best score of each row: everything above it is in, and ties at it go to the lowest indices.
+    threshold = np.partition(s, n_items - kk, axis=1)[:, n_items - kk][:, None]
+    chosen = s >= threshold
+    tied = np.flatnonzero(chosen.sum(axis=1, dtype=np.int64) > kk)
+    if tied.size:  # only rows with ties at the threshold pay for the cumulative count
+        sub, sub_threshold = s[tied], threshold[tied]
+        above, at = sub > sub_threshold, sub == sub_threshold
+        need = kk - above.sum(axis=1, dtype=np.int64)
+        chosen[tied] = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= need[:, None]))
+    rows, cols = np.nonzero(chosen)  # row-major: columns ascending within each row
+    cols = cols.reshape(n_rows, kk)
+    values = s[rows, cols.ravel()].reshape(n_rows, kk)
+    order = np.argsort(-values, axis=1, kind="stable")  # stable keeps the lower index first among equals
+    picked = np.take_along_axis(cols, order, axis=1).astype(np.int64)
+    picked[np.take_along_axis(values, order, axis=1) == -np.inf] = -1
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    out[:, :kk] = picked
+    return out
+
+
+def _member(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """keys ∈ sorted_keys, elementwise (a vectorized isin on pre-sorted keys)."""
+    if sorted_keys.size == 0:
+        return np.zeros(keys.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return sorted_keys[pos] == keys
+
+
+@dataclass
+class TargetBatch:
+    """One batch's targets as sorted (row * n_items + item) keys, so many lists can be checked against them."""
+
+    keys: np.ndarray
+    cold_keys: np.ndarray
+    n_targets: np.ndarray  # per row
+    n_cold: np.ndarray  # per row
+
+    @classmethod
+    def build(cls, targets: Sequence[np.ndarray], n_items: int, is_cold: np.ndarray) -> TargetBatch:
+        rows = len(targets)
+        parts = [np.asarray(t, dtype=np.int64) + row * n_items for row, t in enumerate(targets)]
+        keys = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        cold_keys = keys[is_cold[keys % n_items]]
+        return cls(
+            keys=keys,
+            cold_keys=cold_keys,
+            n_targets=np.bincount(keys // n_items, minlength=rows),
+            n_cold=np.bincount(cold_keys // n_items, minlength=rows),
+        )
+
+
+class MetricAccumulator:
+    """Collects per-shopper metrics over batches of top-k lists; `result()` averages them.
+
+    NDCG: binary gain 1/log2(rank+1) over the ideal for min(k, targets). Recall: hits / min(k, targets).
+    HR: any hit. MRR: 1/rank of the first hit. Cold recall: the same recall over shoppers with targets among
+    the cold items, counting only those. Coverage: distinct recommended items / `n_allowed`.
+    Shoppers without targets are skipped (an `EvalSet` from `temporal_split` has none). Sums are exact
+    (math.fsum), so any batch size gives identical results.
+    """
+
+    def __init__(self, k: int, n_items: int, n_allowed: int, cold_items: np.ndarray | None = None) -> None:
+        self.k = k
+        self.n_items = n_items
+        self.n_allowed = n_allowed
+        self.discount = 1.0 / np.log2(np.arange(2, k + 2))
+        self.ideal = np.cumsum(self.discount)
+        self.is_cold = np.zeros(n_items, dtype=bool)
+        if cold_items is not None and len(cold_items):
+            self.is_cold[np.asarray(cold_items, dtype=np.int64)] = True
+        self.recommended = np.zeros(n_items, dtype=bool)
+        self.values: dict[str, list[np.ndarray]] = {key: [] for key in ("ndcg", "recall", "hr", "mrr", "cold_recall")}
+
+    def prepare(self, targets: Sequence[np.ndarray]) -> TargetBatch:
+        return TargetBatch.build(targets, self.n_items, self.is_cold)
+
+    def add(self, lists: np.ndarray, targets: Sequence[np.ndarray] | TargetBatch) -> None:
+        """One batch: `lists` (shoppers x k item indices, -1 = none) and each shopper's target items."""
+        batch = targets if isinstance(targets, TargetBatch) else self.prepare(targets)
+        lists = np.asarray(lists, dtype=np.int64)
+        valid = lists >= 0
+        self.recommended[lists[valid]] = True
+        keys = np.arange(lists.shape[0], dtype=np.int64)[:, None] * self.n_items + lists
+        hit = _member(keys, batch.keys) & valid
+        n_hits = hit.sum(axis=1)
+        has = batch.n_targets > 0
+        best = np.minimum(self.k, np.maximum(batch.n_targets, 1))
+        dcg = hit.astype(np.float64) @ self.discount[: lists.shape[1]]
+        first = np.argmax(hit, axis=1)
+        self.values["ndcg"].append((dcg / self.ideal[best - 1])[has])
+        self.values["recall"].append((n_hits / best)[has])
+        self.values["hr"].append((n_hits > 0)[has].astype(np.float64))
+        self.values["mrr"].append(np.where(n_hits > 0, 1.0 / (first + 1), 0.0)[has])
+        has_cold = batch.n_cold > 0
+        cold_hits = (_member(keys, batch.cold_keys) & valid).sum(axis=1)
+        self.values["cold_recall"].append((cold_hits / np.minimum(self.k, np.maximum(batch.n_cold, 1)))[has_cold])
+
+    def result(self) -> dict[str, float]:
+        def mean(key: str) -> tuple[float, int]:
+            values = np.concatenate(self.values[key]) if self.values[key] else np.zeros(0)
+            return (math.fsum(values.tolist()) / values.size if values.size else 0.0), int(values.size)
+
+        out = {key: mean(key)[0] for key in ("ndcg", "recall", "hr", "mrr")}
+        out["coverage"] = float(self.recommended.sum() / self.n_allowed) if self.n_allowed else 0.0
+        out["cold_recall"] = mean("cold_recall")[0]
+        out["n_shoppers"] = float(mean("hr")[1])
+        return out
+
+
+def eval_batches(evalset: EvalSet, batch_size: int) -> Iterator[tuple[np.ndarray, Interactions, sp.csr_matrix]]:
+    """(shopper codes, their history renumbered 0.., seen mask) per batch: what every scorer of `evalset` needs."""
+    for start in range(0, evalset.n_shoppers, batch_size):
+        codes = np.arange(start, min(start + batch_size, evalset.n_shoppers))
+        history = evalset.history.select(codes)
+        yield codes, history, history.seen()
+
+
+def evaluate_scores(
+    score_fn: ScoreFn | np.ndarray,
+    evalset: EvalSet,
+    k: int = 10,
+    allowed: np.ndarray | None = None,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """`evaluate` for a bare scorer: a callable history -> scores, or precomputed scores for all of `evalset`."""
+    n_items = evalset.history.n_items
+    mask = allowed_mask(allowed, n_items)
+    n_allowed = int(mask.sum()) if mask is not None else n_items
+    acc = MetricAccumulator(k, n_items, n_allowed, evalset.cold_items)
+    for codes, history, seen in eval_batches(evalset, batch_size):
+        scores = score_fn(history) if callable(score_fn) else np.asarray(score_fn)[codes]
+        acc.add(top_k(scores, k, exclude=seen, allowed=mask), [evalset.targets[c] for c in codes])
+    return acc.result()
+
+
+def evaluate(
+    recommender: Recommender,
+    evalset: EvalSet,
+    k: int = 10,
+    allowed: np.ndarray | None = None,
+    batch_size: int = 1000,
+) -> dict[str, float]:
+    """Metrics@k of `recommender` on `evalset`: keys METRIC_KEYS, each shopper's history items masked."""
+    return evaluate_scores(recommender.score, evalset, k=k, allowed=allowed, batch_size=batch_size)

@@ -1,0 +1,487 @@
+"""One retrain: events → clean training data → temporal split → candidates side by side → pick → gate → register.
+
+Every configured candidate fits on the same split and is measured on the same validation shoppers; the best by
+validation NDCG@10, or a blend of the best few when that scores higher, is the run's choice. The test split is
+scored only once the choice is made, for the report. The chosen recipe is then refit on every event (so the
+serving model knows the newest products and shoppers), written as a hash-checked artefact, and it serves only
+if it beats the serving model on this run's validation set by GATE_MARGIN; otherwise the old model stays and
+the run says why. The whole run holds a single-flight lock: a second retrain exits at once as "skipped".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from recommendations.conf import rec_settings
+from recommendations.engine import artefacts, dataset, metrics
+from recommendations.engine.base import Interactions, ItemFeatures, Recommender
+from recommendations.engine.candidates import build_candidate
+from recommendations.engine.progress import ProgressCallback, RunProgress
+from recommendations.engine.split import Split, temporal_split
+from recommendations.models import TrainingRun
+
+logger = logging.getLogger(__name__)
+
+# Share of the progress bar per stage; "fit" stages are named "fit <candidate>" and share FIT_SHARE.
+FIXED_STAGES: dict[str, float] = {
+    "load events": 0.10,
+    "clean": 0.02,
+    "features": 0.02,
+    "split": 0.02,
+    "blend": 0.04,
+    "test": 0.05,
+    "refit": 0.15,
+    "save": 0.03,
+    "gate": 0.02,
+}
+FIT_SHARE = 0.55
+LOCK_KEY = 0x7265636F  # "reco": the advisory lock id every retrain takes
+BLEND_MAX_COMPONENTS = 3
+
+
+class TrainingError(Exception):
+    """A retrain that cannot go on; the message is the one line staff see."""
+
+
+@dataclass
+class TrainingData:
+    interactions: Interactions
+    shoppers: list[str]
+    features: ItemFeatures
+    cleaning: dict[str, int]
+    data_until: datetime | None
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    recommender: Recommender
+    validation: dict[str, float]
+    fit: dict[str, Any]
+    seconds: float
+    test: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Choice:
+    name: str  # a candidate name, or "blend(a+b)"
+    recommender: Recommender
+    validation: dict[str, float]
+    components: list[str]
+    weights: list[float]
+
+
+# ---- data -----------------------------------------------------------------------------------------------------------
+
+
+def build_training_data(progress: RunProgress | None = None) -> TrainingData:
+    """Read events and profiles from the database into cleaned Interactions and ItemFeatures."""
+    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    rows = dataset.load_profile_rows()
+    item_ids = [r[0] for r in rows]
+    if progress:
+        progress.start("load events", dataset.count_training_events(weights))
+    log = dataset.load_event_log(item_ids, weights, on_row_chunk=progress.advance if progress else None)
+    if progress:
+        progress.start("clean")
+    log, cleaning = dataset.clean_log(
+        log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE)
+    )
+    interactions, shoppers = dataset.to_interactions(log)
+    newest = log.newest_us
+    data_until = None if newest is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)
+    if progress:
+        progress.start("features")
+    features = dataset.item_features(rows, interactions, reference=data_until)
+    return TrainingData(interactions, shoppers, features, cleaning.as_dict(), data_until)
+
+
+# ---- candidates, choice ---------------------------------------------------------------------------------------------
+
+
+def fit_candidates(
+    split: Split,
+    features: ItemFeatures,
+    names: list[str],
+    allowed: np.ndarray | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> dict[str, CandidateResult]:
+    """Fit every named candidate on split.train and score it on split.validation; failures are recorded, not fatal.
+
+    EASE above EASE_MAX_ITEMS refuses to fit (ValueError) and is left out with its reason.
+    """
+    results: dict[str, CandidateResult] = {}
+    for name in names:
+        if on_stage:
+            on_stage(f"fit {name}")
+        started = time.monotonic()
+        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
+        stage = f"fit {name}"
+
+        def report(_inner: str, done: int, total: int, stage: str = stage) -> None:
+            # Models name their own steps; the run shows them all under this candidate's stage.
+            if on_progress is not None:
+                on_progress(stage, done, total)
+
+        try:
+            fit_stats = recommender.fit(split.train, features, split.validation, report) or {}
+        except ValueError as exc:
+            logger.info("candidate %s left out: %s", name, exc)
+            results[name] = CandidateResult(name, recommender, {}, {"skipped": str(exc)}, time.monotonic() - started)
+            continue
+        validation = metrics.evaluate(recommender, split.validation, allowed=allowed)
+        results[name] = CandidateResult(name, recommender, validation, fit_stats, round(time.monotonic() - started, 3))
+    return results
+
+
+def class_params(neural_extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-class parameters from settings: the NEURAL dict, and EASE's size limit."""
+    return {
+        "neural": {**dict(rec_settings.NEURAL or {}), **(neural_extra or {})},
+        "ease": {"max_items": int(rec_settings.EASE_MAX_ITEMS)},
+    }
+
+
+def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allowed: np.ndarray | None = None) -> Choice:
+    """The best candidate by validation NDCG@10, or a blend of the best few when the blend scores higher."""
+    fitted = [r for r in results.values() if r.validation]
+    if not fitted:
+        raise TrainingError(
+            "no candidate could be fitted: " + "; ".join(f"{r.name}: {r.fit}" for r in results.values())
+        )
+    ranked = sorted(fitted, key=lambda r: (-r.validation["ndcg"], r.name))
+    best = ranked[0]
+    choice = Choice(best.name, best.recommender, best.validation, [best.name], [1.0])
+    if not blend or len(ranked) < 2:
+        return choice
+    from recommendations.engine.blend import Blend, fit_blend_weights
+
+    components = ranked[:BLEND_MAX_COMPONENTS]
+    weights, _ = fit_blend_weights([c.recommender for c in components], split.validation)
+    weights = [float(w) for w in weights]
+    kept = [(c, w) for c, w in zip(components, weights, strict=True) if w > 0]
+    if len(kept) < 2:
+        return choice
+    blended = Blend([c.recommender for c, _ in kept], [w for _, w in kept])
+    validation = metrics.evaluate(blended, split.validation, allowed=allowed)
+    if validation["ndcg"] <= best.validation["ndcg"]:
+        return choice
+    names = [c.name for c, _ in kept]
+    return Choice(f"blend({'+'.join(names)})", blended, validation, names, [w for _, w in kept])
+
+
+def refit(
+    choice: Choice, results: dict[str, CandidateResult], data: Interactions, features: ItemFeatures
+) -> Recommender:
+    """The chosen recipe fitted again on every event, with what the split taught (the neural model's epochs)."""
+    from recommendations.engine.blend import Blend
+
+    fitted: list[Recommender] = []
+    for name in choice.components:
+        best_epoch = results[name].fit.get("best_epoch")
+        extra = {"epochs": int(best_epoch)} if best_epoch else {}
+        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params(extra))
+        recommender.fit(data, features, None, None)
+        fitted.append(recommender)
+    if len(fitted) == 1:
+        return fitted[0]
+    return Blend(fitted, list(choice.weights))
+
+
+# ---- locking --------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def single_flight() -> Iterator[bool]:
+    """Yield True while holding the retrain lock, False when another retrain holds it (never waits).
+
+    PostgreSQL: a session advisory lock, released by the server if the worker dies. Elsewhere: flock on a file
+    in the model directory, released by the kernel if the process dies.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+            got = bool(cursor.fetchone()[0])
+        try:
+            yield got
+        finally:
+            if got:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        return
+    root = artefacts.model_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".retrain.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- the run --------------------------------------------------------------------------------------------------------
+
+
+def _claim(run_id: int | None, task_id: str) -> TrainingRun:
+    now = timezone.now()
+    if run_id is None:
+        return TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, started_at=now, task_id=task_id)
+    run = TrainingRun.objects.get(pk=run_id)
+    run.status = TrainingRun.Status.RUNNING
+    run.started_at, run.heartbeat_at, run.task_id = now, now, task_id or run.task_id
+    run.progress, run.stage, run.error, run.message = 0.0, "", "", ""
+    run.save(update_fields=["status", "started_at", "heartbeat_at", "task_id", "progress", "stage", "error", "message"])
+    return run
+
+
+def run_training(
+    run_id: int | None = None,
+    *,
+    task_id: str = "",
+    on_progress: ProgressCallback | None = None,
+    candidates: list[str] | None = None,
+) -> TrainingRun:
+    """Retrain under the single-flight lock; returns the finished run (succeeded, kept_old, skipped or failed).
+
+    Raises TrainingError / other exceptions after recording them on the run, so a command can exit non-zero.
+    A finished run given again (a redelivered task) is returned untouched.
+    """
+    if run_id is not None:
+        existing = TrainingRun.objects.filter(pk=run_id).first()
+        if existing is None:
+            raise TrainingRun.DoesNotExist(f"training run #{run_id} does not exist")
+        if existing.status not in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
+            return existing
+    with single_flight() as got_lock:
+        if not got_lock:
+            busy = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(pk=run_id).first()
+            message = f"another retrain (run #{busy.pk})" if busy else "another retrain"
+            fields = {
+                "status": TrainingRun.Status.SKIPPED,
+                "finished_at": timezone.now(),
+                "message": f"Skipped: {message} was running.",
+                "task_id": task_id,
+            }
+            if run_id is None:
+                return TrainingRun.objects.create(**fields)
+            TrainingRun.objects.filter(pk=run_id).update(**fields)
+            return TrainingRun.objects.get(pk=run_id)
+        # Holding the lock, any other "running" run belongs to a worker that died: say so, clear its leftovers.
+        TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(pk=run_id).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=timezone.now(),
+            error="Interrupted: the worker stopped before the run finished.",
+        )
+        run = _claim(run_id, task_id)
+        return _train(run, on_progress, candidates)
+
+
+def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: list[str] | None) -> TrainingRun:
+    names = list(candidates or rec_settings.CANDIDATES)
+    stages = dict(FIXED_STAGES)
+    for name in names:
+        stages[f"fit {name}"] = FIT_SHARE / len(names)
+    progress = RunProgress(run, on_progress, stages)
+    try:
+        _prune_artefacts()
+        data = build_training_data(progress)
+        if data.interactions.n_events == 0:
+            raise TrainingError("there are no training events yet (views, carts, purchases)")
+        progress.start("split")
+        try:
+            split = temporal_split(
+                data.interactions,
+                data.features,
+                valid_fraction=float(rec_settings.VALIDATION_FRACTION),
+                test_fraction=float(rec_settings.TEST_FRACTION),
+                max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
+            )
+        except ValueError as exc:
+            raise TrainingError(f"cannot split the events in time: {exc}") from exc
+        if split.validation.n_shoppers == 0:
+            raise TrainingError("no shopper has events on both sides of the validation cut: too little data to train")
+        data_stats = {
+            "events": data.interactions.n_events,
+            "shoppers": data.interactions.n_shoppers,
+            "products": data.features.n_items,
+            "products_with_events": int(np.unique(data.interactions.item).size),
+            "cleaning": data.cleaning,
+            "split": split.stats(),
+            "data_until": data.data_until.isoformat() if data.data_until else None,
+        }
+        TrainingRun.objects.filter(pk=run.pk).update(data_stats=data_stats)
+
+        results = fit_candidates(split, data.features, names, on_stage=progress.start, on_progress=progress.update)
+        progress.start("blend")
+        choice = choose(results, split, bool(rec_settings.BLEND))
+
+        progress.start("test")
+        for result in results.values():
+            if result.validation:
+                result.test = metrics.evaluate(result.recommender, split.test)
+        test_metrics = metrics.evaluate(choice.recommender, split.test)
+        report = {
+            r.name: {"validation": r.validation, "test": r.test, "fit": _jsonable(r.fit), "seconds": r.seconds}
+            for r in results.values()
+        }
+        if choice.name not in report:
+            report[choice.name] = {"validation": choice.validation, "test": test_metrics, "weights": choice.weights}
+        TrainingRun.objects.filter(pk=run.pk).update(
+            candidates=report, chosen=choice.name, validation_ndcg=choice.validation["ndcg"], test_metrics=test_metrics
+        )
+
+        progress.start("gate")
+        gate = _gate(choice, results, split, data)
+        progress.start("refit")
+        model = refit(choice, results, data.interactions, data.features) if rec_settings.REFIT_ON_ALL else None
+        model = model or choice.recommender
+        progress.start("save")
+        path, sha = artefacts.write_artefact(model, f"run-{run.pk}")
+        progress.finish()
+        return _register(run, path, sha, gate, data.data_until, progress.seconds)
+    except Exception as exc:
+        stage = progress.stage
+        logger.exception("training run #%s failed at stage %r", run.pk, stage)
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=TrainingRun.Status.FAILED,
+            finished_at=timezone.now(),
+            stage=stage,
+            error=f"{exc}" if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}",
+            message=f"Failed at {stage or 'start'}; the serving model is unchanged.",
+            stage_seconds=progress.seconds,
+        )
+        raise
+
+
+def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, data: TrainingData) -> dict[str, Any]:
+    """Does the new choice beat the serving model on this run's validation set (by GATE_MARGIN)?
+
+    The serving model is scored on the same validation shoppers when it learned nothing after the validation
+    cut; a model that did (it saw the answers) is compared through its recipe refit on this split instead.
+    """
+    margin = float(rec_settings.GATE_MARGIN)
+    new = float(choice.validation["ndcg"])
+    gate: dict[str, Any] = {"new_ndcg": new, "margin": margin}
+    serving = TrainingRun.objects.filter(is_serving=True).first()
+    if serving is None:
+        gate.update(passed=True, reason="No model was serving.")
+        return gate
+    gate["serving_run"] = serving.pk
+    cut = None
+    if data.data_until is not None:
+        cut = data.data_until - timedelta(days=split.valid_cut_days)
+    old: float | None = None
+    if serving.data_until is not None and cut is not None and serving.data_until <= cut:
+        try:
+            old_model = artefacts.load_recommender(serving.artefact_path, serving.artefact_sha256, data.features)
+        except artefacts.ArtefactError as exc:
+            gate.update(passed=True, reason=f"The serving model cannot be loaded ({exc}).")
+            return gate
+        old = float(metrics.evaluate(old_model, split.validation)["ndcg"])
+        gate["compared"] = "serving model on this validation set"
+    elif serving.chosen == choice.name:
+        old = new
+        gate["compared"] = "same recipe as the serving model"
+    elif serving.chosen in results and results[serving.chosen].validation:
+        old = float(results[serving.chosen].validation["ndcg"])
+        gate["compared"] = f"serving recipe {serving.chosen} refit on this split"
+    elif serving.validation_ndcg is not None:
+        old = float(serving.validation_ndcg)
+        gate["compared"] = "serving model's own recorded validation NDCG"
+    if old is None:
+        gate.update(passed=True, reason="The serving model has no comparable score.")
+        return gate
+    gate["serving_ndcg"] = old
+    passed = new >= old + margin
+    verb = "beats" if passed else "does not beat"
+    gate.update(
+        passed=passed,
+        reason=f"New {choice.name} NDCG@10 {new:.4f} {verb} serving {serving.chosen or 'model'} {old:.4f}"
+        f" + margin {margin:g}.",
+    )
+    return gate
+
+
+def _register(
+    run: TrainingRun, path: Any, sha: str, gate: dict[str, Any], data_until: datetime | None, seconds: dict
+) -> TrainingRun:
+    """Record the artefact and, when the gate passed, make it the serving model, all in one transaction."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        run.artefact_path, run.artefact_sha256, run.data_until = str(path), sha, data_until
+        run.gate, run.stage_seconds, run.progress, run.stage = gate, seconds, 1.0, "done"
+        run.finished_at = timezone.now()
+        if gate["passed"]:
+            TrainingRun.objects.filter(is_serving=True).update(is_serving=False)
+            run.is_serving, run.activated_at, run.activated_by = True, timezone.now(), "gate"
+            run.status = TrainingRun.Status.SUCCEEDED
+            run.message = f"Serving {run.chosen}. {gate['reason']}"
+        else:
+            run.status = TrainingRun.Status.KEPT_OLD
+            run.message = f"Old model kept. {gate['reason']}"
+        run.save()
+        if gate["passed"]:
+            from recommendations.tasks import enqueue_precompute
+
+            # New lists from the new model; enqueued on commit, so the worker sees it serving.
+            enqueue_precompute()
+    return run
+
+
+def activate(run_id: int, by: str) -> TrainingRun:
+    """Make an earlier run's model serve again (staff rollback); refuses a run whose artefact fails its check."""
+    run = TrainingRun.objects.get(pk=run_id)
+    if not run.has_artefact:
+        raise TrainingError(f"run #{run.pk} has no model to serve")
+    features = current_features()
+    artefacts.load_recommender(run.artefact_path, run.artefact_sha256, features)
+    with transaction.atomic():
+        TrainingRun.objects.filter(is_serving=True).update(is_serving=False)
+        TrainingRun.objects.filter(pk=run.pk).update(is_serving=True, activated_at=timezone.now(), activated_by=by)
+        from recommendations.tasks import enqueue_precompute
+
+        enqueue_precompute()
+    run.refresh_from_db()
+    return run
+
+
+def current_features() -> ItemFeatures:
+    """The current catalog's features (no events needed): what a loaded model is aligned to."""
+    return dataset.item_features(dataset.load_profile_rows())
+
+
+def _prune_artefacts() -> None:
+    """Keep the newest KEEP_MODELS artefacts and the serving one; forget the others' paths."""
+    keep = int(rec_settings.KEEP_MODELS)
+    with_artefacts = TrainingRun.objects.exclude(artefact_path="").order_by("-created_at", "-pk")
+    kept = list(with_artefacts.values_list("pk", flat=True)[:keep])
+    stale = with_artefacts.exclude(pk__in=kept).exclude(is_serving=True)
+    stale.update(artefact_path="", artefact_sha256="")
+    registered = set(TrainingRun.objects.exclude(artefact_path="").values_list("artefact_path", flat=True))
+    artefacts.remove_unregistered(registered)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,143 @@
+"""Ranking metrics on a 3-shopper fixture whose answers are worked out by hand, and top_k's tie and mask rules."""
+
+from __future__ import annotations
+
+from math import log2
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recommendations.engine.base import EVENT_TYPE_CODES, EvalSet, Interactions, ItemFeatures, Recommender
+from recommendations.engine.metrics import METRIC_KEYS, evaluate, evaluate_scores, top_k
+
+# Shopper s saw item s; these are the scores each gets (a "recommender" keyed on that one history item).
+SCORES = np.array(
+    [
+        [9, 1, 5, 8, 0, 2],  # seen 0 -> top3 [3, 2, 5]
+        [4, 9, 4, 1, 4, 0],  # seen 1 -> top3 [0, 2, 4] (ties by index); without item 4: [0, 2, 3]
+        [0, 0, 7, 1, 0, 3],  # seen 2 -> top3 [5, 3, 0]
+    ],
+    dtype=np.float32,
+)
+TARGETS = [np.array([1, 2]), np.array([3, 5]), np.array([5])]
+COLD = np.array([5], dtype=np.int32)
+
+
+def _evalset() -> EvalSet:
+    n = 3
+    history = Interactions(
+        n_shoppers=n,
+        n_items=6,
+        shopper=np.arange(n, dtype=np.int32),
+        item=np.arange(n, dtype=np.int32),
+        event_type=np.full(n, EVENT_TYPE_CODES["view"], dtype=np.int8),
+        weight=np.ones(n, dtype=np.float32),
+        age_days=np.ones(n, dtype=np.float32),
+    )
+    return EvalSet(history=history, targets=TARGETS, cold_items=COLD)
+
+
+class ByHistoryItem(Recommender):
+    """Scores a shopper with the SCORES row of the one item in their history (renumbered batches stay right)."""
+
+    name = "by_history_item"
+
+    def fit(self, train, features, validation=None, on_progress=None):
+        return {}
+
+    def score(self, history: Interactions) -> np.ndarray:
+        out = np.zeros((history.n_shoppers, history.n_items), dtype=np.float32)
+        out[history.shopper] = SCORES[history.item]
+        return out
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, features: ItemFeatures) -> Recommender:
+        raise NotImplementedError
+
+
+def test_metrics_match_hand_computed_values():
+    result = evaluate(ByHistoryItem(), _evalset(), k=3)
+    assert set(result) == set(METRIC_KEYS)
+    # s0: hit (item 2) at rank 2 of 2 targets; s1: no hit; s2: hit (item 5) at rank 1.
+    ndcg_s0 = (1 / log2(3)) / (1 + 1 / log2(3))
+    assert result["ndcg"] == pytest.approx((ndcg_s0 + 0 + 1) / 3)
+    assert result["recall"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert result["hr"] == pytest.approx(2 / 3)
+    assert result["mrr"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert result["coverage"] == pytest.approx(5 / 6)  # items {0, 2, 3, 4, 5}
+    assert result["cold_recall"] == pytest.approx((0 + 1) / 2)  # s1 and s2 have cold target 5; only s2 gets it
+    assert result["n_shoppers"] == 3
+
+
+def test_allowed_items_change_lists_and_coverage():
+    allowed = np.array([True, True, True, True, False, True])
+    result = evaluate(ByHistoryItem(), _evalset(), k=3, allowed=allowed)
+    # s1's list becomes [0, 2, 3]: target 3 at rank 3.
+    ndcg_s0 = (1 / log2(3)) / (1 + 1 / log2(3))
+    ndcg_s1 = (1 / log2(4)) / (1 + 1 / log2(3))
+    assert result["ndcg"] == pytest.approx((ndcg_s0 + ndcg_s1 + 1) / 3)
+    assert result["recall"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert result["hr"] == pytest.approx(1.0)
+    assert result["mrr"] == pytest.approx((1 / 2 + 1 / 3 + 1) / 3)
+    assert result["coverage"] == pytest.approx(4 / 5)  # {0, 2, 3, 5} of 5 allowed items
+    assert result["cold_recall"] == pytest.approx(0.5)
+    # Index arrays mean the same as masks.
+    assert evaluate(ByHistoryItem(), _evalset(), k=3, allowed=np.flatnonzero(allowed)) == result
+
+
+def test_batches_callables_and_cached_scores_agree():
+    evalset = _evalset()
+    reference = evaluate(ByHistoryItem(), evalset, k=3)
+    assert evaluate(ByHistoryItem(), evalset, k=3, batch_size=1) == reference
+    assert evaluate_scores(ByHistoryItem().score, evalset, k=3, batch_size=2) == reference
+    assert evaluate_scores(SCORES, evalset, k=3, batch_size=2) == reference
+
+
+def test_recall_divides_by_k_when_targets_exceed_it():
+    evalset = _evalset()
+    evalset.targets = [np.array([1, 2, 3, 4, 5]), np.array([3]), np.array([4])]
+    result = evaluate_scores(SCORES, evalset, k=2)
+    # Lists: s0 [3, 2] (2 hits of min(2, 5)), s1 [0, 2], s2 [5, 3].
+    assert result["recall"] == pytest.approx((1 + 0 + 0) / 3)
+    assert result["ndcg"] == pytest.approx(1 / 3)
+    assert result["cold_recall"] == pytest.approx(0.0)  # s0 has cold target 5 and misses it
+
+
+def test_no_cold_targets_and_shoppers_without_targets():
+    evalset = _evalset()
+    evalset.cold_items = np.zeros(0, dtype=np.int32)
+    evalset.targets = [np.array([3]), np.zeros(0, dtype=np.int64), np.array([5])]
+    result = evaluate_scores(SCORES, evalset, k=1)
+    assert result["cold_recall"] == 0.0
+    assert result["n_shoppers"] == 2  # the shopper without targets is not counted
+    assert result["hr"] == pytest.approx(1.0)  # s0's top1 is 3, s2's is 5
+
+
+def test_top_k_ties_break_by_item_index_and_masks_never_appear():
+    scores = np.array([[1.0, 3.0, 3.0, 0.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]], dtype=np.float32)
+    assert top_k(scores, 3, None, None).tolist() == [[1, 2, 4], [0, 1, 2]]
+    exclude = sp.csr_matrix(np.array([[0, 1, 0, 0, 0], [1, 0, 0, 0, 0]]))
+    allowed = np.array([True, True, True, True, False])
+    assert top_k(scores, 3, exclude, allowed).tolist() == [[2, 0, 3], [1, 2, 3]]
+    # Fewer eligible items than k: the rest is -1, never an excluded or disallowed item.
+    assert top_k(scores, 6, exclude, allowed).tolist() == [[2, 0, 3, -1, -1, -1], [1, 2, 3, -1, -1, -1]]
+
+
+def test_top_k_matches_a_full_sort_on_random_ties():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(40, 200)).astype(np.float32)
+    scores[5] = 0.0
+    exclude = sp.random(40, 200, density=0.1, format="csr", random_state=4)
+    allowed = rng.random(200) < 0.7
+    got = top_k(scores, 15, exclude, allowed)
+    for row in range(40):
+        masked = scores[row].astype(np.float64)
+        masked[~allowed] = -np.inf
+        masked[exclude[row].indices] = -np.inf
+        expected = np.lexsort((np.arange(200), -masked))[:15]
+        assert got[row].tolist() == expected.tolist()

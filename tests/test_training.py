@@ -1,0 +1,291 @@
+"""Retraining end to end on PostgreSQL: candidates, registry, gate, artefact checks, rollback, single flight."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from io import StringIO
+from pathlib import Path
+
+import psycopg2
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from recommendations.engine import artefacts, serving_model, training
+from recommendations.engine.precompute import run_precompute
+from recommendations.engine.refresh import refresh_shopper
+from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList, TrainingRun
+from tests.engine.synthetic import make_shop
+from tests.factories import T_END, write_shop
+
+pytestmark = pytest.mark.django_db
+
+FAST = ["popularity", "item_knn"]
+
+
+@pytest.fixture
+def shop():
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
+    write_shop(data, features)
+    return data, features
+
+
+def test_a_run_fits_every_candidate_and_registers_the_best_as_serving(shop):
+    run = training.run_training(candidates=FAST)
+
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.is_serving and run.activated_by == "gate"
+    assert set(FAST) <= set(run.candidates)
+    knn, pop = run.candidates["item_knn"], run.candidates["popularity"]
+    assert knn["validation"]["ndcg"] > pop["validation"]["ndcg"]
+    assert {"ndcg", "recall", "hr", "mrr", "coverage", "cold_recall"} <= set(run.test_metrics)
+    assert run.chosen in run.candidates
+    assert run.candidates[run.chosen]["validation"]["ndcg"] == pytest.approx(run.validation_ndcg)
+    assert {"load events", "clean", "split", "fit item_knn", "refit", "save"} <= set(run.stage_seconds)
+    assert run.data_stats["events"] > 1000 and run.data_stats["split"]["validation_shoppers"] > 0
+    assert run.progress == 1.0
+    assert Path(run.artefact_path).is_dir()
+    assert artefacts.digest(Path(run.artefact_path)) == run.artefact_sha256
+    assert not list(Path(run.artefact_path).rglob("*.pkl"))
+    assert run.data_until == Event.objects.order_by("-occurred_at").first().occurred_at
+
+
+def test_precompute_writes_for_you_from_the_serving_model(shop):
+    run = training.run_training(candidates=FAST)
+    shopper = Event.objects.filter(event_type="purchase").values_list("shopper", flat=True).first()
+    bought = set(Event.objects.filter(shopper=shopper, event_type="purchase").values_list("product_id", flat=True))
+
+    precompute = run_precompute()
+
+    new_set = RecommendationSet.objects.get(pk=precompute.recommendation_set_id)
+    assert new_set.algorithm.startswith(f"model: {run.chosen}")
+    assert precompute.stats["model_run"] == run.pk
+    items = StoredList.objects.get(recommendation_set=new_set, placement="for_you", subject=shopper).items
+    assert len(items) == 50
+    assert not bought & {pid for pid, _, _ in items}
+    assert all(reason.startswith("because:") or reason == "for_you" for _, _, reason in items)
+    scores = [score for _, score, _ in items]
+    assert scores == sorted(scores, reverse=True)
+    # Trending and similar still come from co-occurrence.
+    assert StoredList.objects.filter(recommendation_set=new_set, placement="similar").exists()
+
+
+def test_the_gate_keeps_the_serving_model_when_the_new_one_is_worse(shop):
+    first = training.run_training(candidates=["item_knn"])
+    # A month of newer behaviour: the next run's validation window lies after what the first model learned.
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=2)
+    write_shop(data, features, end=T_END + timedelta(days=61), prefix="u:n")
+
+    second = training.run_training(candidates=["popularity"])
+
+    assert second.status == TrainingRun.Status.KEPT_OLD
+    assert not second.is_serving
+    first.refresh_from_db()
+    assert first.is_serving
+    assert second.gate["passed"] is False
+    assert second.gate["compared"] == "serving model on this validation set"
+    assert second.gate["serving_ndcg"] > second.gate["new_ndcg"]
+    assert "does not beat" in second.message
+    assert second.has_artefact  # kept for staff, who may still activate it
+
+
+def test_a_better_model_replaces_the_serving_one_unless_the_margin_says_no(shop, settings):
+    first = training.run_training(candidates=["popularity"])
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=2)
+    write_shop(data, features, end=T_END + timedelta(days=61), prefix="u:n")
+
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "GATE_MARGIN": 1.0}
+    blocked = training.run_training(candidates=["item_knn"])
+    assert blocked.status == TrainingRun.Status.KEPT_OLD
+
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "GATE_MARGIN": 0.0}
+    better = training.run_training(candidates=["item_knn"])
+    assert better.status == TrainingRun.Status.SUCCEEDED
+    first.refresh_from_db()
+    assert better.is_serving and not first.is_serving
+    assert better.gate["new_ndcg"] > better.gate["serving_ndcg"]
+    assert TrainingRun.objects.filter(is_serving=True).count() == 1
+
+
+def test_a_corrupt_artefact_is_refused_and_the_previous_lists_keep_serving(shop):
+    run = training.run_training(candidates=FAST)
+    good = run_precompute()
+    shopper = StoredList.objects.filter(placement="for_you").values_list("subject", flat=True).first()
+    before = StoredList.objects.get(recommendation_set_id=good.recommendation_set_id, subject=shopper).items
+    victim = sorted(p for p in Path(run.artefact_path).rglob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    serving_model.forget()
+
+    with pytest.raises(artefacts.ArtefactError, match="hash check"):
+        serving_model.load_serving_model()
+    with pytest.raises(artefacts.ArtefactError):
+        run_precompute()
+    assert RecommendationSet.objects.get(status=RecommendationSet.Status.ACTIVE).pk == good.recommendation_set_id
+    Event.objects.create(event_id="late", event_type="purchase", shopper=shopper, product_id=before[0][0])
+    assert refresh_shopper(shopper) is None
+    assert StoredList.objects.get(recommendation_set_id=good.recommendation_set_id, subject=shopper).items == before
+    with pytest.raises(artefacts.ArtefactError):
+        training.activate(run.pk, by="staff")
+
+
+def test_a_missing_artefact_is_refused(shop):
+    run = training.run_training(candidates=["popularity"])
+    for path in Path(run.artefact_path).iterdir():
+        path.unlink()
+    Path(run.artefact_path).rmdir()
+    with pytest.raises(artefacts.ArtefactError, match="missing"):
+        serving_model.load_serving_model()
+
+
+def test_staff_can_roll_back_to_an_earlier_model(shop):
+    first = training.run_training(candidates=["popularity"])
+    second = training.run_training(candidates=["item_knn"])
+    assert second.is_serving
+
+    training.activate(first.pk, by="alice")
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.is_serving and first.activated_by == "alice"
+    assert not second.is_serving
+    assert serving_model.load_serving_model().run_id == first.pk
+
+
+def test_a_second_retrain_skips_while_one_holds_the_lock(shop):
+    settings_dict = connection.settings_dict
+    other = psycopg2.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"],
+        host=settings_dict["HOST"] or "127.0.0.1",
+        port=settings_dict["PORT"] or 5432,
+    )
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [training.LOCK_KEY])
+        run = training.run_training(candidates=FAST)
+    finally:
+        other.close()
+    assert run.status == TrainingRun.Status.SKIPPED
+    assert "another retrain" in run.message
+    assert not TrainingRun.objects.filter(is_serving=True).exists()
+    # The lock died with its connection: the next retrain runs.
+    assert training.run_training(candidates=["popularity"]).status == TrainingRun.Status.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_retrains_never_run_at_once():
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
+    write_shop(data, features)
+    inside = threading.Event()
+    release = threading.Event()
+    results: dict[str, TrainingRun] = {}
+
+    def first_progress(stage: str, done: int, total: int) -> None:
+        if stage.startswith("fit"):
+            inside.set()
+            release.wait(30)
+
+    def first() -> None:
+        try:
+            results["first"] = training.run_training(candidates=["item_knn"], on_progress=first_progress)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    results["second"] = training.run_training(candidates=["item_knn"])
+    release.set()
+    thread.join(60)
+
+    assert results["second"].status == TrainingRun.Status.SKIPPED
+    assert f"run #{results['first'].pk}" in results["second"].message
+    assert results["first"].status == TrainingRun.Status.SUCCEEDED
+
+
+def test_a_run_left_behind_by_a_dead_worker_is_closed_and_a_redelivery_starts_it_over(shop, _model_dir):
+    dead = TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, progress=0.4, stage="fit item_knn")
+    leftover = Path(_model_dir) / f"run-{dead.pk}.tmp"
+    leftover.mkdir()
+    (leftover / "params.json").write_text("{}")
+
+    # The broker redelivers the dead run's message (acks_late): it starts over and finishes.
+    again = training.run_training(dead.pk, candidates=FAST)
+    assert again.pk == dead.pk and again.status == TrainingRun.Status.SUCCEEDED
+    assert not leftover.exists()
+    # A second delivery of a finished run changes nothing.
+    assert training.run_training(dead.pk, candidates=["popularity"]).chosen == again.chosen
+
+    stuck = TrainingRun.objects.create(status=TrainingRun.Status.RUNNING)
+    fresh = training.run_training(candidates=["popularity"])
+    stuck.refresh_from_db()
+    assert stuck.status == TrainingRun.Status.FAILED and "Interrupted" in stuck.error
+    assert fresh.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.KEPT_OLD)
+
+
+def test_refresh_uses_the_serving_model(shop):
+    training.run_training(candidates=["item_knn"])
+    run_precompute()
+    shopper = "u:newcomer"
+    coffee_like = list(ProductProfile.objects.filter(category="cat2").values_list("product_id", flat=True))
+    for i, pid in enumerate(coffee_like[:4]):
+        Event.objects.create(event_id=f"n{i}", event_type="view", shopper=shopper, product_id=pid, occurred_at=T_END)
+
+    assert refresh_shopper(shopper) == 50
+    items = StoredList.objects.get(placement="for_you", subject=shopper, recommendation_set__status="active").items
+    top = [pid for pid, _, _ in items[:5]]
+    assert set(top) <= set(ProductProfile.objects.filter(category="cat2").values_list("product_id", flat=True))
+    assert items[0][2].startswith("because:")
+
+
+def test_training_with_no_events_fails_with_one_clear_line():
+    ProductProfile.objects.create(product_id="1", name="Lonely")
+    with pytest.raises(training.TrainingError, match="no training events"):
+        training.run_training(candidates=FAST)
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.FAILED and "no training events" in run.error
+    with pytest.raises(CommandError, match="training failed: there are no training events"):
+        call_command("train_recommender", "--no-progress", "--candidates", "popularity")
+
+
+def test_the_command_prints_the_candidate_table(shop):
+    out = StringIO()
+    call_command("train_recommender", "--no-progress", "--candidates", "popularity,item_knn", stdout=out)
+    text = out.getvalue()
+    assert "Succeeded: new model serving" in text
+    assert "val ndcg" in text and "test ndcg" in text
+    assert "item_knn" in text and "popularity" in text
+    with pytest.raises(CommandError, match="unknown nope"):
+        call_command("train_recommender", "--candidates", "nope")
+
+
+def test_shards_write_exactly_the_lists_of_an_unsharded_precompute(shop):
+    from recommendations.engine.precompute import finish_sharded, run_shard
+
+    training.run_training(candidates=["item_knn"])
+    whole = run_precompute()
+    expected = dict(
+        StoredList.objects.filter(recommendation_set_id=whole.recommendation_set_id, placement="for_you").values_list(
+            "subject", "items"
+        )
+    )
+
+    run = run_precompute(shards=3)
+    assert run.status == "running" and len(run.stats["shard_plan"]["bounds"]) == 3
+    assert RecommendationSet.objects.get(status="active").pk == whole.recommendation_set_id  # not switched yet
+    with pytest.raises(RuntimeError, match="have not finished"):
+        finish_sharded(run.pk)
+    reports = [run_shard(run.pk, shard, worker="here") for shard in (2, 0, 1, 1)]  # shard 1 redelivered
+    finished = finish_sharded(run.pk)
+
+    assert finished.status == "succeeded"
+    assert sum(r["shoppers"] for r in reports[:3]) == len(expected)
+    got = dict(
+        StoredList.objects.filter(recommendation_set_id=run.recommendation_set_id, placement="for_you").values_list(
+            "subject", "items"
+        )
+    )
+    assert got == expected
+    assert RecommendationSet.objects.get(status="active").pk == run.recommendation_set_id
