@@ -29,8 +29,8 @@ demo-setup: $(BIN)/.installed
 	$(BIN)/python manage.py migrate --noinput
 	@echo "==> generating demo data (skipped if the catalog already has products)"
 	$(BIN)/python manage.py generate_demo_data $(DEMO_ARGS) --if-empty
-	@echo "==> computing recommendations"
-	$(BIN)/python manage.py precompute_recommendations
+	@echo "==> training the recommender (its lists are computed as soon as it serves)"
+	$(BIN)/python manage.py train_recommender
 	$(BIN)/python manage.py create_demo_logins
 
 serve: $(BIN)/.installed

@@ -5,16 +5,21 @@ Events, profiles and stored lists are written by the engine and tracking, so the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from recommendations import catalog
-from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList
+from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList, TrainingRun
+
+logger = logging.getLogger(__name__)
 
 PLACEMENTS = ("for_you", "similar", "trending")
 
@@ -236,3 +241,269 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
             "<table>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", ((k, f"{v:.2f}") for k, v in seconds.items())),
         )
+
+
+# ---- training runs: the model registry ------------------------------------------------------------------------------
+
+CANDIDATE_METRICS = (
+    ("ndcg", "NDCG@10"),
+    ("recall", "recall@10"),
+    ("hr", "HR@10"),
+    ("mrr", "MRR@10"),
+    ("coverage", "coverage"),
+    ("cold_recall", "cold recall@10"),
+)
+TRAINING_ACTIVE = (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING)
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    """A metric for a table cell: fixed digits for numbers, '-' for anything missing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-" if value in (None, "") else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _flatten(stats: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested stats as (dotted key, value) rows, so one two-column table shows them all."""
+    rows: list[tuple[str, str]] = []
+    for key, value in stats.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{name}.")
+        else:
+            rows.append((name, _number(value, 3) if isinstance(value, float) else str(value)))
+    return rows
+
+
+def _key_value_table(rows: Any) -> str:
+    return format_html("<table>{}</table>", format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    """Every retrain side by side; staff retrain now, or make any run with a sound artefact serve (roll back)."""
+
+    list_display = (
+        "run",
+        "status",
+        "progress_percent",
+        "stage",
+        "chosen",
+        "ndcg",
+        "is_serving",
+        "created_at",
+        "duration",
+        "task_state",
+    )
+    list_display_links = ("run",)
+    list_filter = ("status", "is_serving")
+    actions = ["serve_model"]
+    fieldsets = (
+        (None, {"fields": ("status", "message", "error", "progress_percent", "stage", "task_id", "task_state")}),
+        ("Times", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
+        (
+            "Model",
+            {
+                "fields": (
+                    "chosen",
+                    "validation_ndcg",
+                    "test_table",
+                    "is_serving",
+                    "activated_at",
+                    "activated_by",
+                    "artefact_path",
+                    "artefact_sha256",
+                    "data_until",
+                )
+            },
+        ),
+        ("Candidates", {"fields": ("candidate_table",)}),
+        ("Gate", {"fields": ("gate_table",)}),
+        ("Data", {"fields": ("data_table",)}),
+        ("Seconds per stage", {"fields": ("timings_table",)}),
+        (
+            "Raw JSON",
+            {
+                "classes": ("collapse",),
+                "fields": ("candidates", "test_metrics", "gate", "data_stats", "stage_seconds", "progress"),
+            },
+        ),
+    )
+    readonly_fields = tuple(f for _, options in fieldsets for f in options["fields"])
+    change_list_template = "admin/recommendations/trainingrun/change_list.html"
+
+    def get_urls(self) -> list[URLPattern]:
+        retrain_now = path(
+            "retrain-now/",
+            self.admin_site.admin_view(self.retrain_now_view),
+            name="recommendations_trainingrun_retrain_now",
+        )
+        return [retrain_now, *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_retrain": self.has_retrain_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def has_retrain_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("recommendations.add_trainingrun")
+
+    def has_serve_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("recommendations.change_trainingrun")
+
+    def retrain_now_view(self, request: HttpRequest) -> HttpResponse:
+        """Queue a retrain (POST only); the button is hidden without the add permission, a direct POST gets 403."""
+        from recommendations.tasks import enqueue_retrain
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_retrain_permission(request):
+            raise PermissionDenied
+        run = enqueue_retrain()
+        logger.info("training run #%s queued from the admin by %s", run.pk, request.user.get_username())
+        self.log_addition(request, run, "Queued a retrain from the admin.")
+        self.message_user(
+            request,
+            f"Training run #{run.pk} queued (task {run.task_id}). Its progress shows below; reload to follow.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
+
+    @admin.action(description="Serve this model (activate / roll back)", permissions=["serve"])
+    def serve_model(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Make the one selected run's model serve; its artefact is hash-checked and loaded first."""
+        from recommendations.engine import artefacts, training
+
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one training run to serve.", messages.ERROR)
+            return
+        run = queryset.get()
+        previous = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
+        by = request.user.get_username()
+        try:
+            run = training.activate(run.pk, by=by)
+        except (training.TrainingError, artefacts.ArtefactError) as exc:
+            logger.warning("%s could not make training run #%s serve: %s", by, run.pk, exc)
+            self.message_user(
+                request, f"Run #{run.pk} was not activated: {exc}. The serving model is unchanged.", messages.ERROR
+            )
+            return
+        was = f"run #{previous}" if previous is not None else "no model"
+        logger.info("%s made training run #%s (%s) serve; %s served before", by, run.pk, run.chosen, was)
+        self.log_change(request, run, f"Made this run's model serve (before: {was}).")
+        self.message_user(
+            request,
+            f"Run #{run.pk} ({run.chosen or 'model'}) serves now, replacing {was}; "
+            "a precompute was queued to rewrite the lists from it.",
+            messages.SUCCESS,
+        )
+
+    @admin.display(description="run", ordering="pk")
+    def run(self, obj: TrainingRun) -> str:
+        return f"#{obj.pk}"
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_percent(self, obj: TrainingRun) -> str:
+        return f"{obj.progress * 100:.0f}%"
+
+    @admin.display(description="validation NDCG@10", ordering="validation_ndcg")
+    def ndcg(self, obj: TrainingRun) -> str:
+        return _number(obj.validation_ndcg)
+
+    @admin.display(description="duration")
+    def duration(self, obj: TrainingRun) -> str:
+        if obj.started_at and obj.finished_at:
+            return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
+        if obj.started_at and obj.status == TrainingRun.Status.RUNNING:
+            return f"{(timezone.now() - obj.started_at).total_seconds():.0f} s so far"
+        return "-"
+
+    @admin.display(description="task state")
+    def task_state(self, obj: TrainingRun) -> str:
+        """What Celery says about an unfinished run's task (needs a result backend; '-' without one)."""
+        if not obj.task_id:
+            return "-"
+        if obj.status not in TRAINING_ACTIVE:
+            # Finished runs carry their own outcome; asking the backend for every row would slow the list.
+            return "FAILURE" if obj.status == TrainingRun.Status.FAILED else "SUCCESS"
+        from celery import current_app
+        from celery.result import AsyncResult
+
+        if current_app.conf.task_always_eager:
+            return "-"
+        try:
+            return AsyncResult(obj.task_id).state
+        except Exception:
+            return "-"
+
+    @admin.display(description="candidates")
+    def candidate_table(self, obj: TrainingRun) -> str:
+        """Every candidate's validation metrics, test NDCG and fit time in one table; the chosen row is marked."""
+        if not obj.candidates:
+            return "-"
+        titles = ["candidate", *(f"validation {label}" for _, label in CANDIDATE_METRICS)]
+        titles += ["test NDCG@10", "fit seconds", "note"]
+        head = format_html_join("", "<th>{}</th>", ((title,) for title in titles))
+        rows = []
+        for name, report in obj.candidates.items():
+            validation, test, fit = report.get("validation") or {}, report.get("test") or {}, report.get("fit") or {}
+            cells = [_number(validation.get(key)) for key, _ in CANDIDATE_METRICS]
+            cells += [_number(test.get("ndcg")), _number(report.get("seconds"), 2)]
+            if "skipped" in fit:
+                note = f"left out: {fit['skipped']}"
+            elif "weights" in report:
+                note = "weights " + ", ".join(_number(w, 3) for w in report["weights"])
+            else:
+                note = ""
+            chosen = name == obj.chosen
+            rows.append(
+                format_html(
+                    '<tr style="{}"><td>{}{}</td>{}<td>{}</td></tr>',
+                    "font-weight:bold" if chosen else "",
+                    name,
+                    " ✔ chosen" if chosen else "",
+                    format_html_join("", "<td>{}</td>", ((c,) for c in cells)),
+                    note,
+                )
+            )
+        return format_html(
+            "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>",
+            head,
+            format_html_join("", "{}", ((r,) for r in rows)),
+        )
+
+    @admin.display(description="test metrics (chosen)")
+    def test_table(self, obj: TrainingRun) -> str:
+        if not obj.test_metrics:
+            return "-"
+        return _key_value_table((key, _number(value)) for key, value in obj.test_metrics.items())
+
+    @admin.display(description="gate verdict")
+    def gate_table(self, obj: TrainingRun) -> str:
+        """Why the run serves or not: the reason, new vs serving NDCG@10 and the margin it had to clear."""
+        gate = obj.gate or {}
+        if not gate:
+            return "-"
+        verdict = {True: "passed: serves", False: "failed: old model kept"}.get(gate.get("passed"), "-")
+        serving = gate.get("serving_run")
+        rows = [
+            ("verdict", verdict),
+            ("reason", gate.get("reason", "-")),
+            ("new NDCG@10", _number(gate.get("new_ndcg"))),
+            ("serving NDCG@10", _number(gate.get("serving_ndcg"))),
+            ("margin", _number(gate.get("margin"))),
+            ("serving run then", f"#{serving}" if serving is not None else "-"),
+            ("compared", gate.get("compared", "-")),
+        ]
+        return _key_value_table(rows)
+
+    @admin.display(description="data")
+    def data_table(self, obj: TrainingRun) -> str:
+        if not obj.data_stats:
+            return "-"
+        return _key_value_table(_flatten(obj.data_stats))
+
+    @admin.display(description="seconds per stage")
+    def timings_table(self, obj: TrainingRun) -> str:
+        if not obj.stage_seconds:
+            return "-"
+        return _key_value_table((stage, _number(seconds, 2)) for stage, seconds in obj.stage_seconds.items())

@@ -168,7 +168,7 @@ def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allow
         return choice
     from recommendations.engine.blend import Blend, fit_blend_weights
 
-    components = ranked[:BLEND_MAX_COMPONENTS]
+    components = _blend_components(ranked)
     weights, _ = fit_blend_weights([c.recommender for c in components], split.validation)
     weights = [float(w) for w in weights]
     kept = [(c, w) for c, w in zip(components, weights, strict=True) if w > 0]
@@ -180,6 +180,27 @@ def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allow
         return choice
     names = [c.name for c, _ in kept]
     return Choice(f"blend({'+'.join(names)})", blended, validation, names, [w for _, w in kept])
+
+
+def _blend_components(ranked: list[CandidateResult]) -> list[CandidateResult]:
+    """The best few, but never only look-alikes: the best of each recommender class goes first.
+
+    Two EASE variants agree on almost everything; the neural model (sequence- and feature-aware, the only one that
+    scores new products) brings what they miss, so it joins the blend even when it ranks lower on its own.
+    """
+    picked: list[CandidateResult] = []
+    classes: set[str] = set()
+    for result in ranked:
+        kind = result.recommender.name
+        if kind not in classes and kind != "popularity":
+            picked.append(result)
+            classes.add(kind)
+    for result in ranked:
+        if len(picked) >= BLEND_MAX_COMPONENTS:
+            break
+        if result not in picked:
+            picked.append(result)
+    return picked[:BLEND_MAX_COMPONENTS]
 
 
 def refit(

@@ -1,0 +1,214 @@
+"""The training-run admin: the registry's list and report pages, "Retrain now", and serving (rolling back) a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from celery import current_app
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+
+from recommendations.engine import training
+from recommendations.models import PrecomputeRun, TrainingRun
+from tests.engine.synthetic import make_shop
+from tests.factories import make_user, write_shop
+
+pytestmark = pytest.mark.django_db
+
+FAST = ["popularity", "item_knn"]
+CHANGELIST = "admin:recommendations_trainingrun_changelist"
+RETRAIN_NOW = "admin:recommendations_trainingrun_retrain_now"
+
+
+@pytest.fixture
+def shop():
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
+    write_shop(data, features)
+    return data, features
+
+
+@pytest.fixture
+def admin_user():
+    return make_user(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def staff_with(client, *codenames: str):
+    """A logged-in staff member holding only these recommendations permissions."""
+    user = make_user(is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="recommendations", codename__in=codenames)
+    )
+    client.force_login(user)
+    return client
+
+
+def serve(client, run: TrainingRun, *more: TrainingRun):
+    return client.post(
+        reverse(CHANGELIST),
+        {"action": "serve_model", "_selected_action": [r.pk for r in (run, *more)]},
+        follow=True,
+    )
+
+
+def serving_pk() -> int | None:
+    return TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
+
+
+def test_changelist_and_report_render_for_a_finished_run(shop, staff_client):
+    run = training.run_training(candidates=FAST, task_id="t-1")
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+
+    page = staff_client.get(reverse(CHANGELIST))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Retrain now" in text
+    assert f"#{run.pk}</a>" in text
+    assert "100%" in text and run.chosen in text
+    assert f"{run.validation_ndcg:.4f}" in text
+    assert "icon-yes.svg" in text, "the serving column is a boolean icon"
+    assert "SUCCESS" in text, "a finished run's task state comes from the run, not the result backend"
+    for query in ("?is_serving__exact=1", "?status__exact=succeeded"):
+        assert f"#{run.pk}</a>" in staff_client.get(reverse(CHANGELIST) + query).content.decode(), query
+    assert f"#{run.pk}</a>" not in staff_client.get(reverse(CHANGELIST) + "?is_serving__exact=0").content.decode()
+    assert staff_client.get(reverse("admin:recommendations_trainingrun_add")).status_code == 403
+
+    report = staff_client.get(reverse("admin:recommendations_trainingrun_change", args=[run.pk]))
+    assert report.status_code == 200
+    html = report.content.decode()
+    assert "validation NDCG@10" in html and "validation cold recall@10" in html and "test NDCG@10" in html
+    for name in FAST:
+        row = run.candidates[name]
+        assert f"<td>{name}" in html
+        assert f"<td>{row['validation']['ndcg']:.4f}</td>" in html
+        assert f"<td>{row['validation']['recall']:.4f}</td>" in html
+        assert f"<td>{row['test']['ndcg']:.4f}</td>" in html
+    assert f"<td>{run.chosen} ✔ chosen</td>" in html
+    assert html.count("✔ chosen") == 1
+    assert "<th>fit item_knn</th>" in html, "seconds per stage"
+    assert f"<th>split.validation_shoppers</th><td>{run.data_stats['split']['validation_shoppers']}</td>" in html
+    assert "<th>reason</th><td>No model was serving.</td>" in html
+    assert "<th>verdict</th><td>passed: serves</td>" in html
+    assert run.artefact_sha256 in html and run.message in html
+
+
+def test_the_report_escapes_what_it_shows(staff_client):
+    run = TrainingRun.objects.create(
+        status=TrainingRun.Status.KEPT_OLD,
+        chosen="<b>x</b>",
+        candidates={"<b>x</b>": {"validation": {"ndcg": 0.5}, "test": {}, "fit": {"skipped": "<i>big</i>"}}},
+        gate={"passed": False, "reason": "<script>alert(1)</script>", "new_ndcg": 0.5, "margin": 0.01},
+        data_stats={"<u>k</u>": "<u>v</u>"},
+        stage_seconds={"<s>fit</s>": 1.0},
+    )
+    html = staff_client.get(reverse("admin:recommendations_trainingrun_change", args=[run.pk])).content.decode()
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt; ✔ chosen" in html
+    assert "left out: &lt;i&gt;big&lt;/i&gt;" in html
+    assert "&lt;u&gt;k&lt;/u&gt;" in html and "&lt;s&gt;fit&lt;/s&gt;" in html
+    assert "<th>verdict</th><td>failed: old model kept</td>" in html
+
+
+def test_retrain_now_queues_a_pending_run(staff_client, admin_user):
+    url = reverse(RETRAIN_NOW)
+    assert staff_client.get(url).status_code == 405
+    assert not TrainingRun.objects.exists()
+
+    response = staff_client.post(url, follow=True)
+
+    assert response.status_code == 200
+    # The task is sent on commit; the test's transaction never commits, so the run stays pending here.
+    run = TrainingRun.objects.get()
+    assert run.status == TrainingRun.Status.PENDING and run.task_id
+    text = response.content.decode()
+    assert f"Training run #{run.pk} queued (task {run.task_id})" in text
+    assert "Pending" in text
+    if not current_app.conf.task_always_eager:
+        assert "PENDING" in text, "an unfinished run's task state is asked of the result backend"
+    entry = LogEntry.objects.get(object_id=str(run.pk))
+    assert entry.action_flag == ADDITION and entry.user_id == admin_user.pk
+
+
+def test_retrain_now_needs_the_add_permission(client):
+    viewer = staff_with(client, "view_trainingrun")
+    assert "Retrain now" not in viewer.get(reverse(CHANGELIST)).content.decode()
+    assert viewer.post(reverse(RETRAIN_NOW)).status_code == 403
+    assert not TrainingRun.objects.exists()
+
+    allowed = staff_with(client, "view_trainingrun", "add_trainingrun")
+    assert "Retrain now" in allowed.get(reverse(CHANGELIST)).content.decode()
+    assert allowed.post(reverse(RETRAIN_NOW)).status_code == 302
+    assert TrainingRun.objects.filter(status=TrainingRun.Status.PENDING).count() == 1
+
+
+def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, admin_user):
+    first = training.run_training(candidates=["popularity"])
+    second = training.run_training(candidates=["item_knn"])
+    assert serving_pk() == second.pk
+    precomputes = PrecomputeRun.objects.count()
+
+    response = serve(staff_client, first)
+
+    text = response.content.decode()
+    assert f"Run #{first.pk} (popularity) serves now, replacing run #{second.pk}" in text
+    assert "a precompute was queued" in text
+    assert serving_pk() == first.pk
+    first.refresh_from_db()
+    assert first.activated_by == admin_user.get_username()
+    assert PrecomputeRun.objects.count() == precomputes + 1
+    entry = LogEntry.objects.get(object_id=str(first.pk), action_flag=CHANGE)
+    assert entry.user_id == admin_user.pk
+    assert f"before: run #{second.pk}" in entry.get_change_message()
+    history = staff_client.get(reverse("admin:recommendations_trainingrun_history", args=[first.pk]))
+    assert "Made this run&#x27;s model serve" in history.content.decode()
+
+    both = serve(staff_client, first, second)
+    assert "Select exactly one training run" in both.content.decode()
+    assert serving_pk() == first.pk
+
+
+def test_a_tampered_artefact_is_refused_and_nothing_changes(shop, staff_client):
+    first = training.run_training(candidates=["popularity"])
+    second = training.run_training(candidates=["item_knn"])
+    victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    precomputes = PrecomputeRun.objects.count()
+
+    text = serve(staff_client, first).content.decode()
+
+    assert f"Run #{first.pk} was not activated" in text
+    assert "hash check" in text and "The serving model is unchanged." in text
+    assert serving_pk() == second.pk
+    assert PrecomputeRun.objects.count() == precomputes
+    assert not LogEntry.objects.filter(action_flag=CHANGE).exists()
+
+
+def test_a_run_without_a_model_is_refused(staff_client):
+    failed = TrainingRun.objects.create(status=TrainingRun.Status.FAILED, error="boom")
+    text = serve(staff_client, failed).content.decode()
+    assert f"run #{failed.pk} has no model to serve" in text
+    assert serving_pk() is None
+
+
+def test_serving_needs_the_change_permission(shop, client):
+    first = training.run_training(candidates=["popularity"])
+    second = training.run_training(candidates=["item_knn"])
+    viewer = staff_with(client, "view_trainingrun", "add_trainingrun")
+    page = viewer.get(reverse(CHANGELIST)).content.decode()
+    assert "serve_model" not in page
+
+    serve(viewer, first)
+
+    assert serving_pk() == second.pk
+    assert not LogEntry.objects.filter(action_flag=CHANGE).exists()
+
+    editor = staff_with(client, "view_trainingrun", "change_trainingrun")
+    assert f"Run #{first.pk} (popularity) serves now" in serve(editor, first).content.decode()
+    assert serving_pk() == first.pk
