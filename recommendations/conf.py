@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
     # Training (engine.training). Candidates fit side by side on one temporal split; the best by validation
     # NDCG@10 (or a blend of the best, when BLEND) becomes the new model if it passes the gate.
-    "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "neural"],
+    "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "content", "neural"],
     "BLEND": True,
     "VALIDATION_FRACTION": 0.1,
     "TEST_FRACTION": 0.1,

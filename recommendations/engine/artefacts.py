@@ -87,6 +87,21 @@ def load_recommender(path: str | Path, sha256: str, features: ItemFeatures) -> R
         raise ArtefactError(f"model {directory} cannot be loaded: {type(exc).__name__}: {exc}") from exc
 
 
+def verify_artefact(path: str | Path, sha256: str, features: ItemFeatures) -> None:
+    """Before a model is registered: it loads back under its hash, and each Keras file loads in safe mode and
+    agrees with the numpy forward pass that will serve it. Raises ArtefactError otherwise. Imports TensorFlow
+    when there is a Keras file: call it from training code only.
+    """
+    load_recommender(path, sha256, features)
+    for keras_file in sorted(Path(path).rglob("model.keras")):
+        from recommendations.engine.neural import verify_keras
+
+        try:
+            verify_keras(keras_file.parent)
+        except Exception as exc:
+            raise ArtefactError(f"{keras_file} failed verification: {exc}") from exc
+
+
 def remove_unregistered(registered: set[str]) -> list[Path]:
     """Delete model directories (and leftover .tmp ones) that no kept training run points at."""
     root = model_dir()

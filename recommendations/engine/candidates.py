@@ -16,6 +16,7 @@ RECOMMENDER_PATHS: dict[str, str] = {
     "popularity": "recommendations.engine.baselines:Popularity",
     "item_knn": "recommendations.engine.baselines:ItemKNN",
     "ease": "recommendations.engine.baselines:EASE",
+    "content": "recommendations.engine.content:ContentAffinity",
     "neural": "recommendations.engine.neural:NeuralRecommender",
     "blend": "recommendations.engine.blend:Blend",
 }
@@ -28,6 +29,7 @@ CANDIDATE_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "item_knn": ("item_knn", {"history_half_life_days": "recency"}),
     "ease": ("ease", {}),
     "ease_recency": ("ease", {"history_half_life_days": "recency"}),
+    "content": ("content", {"history_half_life_days": "recency"}),
     "neural": ("neural", {}),
 }
 

@@ -374,6 +374,7 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         model = model or choice.recommender
         progress.start("save")
         path, sha = artefacts.write_artefact(model, f"run-{run.pk}")
+        artefacts.verify_artefact(path, sha, data.features)
         progress.finish()
         return _register(run, path, sha, gate, data.data_until, progress.seconds)
     except Exception as exc:

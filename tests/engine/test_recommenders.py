@@ -18,7 +18,9 @@ from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeat
 from recommendations.engine.baselines import EASE, ItemKNN, Popularity
 from recommendations.engine.blend import Blend, fit_blend_weights, standardize_rows
 from recommendations.engine.candidates import RECOMMENDER_CLASSES
+from recommendations.engine.content import ContentAffinity
 from recommendations.engine.metrics import evaluate, evaluate_scores, top_k
+from recommendations.engine.neural import NeuralRecommender
 from recommendations.engine.split import temporal_split
 from tests.engine.synthetic import TYPE_WEIGHTS, make_shop
 
@@ -41,7 +43,8 @@ CANDIDATES = [
     Candidate("ease", lambda: EASE()),
     Candidate("ease_recency", lambda: EASE(history_half_life_days=14.0)),
     Candidate("blend", lambda: Blend([Popularity(), ItemKNN()], [0.3, 0.7])),
-    # The neural recommender joins with: Candidate("neural", lambda: NeuralRecommender(...), scores_new_items=True)
+    Candidate("content", lambda: ContentAffinity(), scores_new_items=True),
+    Candidate("neural", lambda: NeuralRecommender(epochs=12, patience=12, seed=1), scores_new_items=True),
 ]
 
 Event = tuple[str, str, float]  # (product id, event type, age in days)

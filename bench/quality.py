@@ -1,0 +1,364 @@
+"""Recommendation quality benchmark: every candidate side by side on one temporal split per data set.
+
+    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--seed 0] [--out FILE]
+
+For each data set (bench/quality_data.py: the shop's own generator at two sizes, and MovieLens-100k from a PyPI
+wheel), one `temporal_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION, MAX_EVAL_SHOPPERS),
+then:
+
+- every configured candidate (the CANDIDATES setting: popularity, trending, item-kNN, EASE, EASE with recency-
+  weighted history, the neural model), each built by `engine.candidates.build_candidate` exactly as a retrain
+  builds it, fitted on the training part (the validation set is given to `fit`, as in a retrain);
+- implicit ALS (the `implicit` package, dev-only) as an outside reference: a small bench-only Recommender whose
+  factors, regularization and alpha are picked from a small grid by validation NDCG@10;
+- the engine's pick: `engine.training.choose` over the candidates' validation scores (the best one, or a blend of
+  the best few when that scores higher), i.e. what a retrain would serve.
+
+Every row is measured on the TEST shoppers with `engine.metrics.evaluate` (k=10, history items masked): NDCG,
+Recall, HR, MRR, catalog coverage of the top-10 lists, recall on items without training events (cold), and the
+seconds `fit` took. Item popularity features come from the training part only. Markdown tables go to stdout (and
+to --out), ready for docs/benchmarks.md; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # quality_data, run as a script from the repo root
+import quality_data
+
+ROOT = quality_data.ROOT
+K = 10
+ALS_GRID: list[dict[str, float]] = [
+    {"factors": 64, "regularization": 0.05, "alpha": alpha, "iterations": 15} for alpha in (1.0, 5.0, 20.0)
+]
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---- implicit ALS, wrapped as a Recommender -------------------------------------------------------------------------
+
+
+def _als_class() -> type:
+    from recommendations.engine.base import EvalSet, Interactions, ItemFeatures, ProgressCallback, Recommender
+
+    class ImplicitALS(Recommender):
+        """implicit's ALS on the engine's shopper x item matrix; shoppers are folded in from their history.
+
+        Scoring solves each scored shopper's factors exactly from their history row (implicit's
+        `recalculate_user`, the least-squares step of ALS with the item factors fixed), so shoppers and events
+        the fit never saw are scored like any other. Bench only: not a candidate, never served.
+        """
+
+        name: ClassVar[str] = "implicit_als"
+
+        def __init__(
+            self,
+            factors: int = 64,
+            regularization: float = 0.05,
+            alpha: float = 5.0,
+            iterations: int = 15,
+            history_half_life_days: float | None = None,
+            seed: int = 0,
+        ) -> None:
+            super().__init__(
+                factors=factors,
+                regularization=regularization,
+                alpha=alpha,
+                iterations=iterations,
+                history_half_life_days=history_half_life_days,
+                seed=seed,
+            )
+            self.model: Any = None
+
+        def fit(
+            self,
+            train: Interactions,
+            features: ItemFeatures,
+            validation: EvalSet | None = None,
+            on_progress: ProgressCallback | None = None,
+        ) -> dict[str, Any]:
+            from implicit.cpu.als import AlternatingLeastSquares
+            from threadpoolctl import threadpool_limits
+
+            p = self.params
+            started = time.perf_counter()
+            # implicit runs its own 2 threads; BLAS threads on top of them only contend for the 2 cores.
+            with threadpool_limits(1, "blas"):
+                self.model = AlternatingLeastSquares(
+                    factors=int(p["factors"]),
+                    regularization=float(p["regularization"]),
+                    alpha=float(p["alpha"]),
+                    iterations=int(p["iterations"]),
+                    num_threads=2,
+                    random_state=int(p["seed"]),
+                )
+                self.model.fit(train.matrix(p["history_half_life_days"]), show_progress=False)
+            return {"seconds": time.perf_counter() - started}
+
+        def score(self, history: Interactions) -> np.ndarray:
+            matrix = history.matrix(self.params["history_half_life_days"])
+            users = self.model.recalculate_user(np.arange(matrix.shape[0]), matrix)
+            return np.asarray(users @ self.model.item_factors.T, dtype=np.float32)
+
+        def save(self, directory: Path) -> None:
+            np.savez(Path(directory) / "model.npz", item_factors=self.model.item_factors)
+            self._write_params(directory)
+
+        @classmethod
+        def load(cls, directory: Path, features: ItemFeatures) -> Recommender:
+            raise NotImplementedError("the bench's ALS is never saved for serving")
+
+    return ImplicitALS
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------------
+
+
+def evaluate_test(recommender: Any, evalset: Any) -> dict[str, float]:
+    """`engine.metrics.evaluate` (the same batches, masking, top-k and accumulator), plus NDCG's standard error.
+
+    The standard error (sd of per-shopper NDCG / sqrt(shoppers)) says which differences a table can resolve:
+    on MovieLens' 90 test shoppers it is several hundredths.
+    """
+    from recommendations.engine.metrics import MetricAccumulator, eval_batches, top_k
+
+    n_items = evalset.history.n_items
+    acc = MetricAccumulator(K, n_items, n_items, evalset.cold_items)
+    per_shopper: list[float] = []
+    for codes, history, seen in eval_batches(evalset, 1000):
+        lists = top_k(recommender.score(history), K, exclude=seen)
+        targets = [evalset.targets[c] for c in codes]
+        acc.add(lists, targets)
+        for row, target in zip(lists, targets, strict=True):
+            if len(target):
+                hit = np.isin(row, target) & (row >= 0)
+                per_shopper.append(float(acc.discount[hit].sum() / acc.ideal[min(K, len(target)) - 1]))
+    result = acc.result()
+    n = len(per_shopper)
+    result["ndcg_se"] = float(np.std(per_shopper, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    if n and abs(float(np.mean(per_shopper)) - result["ndcg"]) > 1e-9:
+        raise AssertionError("per-shopper NDCG disagrees with the engine's accumulator")
+    return result
+
+
+# ---- one data set ---------------------------------------------------------------------------------------------------
+
+
+def _row(
+    label: str, test: dict[str, float] | None, valid: dict[str, float] | None, seconds: float | None, note: str = ""
+) -> dict[str, Any]:
+    return {"label": label, "test": test, "valid": valid, "seconds": seconds, "note": note}
+
+
+def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str]) -> dict[str, Any]:
+    """Split, fit every candidate and ALS, ask the engine for its pick; test metrics for each."""
+    from recommendations.conf import rec_settings
+    from recommendations.engine.candidates import build_candidate
+    from recommendations.engine.metrics import evaluate
+    from recommendations.engine.split import temporal_split
+    from recommendations.engine.training import CandidateResult, class_params
+
+    started = time.perf_counter()
+    split = temporal_split(
+        data.interactions,
+        valid_fraction=float(rec_settings.VALIDATION_FRACTION),
+        test_fraction=float(rec_settings.TEST_FRACTION),
+        max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
+        seed=seed,
+    )
+    features = data.features(popularity_from=split.train)
+    log(f"{data.name}: split {split.stats()}")
+    rows: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    half_life = float(rec_settings.RECENCY_HALF_LIFE_DAYS)
+    for name in candidates:
+        log(f"{data.name}: fit {name}")
+        try:
+            recommender = build_candidate(name, half_life, class_params({"seed": seed}))
+            t0 = time.perf_counter()
+            fit_stats = recommender.fit(split.train, features, split.validation, None) or {}
+            fit_seconds = time.perf_counter() - t0
+        except Exception as exc:  # a candidate that cannot run here (module not landed, catalog too big) is a row
+            log(f"{data.name}: {name} left out: {type(exc).__name__}: {exc}")
+            rows.append(_row(name, None, None, None, f"not run: {type(exc).__name__}: {exc}"))
+            continue
+        valid = evaluate(recommender, split.validation, k=K)
+        test = evaluate_test(recommender, split.test)
+        results[name] = CandidateResult(name, recommender, valid, fit_stats, round(fit_seconds, 3), test)
+        note = ""
+        if "epochs_run" in fit_stats:
+            note = f"{fit_stats['epochs_run']} epochs, best {fit_stats.get('best_epoch')}"
+            note += f", stopped: {fit_stats['stopped']}" if fit_stats.get("stopped") else ""
+        rows.append(_row(name, test, valid, fit_seconds, note))
+        log(f"{data.name}: {name} valid ndcg {valid['ndcg']:.4f} test ndcg {test['ndcg']:.4f} ({fit_seconds:.1f} s)")
+
+    rows.append(_als_row(data.name, split, features, seed))
+
+    # ---- the engine's pick ------------------------------------------------------------------------------------------
+    # What a retrain would serve: engine.training.choose over the same candidates' validation scores. Its fit
+    # seconds are the components' plus the blend weight search. (Lead: if choose's signature changes, wire it here.)
+    try:
+        from recommendations.engine.training import choose
+
+        t0 = time.perf_counter()
+        choice = choose(results, split, bool(rec_settings.BLEND))
+        pick_seconds = time.perf_counter() - t0 + sum(results[c].seconds for c in choice.components)
+        test = evaluate_test(choice.recommender, split.test)
+        weights = ", ".join(f"{c} {w:.2f}" for c, w in zip(choice.components, choice.weights, strict=True))
+        rows.append(_row(f"**engine pick**: {choice.name}", test, choice.validation, pick_seconds, weights))
+    except Exception as exc:
+        log(f"{data.name}: engine pick failed: {type(exc).__name__}: {exc}")
+        rows.append(_row("**engine pick**", None, None, None, f"not run: {type(exc).__name__}: {exc}"))
+    return {"data": data, "split": split.stats(), "rows": rows, "seconds": time.perf_counter() - started}
+
+
+def _als_row(dataset_name: str, split: Any, features: Any, seed: int) -> dict[str, Any]:
+    """implicit ALS, its grid picked by validation NDCG@10; fit seconds of the chosen setting."""
+    from recommendations.engine.metrics import evaluate
+
+    try:
+        als_class = _als_class()
+    except ImportError as exc:
+        return _row("implicit ALS", None, None, None, f"not run: {exc} (pip install -r requirements-dev.txt)")
+    best: tuple[float, Any, dict[str, float], float, dict[str, float]] | None = None
+    for params in ALS_GRID:
+        model = als_class(**params, seed=seed)
+        t0 = time.perf_counter()
+        model.fit(split.train, features)
+        seconds = time.perf_counter() - t0
+        valid = evaluate(model, split.validation, k=K)
+        log(f"{dataset_name}: implicit ALS {params} valid ndcg {valid['ndcg']:.4f} ({seconds:.1f} s)")
+        if best is None or valid["ndcg"] > best[0]:
+            best = (valid["ndcg"], model, params, seconds, valid)
+    assert best is not None
+    _, model, params, seconds, valid = best
+    test = evaluate_test(model, split.test)
+    note = f"{int(params['factors'])} factors, reg {params['regularization']:g}, alpha {params['alpha']:g}"
+    return _row("implicit ALS (reference)", test, valid, seconds, note)
+
+
+# ---- output ---------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(report: dict[str, Any]) -> str:
+    data: quality_data.BenchData = report["data"]
+    s = data.stats
+    split = report["split"]
+    lines = [
+        f"### {data.name}",
+        "",
+        f"Data: {data.source}.",
+        f"{s['events']:,} training events from {s['shoppers']:,} shoppers on {s['items']:,} items "
+        f"({s['items_with_events']:,} with events) over {s['days']} days; train {split['train_events']:,} events, "
+        f"validation {split['validation_shoppers']:,} shoppers, test {split['test_shoppers']:,} shoppers "
+        f"({split['test_targets']:,} target items); data {s['seconds']} s, models {report['seconds']:.0f} s.",
+        "",
+        "| model | valid NDCG@10 | NDCG@10 | Recall@10 | HR@10 | MRR@10 | coverage | cold recall@10 | fit s | notes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in report["rows"]:
+        t, v = row["test"] or {}, row["valid"] or {}
+        cells = [
+            row["label"],
+            _fmt(v.get("ndcg")),
+            _fmt(t.get("ndcg")) + (f" ± {t['ndcg_se']:.4f}" if "ndcg_se" in t else ""),
+            _fmt(t.get("recall")),
+            _fmt(t.get("hr")),
+            _fmt(t.get("mrr")),
+            _fmt(t.get("coverage"), 3),
+            _fmt(t.get("cold_recall")),
+            _fmt(row["seconds"], 1),
+            row["note"].replace("|", "/"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def header(args: argparse.Namespace, command: str) -> str:
+    import implicit
+    import scipy
+
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return "\n".join(
+        [
+            "## Recommendation quality",
+            "",
+            "```sh",
+            command,
+            "```",
+            "",
+            f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, seed {args.seed}. Machine: 2 cores, no GPU "
+            f"({os.cpu_count()} CPUs visible, {cpu}); Python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {scipy.__version__}, implicit {implicit.__version__}.",
+            "All metrics on the test shoppers (newest 10 % of events), k = 10, items already in a shopper's "
+            "history masked; NDCG is given ± its standard error over shoppers; *valid NDCG@10* is what the "
+            "engine chooses by. *fit s* is `fit` alone (the engine "
+            "pick: its components' fits plus the blend search).",
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="small,medium,public", help="comma-separated: small, medium, public")
+    parser.add_argument("--seed", type=int, default=0, help="generator, split sampling and ALS seed")
+    parser.add_argument("--candidates", help="comma-separated candidate names (default: the CANDIDATES setting)")
+    parser.add_argument("--out", type=Path, help="also write the markdown here")
+    args = parser.parse_args()
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    known = [*quality_data.GENERATED_SIZES, "public"]
+    unknown = [d for d in args.datasets if d not in known]
+    if unknown:
+        parser.error(f"unknown data set(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    quality_data.setup_django()
+    from recommendations.conf import rec_settings
+
+    candidates = args.candidates.split(",") if args.candidates else list(rec_settings.CANDIDATES)
+    command = ".venv/bin/python bench/quality.py " + " ".join(sys.argv[1:])
+    started = time.perf_counter()
+    sections = [header(args, command.strip())]
+    for name in args.datasets:
+        log(f"{name}: loading")
+        data = quality_data.load(name, args.seed)
+        log(f"{name}: {data.stats}")
+        sections.append(table(run_dataset(data, args.seed, candidates)))
+        print(sections[-1] + "\n", file=sys.stderr, flush=True)
+    sections.append(f"Total wall time {time.perf_counter() - started:.0f} s.")
+    markdown = "\n\n".join(sections) + "\n"
+    print(markdown)
+    if args.out:
+        args.out.write_text(markdown)
+
+
+if __name__ == "__main__":
+    main()
