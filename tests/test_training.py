@@ -289,3 +289,17 @@ def test_shards_write_exactly_the_lists_of_an_unsharded_precompute(shop):
     )
     assert got == expected
     assert RecommendationSet.objects.get(status="active").pk == run.recommendation_set_id
+
+
+def test_the_refit_keeps_what_validation_chose(shop):
+    split_fit = {"chosen": {"betas": [1.0, 0.0, 0.0], "gamma": 2.0}}
+    data, features = make_shop(n_shoppers=50, n_items=30, seed=3)
+    from recommendations.engine.content import ContentAffinity
+
+    fitted = ContentAffinity()
+    fitted.fit(data, features)
+    results = {"content": training.CandidateResult("content", fitted, {"ndcg": 0.1}, split_fit, 0.0)}
+    choice = training.Choice("content", fitted, {"ndcg": 0.1}, ["content"], [1.0])
+    model = training.refit(choice, results, data, features)
+    assert model is not fitted
+    assert model.chosen == {"betas": [1.0, 0.0, 0.0], "gamma": 2.0}

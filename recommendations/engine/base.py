@@ -175,6 +175,17 @@ class EvalSet:
     def n_shoppers(self) -> int:
         return self.history.n_shoppers
 
+    def sample(self, max_shoppers: int, seed: int = 0) -> EvalSet:
+        """At most `max_shoppers` of these shoppers (deterministic), for searches that score many variants."""
+        if self.n_shoppers <= max_shoppers:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(self.n_shoppers, size=max_shoppers, replace=False))
+        return EvalSet(
+            history=self.history.select(rows),
+            targets=[self.targets[int(r)] for r in rows],
+            cold_items=self.cold_items,
+        )
+
 
 class Recommender(ABC):
     """One candidate. Subclasses set `name` and implement fit / score / save / load.

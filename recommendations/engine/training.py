@@ -48,6 +48,9 @@ FIXED_STAGES: dict[str, float] = {
 FIT_SHARE = 0.55
 LOCK_KEY = 0x7265636F  # "reco": the advisory lock id every retrain takes
 BLEND_MAX_COMPONENTS = 3
+# Searches that score many variants (blend weights) use this many validation shoppers; the result is then scored on
+# the whole validation set like every candidate.
+SEARCH_SHOPPERS = 1500
 
 
 class TrainingError(Exception):
@@ -169,7 +172,7 @@ def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allow
     from recommendations.engine.blend import Blend, fit_blend_weights
 
     components = _blend_components(ranked)
-    weights, _ = fit_blend_weights([c.recommender for c in components], split.validation)
+    weights, _ = fit_blend_weights([c.recommender for c in components], split.validation.sample(SEARCH_SHOPPERS))
     weights = [float(w) for w in weights]
     kept = [(c, w) for c, w in zip(components, weights, strict=True) if w > 0]
     if len(kept) < 2:
@@ -206,14 +209,19 @@ def _blend_components(ranked: list[CandidateResult]) -> list[CandidateResult]:
 def refit(
     choice: Choice, results: dict[str, CandidateResult], data: Interactions, features: ItemFeatures
 ) -> Recommender:
-    """The chosen recipe fitted again on every event, with what the split taught (the neural model's epochs)."""
+    """The chosen recipe fitted again on every event, with what validation taught it (see the neural exception)."""
     from recommendations.engine.blend import Blend
 
     fitted: list[Recommender] = []
     for name in choice.components:
-        best_epoch = results[name].fit.get("best_epoch")
-        extra = {"epochs": int(best_epoch)} if best_epoch else {}
-        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params(extra))
+        if results[name].recommender.name == "neural":
+            # Refitting the neural model would double a retrain's time; as fitted on the split it still reads every
+            # shopper's newest events when scoring and embeds products that arrived since from their features.
+            fitted.append(results[name].recommender)
+            continue
+        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
+        # Hyper-parameters a candidate chose on validation (content's weights) carry over to the refit.
+        recommender.params.update(results[name].fit.get("chosen") or {})
         recommender.fit(data, features, None, None)
         fitted.append(recommender)
     if len(fitted) == 1:
