@@ -303,3 +303,28 @@ def test_the_refit_keeps_what_validation_chose(shop):
     model = training.refit(choice, results, data, features)
     assert model is not fitted
     assert model.chosen == {"betas": [1.0, 0.0, 0.0], "gamma": 2.0}
+
+
+@pytest.mark.parametrize("candidate", ["content", "neural"])
+def test_a_new_product_reaches_the_shoppers_whose_taste_matches_its_features(shop, candidate):
+    training.run_training(candidates=[candidate])
+    ProductProfile.objects.create(
+        product_id="new-cat2", name="item new cat2", category="cat2", brand="brand1", price=40, text="tea leaf"
+    )
+    run_precompute()
+
+    active = RecommendationSet.objects.get(status="active")
+    category_of = dict(ProductProfile.objects.values_list("product_id", "category"))
+    fans, others = [], []
+    for shopper, items in StoredList.objects.filter(recommendation_set=active, placement="for_you").values_list(
+        "subject", "items"
+    ):
+        seen = [category_of[p] for p in Event.objects.filter(shopper=shopper).values_list("product_id", flat=True)]
+        share = seen.count("cat2") / len(seen)
+        top = [pid for pid, _, _ in items[:20]]
+        (fans if share >= 0.5 else others if share == 0 else []).append("new-cat2" in top)
+    assert len(fans) > 10 and len(others) > 10
+    fan_rate, other_rate = sum(fans) / len(fans), sum(others) / len(others)
+    # It has no events at all: only its category, brand, price and text can put it there.
+    assert fan_rate >= 1 / 3
+    assert other_rate <= fan_rate / 2
