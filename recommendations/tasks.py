@@ -112,6 +112,14 @@ def refresh_shoppers(shoppers: list[str]) -> int:
     return sum(1 for shopper in shoppers if refresh_shopper(shopper) is not None)
 
 
+@shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True)
+def refresh_shopper(shopper: str) -> int | None:
+    """Rewrite one shopper's for_you list now (for back ends that know a shopper just did something big)."""
+    from recommendations.engine.refresh import refresh_shopper as refresh
+
+    return refresh(shopper)
+
+
 def schedule_refresh(shoppers: Iterable[str]) -> None:
     """Refresh shoppers' lists soon after their events commit, each at most once per debounce window.
 

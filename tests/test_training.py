@@ -328,3 +328,30 @@ def test_a_new_product_reaches_the_shoppers_whose_taste_matches_its_features(sho
     # It has no events at all: only its category, brand, price and text can put it there.
     assert fan_rate >= 1 / 3
     assert other_rate <= fan_rate / 2
+
+
+def test_a_model_whose_artefact_fails_verification_never_serves(shop, monkeypatch):
+    from recommendations.engine import candidates
+    from recommendations.engine.baselines import Popularity
+
+    serving = training.run_training(candidates=["popularity"])
+
+    class Pickler(Popularity):
+        """Writes a file type the artefact store refuses (a stand-in for any unsafe or unreadable artefact)."""
+
+        def save(self, directory):
+            super().save(directory)
+            (Path(directory) / "extra.pkl").write_bytes(b"\x80\x04N.")
+
+    monkeypatch.setitem(candidates.RECOMMENDER_PATHS, "pickler", "tests.test_training:Pickler")
+    monkeypatch.setitem(candidates.CANDIDATE_SPECS, "pickler", ("pickler", {}))
+    monkeypatch.setitem(globals(), "Pickler", Pickler)
+    with pytest.raises(artefacts.ArtefactError, match=r"only \.npz, \.json and \.keras"):
+        training.run_training(candidates=["pickler"])
+
+    failed = TrainingRun.objects.exclude(pk=serving.pk).get()
+    assert failed.status == TrainingRun.Status.FAILED and failed.stage == "save"
+    assert not failed.is_serving and not failed.has_artefact
+    serving.refresh_from_db()
+    assert serving.is_serving
+    assert not list(Path(artefacts.model_dir()).glob(f"run-{failed.pk}*"))

@@ -60,11 +60,15 @@ def write_artefact(recommender: Recommender, name: str) -> tuple[Path, str]:
     temporary = root / f"{name}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
-    recommender.save(temporary)
-    for path in temporary.rglob("*"):
-        if path.is_file() and path.suffix not in ALLOWED_SUFFIXES:
-            raise ArtefactError(f"{recommender.name} wrote {path.name}: only .npz, .json and .keras are allowed")
-    sha = digest(temporary)
+    try:
+        recommender.save(temporary)
+        for path in temporary.rglob("*"):
+            if path.is_file() and path.suffix not in ALLOWED_SUFFIXES:
+                raise ArtefactError(f"{recommender.name} wrote {path.name}: only .npz, .json and .keras are allowed")
+        sha = digest(temporary)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     return final, sha
