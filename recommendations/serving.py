@@ -223,4 +223,5 @@ def reason_text(reason: str, names: dict[str, str]) -> str:
         "trending": "Trending now",
         "popular": "Popular",
         "also": "Often viewed together",
+        "for_you": "Picked for your taste",
     }.get(reason, "")
