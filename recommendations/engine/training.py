@@ -195,7 +195,7 @@ def _blend_components(ranked: list[CandidateResult]) -> list[CandidateResult]:
     classes: set[str] = set()
     for result in ranked:
         kind = result.recommender.name
-        if kind not in classes and kind != "popularity":
+        if kind not in classes:
             picked.append(result)
             classes.add(kind)
     for result in ranked:
