@@ -111,10 +111,12 @@ CSRF_COOKIE_HTTPONLY = False  # the JS tracker never needs it; forms carry the t
 X_FRAME_OPTIONS = "DENY"
 
 # Celery: a real broker when configured, otherwise tasks run in-process so the demo needs no services.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
-CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+_BROKER = os.environ.get("CELERY_BROKER_URL", "")
+# No broker: tasks run eagerly in-process; "memory://" keeps Celery from reaching for a localhost broker meanwhile.
+CELERY_BROKER_URL = _BROKER or "memory://"
+CELERY_TASK_ALWAYS_EAGER = not _BROKER
 CELERY_TASK_EAGER_PROPAGATES = True
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", CELERY_BROKER_URL or None)
+CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", _BROKER or None)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -136,7 +136,7 @@ def test_refresh_can_be_switched_off(shop, eager, django_capture_on_commit_callb
     assert "Because you looked at" not in render_for_you(client)
 
 
-@pytest.mark.skipif(not settings.CELERY_BROKER_URL, reason="needs a real broker")
+@pytest.mark.skipif(settings.CELERY_TASK_ALWAYS_EAGER, reason="needs a real broker")
 def test_a_burst_of_events_sends_one_refresh(shop, django_capture_on_commit_callbacks):
     import redis
 

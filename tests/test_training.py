@@ -355,3 +355,23 @@ def test_a_model_whose_artefact_fails_verification_never_serves(shop, monkeypatc
     serving.refresh_from_db()
     assert serving.is_serving
     assert not list(Path(artefacts.model_dir()).glob(f"run-{failed.pk}*"))
+
+
+def test_a_hundred_event_shop_trains_in_seconds_without_a_validation_set():
+    # A hundred one-visit shoppers: nobody has a history before a cut and something new after it.
+    data, features = make_shop(n_shoppers=100, n_items=20, seed=4, events_per_shopper=(1, 1), n_cold=0)
+    write_shop(data, features)
+    assert Event.objects.count() <= 100
+
+    run = training.run_training()
+
+    assert run.status == TrainingRun.Status.SUCCEEDED and run.is_serving
+    assert run.chosen == "content"
+    assert "Too little data to validate" in run.gate["reason"]
+    assert run.validation_ndcg is None
+    assert sum(run.stage_seconds.values()) < 10
+    precompute = run_precompute()
+    assert precompute.stats["model_run"] == run.pk
+    assert StoredList.objects.filter(
+        recommendation_set_id=precompute.recommendation_set_id, placement="for_you"
+    ).count()

@@ -341,10 +341,11 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
                 test_fraction=float(rec_settings.TEST_FRACTION),
                 max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
             )
+            why_not = "" if split.validation.n_shoppers else "no shopper has events on both sides of the validation cut"
         except ValueError as exc:
-            raise TrainingError(f"cannot split the events in time: {exc}") from exc
-        if split.validation.n_shoppers == 0:
-            raise TrainingError("no shopper has events on both sides of the validation cut: too little data to train")
+            why_not = str(exc)
+        if why_not:
+            return _train_unvalidated(run, data, names, progress, why_not)
         data_stats = {
             "events": data.interactions.n_events,
             "shoppers": data.interactions.n_shoppers,
@@ -386,17 +387,66 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         progress.finish()
         return _register(run, path, sha, gate, data.data_until, progress.seconds)
     except Exception as exc:
-        stage = progress.stage
-        logger.exception("training run #%s failed at stage %r", run.pk, stage)
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=TrainingRun.Status.FAILED,
-            finished_at=timezone.now(),
-            stage=stage,
-            error=f"{exc}" if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}",
-            message=f"Failed at {stage or 'start'}; the serving model is unchanged.",
-            stage_seconds=progress.seconds,
-        )
+        _record_failure(run, progress, exc)
         raise
+
+
+def _record_failure(run: TrainingRun, progress: RunProgress, exc: Exception) -> None:
+    stage = progress.stage
+    if isinstance(exc, TrainingError):
+        logger.warning("training run #%s stopped at stage %r: %s", run.pk, stage, exc)
+    else:
+        logger.exception("training run #%s failed at stage %r", run.pk, stage)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.FAILED,
+        finished_at=timezone.now(),
+        stage=stage,
+        error=f"{exc}" if isinstance(exc, TrainingError) else f"{type(exc).__name__}: {exc}",
+        message=f"Failed at {stage or 'start'}; the serving model is unchanged.",
+        stage_seconds=progress.seconds,
+    )
+
+
+# A shop too young to hold out a validation set (a hundred events) still gets a model: the first of these recipes
+# that is configured, fitted on everything. It serves only when no model does, since nothing can compare them.
+UNVALIDATED_RECIPES = ("content", "item_knn", "popularity")
+
+
+def _train_unvalidated(
+    run: TrainingRun, data: TrainingData, names: list[str], progress: RunProgress, why: str
+) -> TrainingRun:
+    name = next((n for n in UNVALIDATED_RECIPES if n in names), names[0])
+    TrainingRun.objects.filter(pk=run.pk).update(
+        data_stats={
+            "events": data.interactions.n_events,
+            "shoppers": data.interactions.n_shoppers,
+            "products": data.features.n_items,
+            "cleaning": data.cleaning,
+            "split": {"skipped": why},
+            "data_until": data.data_until.isoformat() if data.data_until else None,
+        }
+    )
+    progress.start(f"fit {name}" if f"fit {name}" in progress.stages else "refit")
+    model = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
+    fit_stats = model.fit(data.interactions, data.features, None, None) or {}
+    serving = TrainingRun.objects.filter(is_serving=True).first()
+    # Nothing measured can lose to nothing measured: newer data wins; a validated model is never replaced blind.
+    replaces = serving is None or serving.validation_ndcg is None
+    gate = {
+        "passed": replaces,
+        "reason": f"Too little data to validate ({why}): {name} fitted on every event, unmeasured; "
+        + ("it serves, as no validated model does." if replaces else "the validated serving model stays."),
+    }
+    TrainingRun.objects.filter(pk=run.pk).update(
+        candidates={name: {"validation": {}, "test": {}, "fit": _jsonable(fit_stats), "note": "not validated"}},
+        chosen=name,
+    )
+    run.chosen = name
+    progress.start("save")
+    path, sha = artefacts.write_artefact(model, f"run-{run.pk}")
+    artefacts.verify_artefact(path, sha, data.features)
+    progress.finish()
+    return _register(run, path, sha, gate, data.data_until, progress.seconds)
 
 
 def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, data: TrainingData) -> dict[str, Any]:

@@ -54,9 +54,9 @@ class Command(BaseCommand):
         for name, result in ordered:
             val, test = result.get("validation") or {}, result.get("test") or {}
             if not val:
-                rows.append(
-                    [name, *(["-"] * len(METRICS)), "-", f"skipped: {result.get('fit', {}).get('skipped', '')}"]
-                )
+                skipped = (result.get("fit") or {}).get("skipped")
+                note = f"skipped: {skipped}" if skipped else result.get("note", "")
+                rows.append([name + (" *" if name == run.chosen else ""), *(["-"] * len(METRICS)), "-", note])
                 continue
             mark = " *" if name == run.chosen else ""
             rows.append(
