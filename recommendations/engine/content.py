@@ -7,7 +7,7 @@ score(shopper, item) = Σ_f beta_f · log P_shopper(f(item)) + gamma · log shar
 - share(item | category) is the item's rate of distinct shoppers per day *since its first event* within its
   category: a product that arrived last week is not penalised for the weeks it was not for sale, which is where
   plain co-occurrence models under-rank new arrivals. A product with no events (brand new) gets `cold_share` of the
-  category's median rate, so it is recommended from its features alone.
+  category's mean rate, so it is recommended from its features alone.
 
 Cheap (a few sparse products per batch of shoppers), numpy only, and with validation data `fit` picks beta and gamma
 from a small grid by NDCG@10.
@@ -138,8 +138,9 @@ class ContentAffinity(Recommender):
             members = category == code
             r = rate[members]
             warm = r > 0
-            median = float(np.median(r[warm])) if warm.any() else overall_median
-            r = np.where(warm, r, cold_share * median)
+            # A product nobody has seen yet is, a priori, a `cold_share` of an average one of its category.
+            typical = float(np.mean(r[warm])) if warm.any() else overall_median
+            r = np.where(warm, r, cold_share * typical)
             log_share[members] = np.log(r / r.sum())
         return log_share
 
@@ -206,7 +207,7 @@ class ContentAffinity(Recommender):
             j = position.get(pid)
             if j is not None:
                 shares[i] = log_share[j]
-        # Products the model never saw: the cold share of their category's median, as in fit.
+        # Products the model never saw: the cold share of their category's mean, as in fit.
         cold = np.isnan(shares)
         if cold.any():
             cat = model.codes["category"]
@@ -214,7 +215,7 @@ class ContentAffinity(Recommender):
             fallback = float(np.median(log_share)) if log_share.size else 0.0
             for code in np.unique(cat[cold]):
                 pool = shares[known & (cat == code)]
-                median = float(np.median(pool)) if pool.size else fallback
-                shares[cold & (cat == code)] = median + np.log(float(model.params["cold_share"]))
+                typical = float(np.log(np.mean(np.exp(pool)))) if pool.size else fallback
+                shares[cold & (cat == code)] = typical + np.log(float(model.params["cold_share"]))
         model.log_share = shares
         return model
