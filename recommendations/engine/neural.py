@@ -98,7 +98,7 @@ DEFAULTS: dict[str, Any] = {
     "min_steps_per_epoch": 40,  # small data: one "epoch" repeats the data up to this many steps
     "epochs": 8,
     "patience": 2,
-    "max_seconds": 75.0,  # training budget (validation of the epoch in progress still runs)
+    "max_seconds": 60.0,  # training budget (validation of the epoch in progress still runs)
     "seed": 0,
 }
 
