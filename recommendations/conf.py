@@ -38,6 +38,16 @@ DEFAULTS: dict[str, Any] = {
     "TOP_N": 50,
     "SIMILAR_N": 20,
     "BLOCK_SIZE": 8,
+    # Purchase lists (engine.purchases). bought_together: purchases without an order id in their context are one
+    # basket when the same shopper's purchases are at most PURCHASE_WINDOW_MINUTES apart; a pair needs
+    # BOUGHT_TOGETHER_MIN_ORDERS baskets; score = co / (count_anchor^ALPHA * count_other^(1-ALPHA)) x support
+    # shrinkage, so lower ALPHA punishes best sellers more. buy_again: repeat buyers / (buyers + SHRINKAGE),
+    # listed from BUY_AGAIN_MIN_SCORE.
+    "PURCHASE_WINDOW_MINUTES": 10,
+    "BOUGHT_TOGETHER_MIN_ORDERS": 2,
+    "BOUGHT_TOGETHER_ALPHA": 0.5,
+    "BUY_AGAIN_SHRINKAGE": 5.0,
+    "BUY_AGAIN_MIN_SCORE": 0.1,
     # Refresh a shopper's for_you list within seconds of their events (between full precomputes).
     "REALTIME_REFRESH": True,
     "REFRESH_DEBOUNCE_SECONDS": 2,
@@ -75,12 +85,74 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_DIR": None,
     # Training runs whose artefacts are kept (the serving one is always kept).
     "KEEP_MODELS": 5,
-    # Block titles shown to shoppers.
-    "TITLES": {
-        "for_you": "Recommended for you",
-        "similar": "Similar products",
-        "trending": "Trending now",
+    # Block titles shown to shoppers, by placement (overrides PLACEMENTS[...]["title"]).
+    "TITLES": {},
+    # The surfaces. Each key may be overridden alone (RECOMMENDATIONS["PLACEMENTS"]["similar"]["size"] = 4 keeps the
+    # rest). size: items per block; allow_bought: may show what the shopper bought; max_per_category /
+    # max_per_brand: diversity caps (0 = none); fallback: what fills a short block, in order (similar = the page
+    # product's similar list, trending_category = trending in the page's category, trending, popular). The
+    # personal-history surfaces have no fallback: they render nothing rather than pretend.
+    "PLACEMENTS": {
+        "for_you": {
+            "title": "Recommended for you",
+            "size": 8,
+            "allow_bought": False,
+            "max_per_category": 3,
+            "max_per_brand": 3,
+            "fallback": ["trending_category", "trending", "popular"],
+        },
+        "similar": {
+            "title": "Similar products",
+            "size": 8,
+            "allow_bought": False,
+            "max_per_category": 0,
+            "max_per_brand": 3,
+            "fallback": ["trending_category", "trending", "popular"],
+        },
+        "bought_together": {
+            "title": "Frequently bought together",
+            "size": 4,
+            "allow_bought": False,
+            "max_per_category": 0,
+            "max_per_brand": 2,
+            "fallback": ["similar", "trending_category", "trending", "popular"],
+        },
+        "trending": {
+            "title": "Trending now",
+            "size": 8,
+            "allow_bought": True,
+            "max_per_category": 3,
+            "max_per_brand": 3,
+            "fallback": ["trending_category", "popular"],
+        },
+        "recently_viewed": {
+            "title": "Recently viewed",
+            "size": 8,
+            "allow_bought": True,
+            "max_per_category": 0,
+            "max_per_brand": 0,
+            "fallback": [],
+        },
+        "buy_again": {
+            "title": "Buy it again",
+            "size": 8,
+            "allow_bought": True,
+            "max_per_category": 0,
+            "max_per_brand": 0,
+            "fallback": [],
+        },
     },
+    # Serving: this session's events (the last SESSION_MINUTES) re-rank for_you with this share of the score; an
+    # add to cart counts as in the cart for CART_DAYS unless removed or bought.
+    "SESSION_MINUTES": 30,
+    "SESSION_WEIGHT": 0.6,
+    "CART_DAYS": 7,
+    # A shopper's block is cached this long (any new event of theirs makes a new key); past the budget a block
+    # skips its optional steps and fills from the shared lists.
+    "BLOCK_CACHE_SECONDS": 30,
+    "SERVING_BUDGET_MS": 150,
+    # An add to cart or purchase of a product this long after a click on it in a block is attributed to the block.
+    "ATTRIBUTION_HOURS": 24,
 }
 
 PRODUCT_FIELD_KEYS = ("name", "category", "brand", "price", "in_stock", "text", "created_at", "active")
@@ -97,6 +169,12 @@ class RecommendationSettings:
         if isinstance(DEFAULTS[name], dict) and name in user and name in {"EVENT_WEIGHTS", "TITLES", "NEURAL"}:
             # Partial overrides of these dicts keep the other defaults.
             return {**DEFAULTS[name], **value}
+        if name == "PLACEMENTS" and name in user:
+            # Per placement and per key: a shop overrides one field of one placement, or adds a placement.
+            merged = {key: dict(config) for key, config in DEFAULTS[name].items()}
+            for key, config in value.items():
+                merged[key] = {**merged.get(key, {}), **config}
+            return merged
         return value
 
 
@@ -194,4 +272,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
+    errors += _check_purchase_settings(user)
     return errors
+
+
+def _check_purchase_settings(user: dict[str, Any]) -> list[Error]:
+    """The engine.purchases settings: a bad value would make a list silently empty or meaningless."""
+    rules = (
+        ("PURCHASE_WINDOW_MINUTES", lambda v: isinstance(v, int | float) and v > 0, "a number > 0", "E006"),
+        ("BOUGHT_TOGETHER_MIN_ORDERS", lambda v: isinstance(v, int) and v > 0, "a positive integer", "E006"),
+        ("BUY_AGAIN_SHRINKAGE", lambda v: isinstance(v, int | float) and v >= 0, "a number >= 0", "E006"),
+        ("BOUGHT_TOGETHER_ALPHA", lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]", "E007"),
+        ("BUY_AGAIN_MIN_SCORE", lambda v: isinstance(v, int | float) and 0 <= v <= 1, "a number in [0, 1]", "E007"),
+    )
+    return [
+        Error(f"RECOMMENDATIONS[{key!r}] must be {what}.", id=f"recommendations.{code}")
+        for key, valid, what, code in rules
+        if not valid(user.get(key, DEFAULTS[key]))
+    ]

@@ -1,28 +1,48 @@
-"""Answers "what should this shopper see in this placement", from the precomputed lists.
+"""Answers "what should this shopper see in this placement", from the precomputed lists and this session.
 
-Reads only: the active RecommendationSet's stored list for the subject, then filters (active, in stock,
-not the current product), then fills from trending and popular so a block is never short while the
-catalog has products. Any error is logged and answered by the fallback; serving never raises.
+The pipeline, the same for every placement (`recommend`):
+
+    candidates (stored list, or the shopper's own history) → re-rank with this session's events (for_you)
+    → filters (active, in stock, not the current product, not in the cart, not bought unless allowed, not shown
+    higher on the page) → diversity cap per category / brand → fill from the fallback chain (trending in the
+    context category → trending → popular) → a reason per item.
+
+Serving only reads: stored lists, product profiles and the shopper's newest events. It has a time budget (past it,
+the optional steps are skipped and the block is filled from the shared lists) and never raises: an error is logged
+and answered by the fallback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 import uuid
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import Q
+from django.utils import timezone
 
 from recommendations import catalog
+from recommendations.conf import rec_settings
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_SET_CACHE_KEY = "recommendations:active_set"
 ACTIVE_SET_TTL = 30  # seconds; precompute clears it on switch, the TTL only covers other processes' caches
+SHARED_TTL = 60  # seconds a shared list (trending, popular, buy_again rates) is cached for everyone
+SHOPPER_VERSION_TTL = 24 * 3600
+RECENT_EVENTS = 200  # the newest events of a shopper that serving reads (session, cart, recently viewed)
+SESSION_ANCHORS = 10  # the newest distinct products of the session that steer for_you
+
+
+class UnknownPlacement(LookupError):
+    """A placement name that is not configured."""
 
 
 @dataclass
@@ -32,6 +52,7 @@ class Recommendation:
     reason: str = ""
     product: Any = None
     reason_text: str = ""
+    source: str = ""  # the stage that produced it: stored, session, history, trending, popular
 
 
 @dataclass
@@ -40,6 +61,44 @@ class Block:
     items: list[Recommendation] = field(default_factory=list)
     recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     source: str = "stored"
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one surface behaves; defaults in conf.PLACEMENTS, overridable per key in settings."""
+
+    name: str
+    title: str
+    size: int
+    allow_bought: bool
+    max_per_category: int  # 0: no cap
+    max_per_brand: int
+    fallback: tuple[str, ...]
+
+
+def placement_config(name: str) -> Placement:
+    configured = rec_settings.PLACEMENTS
+    if name not in configured:
+        raise UnknownPlacement(name)
+    raw = configured[name]
+    title = rec_settings.TITLES.get(name) or raw.get("title", "")
+    return Placement(
+        name=name,
+        title=str(title),
+        size=int(raw.get("size", rec_settings.BLOCK_SIZE)),
+        allow_bought=bool(raw.get("allow_bought", False)),
+        max_per_category=int(raw.get("max_per_category", 0) or 0),
+        max_per_brand=int(raw.get("max_per_brand", 0) or 0),
+        fallback=tuple(raw.get("fallback", ())),
+    )
+
+
+def placement_names() -> list[str]:
+    return list(rec_settings.PLACEMENTS)
+
+
+# -- stored lists --------------------------------------------------------------------------------------------------
 
 
 def active_set_id() -> int | None:
@@ -61,7 +120,7 @@ def forget_active_set() -> None:
 
 
 def stored_items(placement: str, subject: str = "") -> list[list[Any]]:
-    """The raw [[product_id, score, reason], ...] list stored for a subject, or [] if none."""
+    """The raw [[product_id, score, reason, ...], ...] list stored for a subject, or [] if none."""
     set_id = active_set_id()
     if set_id is None:
         return []
@@ -73,63 +132,96 @@ def stored_items(placement: str, subject: str = "") -> list[list[Any]]:
     return items or []
 
 
-def _servable(product_ids: Iterable[str]) -> set[str]:
-    """Which ids may be shown: active and in stock in the engine's view of the catalog."""
-    ids = list(dict.fromkeys(product_ids))
-    if not ids:
-        return set()
-    return set(
-        ProductProfile.objects.filter(product_id__in=ids, active=True, in_stock=True).values_list(
-            "product_id", flat=True
-        )
+def stored_lists(placement: str, subjects: Iterable[str]) -> dict[str, list[list[Any]]]:
+    """Several subjects' lists of one placement in one query."""
+    subjects = list(dict.fromkeys(s for s in subjects if s))
+    set_id = active_set_id()
+    if set_id is None or not subjects:
+        return {}
+    rows = StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject__in=subjects)
+    return dict(rows.values_list("subject", "items"))
+
+
+def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
+    """A list every shopper shares (trending, buy_again rates), cached for everyone per active set."""
+    set_id = active_set_id()
+    if set_id is None:
+        return []
+    key = _key("shared", set_id, placement, subject)
+    items = cache.get(key)
+    if items is None:
+        items = stored_items(placement, subject)
+        cache.set(key, items, SHARED_TTL)
+    return items
+
+
+def _popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
+    """Last resort when nothing is precomputed yet: best sellers, then newest; cached for everyone."""
+    key = _key("popular", category or "", limit)
+    rows = cache.get(key)
+    if rows is None:
+        qs = ProductProfile.objects.filter(active=True, in_stock=True)
+        if category:
+            qs = qs.filter(category=category)
+        ranked = qs.order_by("-sales_count", "-created_at", "product_id").values_list("product_id", "sales_count")
+        rows = [[pid, float(sales), "popular"] for pid, sales in ranked[:limit]]
+        cache.set(key, rows, SHARED_TTL)
+    return rows
+
+
+# -- the shopper ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ShopperState:
+    """What serving knows of a shopper from their newest events: one query, read once per block."""
+
+    session: list[tuple[str, str, datetime]] = field(default_factory=list)  # (product, type, when), newest first
+    cart: set[str] = field(default_factory=set)
+    viewed: list[tuple[str, datetime]] = field(default_factory=list)  # distinct, newest first
+    bought: dict[str, list[datetime]] = field(default_factory=dict)  # product -> purchase times, newest first
+
+
+def shopper_state(shopper: str) -> ShopperState:
+    state = ShopperState()
+    if not shopper:
+        return state
+    rows = list(
+        Event.objects.filter(shopper=shopper)
+        .exclude(product_id="")
+        .exclude(event_type__in=("impression", "search"))
+        .order_by("-occurred_at", "-pk")
+        .values_list("product_id", "event_type", "occurred_at")[:RECENT_EVENTS]
     )
-
-
-def _popular_items(
-    limit: int, category: str | None = None, exclude: set[str] | frozenset = frozenset()
-) -> list[list[Any]]:
-    """Last resort when nothing is precomputed yet: best sellers, then newest."""
-    qs = ProductProfile.objects.filter(active=True, in_stock=True)
-    if category:
-        qs = qs.filter(category=category)
-    if exclude:
-        qs = qs.filter(~Q(product_id__in=list(exclude)))
-    rows = qs.order_by("-sales_count", "-created_at", "product_id").values_list("product_id", "sales_count")[:limit]
-    return [[pid, float(sales), "popular"] for pid, sales in rows]
-
-
-def _take(candidates: list[list[Any]], chosen: list[Recommendation], seen: set[str], limit: int) -> None:
-    servable = _servable(str(c[0]) for c in candidates if str(c[0]) not in seen)
-    for pid, score, *rest in candidates:
-        pid = str(pid)
-        if len(chosen) >= limit:
-            return
-        if pid in seen or pid not in servable:
-            continue
-        seen.add(pid)
-        chosen.append(Recommendation(product_id=pid, score=float(score), reason=rest[0] if rest else ""))
-
-
-def _fill(chosen: list[Recommendation], seen: set[str], limit: int, category: str | None = None) -> str:
-    """Top a short list up from trending (in the category first) and then popular."""
-    source = ""
-    for candidates in (
-        (stored_items("trending", f"category:{category}") if category else []),
-        stored_items("trending"),
-        _popular_items(limit + len(seen), category),
-        _popular_items(limit + len(seen)),
-    ):
-        if len(chosen) >= limit:
-            break
-        before = len(chosen)
-        _take(candidates, chosen, seen, limit)
-        if len(chosen) > before and not source:
-            source = "fallback"
-    return source
+    now = timezone.now()
+    session_start = now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
+    cart_start = now - timedelta(days=float(rec_settings.CART_DAYS))
+    weights = rec_settings.EVENT_WEIGHTS
+    settled: set[str] = set()  # newest first: a removal or purchase settles every older add of that product
+    seen_views: set[str] = set()
+    for product_id, event_type, occurred_at in rows:
+        if event_type in ("remove_from_cart", "purchase"):
+            settled.add(product_id)
+        elif event_type == "add_to_cart" and product_id not in settled and occurred_at >= cart_start:
+            state.cart.add(product_id)
+        if event_type == "view" and product_id not in seen_views:
+            seen_views.add(product_id)
+            state.viewed.append((product_id, occurred_at))
+        if occurred_at >= session_start and weights.get(event_type, 0) > 0:
+            state.session.append((product_id, event_type, occurred_at))
+    purchases = (
+        Event.objects.filter(shopper=shopper, event_type="purchase")
+        .exclude(product_id="")
+        .order_by("-occurred_at")
+        .values_list("product_id", "occurred_at")[:RECENT_EVENTS]
+    )
+    for product_id, occurred_at in purchases:
+        state.bought.setdefault(product_id, []).append(occurred_at)
+    return state
 
 
 def bought_by(shopper: str, limit: int = 200) -> set[str]:
-    """Products the shopper bought lately; the stored list leaves them out, so the top-up must too."""
+    """Products the shopper bought lately; lists leave them out unless the placement allows re-buying."""
     if not shopper:
         return set()
     return set(
@@ -139,89 +231,437 @@ def bought_by(shopper: str, limit: int = 200) -> set[str]:
     )
 
 
-def recommend_for_shopper(shopper: str, limit: int, exclude: Iterable[str] = ()) -> Block:
-    """The for_you block: the shopper's precomputed list, or trending for a shopper with no history."""
-    block = Block("for_you")
-    seen = {str(p) for p in exclude}
+def shopper_version(shopper: str) -> str:
+    return str(cache.get(_key("shopper", shopper)) or "0") if shopper else "0"
+
+
+def touch_shoppers(shoppers: Iterable[str]) -> None:
+    """A shopper did something: their cached blocks are stale (the key carries this version)."""
+    stamp = time.time_ns()
+    keys = {_key("shopper", s): stamp for s in set(shoppers) if s}
+    if keys:
+        try:
+            cache.set_many(keys, SHOPPER_VERSION_TTL)
+        except Exception:
+            logger.exception("could not mark %d shoppers' cached blocks stale", len(keys))
+
+
+# -- the request -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """Everything a block depends on; the cache key is made of exactly this."""
+
+    placement: str
+    shopper: str = ""
+    product_id: str = ""
+    category: str = ""
+    exclude: frozenset[str] = frozenset()
+    cart: frozenset[str] | None = None  # None: derived from the shopper's events
+    limit: int | None = None
+
+
+Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source)
+
+
+def recommend(
+    placement: str,
+    *,
+    shopper: str = "",
+    product_id: str = "",
+    category: str = "",
+    exclude: Iterable[str] = (),
+    cart: Iterable[str] | None = None,
+    limit: int | None = None,
+) -> Block:
+    """A block for `placement`; raises UnknownPlacement for a name not configured, never anything else."""
+    config = placement_config(placement)
+    req = Request(
+        placement=placement,
+        shopper=shopper or "",
+        product_id=str(product_id or ""),
+        category=str(category or ""),
+        exclude=frozenset(str(p) for p in exclude),
+        cart=None if cart is None else frozenset(str(p) for p in cart),
+        limit=limit,
+    )
+    size = max(1, min(int(limit or config.size), 50))
+    block = Block(placement, title=config.title)
     try:
-        seen |= bought_by(shopper)
-        stored = stored_items("for_you", shopper) if shopper else []
-        _take(stored, block.items, seen, limit)
-        block.source = "stored" if block.items else "fallback"
-        _fill(block.items, seen, limit)
+        cache_key = _block_key(req, size)
+        cached = cache.get(cache_key)
+        if cached is not None:
+            block.source = cached["source"]
+            block.items = [Recommendation(*row) for row in cached["items"]]
+            return block
+        _build(block, req, config, size)
+        cache.set(
+            cache_key,
+            {
+                "source": block.source,
+                "items": [(i.product_id, i.score, i.reason, None, i.reason_text, i.source) for i in block.items],
+            },
+            int(rec_settings.BLOCK_CACHE_SECONDS),
+        )
     except Exception:
-        logger.exception("for_you failed for %s; serving fallback", shopper)
+        logger.exception(
+            "%s failed for product %r, shopper %r; serving fallback", placement, req.product_id, req.shopper
+        )
         block.source = "fallback"
-        block.items = _safe_fallback(limit, seen)
+        block.items = _safe_fallback(config, size, req)
     return block
 
 
-def similar_products(product_id: str, limit: int) -> Block:
-    """The similar block for a product page: co-occurrence neighbours, then its category's trending."""
-    block = Block("similar")
-    seen = {str(product_id)}
+def _build(block: Block, req: Request, config: Placement, size: int) -> None:
+    deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
+    state = shopper_state(req.shopper) if req.shopper else ShopperState()
+    context_category = req.category
+    if req.product_id and not context_category:
+        context_category = (
+            ProductProfile.objects.filter(product_id=req.product_id).values_list("category", flat=True).first() or ""
+        )
+    candidates = SOURCES[config.name](req, state) if config.name in SOURCES else []
+    if time.monotonic() > deadline:
+        logger.warning(
+            "%s over its %s ms budget after candidates; filling from shared lists",
+            config.name,
+            rec_settings.SERVING_BUDGET_MS,
+        )
+        candidates = []
+    blocked = set(req.exclude)
+    if req.product_id:
+        blocked.add(req.product_id)
+    blocked |= req.cart if req.cart is not None else state.cart
+    if not config.allow_bought:
+        blocked |= set(state.bought)
+    picker = _Picker(size, blocked, config, category_cap=0 if req.category else config.max_per_category)
+    picker.offer(candidates)
+    block.source = "stored" if picker.chosen else "fallback"
+    for step in config.fallback:
+        if picker.full:
+            break
+        picker.offer(_fallback_candidates(step, size + len(blocked), context_category, req.product_id))
+    picker.relax()
+    block.items = picker.chosen
+    _name_reasons(block.items)
+
+
+class _Picker:
+    """Filters and diversity: keeps the first servable candidates, at most N per category and per brand."""
+
+    def __init__(self, size: int, blocked: set[str], config: Placement, category_cap: int) -> None:
+        self.size = size
+        self.blocked = set(blocked)
+        self.config = config
+        self.category_cap = category_cap  # none for a block scoped to one category: it is all one category
+        self.chosen: list[Recommendation] = []
+        self.deferred: list[Recommendation] = []  # over a diversity cap: used only if nothing else fills the block
+        self.per_category: dict[str, int] = defaultdict(int)
+        self.per_brand: dict[str, int] = defaultdict(int)
+
+    @property
+    def full(self) -> bool:
+        return len(self.chosen) >= self.size
+
+    def offer(self, candidates: list[Candidate]) -> None:
+        fresh = [c for c in candidates if c[0] not in self.blocked]
+        if not fresh or self.full:
+            return
+        # Fetch profiles for a window of candidates at a time: most blocks fill from the first window.
+        window = max(self.size * 4, 32)
+        for start in range(0, len(fresh), window):
+            part = fresh[start : start + window]
+            profiles = _profiles(pid for pid, *_ in part)
+            for pid, score, reason, source in part:
+                if self.full:
+                    return
+                if pid in self.blocked:
+                    continue
+                profile = profiles.get(pid)
+                if profile is None or not (profile[2] and profile[3]):
+                    continue
+                self.blocked.add(pid)
+                item = Recommendation(product_id=pid, score=float(score), reason=reason, source=source)
+                category, brand = profile[0], profile[1]
+                cap_c, cap_b = self.category_cap, self.config.max_per_brand
+                if (cap_c and category and self.per_category[category] >= cap_c) or (
+                    cap_b and brand and self.per_brand[brand] >= cap_b
+                ):
+                    self.deferred.append(item)
+                    continue
+                self.per_category[category] += 1
+                self.per_brand[brand] += 1
+                self.chosen.append(item)
+
+    def relax(self) -> None:
+        """A short block takes the items the caps held back rather than stay short."""
+        while not self.full and self.deferred:
+            self.chosen.append(self.deferred.pop(0))
+
+
+def _profiles(product_ids: Iterable[str]) -> dict[str, tuple[str, str, bool, bool]]:
+    ids = list(dict.fromkeys(product_ids))
+    if not ids:
+        return {}
+    rows = ProductProfile.objects.filter(product_id__in=ids).values_list(
+        "product_id", "category", "brand", "active", "in_stock"
+    )
+    return {pid: (cat, brand, active, stock) for pid, cat, brand, active, stock in rows}
+
+
+def _fallback_candidates(step: str, limit: int, category: str, product_id: str = "") -> list[Candidate]:
+    if step == "similar":
+        rows = stored_items("similar", product_id) if product_id else []
+        return [(str(r[0]), float(r[1]), f"similar:{product_id}", "similar") for r in rows]
+    if step == "trending_category":
+        if not category:
+            return []
+        rows = shared_items("trending", f"category:{category}") or _popular_items(limit, category)
+        return [(str(r[0]), float(r[1]), f"trending:{category}", "trending") for r in rows]
+    if step == "trending":
+        return [(str(r[0]), float(r[1]), "trending", "trending") for r in shared_items("trending")]
+    if step == "popular":
+        return [(str(r[0]), float(r[1]), "popular", "popular") for r in _popular_items(limit)]
+    logger.warning("unknown fallback step %r ignored", step)
+    return []
+
+
+def _safe_fallback(config: Placement, size: int, req: Request) -> list[Recommendation]:
+    if not config.fallback:
+        return []
     try:
-        _take(stored_items("similar", str(product_id)), block.items, seen, limit)
-        block.source = "stored" if block.items else "fallback"
-        category = ProductProfile.objects.filter(product_id=str(product_id)).values_list("category", flat=True).first()
-        _fill(block.items, seen, limit, category=category or None)
-    except Exception:
-        logger.exception("similar failed for product %s; serving fallback", product_id)
-        block.source = "fallback"
-        block.items = _safe_fallback(limit, seen)
-    return block
-
-
-def trending(limit: int, category: str | None = None, exclude: Iterable[str] = ()) -> Block:
-    """Trending products (in a category when given), leaving out `exclude` (e.g. shown higher on the page)."""
-    block = Block("trending")
-    seen = {str(p) for p in exclude}
-    try:
-        subject = f"category:{category}" if category else ""
-        _take(stored_items("trending", subject), block.items, seen, limit)
-        _fill(block.items, seen, limit, category=category)
-    except Exception:
-        logger.exception("trending failed; serving fallback")
-        block.items = _safe_fallback(limit, seen)
-    return block
-
-
-def _safe_fallback(limit: int, seen: set[str]) -> list[Recommendation]:
-    try:
-        chosen: list[Recommendation] = []
-        _take(_popular_items(limit + len(seen)), chosen, set(seen), limit)
+        blocked = set(req.exclude) | ({req.product_id} if req.product_id else set())
+        chosen = []
+        for pid, score, reason in _popular_items(size + len(blocked)):
+            if len(chosen) >= size:
+                break
+            if pid not in blocked:
+                chosen.append(Recommendation(product_id=str(pid), score=float(score), reason=reason, source="popular"))
+        _name_reasons(chosen)
         return chosen
     except Exception:
         logger.exception("fallback failed too; rendering nothing")
         return []
 
 
-def attach_products(block: Block) -> Block:
-    """Load the host's product objects and reason texts for rendering; drops ids the host no longer has."""
-    products = catalog.get_products(item.product_id for item in block.items)
-    anchors = [item.reason.split(":", 1)[1] for item in block.items if item.reason.startswith("because:")]
+# -- candidate sources, one per placement ----------------------------------------------------------------------------
+
+
+def _as_candidates(rows: list[list[Any]], source: str, reason: str | None = None) -> list[Candidate]:
+    return [(str(r[0]), float(r[1]), reason or (str(r[2]) if len(r) > 2 else ""), source) for r in rows]
+
+
+def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
+    """The stored list, re-ranked toward what this session looked at: a view a second ago counts on the next page."""
+    stored = _as_candidates(stored_items("for_you", req.shopper), "stored") if req.shopper else []
+    session = _session_scores(state)
+    if not session:
+        return stored
+    weight = float(rec_settings.SESSION_WEIGHT)
+    combined: dict[str, list[Any]] = {}
+    n = len(stored)
+    for rank, (pid, _, reason, source) in enumerate(stored):
+        combined[pid] = [(1 - weight) * (1 - rank / max(n, 1)), reason, source]
+    for pid, (score, anchor) in session.items():
+        entry = combined.setdefault(pid, [0.0, f"session:{anchor}", "session"])
+        from_stored = entry[0]
+        entry[0] += weight * score
+        if weight * score > from_stored:  # the session contributed most: it is the reason
+            entry[1], entry[2] = f"session:{anchor}", "session"
+    ranked = sorted(combined.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    return [(pid, round(score, 6), reason, source) for pid, (score, reason, source) in ranked]
+
+
+def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
+    """Products near the session's newest products: their similar lists, then trending in their categories."""
+    anchors: list[str] = []
+    for product_id, _, _ in state.session:
+        if product_id not in anchors:
+            anchors.append(product_id)
+        if len(anchors) >= SESSION_ANCHORS:
+            break
+    if not anchors:
+        return {}
+    neighbours = stored_lists("similar", anchors)
+    categories = _profiles(anchors)
+    scores: dict[str, float] = defaultdict(float)
+    best: dict[str, tuple[float, str]] = {}
+
+    def add(pid: str, contribution: float, anchor: str) -> None:
+        if pid in anchors or contribution <= 0:
+            return
+        scores[pid] += contribution
+        if pid not in best or contribution > best[pid][0]:
+            best[pid] = (contribution, anchor)
+
+    for position, anchor in enumerate(anchors):
+        recency = 0.7**position
+        rows = neighbours.get(anchor, [])
+        top = max((float(r[1]) for r in rows), default=0.0)
+        for r in rows:
+            if top > 0:
+                add(str(r[0]), recency * float(r[1]) / top, anchor)
+        category = categories.get(anchor, ("", "", False, False))[0]
+        if category:
+            trending = shared_items("trending", f"category:{category}")
+            n = len(trending)
+            for rank, r in enumerate(trending):
+                add(str(r[0]), 0.5 * recency * (1 - rank / max(n, 1)), anchor)
+    top = max(scores.values(), default=0.0)
+    if top <= 0:
+        return {}
+    return {pid: (score / top, best[pid][1]) for pid, score in scores.items()}
+
+
+def _similar(req: Request, state: ShopperState) -> list[Candidate]:
+    return _as_candidates(stored_items("similar", req.product_id), "stored") if req.product_id else []
+
+
+def _bought_together(req: Request, state: ShopperState) -> list[Candidate]:
+    """With a product: its co-purchases. Without (the cart page): the cart's co-purchases, summed."""
+    anchors = [req.product_id] if req.product_id else sorted(req.cart if req.cart is not None else state.cart)
+    lists = stored_lists("bought_together", anchors)
+    scores: dict[str, float] = defaultdict(float)
+    reasons: dict[str, tuple[float, str]] = {}
+    for anchor in anchors:
+        for r in lists.get(anchor, []):
+            pid, score = str(r[0]), float(r[1])
+            scores[pid] += score
+            if pid not in reasons or score > reasons[pid][0]:
+                reasons[pid] = (score, f"together:{anchor}")
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [(pid, round(score, 6), reasons[pid][1], "stored") for pid, score in ranked]
+
+
+def _trending(req: Request, state: ShopperState) -> list[Candidate]:
+    if req.category:
+        return _as_candidates(
+            shared_items("trending", f"category:{req.category}"), "trending", f"trending:{req.category}"
+        )
+    return _as_candidates(shared_items("trending"), "trending")
+
+
+def _recently_viewed(req: Request, state: ShopperState) -> list[Candidate]:
+    n = len(state.viewed)
+    return [(pid, round(1 - rank / max(n, 1), 6), "viewed", "history") for rank, (pid, _) in enumerate(state.viewed)]
+
+
+def _buy_again(req: Request, state: ShopperState) -> list[Candidate]:
+    """The shopper's own purchases of products people re-buy, the ones due again first."""
+    if not state.bought:
+        return []
+    rates = {str(r[0]): (float(r[1]), float(r[3]) if len(r) > 3 and r[3] else 0.0) for r in shared_items("buy_again")}
+    now = timezone.now()
+    scored = []
+    for pid, times in state.bought.items():
+        rate, interval = rates.get(pid, (0.0, 0.0))
+        if not rate and len(times) < 2:
+            continue  # a one-off purchase of a product nobody re-buys
+        rate = rate or 0.5  # this shopper re-bought it, whatever the shop does
+        days = (now - times[0]).total_seconds() / 86_400
+        due = min(days / interval, 2.0) if interval > 0 else 1.0
+        scored.append((pid, round(rate * (0.5 + due), 6), "repeat", "history"))
+    return sorted(scored, key=lambda c: (-c[1], c[0]))
+
+
+SOURCES: dict[str, Callable[[Request, ShopperState], list[Candidate]]] = {
+    "for_you": _for_you,
+    "similar": _similar,
+    "bought_together": _bought_together,
+    "trending": _trending,
+    "recently_viewed": _recently_viewed,
+    "buy_again": _buy_again,
+}
+
+
+# -- reasons and rendering ------------------------------------------------------------------------------------------
+
+
+def _name_reasons(items: list[Recommendation]) -> None:
+    anchors = {
+        item.reason.split(":", 1)[1] for item in items if ":" in item.reason and not item.reason.startswith("trending:")
+    }
     names = (
         dict(ProductProfile.objects.filter(product_id__in=anchors).values_list("product_id", "name")) if anchors else {}
     )
-    kept = []
-    for item in block.items:
-        item.product = products.get(item.product_id)
-        if item.product is None:
-            continue
+    for item in items:
         item.reason_text = reason_text(item.reason, names)
-        kept.append(item)
-    block.items = kept
-    return block
 
 
 def reason_text(reason: str, names: dict[str, str]) -> str:
-    """A shopper-facing sentence for a stored reason code."""
-    if reason.startswith("because:"):
-        anchor = names.get(reason.split(":", 1)[1])
+    """A shopper-facing sentence for a reason code, so wording can change without a recompute."""
+    kind, _, arg = reason.partition(":")
+    if kind in ("because", "session"):  # the stored list's anchor or this session's: the same to a shopper
+        anchor = names.get(arg)
         return f"Because you looked at {anchor}" if anchor else "Based on your browsing"
+    if kind == "together":
+        anchor = names.get(arg)
+        return f"Bought together with {anchor}" if anchor else "Often bought together"
+    if kind == "similar":
+        anchor = names.get(arg)
+        return f"Similar to {anchor}" if anchor else "Similar"
+    if kind == "trending" and arg:
+        return f"Trending in {arg.replace('-', ' ').replace('_', ' ').title()}"
     return {
         "trending": "Trending now",
         "popular": "Popular",
         "also": "Often viewed together",
         "for_you": "Picked for your taste",
-    }.get(reason, "")
+        "viewed": "You viewed this",
+        "repeat": "You bought this before",
+    }.get(kind, "")
+
+
+def attach_products(block: Block) -> Block:
+    """Load the host's product objects for rendering; drops ids the host no longer has."""
+    products = catalog.get_products(item.product_id for item in block.items)
+    kept = []
+    for item in block.items:
+        item.product = products.get(item.product_id)
+        if item.product is not None:
+            kept.append(item)
+    block.items = kept
+    if any(not item.reason_text for item in kept):
+        _name_reasons([item for item in kept if not item.reason_text])
+    return block
+
+
+# -- the old entry points ------------------------------------------------------------------------------------------
+
+
+def recommend_for_shopper(shopper: str, limit: int, exclude: Iterable[str] = ()) -> Block:
+    return recommend("for_you", shopper=shopper, limit=limit, exclude=exclude)
+
+
+def similar_products(product_id: str, limit: int) -> Block:
+    return recommend("similar", product_id=str(product_id), limit=limit)
+
+
+def trending(limit: int, category: str | None = None, exclude: Iterable[str] = ()) -> Block:
+    return recommend("trending", category=category or "", limit=limit, exclude=exclude)
+
+
+# -- cache keys ----------------------------------------------------------------------------------------------------
+
+
+def _key(*parts: Any) -> str:
+    raw = ":".join(str(p) for p in parts)
+    if len(raw) > 200 or any(c.isspace() or ord(c) < 33 for c in raw):
+        raw = hashlib.sha256(raw.encode()).hexdigest()
+    return f"recommendations:{raw}"
+
+
+def _block_key(req: Request, size: int) -> str:
+    """Per shopper and their version (a new event makes a new key); the shared lists underneath are cached apart.
+
+    Every block depends on the shopper (bought items, cart, session), so no shopper's block is ever served to
+    another; an anonymous request without a shopper gets the shared key.
+    """
+    version = shopper_version(req.shopper) if req.shopper else "0"
+    digest = hashlib.sha256(
+        "|".join([",".join(sorted(req.exclude)), "-" if req.cart is None else ",".join(sorted(req.cart))]).encode()
+    ).hexdigest()[:16]
+    return _key(
+        "block", active_set_id() or 0, req.placement, req.shopper, version, req.product_id, req.category, size, digest
+    )

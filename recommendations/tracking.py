@@ -68,6 +68,7 @@ class VisitorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         visitor_id = get_visitor_id(request)
         response = self.get_response(request)
+        _flush_impressions_on_close(request, response)
         if request.COOKIES.get(rec_settings.VISITOR_COOKIE_NAME) != visitor_id:
             from django.conf import settings
 
@@ -123,6 +124,99 @@ def build_event(
     )
 
 
+IMPRESSIONS_ATTR = "_recommendations_impressions"
+
+
+def queue_impression(request: HttpRequest | None, block: Any) -> None:
+    """Note that `block` was rendered for this request; stored in one INSERT once the response has gone out."""
+    if request is None or not getattr(block, "items", None):
+        return
+    event = build_event(
+        "impression",
+        user_id=get_user_id(request),
+        visitor_id=get_visitor_id(request),
+        placement=block.placement,
+        recommendation_id=block.recommendation_id,
+        context={
+            "items": [item.product_id for item in block.items],
+            "sources": [item.source for item in block.items],
+        },
+    )
+    pending = request.__dict__.setdefault(IMPRESSIONS_ATTR, [])
+    pending.append(event)
+
+
+def flush_impressions(request: HttpRequest) -> int:
+    """Store the impressions queued on `request`; returns how many."""
+    pending = request.__dict__.pop(IMPRESSIONS_ATTR, None)
+    if not pending:
+        return 0
+    try:
+        return len(insert_events(pending))
+    except Exception:
+        logger.exception("could not store %d impressions", len(pending))
+        return 0
+
+
+def _flush_impressions_on_close(request: HttpRequest, response: HttpResponse) -> None:
+    """The WSGI/ASGI server closes a response after sending it: the impressions are written then, off the page's
+    time. A response that is never closed (a crashed server) loses them, which is the price of not waiting."""
+    if not request.__dict__.get(IMPRESSIONS_ATTR):
+        return
+    close = response.close
+
+    def flush_then_close() -> None:
+        # Before close(): it ends the request (request_finished), which may close the database connection.
+        flush_impressions(request)
+        close()
+
+    response.close = flush_then_close  # type: ignore[method-assign]
+
+
+ATTRIBUTED_TYPES = ("add_to_cart", "purchase")
+
+
+def attribute(events: list[Event]) -> int:
+    """Stamp add-to-cart and purchase events with the block whose click led to them (within ATTRIBUTION_HOURS).
+
+    The latest click by the same shopper on the same product before the event wins; its placement and
+    recommendation id are copied, so every report can count conversions per block with one indexed column.
+    Returns how many events were attributed.
+    """
+    wanted = [e for e in events if e.event_type in ATTRIBUTED_TYPES and e.product_id and not e.recommendation_id]
+    if not wanted:
+        return 0
+    from datetime import timedelta
+
+    window = timedelta(hours=float(rec_settings.ATTRIBUTION_HOURS))
+    earliest = min(e.occurred_at for e in wanted) - window
+    clicks = (
+        Event.objects.filter(
+            event_type="click",
+            shopper__in={e.shopper for e in wanted},
+            product_id__in={e.product_id for e in wanted},
+            occurred_at__gte=earliest,
+        )
+        .exclude(recommendation_id="")
+        .order_by("occurred_at")
+        .values_list("shopper", "product_id", "occurred_at", "placement", "recommendation_id")
+    )
+    by_pair: dict[tuple[str, str], list[tuple[datetime, str, str]]] = {}
+    for shopper, product_id, occurred_at, placement, rec_id in clicks:
+        by_pair.setdefault((shopper, product_id), []).append((occurred_at, placement, rec_id))
+    done = 0
+    for event in wanted:
+        best = None
+        for occurred_at, placement, rec_id in by_pair.get((event.shopper, event.product_id), []):
+            if event.occurred_at - window <= occurred_at <= event.occurred_at:
+                best = (placement, rec_id)  # ascending: the last one that fits is the latest
+        if best is not None:
+            event.placement, event.recommendation_id = best
+            event.context = {**(event.context or {}), "attributed": "click"}
+            done += 1
+    return done
+
+
 def record_event(request: HttpRequest | None, event_type: str, **fields: Any) -> Event | None:
     """Record one event for the shopper behind `request` (or the user_id / visitor_id given).
 
@@ -133,6 +227,7 @@ def record_event(request: HttpRequest | None, event_type: str, **fields: Any) ->
             fields.setdefault("user_id", get_user_id(request))
             fields.setdefault("visitor_id", get_visitor_id(request))
         event = build_event(event_type, **fields)
+        attribute([event])
         with transaction.atomic():
             event.save(force_insert=True)
         on_event_recorded(event)
@@ -244,7 +339,10 @@ def on_event_recorded(event: Event) -> None:
 
 def on_events_stored(events: list[Event]) -> None:
     """Called once per ingest batch with the events it stored: one debounced refresh per shopper who showed taste."""
+    from recommendations.serving import touch_shoppers
     from recommendations.tasks import schedule_refresh
+
+    touch_shoppers(e.shopper for e in events if e.event_type != "impression")
 
     training = {t for t, w in rec_settings.EVENT_WEIGHTS.items() if w > 0}
     schedule_refresh(e.shopper for e in events if e.event_type in training and e.product_id)
@@ -264,8 +362,10 @@ def on_user_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwa
         return
     try:
         if merge_visitor(get_visitor_id(request), str(user.pk)):
+            from recommendations.serving import touch_shoppers
             from recommendations.tasks import schedule_refresh
 
+            touch_shoppers([shopper_key(str(user.pk), "")])
             schedule_refresh([shopper_key(str(user.pk), "")])
     except Exception:
         logger.exception("could not merge visitor events at login")

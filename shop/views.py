@@ -109,7 +109,8 @@ def product_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 def cart_detail(request: HttpRequest) -> HttpResponse:
     lines = Cart(request).lines()
-    return render(request, "shop/cart.html", {"lines": lines, "total": Cart.total_of(lines)})
+    context = {"lines": lines, "total": Cart.total_of(lines), "cart_products": [line.product for line in lines]}
+    return render(request, "shop/cart.html", context)
 
 
 @require_POST

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.template import Context, Template
 from django.test import RequestFactory
+from django.utils import timezone
 
 from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
@@ -60,7 +62,10 @@ def shop():
 
 def test_a_shopper_with_history_sees_their_own_list(shop):
     visitor = uuid.uuid4().hex
-    tracking.store_events([tracking.build_event("view", visitor_id=visitor, product_id=shop["hammer"].pk)])
+    earlier = timezone.now() - timedelta(hours=3)  # before this session: the precomputed list speaks alone
+    tracking.store_events(
+        [tracking.build_event("view", visitor_id=visitor, product_id=shop["hammer"].pk, occurred_at=earlier)]
+    )
     run_precompute()
     html = render(FOR_YOU, visitor_request(visitor))
     assert 'data-rec-placement="for_you"' in html
@@ -71,8 +76,13 @@ def test_a_shopper_with_history_sees_their_own_list(shop):
 
 def test_a_logged_in_shopper_is_recognised_by_user(shop):
     user = make_user()
+    earlier = timezone.now() - timedelta(hours=3)
     tracking.store_events(
-        [tracking.build_event("purchase", user_id=str(user.pk), visitor_id="", product_id=shop["yoyo"].pk)]
+        [
+            tracking.build_event(
+                "purchase", user_id=str(user.pk), visitor_id="", product_id=shop["yoyo"].pk, occurred_at=earlier
+            )
+        ]
     )
     run_precompute()
     html = render(FOR_YOU, visitor_request(uuid.uuid4().hex, user=user))

@@ -95,6 +95,7 @@ class EventIngestView(APIView):
 
         product_ids = list(dict.fromkeys(e.product_id for e in valid if e.product_id))
         known = catalog.known_product_ids(product_ids)
+        tracking.attribute(valid)
         stored = tracking.insert_events(valid)
         if stored:
             tracking.on_events_stored(stored)

@@ -1,7 +1,19 @@
-"""Template tags that render recommendation blocks: `{% recommended_for_you %}`, `{% similar_products product %}`.
+"""Template tags that render recommendation blocks.
 
-A tag never raises: an error is logged and the block renders from the fallback or not at all, because a
-broken recommendation must never take a shop page down.
+One tag for every surface, the form a Django developer reads at a glance::
+
+    {% load recommendations %}
+    {% recommendations "for_you" %}
+    {% recommendations "similar" product=product limit=8 %}
+    {% recommendations "bought_together" product=product %}     {# or, on the cart page, with no product #}
+    {% recommendations "trending" category=category.slug %}
+    {% recommendations "recently_viewed" %}
+    {% recommendations "buy_again" %}
+
+A block renders `recommendations/blocks/<placement>.html` when the project has one, else
+`recommendations/block.html`. The older one-surface tags (`recommended_for_you`, `similar_products`,
+`trending_products`) remain as shortcuts. A tag never raises: an error is logged and the block renders from the
+fallback or not at all, because a broken recommendation must never take a shop page down.
 """
 
 from __future__ import annotations
@@ -10,6 +22,8 @@ import logging
 from typing import Any
 
 from django import template
+from django.template.loader import select_template
+from django.utils.safestring import SafeString, mark_safe
 
 from recommendations import catalog, serving, tracking
 from recommendations.conf import rec_settings
@@ -18,20 +32,6 @@ logger = logging.getLogger(__name__)
 register = template.Library()
 
 BLOCK_TEMPLATE = "recommendations/block.html"
-
-
-def _context(block: serving.Block | None, title: str) -> dict[str, Any]:
-    if block is None:
-        return {"block": None, "items": [], "title": title}
-    return {
-        "block": block,
-        "items": block.items,
-        "title": title,
-        "placement": block.placement,
-        "recommendation_id": block.recommendation_id,
-    }
-
-
 SHOWN_ATTR = "_recommendations_shown"
 
 
@@ -45,45 +45,106 @@ def _shown(context: template.Context) -> set[str]:
     return getattr(request, SHOWN_ATTR)
 
 
-def _render(context: template.Context, placement: str, build: Any) -> dict[str, Any]:
-    title = rec_settings.TITLES.get(placement, "")
+def _limit(limit: Any) -> int | None:
+    if limit is None or limit == "":
+        return None
     try:
-        block = serving.attach_products(build())
-        _shown(context).update(item.product_id for item in block.items)
-        return _context(block, title)
-    except Exception:
-        logger.exception("recommendation block %s failed to render", placement)
-        return _context(None, title)
-
-
-def _limit(limit: Any) -> int:
-    try:
-        value = int(limit) if limit is not None else rec_settings.BLOCK_SIZE
+        value = int(limit)
     except (TypeError, ValueError):
-        value = rec_settings.BLOCK_SIZE
+        return None
     return max(1, min(value, 50))
 
 
-@register.inclusion_tag(BLOCK_TEMPLATE, takes_context=True)
-def recommended_for_you(context: template.Context, limit: Any = None) -> dict[str, Any]:
-    """The shopper's own list; trending for someone with no history yet."""
+def _product_id(product: Any) -> str:
+    if product is None or product == "":
+        return ""
+    if isinstance(product, str | int):
+        return str(product)
+    return catalog.product_id_of(product)
+
+
+def block_context(request: Any, block: serving.Block | None, placement: str) -> dict[str, Any]:
+    title = block.title if block is not None else ""
+    if not title:
+        title = rec_settings.TITLES.get(placement, "")
+    if block is None:
+        return {"block": None, "items": [], "title": title, "placement": placement}
+    return {
+        "block": block,
+        "items": block.items,
+        "title": title,
+        "placement": block.placement,
+        "recommendation_id": block.recommendation_id,
+        "request": request,
+    }
+
+
+def render_block(
+    context: template.Context,
+    placement: str,
+    *,
+    product: Any = None,
+    category: Any = None,
+    cart: Any = None,
+    limit: Any = None,
+) -> SafeString:
+    """Build, attach products, note the impression and render; any failure renders nothing and is logged."""
     request = context.get("request")
-
-    def build() -> serving.Block:
+    try:
+        shown = _shown(context)
         shopper = tracking.get_shopper(request) if request is not None else ""
-        return serving.recommend_for_shopper(shopper, _limit(limit))
+        block = serving.recommend(
+            placement,
+            shopper=shopper,
+            product_id=_product_id(product),
+            category=str(category or ""),
+            exclude=set(shown),
+            cart=None if cart is None else [_product_id(p) for p in cart],
+            limit=_limit(limit),
+        )
+        block = serving.attach_products(block)
+        shown.update(item.product_id for item in block.items)
+        tracking.queue_impression(request, block)
+        html = select_template([f"recommendations/blocks/{placement}.html", BLOCK_TEMPLATE]).render(
+            block_context(request, block, placement)
+        )
+        return mark_safe(html)  # noqa: S308 - the template itself autoescapes every value
+    except Exception:
+        logger.exception("recommendation block %s failed to render", placement)
+        return mark_safe("")
 
-    return _render(context, "for_you", build)
+
+@register.simple_tag(takes_context=True)
+def recommendations(
+    context: template.Context,
+    placement: str,
+    product: Any = None,
+    category: Any = None,
+    cart: Any = None,
+    limit: Any = None,
+) -> SafeString:
+    """`{% recommendations "similar" product=product limit=8 %}`: one block of any placement."""
+    return render_block(context, placement, product=product, category=category, cart=cart, limit=limit)
 
 
-@register.inclusion_tag(BLOCK_TEMPLATE, takes_context=True)
-def similar_products(context: template.Context, product: Any, limit: Any = None) -> dict[str, Any]:
+@register.simple_tag(takes_context=True)
+def recommended_for_you(context: template.Context, limit: Any = None) -> SafeString:
+    """The shopper's own list; trending for someone with no history yet."""
+    return render_block(context, "for_you", limit=limit)
+
+
+@register.simple_tag(takes_context=True)
+def similar_products(context: template.Context, product: Any, limit: Any = None) -> SafeString:
     """Products like this one, for the product page."""
-    return _render(context, "similar", lambda: serving.similar_products(catalog.product_id_of(product), _limit(limit)))
+    try:
+        product_id = _product_id(product)
+    except Exception:
+        logger.exception("recommendation block similar failed to render")
+        return mark_safe("")
+    return render_block(context, "similar", product=product_id, limit=limit)
 
 
-@register.inclusion_tag(BLOCK_TEMPLATE, takes_context=True)
-def trending_products(context: template.Context, category: str | None = None, limit: Any = None) -> dict[str, Any]:
+@register.simple_tag(takes_context=True)
+def trending_products(context: template.Context, category: str | None = None, limit: Any = None) -> SafeString:
     """What is selling and being looked at now, shop-wide or in one category, minus what this page already shows."""
-    shown = set(_shown(context))
-    return _render(context, "trending", lambda: serving.trending(_limit(limit), category or None, exclude=shown))
+    return render_block(context, "trending", category=category, limit=limit)
