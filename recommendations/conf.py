@@ -233,6 +233,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "TRENDING_WINDOW_DAYS",
         "TRENDING_HALF_LIFE_DAYS",
         "REFRESH_DEBOUNCE_SECONDS",
+        "SESSION_MINUTES",
+        "CART_DAYS",
+        "ATTRIBUTION_HOURS",
+        "SERVING_BUDGET_MS",
         "BURST_SECONDS",
         "BOT_MAX_EVENTS_PER_MINUTE",
     ):
@@ -273,6 +277,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if not isinstance(value, int) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
     errors += _check_purchase_settings(user)
+    errors.extend(_check_serving(user))
     return errors
 
 
@@ -290,3 +295,55 @@ def _check_purchase_settings(user: dict[str, Any]) -> list[Error]:
         for key, valid, what, code in rules
         if not valid(user.get(key, DEFAULTS[key]))
     ]
+
+
+FALLBACK_STEPS = ("similar", "trending_category", "trending", "popular")
+PLACEMENT_INT_KEYS = ("size", "max_per_category", "max_per_brand")
+
+
+def _check_serving(user: dict[str, Any]) -> list[Error]:
+    errors: list[Error] = []
+    weight = user.get("SESSION_WEIGHT", DEFAULTS["SESSION_WEIGHT"])
+    if not isinstance(weight, int | float) or not 0 <= weight <= 1:
+        errors.append(Error("RECOMMENDATIONS['SESSION_WEIGHT'] must be a number in [0, 1].", id="recommendations.E008"))
+    seconds = user.get("BLOCK_CACHE_SECONDS", DEFAULTS["BLOCK_CACHE_SECONDS"])
+    if not isinstance(seconds, int) or seconds < 0:
+        errors.append(
+            Error("RECOMMENDATIONS['BLOCK_CACHE_SECONDS'] must be an integer >= 0.", id="recommendations.E008")
+        )
+    placements = user.get("PLACEMENTS", {})
+    if not isinstance(placements, dict):
+        return [*errors, Error("RECOMMENDATIONS['PLACEMENTS'] must be a dict.", id="recommendations.E008")]
+    known = set(DEFAULTS["PLACEMENTS"])
+    for name, config in placements.items():
+        where = f"RECOMMENDATIONS['PLACEMENTS'][{name!r}]"
+        if not isinstance(config, dict):
+            errors.append(Error(f"{where} must be a dict.", id="recommendations.E008"))
+            continue
+        if name not in known:
+            errors.append(
+                Error(
+                    f"{where}: unknown placement.",
+                    hint=f"Known: {', '.join(sorted(known))}; a new surface needs a source in serving.SOURCES.",
+                    id="recommendations.E008",
+                )
+            )
+        for key in sorted(set(config) - {"title", "allow_bought", "fallback", *PLACEMENT_INT_KEYS}):
+            errors.append(Error(f"{where}: unknown key {key!r}.", id="recommendations.E008"))
+        for key in PLACEMENT_INT_KEYS:
+            value = config.get(key, 0 if key != "size" else 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "size" else 0):
+                errors.append(
+                    Error(
+                        f"{where}[{key!r}] must be an integer >= {1 if key == 'size' else 0}.",
+                        id="recommendations.E008",
+                    )
+                )
+        fallback = config.get("fallback", [])
+        if not isinstance(fallback, list | tuple) or any(step not in FALLBACK_STEPS for step in fallback):
+            errors.append(
+                Error(
+                    f"{where}['fallback'] must list steps from {', '.join(FALLBACK_STEPS)}.", id="recommendations.E008"
+                )
+            )
+    return errors

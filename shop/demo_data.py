@@ -12,7 +12,9 @@ The model, in short:
   price level. A session picks a category by taste, sometimes starts with a search, views a few products drawn
   by popularity x price fit x brand preference, and runs the funnel: view -> add to cart -> checkout, which
   makes a real Order with OrderLines and one purchase event per line. Buyers of consumables come back to
-  rebuy them. About 30% of sessions are anonymous visitors (visitor id only; they may check out as guests).
+  rebuy them; a durable product a shopper already bought is only looked at, not bought again. Some main products
+  have an accessory (a grinder for coffee, a headlamp for a tent) that often goes into the same order.
+  About 30% of sessions are anonymous visitors (visitor id only; they may check out as guests).
 
 Shoppers are generated and written a chunk at a time, so 100k shoppers never sit in memory at once.
 """
@@ -54,6 +56,18 @@ SEARCH_RATE = 0.22  # per session
 REBUY_RATE = 0.6  # share of consumable purchases that start a rebuy habit
 SESSION_MARGIN = 3600.0  # seconds before "now" by which every session has started
 PRICE_WIDTH = 0.55  # how far (in log price) from their level shoppers still look
+ACCESSORY_RATE = 0.4  # per ordered product that has an accessory: the accessory joins the order
+# Which products have an accessory: (category, name words or () for all, accessory category, accessory name words).
+# Each such product gets one accessory, drawn by popularity, so the pairs recur across orders.
+ACCESSORIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
+    ("coffee", (), "kitchen", ("French Press", "Burr Grinder", "Pour-Over Set")),
+    ("tea", (), "kitchen", ("Teapot", "Electric Kettle")),
+    ("running-shoes", (), "fitness", ("Foam Roller", "Resistance Bands")),
+    ("camping", ("Tent", "Sleeping Bag", "Backpack"), "camping", ("Headlamp", "Water Filter", "Trekking Poles")),
+    ("kitchen", ("Chef's Knife",), "kitchen", ("Cutting Board",)),
+    ("skincare", ("Cleanser", "Face Cream"), "skincare", ("Toner", "Serum", "Night Cream")),
+    ("fitness", ("Yoga Mat",), "fitness", ("Foam Roller", "Resistance Bands")),
+)
 
 
 @dataclass(frozen=True)
@@ -213,6 +227,7 @@ class Catalog:
     by_category: list[np.ndarray] = field(default_factory=list)  # product indices sorted by arrival
     created_sorted: list[np.ndarray] = field(default_factory=list)
     pks: list[int] = field(default_factory=list)
+    accessory: np.ndarray | None = None  # per product, the index of its accessory or -1
 
 
 @dataclass
@@ -223,6 +238,7 @@ class Shopper:
     price_level: np.ndarray  # per category, log price the shopper aims at
     brands: frozenset[int]
     weights: dict[int, np.ndarray] = field(default_factory=dict)  # category -> cumulative product weights
+    owned: set[int] = field(default_factory=set)  # durable products bought
 
 
 @dataclass
@@ -256,6 +272,8 @@ class DemoShopGenerator:
     ) -> None:
         self.n_users, self.n_products, self.days, self.seed = users, products, days, seed
         self.rng = np.random.default_rng(seed)
+        # Accessories draw from their own stream, so adding them left every other draw of a seed as it was.
+        self.accessory_rng = np.random.default_rng([seed, 1])
         self.now = now
         self.start = now - timedelta(days=days)
         self.period = days * DAY
@@ -335,7 +353,32 @@ class DemoShopGenerator:
             order = members[np.argsort(created[members], kind="stable")]
             cat.by_category.append(order)
             cat.created_sorted.append(created[order])
+        cat.accessory = self.pick_accessories(cat)
         return cat
+
+    def pick_accessories(self, cat: Catalog) -> np.ndarray:
+        """One accessory per product that ACCESSORIES names, fixed for the run so the pair recurs across orders."""
+        accessory = np.full(len(cat.names), -1, dtype=np.int64)
+        slugs = [s.slug for s in cat.specs]
+        for category, words, accessory_category, accessory_words in ACCESSORIES:
+            if category not in slugs or accessory_category not in slugs:
+                continue
+            in_category = cat.category == slugs.index(category)
+            anchors = [i for i in np.flatnonzero(in_category) if not words or any(w in cat.names[i] for w in words)]
+            candidates = np.array(
+                [
+                    i
+                    for i in np.flatnonzero(cat.category == slugs.index(accessory_category))
+                    if any(w in cat.names[i] for w in accessory_words)
+                ],
+                dtype=np.int64,
+            )
+            for i in anchors:
+                pool = candidates[candidates != i]
+                if pool.size:
+                    weights = cat.popularity[pool]
+                    accessory[i] = int(pool[self.accessory_rng.choice(pool.size, p=weights / weights.sum())])
+        return accessory
 
     def describe(self, cat: Catalog, i: int) -> str:
         spec = cat.specs[cat.category[i]]
@@ -452,6 +495,8 @@ class DemoShopGenerator:
             events.append(("search", shopper_ref, -1, 1, None, query, t, -1, {"results": available}))
             t += 5 + rng.exponential(20)
         viewed = self.pick_products(cat, shopper, c, t, min(1 + int(rng.geometric(0.4)), 10))
+        # The cart as drawn. A durable product the shopper already bought is only looked at: it stays out of the
+        # events and the order, but its draws are still made, so every other draw of a seed is as it was.
         cart: list[tuple[int, int]] = []
         for p in viewed:
             price = cat.prices[p]
@@ -464,18 +509,51 @@ class DemoShopGenerator:
             if rng.random() < CART_RATE:
                 quantity = self.quantity(cat, p)
                 cart.append((p, quantity))
-                events.append(("add_to_cart", shopper_ref, p, quantity, price * quantity, "", t, -1, None))
+                if cat.consumable[p] or p not in shopper.owned:
+                    events.append(("add_to_cart", shopper_ref, p, quantity, price * quantity, "", t, -1, None))
                 t += 5 + rng.exponential(20)
         if cart and rng.random() < REMOVE_RATE:
             p, quantity = cart.pop(int(rng.integers(len(cart))))
-            events.append(("remove_from_cart", shopper_ref, p, quantity, cat.prices[p] * quantity, "", t, -1, None))
+            if cat.consumable[p] or p not in shopper.owned:
+                events.append(("remove_from_cart", shopper_ref, p, quantity, cat.prices[p] * quantity, "", t, -1, None))
             t += 5 + rng.exponential(10)
         if cart and rng.random() < CHECKOUT_RATE["user" if is_user else "visitor"]:
-            self.checkout(cat, shopper_ref, t + 30 + rng.exponential(90), cart, events, orders)
+            paid_at = t + 30 + rng.exponential(90)
+            lines = [(p, q) for p, q in cart if cat.consumable[p] or p not in shopper.owned]
+            if lines:
+                basket = lines + self.add_accessories(cat, shopper_ref, shopper, t, lines, events)
+                self.checkout(cat, shopper_ref, paid_at, basket, events, orders)
+                shopper.owned.update(p for p, _quantity in basket if not cat.consumable[p])
             if is_user:
                 for p, _quantity in cart:
                     if cat.consumable[p] and rng.random() < REBUY_RATE:
                         rebuys.append((p, t))
+
+    def add_accessories(
+        self,
+        cat: Catalog,
+        shopper_ref: int,
+        shopper: Shopper,
+        t: float,
+        cart: list[tuple[int, int]],
+        events: list[SimEvent],
+    ) -> list[tuple[int, int]]:
+        """On the way to checkout, some ordered products' accessories are viewed and added (all within 30 s)."""
+        if cat.accessory is None:
+            return []
+        rng, in_cart = self.accessory_rng, {p for p, _ in cart}
+        added: list[tuple[int, int]] = []
+        for p, _quantity in cart:
+            a = int(cat.accessory[p])
+            if a < 0 or a in in_cart or a in shopper.owned or cat.created[a] > t or rng.random() >= ACCESSORY_RATE:
+                continue
+            in_cart.add(a)
+            added.append((a, 1))
+        moments = np.sort(rng.uniform(1.0, 29.0, size=2 * len(added)))
+        for (a, quantity), view_at, cart_at in zip(added, moments[0::2], moments[1::2], strict=True):
+            events.append(("view", shopper_ref, a, 1, cat.prices[a], "", t + view_at, -1, None))
+            events.append(("add_to_cart", shopper_ref, a, quantity, cat.prices[a], "", t + cart_at, -1, None))
+        return added
 
     def checkout(
         self,

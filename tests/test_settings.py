@@ -36,6 +36,11 @@ def test_demo_settings_pass_the_check():
         ({**GOOD, "EVENT_WEIGHTS": {"view": -1}}, ["recommendations.E005"]),
         ({**GOOD, "RECENCY_HALF_LIFE_DAYS": 0}, ["recommendations.E006"]),
         ({**GOOD, "TOP_N": "50"}, ["recommendations.E006"]),
+        ({**GOOD, "SESSION_WEIGHT": 1.5}, ["recommendations.E008"]),
+        ({**GOOD, "PLACEMENTS": {"for_yuo": {"size": 4}}}, ["recommendations.E008"]),
+        ({**GOOD, "PLACEMENTS": {"similar": {"size": 0}}}, ["recommendations.E008"]),
+        ({**GOOD, "PLACEMENTS": {"similar": {"fallback": ["trending", "bestsellers"]}}}, ["recommendations.E008"]),
+        ({**GOOD, "PLACEMENTS": {"similar": {"colour": "red"}}}, ["recommendations.E008"]),
     ],
 )
 def test_check_reports_each_mistake(override, expected):
@@ -48,6 +53,16 @@ def test_partial_event_weights_keep_the_other_defaults():
         weights = rec_settings.EVENT_WEIGHTS
     assert weights["view"] == 2.5
     assert weights["purchase"] == 8.0
+
+
+def test_a_partial_placement_override_keeps_the_other_keys_and_placements():
+    with override_settings(RECOMMENDATIONS={**GOOD, "PLACEMENTS": {"similar": {"size": 4}}}):
+        assert check_settings() == []
+        placements = rec_settings.PLACEMENTS
+    assert placements["similar"]["size"] == 4
+    assert placements["similar"]["max_per_brand"] == 3
+    assert placements["similar"]["title"] == "Similar products"
+    assert set(placements) == {"for_you", "similar", "bought_together", "trending", "recently_viewed", "buy_again"}
 
 
 def _production_env(**extra):

@@ -1,4 +1,5 @@
-"""One precompute: events → trending, similar and for_you lists in a new RecommendationSet, switched on atomically.
+"""One precompute: events → trending, similar, bought_together, buy_again and for_you lists in a new
+RecommendationSet, switched on atomically.
 
 Every run is recorded as a PrecomputeRun (status, stage, progress, stats, error). The new set is written
 while the old one keeps serving; only a complete set is activated, in one transaction, so a reader never
@@ -20,7 +21,7 @@ from django.db.models import F, Sum
 from django.utils import timezone
 
 from recommendations.conf import check_settings, rec_settings
-from recommendations.engine import cooccurrence, dataset, model_lists, serving_model
+from recommendations.engine import cooccurrence, dataset, model_lists, purchases, serving_model
 from recommendations.engine.progress import ProgressCallback, RunProgress
 from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList
 
@@ -35,7 +36,8 @@ ABANDONED_BUILD_AGE = timedelta(hours=24)
 
 # Share of the progress bar each stage takes (roughly its share of the time on a real catalog).
 STAGES: dict[str, float] = {
-    "load events": 0.25,
+    "load events": 0.20,
+    "purchases": 0.05,
     "build matrix": 0.05,
     "trending": 0.05,
     "similar": 0.30,
@@ -153,6 +155,30 @@ def list_params() -> cooccurrence.ListParams:
     )
 
 
+def purchase_params() -> purchases.PurchaseParams:
+    return purchases.PurchaseParams(
+        list_length=rec_settings.SIMILAR_N,
+        window_minutes=float(rec_settings.PURCHASE_WINDOW_MINUTES),
+        alpha=float(rec_settings.BOUGHT_TOGETHER_ALPHA),
+        min_support=int(rec_settings.BOUGHT_TOGETHER_MIN_ORDERS),
+        repeat_shrinkage=float(rec_settings.BUY_AGAIN_SHRINKAGE),
+        min_repeat_score=float(rec_settings.BUY_AGAIN_MIN_SCORE),
+    )
+
+
+def _write_purchase_lists(
+    writer: _ListWriter, catalog_view: cooccurrence.CatalogView, progress: RunProgress
+) -> dict[str, Any]:
+    """bought_together and buy_again: shared lists, written once per precompute (never by a shard)."""
+    progress.start("purchases", purchases.count_purchase_events() + len(catalog_view.item_ids))
+    log = purchases.load_purchase_log(catalog_view.item_ids, on_row_chunk=progress.advance)
+    stats: dict[str, Any] = {}
+    for placement, subject, items in purchases.compute_lists(log, catalog_view, purchase_params(), progress, stats):
+        writer.add(placement, subject, items)
+    writer.flush()
+    return stats
+
+
 def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards: int = 1) -> dict[str, Any]:
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     catalog_view = load_catalog()
@@ -161,6 +187,7 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
     log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
 
     writer = _ListWriter(new_set)
+    purchase_stats = _write_purchase_lists(writer, catalog_view, progress)
     placement = ""
     lists = cooccurrence.compute_lists(log, catalog_view, list_params(), progress, for_you=served is None)
     for placement_now, subject, items in lists:
@@ -195,6 +222,7 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
         if newest is None
         else (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)).isoformat(),
         "lists": writer.counts,
+        "purchases": purchase_stats,
         **model_stats,
     }
 
@@ -353,8 +381,9 @@ class _ListWriter:
         self.buffer: list[StoredList] = []
         self.counts: dict[str, int] = {"for_you": 0, "similar": 0, "trending": 0}
 
-    def add(self, placement: str, subject: str, items: Iterable[tuple[str, float, str]]) -> None:
-        rows = [[pid, round(float(score), 6), reason] for pid, score, reason in items]
+    def add(self, placement: str, subject: str, items: Iterable[tuple[Any, ...]]) -> None:
+        # Items are (product_id, score, reason, *extra); buy_again carries its repurchase interval as the 4th.
+        rows = [[pid, round(float(score), 6), reason, *extra] for pid, score, reason, *extra in items]
         if not rows:
             return
         self.buffer.append(StoredList(recommendation_set=self.set, placement=placement, subject=subject, items=rows))

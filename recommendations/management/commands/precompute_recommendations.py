@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from recommendations.engine.precompute import STAGES, run_precompute
 from recommendations.management.stage_bars import StageBars
 
+PLACEMENTS = ("for_you", "similar", "trending", "bought_together", "buy_again")
+
 
 def _in_stage_order(seconds: dict[str, float]) -> list[tuple[str, float]]:
     # The stats come back from a JSON column, which does not keep key order.
@@ -17,7 +19,10 @@ def _in_stage_order(seconds: dict[str, float]) -> list[tuple[str, float]]:
 
 
 class Command(BaseCommand):
-    help = "Compute trending, similar and for_you lists now (in this process, not through Celery) and switch them on."
+    help = (
+        "Compute trending, similar, bought_together, buy_again and for_you lists now (in this process, not through "
+        "Celery) and switch them on."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--no-progress", action="store_true", help="Do not draw progress bars.")
@@ -41,7 +46,7 @@ class Command(BaseCommand):
             ("products", stats.get("products", 0)),
             ("products with events", stats.get("products_with_events", 0)),
             ("newest event", stats.get("newest_event") or "-"),
-            *((f"lists: {placement}", lists.get(placement, 0)) for placement in ("for_you", "similar", "trending")),
+            *((f"lists: {placement}", lists.get(placement, 0)) for placement in PLACEMENTS),
             ("sales counts changed", stats.get("sales_counts_changed", 0)),
             *((f"seconds: {stage}", f"{secs:.2f}") for stage, secs in _in_stage_order(stats.get("seconds", {}))),
             ("seconds: total", f"{stats.get('seconds_total', 0):.2f}"),
