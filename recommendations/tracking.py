@@ -127,14 +127,23 @@ def build_event(
 IMPRESSIONS_ATTR = "_recommendations_impressions"
 
 
-def queue_impression(request: HttpRequest | None, block: Any) -> None:
-    """Note that `block` was rendered for this request; stored in one INSERT once the response has gone out."""
+def queue_impression(request: HttpRequest | None, block: Any, shopper: str | None = None) -> None:
+    """Note that `block` was rendered for this request; stored in one INSERT once the response has gone out.
+
+    `shopper` ("u:<id>" / "v:<id>") names whom it was rendered for when that is not the requester (a server
+    rendering a shopper's block through the API with the write key).
+    """
     if request is None or not getattr(block, "items", None):
         return
+    if shopper:
+        kind, _, key = shopper.partition(":")
+        user_id, visitor_id = (key, "") if kind == "u" else ("", key)
+    else:
+        user_id, visitor_id = get_user_id(request), get_visitor_id(request)
     event = build_event(
         "impression",
-        user_id=get_user_id(request),
-        visitor_id=get_visitor_id(request),
+        user_id=user_id,
+        visitor_id=visitor_id,
         placement=block.placement,
         recommendation_id=block.recommendation_id,
         context={

@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from recommendations.api.views import EventIngestView
+from recommendations.api.views import EventIngestView, RecommendationsView
 
 app_name = "recommendations"
 urlpatterns = [
     path("api/events/", EventIngestView.as_view(), name="ingest"),
+    path("api/recommendations/<str:placement>/", RecommendationsView.as_view(), name="recommendations"),
 ]

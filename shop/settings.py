@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served from STATIC_URL, never a CDN
     "django_celery_beat",
     "recommendations",
     "shop",
@@ -129,10 +131,29 @@ CELERY_TIMEZONE = TIME_ZONE
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {
         "recommendations_ingest": os.environ.get("RECOMMENDATIONS_INGEST_RATE", "120/min"),
         "recommendations_ingest_key": os.environ.get("RECOMMENDATIONS_INGEST_KEY_RATE", "6000/min"),
+        # A page may fetch several blocks; a server rendering for every shopper shares the key's bucket.
+        "recommendations_read": os.environ.get("RECOMMENDATIONS_READ_RATE", "300/min"),
+        "recommendations_read_key": os.environ.get("RECOMMENDATIONS_READ_KEY_RATE", "6000/min"),
     },
+}
+
+# The OpenAPI schema (/api/schema/) and Swagger UI (/api/docs/); the UI's files come from drf-spectacular-sidecar.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Recommendations API",
+    "DESCRIPTION": (
+        "Send shopper events (`POST /api/events/`) and read recommendation blocks "
+        "(`GET /api/recommendations/{placement}/`). Browsers are identified by their session or visitor cookie; "
+        "servers send the write key header."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 RECOMMENDATIONS = {

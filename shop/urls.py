@@ -1,8 +1,9 @@
-"""The demo shop's URLs: the store pages, accounts, the admin, and the recommendations app's API."""
+"""The demo shop's URLs: the store pages, accounts, the admin, the recommendations app's API and its docs."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from shop import views
 
@@ -24,4 +25,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("recommendations.urls")),
+    # The API's OpenAPI schema and its Swagger UI (files from drf-spectacular-sidecar, served as static files).
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
 ]

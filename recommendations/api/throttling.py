@@ -1,4 +1,7 @@
-"""Rate limits of the ingest API: one per shopper for browsers, one shared by servers holding the write key.
+"""Rate limits of the API: one per shopper for browsers, one shared by servers holding the write key.
+
+Ingest (`POST /api/events/`) and reads (`GET /api/recommendations/<placement>/`) have their own scopes, so a page
+that fetches several blocks never eats into the budget of the events it sends.
 
 Two departures from DRF's `SimpleRateThrottle`, both deliberate:
 
@@ -83,15 +86,14 @@ class SlidingWindowThrottle(SimpleRateThrottle):
         return None if self._wait is None else max(1.0, math.ceil(self._wait))
 
 
-class IngestThrottle(SlidingWindowThrottle):
+class PerShopperThrottle(SlidingWindowThrottle):
     """Browsers: per logged-in user, else per visitor cookie, else per client IP.
 
-    A client can mint visitor cookies to get fresh buckets; what that buys is the right to add tracking noise, the
-    same as any anonymous shopper has. Abuse by volume belongs to the reverse proxy's per-IP limits. Keying
-    anonymous shoppers on IP instead would throttle whole mobile carriers behind shared addresses.
+    A client can mint visitor cookies to get fresh buckets; what that buys is the right to add tracking noise (or
+    read trending lists), the same as any anonymous shopper has. Abuse by volume belongs to the reverse proxy's
+    per-IP limits. Keying anonymous shoppers on IP instead would throttle whole mobile carriers behind shared
+    addresses.
     """
-
-    scope = "recommendations_ingest"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if has_write_key(request):
@@ -104,12 +106,26 @@ class IngestThrottle(SlidingWindowThrottle):
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
-class IngestKeyThrottle(SlidingWindowThrottle):
+class WriteKeyThrottle(SlidingWindowThrottle):
     """Servers holding the write key share one bucket: there is one key, so one integration."""
-
-    scope = "recommendations_ingest_key"
 
     def get_cache_key(self, request: Request, view: Any) -> str | None:
         if not has_write_key(request):
             return None
         return self.cache_format % {"scope": self.scope, "ident": "write-key"}
+
+
+class IngestThrottle(PerShopperThrottle):
+    scope = "recommendations_ingest"
+
+
+class IngestKeyThrottle(WriteKeyThrottle):
+    scope = "recommendations_ingest_key"
+
+
+class ReadThrottle(PerShopperThrottle):
+    scope = "recommendations_read"
+
+
+class ReadKeyThrottle(WriteKeyThrottle):
+    scope = "recommendations_read_key"

@@ -1,33 +1,57 @@
-"""The ingest endpoint: batches of events from the JS tracker and from server-side integrations.
+"""The API: the ingest endpoint (events in) and the recommendations endpoint (blocks out).
 
-A batch is checked event by event; valid events are stored even when others in the batch are not. The work per
-request is fixed whatever the batch size: one query for known products, one INSERT for the events.
+Ingest takes batches of events from the JS tracker and from server-side integrations. A batch is checked event by
+event; valid events are stored even when others in the batch are not. The work per request is fixed whatever the
+batch size: one query for known products, one INSERT for the events.
+
+Recommendations answers one placement's block as JSON, through the same serving pipeline as the template tags, and
+records the impression the same way, so clicks an API client sends back with the block's recommendation_id count.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from django.http import QueryDict
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType
+from rest_framework.exceptions import (
+    APIException,
+    NotFound,
+    ParseError,
+    PermissionDenied,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recommendations import catalog, tracking
+from recommendations import catalog, serving, tracking
+from recommendations.api import schema  # noqa: F401 - registers the authentication classes with drf-spectacular
 from recommendations.api.authentication import (
     BeaconSessionAuthentication,
     SameOriginBrowser,
     WriteKeyAuthentication,
     has_write_key,
 )
-from recommendations.api.throttling import IngestKeyThrottle, IngestThrottle
-from recommendations.api.validation import Identity, validate_event
-from recommendations.conf import rec_settings
-from recommendations.tracking import get_visitor_id
+from recommendations.api.serializers import (
+    ApiErrorSerializer,
+    BatchResultSerializer,
+    EventBatchSerializer,
+    RecommendationBlockSerializer,
+)
+from recommendations.api.throttling import IngestKeyThrottle, IngestThrottle, ReadKeyThrottle, ReadThrottle
+from recommendations.api.validation import MAX_ID_LENGTH, Identity, validate_event
+from recommendations.conf import DEFAULTS, rec_settings
+from recommendations.models import ProductProfile
+from recommendations.tracking import get_visitor_id, valid_visitor_id
 
 
 class PayloadTooLarge(APIException):
@@ -62,6 +86,10 @@ def batch_result(
     }
 
 
+def _refused(description: str, serializer: Any = BatchResultSerializer) -> OpenApiResponse:
+    return OpenApiResponse(serializer, description=description)
+
+
 class EventIngestView(APIView):
     """`POST {"events": [...]}`: store a batch of shopper events.
 
@@ -73,11 +101,31 @@ class EventIngestView(APIView):
     """
 
     authentication_classes = [WriteKeyAuthentication, BeaconSessionAuthentication]
-    permission_classes = [SameOriginBrowser]
+    permission_classes = [AllowAny, SameOriginBrowser]  # AllowAny: anonymous shoppers too, as the schema says
     throttle_classes = [IngestThrottle, IngestKeyThrottle]
     renderer_classes = [JSONRenderer]
     parser_classes: list[Any] = []  # the body is read and limited by `read_batch`, never by DRF's parsers
 
+    @extend_schema(
+        operation_id="events_create",
+        summary="Store a batch of shopper events",
+        description=(
+            "A browser writes events for its own shopper (session user or visitor cookie) and must not name "
+            "`user_id` / `visitor_id` of anyone else; a server sends the write key header and names `user_id` or "
+            "`visitor_id` in every event. Valid events are stored even when others in the batch are not; each "
+            "problem is listed in `errors` with the event's index and the field at fault."
+        ),
+        request={"application/json": EventBatchSerializer},
+        responses={
+            200: OpenApiResponse(BatchResultSerializer, description="At least one event was valid (or a replay)."),
+            400: _refused("The body is not a batch, or no event in it was valid."),
+            403: _refused("A wrong write key, or a browser request from another origin."),
+            413: _refused("Over INGEST_MAX_BYTES or INGEST_MAX_EVENTS."),
+            415: _refused("The body is not application/json."),
+            429: _refused("Throttled; the Retry-After header says when to try again."),
+        },
+        tags=["events"],
+    )
     def post(self, request: Request) -> Response:
         raw_events = self.read_batch(request)
         identity = self.identity(request)
@@ -153,6 +201,221 @@ class EventIngestView(APIView):
         if detail is not None:
             response.data = {
                 **batch_result(errors=[{"index": None, "field": getattr(exc, "field", None), "message": str(detail)}]),
+                "detail": detail,
+            }
+        return response
+
+
+# -- GET /api/recommendations/<placement>/ ---------------------------------------------------------------------------
+
+MAX_LIMIT = 50
+MAX_CATEGORY_LENGTH = 255  # ProductProfile.category
+# Control characters never belong in an id or a slug, and PostgreSQL cannot even compare a string holding NUL.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class InvalidParameters(ValidationError):
+    """Every bad query parameter of a request at once, each named."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{e['field']} {e['message']}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class BlockQuery:
+    product: str = ""
+    category: str = ""
+    limit: int | None = None
+    shopper: str = ""
+
+
+def _valid_shopper(value: str) -> bool:
+    if value.startswith("u:"):
+        user_id = value[2:]
+        return 0 < len(user_id) <= MAX_ID_LENGTH and not _CONTROL.search(user_id) and user_id.strip() == user_id
+    return value.startswith("v:") and valid_visitor_id(value[2:])
+
+
+def read_query(params: QueryDict) -> BlockQuery:
+    """The block's parameters, or InvalidParameters naming each one at fault; an empty value means "not given"."""
+    errors: list[dict[str, str]] = []
+
+    def problem(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message})
+
+    values: dict[str, str] = {}
+    for name in ("product", "category", "limit", "shopper"):
+        given = params.getlist(name)
+        if len(given) > 1:
+            problem(name, "must be given at most once")
+        values[name] = given[-1] if given else ""
+
+    product = values["product"]
+    if len(product) > MAX_ID_LENGTH:
+        problem("product", f"must be at most {MAX_ID_LENGTH} characters")
+    elif _CONTROL.search(product) or product.strip() != product:
+        problem("product", "must be a product id: no control characters or surrounding spaces")
+
+    category = values["category"]
+    if len(category) > MAX_CATEGORY_LENGTH:
+        problem("category", f"must be at most {MAX_CATEGORY_LENGTH} characters")
+    elif _CONTROL.search(category):
+        problem("category", "must not contain control characters")
+
+    limit: int | None = None
+    if values["limit"]:
+        try:
+            limit = int(values["limit"])
+        except ValueError:
+            problem("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+        else:
+            if not 1 <= limit <= MAX_LIMIT:
+                problem("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+
+    shopper = values["shopper"]
+    if shopper and not _valid_shopper(shopper):
+        problem("shopper", "must be u:<user id> or v:<32 hex digit visitor id>")
+
+    if errors:
+        raise InvalidParameters(errors)
+    return BlockQuery(product=product, category=category, limit=limit, shopper=shopper)
+
+
+def block_answer(block: serving.Block) -> dict[str, Any]:
+    """The JSON of a block: name, price, category and brand from the engine's profiles (one query), the URL from the
+    host's product object, if it has one."""
+    profiles = {
+        row["product_id"]: row
+        for row in ProductProfile.objects.filter(product_id__in=[i.product_id for i in block.items]).values(
+            "product_id", "name", "category", "brand", "price"
+        )
+    }
+    items = []
+    for rank, item in enumerate(block.items, start=1):
+        profile = profiles.get(item.product_id, {})
+        get_url = getattr(item.product, "get_absolute_url", None)
+        price = profile.get("price")
+        items.append(
+            {
+                "product_id": item.product_id,
+                "name": profile.get("name") or str(item.product),
+                "url": get_url() if callable(get_url) else None,
+                "price": None if price is None else str(price),
+                "category": profile.get("category", ""),
+                "brand": profile.get("brand", ""),
+                "score": item.score,
+                "reason": item.reason,
+                "reason_text": item.reason_text,
+                "rank": rank,
+            }
+        )
+    return {
+        "placement": block.placement,
+        "title": block.title,
+        "recommendation_id": block.recommendation_id,
+        "source": block.source,
+        "items": items,
+    }
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ApiErrorSerializer, description=description)
+
+
+class RecommendationsView(APIView):
+    """`GET /api/recommendations/<placement>/`: one block for the requesting shopper, or for a named one.
+
+    The shopper is the session user or the visitor cookie, as for the template tags. Asking for another shopper's
+    block (`shopper=u:42`) takes the write key (a server rendering for its shoppers; the impression is recorded for
+    that shopper) or a staff session (a preview: nothing is recorded, the shopper saw nothing).
+    Refusals answer `{"errors": [{"field", "message"}], "detail"}`: 400 naming each bad parameter, 403, 404 for an
+    unknown placement or product, 429 with Retry-After.
+    """
+
+    authentication_classes = [WriteKeyAuthentication, BeaconSessionAuthentication]  # a GET: no CSRF question
+    permission_classes = [AllowAny]  # who may ask for whom is decided per request, in `get`
+    throttle_classes = [ReadThrottle, ReadKeyThrottle]
+    renderer_classes = [JSONRenderer]
+
+    @extend_schema(
+        operation_id="recommendations_retrieve",
+        summary="A block of recommendations for one placement",
+        description=(
+            "The same block the template tags render: the placement's list for this shopper, filtered (inactive, "
+            "out of stock, the page's product, the cart, what they bought), spread over categories and brands, "
+            "topped up from the placement's fallback chain, each item with a reason. The impression is recorded "
+            "after the response is sent; send clicks as events with this `placement` and `recommendation_id`."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "placement",
+                str,
+                OpenApiParameter.PATH,
+                enum=list(DEFAULTS["PLACEMENTS"]),  # the system check allows no others (each needs a source)
+                description='A surface; its size, caps and fallback are set in RECOMMENDATIONS["PLACEMENTS"].',
+            ),
+            OpenApiParameter("product", str, description="The page's product id (similar, bought_together)."),
+            OpenApiParameter("category", str, description="Scopes trending; an unknown category is not an error."),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                description="Items wanted; the placement's size when absent.",
+            ),
+            OpenApiParameter(
+                "shopper",
+                str,
+                pattern=r"^(u:.{1,64}|v:[0-9a-f]{32})$",
+                description="Another shopper's block: needs the write key or a staff session.",
+            ),
+        ],
+        responses={
+            200: OpenApiResponse(RecommendationBlockSerializer, description="The block; items may be empty."),
+            400: _error("A parameter is invalid; each one at fault is named in errors[].field."),
+            403: _error("shopper names someone else without the write key or a staff session, or a wrong key."),
+            404: _error("Unknown placement or product."),
+            429: _error("Throttled; the Retry-After header says when to try again."),
+        },
+        tags=["recommendations"],
+    )
+    def get(self, request: Request, placement: str) -> Response:
+        if placement not in serving.placement_names():
+            known = ", ".join(serving.placement_names())
+            raise refusal(NotFound, "placement", f"Unknown placement {placement!r}; the placements are: {known}.")
+        query = read_query(request.query_params)
+        django_request = request._request
+        own = tracking.get_shopper(django_request)
+        shopper = query.shopper or own
+        on_behalf = shopper != own
+        if on_behalf and not (has_write_key(request) or (request.user and request.user.is_staff)):
+            raise refusal(
+                PermissionDenied,
+                "shopper",
+                "Only a server with the write key or a staff user may ask for another shopper's recommendations.",
+            )
+        if query.product and not ProductProfile.objects.filter(product_id=query.product).exists():
+            raise refusal(NotFound, "product", f"Unknown product {query.product!r}.")
+
+        block = serving.recommend(
+            placement, shopper=shopper, product_id=query.product, category=query.category, limit=query.limit
+        )
+        block = serving.attach_products(block)
+        if not on_behalf:
+            tracking.queue_impression(django_request, block)
+        elif has_write_key(request):
+            tracking.queue_impression(django_request, block, shopper=shopper)
+        return Response(block_answer(block))
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Every refusal as `{"errors": [{"field", "message"}], "detail"}`, like the ingest API's."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, InvalidParameters):
+            response.data = {"errors": exc.errors, "detail": str(exc.detail[0])}
+            return response
+        detail = response.data.get("detail") if isinstance(response.data, dict) else None
+        if detail is not None:
+            response.data = {
+                "errors": [{"field": getattr(exc, "field", None), "message": str(detail)}],
                 "detail": detail,
             }
         return response
