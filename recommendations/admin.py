@@ -33,12 +33,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("occurred_at", "event_type", "shopper", "product_id", "quantity", "placement")
-    list_filter = ("event_type",)
-    search_fields = ("=shopper", "=product_id", "=user_id", "=visitor_id", "=event_id")
+    list_display = (
+        "occurred_at",
+        "event_type",
+        "shopper",
+        "product_id",
+        "quantity",
+        "placement",
+        "recommendation_id",
+        "variant",
+    )
+    list_filter = ("event_type", "placement")
+    search_fields = ("=shopper", "=product_id", "=user_id", "=visitor_id", "=event_id", "=recommendation_id")
     date_hierarchy = "occurred_at"
     ordering = ("-occurred_at",)
     # Counting millions of events on every page load is the slow part of a big changelist.

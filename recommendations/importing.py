@@ -557,7 +557,7 @@ def event_validator(now: datetime) -> Validator:
         shopper = shopper_key(user_id, visitor_id)
         # History keeps its own time: occurred_at = client_time = the file's timestamp.
         values = (event_id, event_type, user_id, visitor_id, shopper, product_id, quantity, value, query)
-        return (*values, moment, moment, now, "", "", {}), []
+        return (*values, moment, moment, now, "", "", "", {}), []
 
     return validate
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.utils import timezone
 
@@ -50,6 +52,9 @@ class Event(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
     placement = models.CharField(max_length=40, blank=True, default="")
     recommendation_id = models.CharField(max_length=64, blank=True, default="")
+    # The experiment arm that served the block ("<experiment id>:<variant name>"), stamped on its impression, and
+    # copied onto the click and any attributed conversion.
+    variant = models.CharField(max_length=80, blank=True, default="", db_default="")
     context = models.JSONField(default=dict, blank=True)
 
     class Meta:
@@ -207,3 +212,226 @@ class TrainingRun(models.Model):
     @property
     def has_artefact(self) -> bool:
         return bool(self.artefact_path and self.artefact_sha256)
+
+
+# -- what staff tune in the admin (issue 5) ------------------------------------------------------------------------
+
+
+class Placement(models.Model):
+    """A surface as staff tune it. A row overrides RECOMMENDATIONS["PLACEMENTS"] for its name; serving reads the rows
+    through a cache that every save and delete flushes, so a change shows on the next page."""
+
+    class Strategy(models.TextChoices):
+        MODEL = "model", "The serving model's lists"
+        TRENDING = "trending", "Trending only"
+        POPULAR = "popular", "Best sellers only"
+        NEWEST = "newest", "Newest arrivals only"
+
+    name = models.CharField(max_length=40, unique=True, help_text="for_you, similar, bought_together, trending, ...")
+    title = models.CharField(max_length=120, blank=True, default="", help_text="Shown to shoppers above the block")
+    enabled = models.BooleanField(default=True, help_text="Off: the block renders nothing")
+    size = models.PositiveSmallIntegerField(default=8, help_text="Items per block, 1 to 50")
+    allow_bought = models.BooleanField(default=False, help_text="May show products the shopper already bought")
+    max_per_category = models.PositiveSmallIntegerField(default=0, help_text="Diversity cap; 0 = none")
+    max_per_brand = models.PositiveSmallIntegerField(default=0, help_text="Diversity cap; 0 = none")
+    fallback = models.JSONField(
+        default=list, blank=True, help_text="What fills a short block, in order: rules, similar, trending_category, ..."
+    )
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MODEL)
+    exploration_share = models.FloatField(
+        default=0.0,
+        help_text="Share of slots (0 to 0.5) given to new products with no events yet, so they gather feedback",
+    )
+    exploration_max_age_days = models.PositiveSmallIntegerField(
+        default=14, help_text="How young a product counts as new"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RuleWindowQuerySet(models.QuerySet):
+    def live(self, now: Any = None) -> models.QuerySet:
+        """Active rules whose window contains `now`."""
+        now = now or timezone.now()
+        return self.filter(active=True).filter(
+            models.Q(starts_at__isnull=True) | models.Q(starts_at__lte=now),
+            models.Q(ends_at__isnull=True) | models.Q(ends_at__gt=now),
+        )
+
+
+class ColdStartRule(models.Model):
+    """Who (an audience) sees what (a source of products) where (placements) and when, for shoppers the model
+    cannot serve yet. The highest priority live rule that matches a shopper and a placement fills the block first."""
+
+    class Audience(models.TextChoices):
+        EVERYONE = "everyone", "Everyone"
+        ANONYMOUS = "anonymous", "Anonymous visitors"
+        NEW_ACCOUNT = "new_account", "Accounts younger than N days"
+        FEW_EVENTS = "few_events", "Shoppers with fewer than N events"
+        NO_PURCHASES = "no_purchases", "Shoppers with no purchases yet"
+        CATEGORY = "category", "Arriving in a category"
+        CAMPAIGN = "campaign", "Arriving from a campaign (utm_campaign)"
+
+    class Source(models.TextChoices):
+        TRENDING = "trending", "Trending overall"
+        TRENDING_CATEGORY = "trending_category", "Trending in the context category (or the category given)"
+        TOP_SELLERS = "top_sellers", "Top sellers over the last N days"
+        NEWEST = "newest", "Newest arrivals"
+        HAND_PICKED = "hand_picked", "Hand-picked products, in order"
+        BRAND = "brand", "A brand's best sellers"
+        PRICE_BAND = "price_band", "Best sellers in a price band"
+
+    name = models.CharField(max_length=120)
+    active = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0, help_text="Higher wins when several rules match")
+    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
+    audience = models.CharField(max_length=20, choices=Audience.choices, default=Audience.EVERYONE)
+    audience_number = models.PositiveIntegerField(null=True, blank=True, help_text="N for 'fewer than N' / 'N days'")
+    audience_value = models.CharField(
+        max_length=255, blank=True, default="", help_text="The category slug or campaign name the audience arrives with"
+    )
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.TRENDING)
+    source_value = models.CharField(
+        max_length=255, blank=True, default="", help_text="The category for trending in a category, or the brand"
+    )
+    source_days = models.PositiveIntegerField(null=True, blank=True, help_text="Window for top sellers / newest")
+    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    products = models.JSONField(default=list, blank=True, help_text="Hand-picked product ids, in order")
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    objects = RuleWindowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-priority", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MerchandisingRule(models.Model):
+    """Boost, bury, pin or exclude products after the model has ranked them, before the fallback fills the block."""
+
+    class Action(models.TextChoices):
+        BOOST = "boost", "Boost (move up)"
+        BURY = "bury", "Bury (move down)"
+        PIN = "pin", "Pin to a position"
+        EXCLUDE = "exclude", "Exclude"
+
+    class Target(models.TextChoices):
+        PRODUCT = "product", "A product"
+        CATEGORY = "category", "A category"
+        BRAND = "brand", "A brand"
+        PRICE_BAND = "price_band", "A price band"
+
+    name = models.CharField(max_length=120)
+    active = models.BooleanField(default=True)
+    priority = models.IntegerField(default=0, help_text="Higher is applied later, so it has the last word")
+    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    target = models.CharField(max_length=12, choices=Target.choices)
+    target_value = models.CharField(
+        max_length=255, blank=True, default="", help_text="The product id, category slug or brand name"
+    )
+    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    position = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1-based slot for a pin")
+    strength = models.FloatField(default=2.0, help_text="How far a boost or bury moves: score x or / this")
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    objects = RuleWindowQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Experiment(models.Model):
+    """An A/B/n test on one placement: shoppers are bucketed by a hash of their id and the experiment's salt."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    name = models.CharField(max_length=120)
+    placement = models.CharField(max_length=40)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    salt = models.CharField(max_length=32, blank=True, default="", help_text="Bucketing salt; fixed at start")
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    winner = models.ForeignKey(
+        "ExperimentVariant", on_delete=models.SET_NULL, null=True, blank=True, related_name="won"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.placement})"
+
+
+class ExperimentVariant(models.Model):
+    """One arm: a strategy (or a trained model version) and its share of the traffic."""
+
+    class Strategy(models.TextChoices):
+        MODEL = "model", "The serving model (as without the experiment)"
+        MODEL_VERSION = "model_version", "A given trained model version"
+        TRENDING = "trending", "Trending only"
+        POPULAR = "popular", "Best sellers only"
+        NEWEST = "newest", "Newest arrivals only"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=40, help_text="Short, stamped on every impression and click: A, B, control...")
+    share = models.FloatField(default=0.5, help_text="Share of the traffic; shares are normalised over the variants")
+    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MODEL)
+    training_run = models.ForeignKey(
+        TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, help_text="For a given model version"
+    )
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [models.UniqueConstraint(fields=["experiment", "name"], name="rec_variant_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name}: {self.name}"
+
+
+class PlacementDay(models.Model):
+    """Per placement, variant and day: what blocks were shown and what they earned. Rebuilt from events by a task."""
+
+    day = models.DateField()
+    placement = models.CharField(max_length=40)
+    variant = models.CharField(max_length=80, blank=True, default="", help_text="experiment:variant, or empty")
+    impressions = models.PositiveIntegerField(default=0, help_text="Blocks rendered")
+    items_shown = models.PositiveIntegerField(default=0)
+    exploration_items = models.PositiveIntegerField(default=0, help_text="Items shown as new-product exploration")
+    clicks = models.PositiveIntegerField(default=0)
+    add_to_carts = models.PositiveIntegerField(default=0, help_text="Attributed to a click in this placement")
+    orders = models.PositiveIntegerField(default=0, help_text="Attributed purchases (distinct orders)")
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "placement", "variant"]
+        constraints = [models.UniqueConstraint(fields=["day", "placement", "variant"], name="rec_placementday_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.placement} {self.variant}".strip()

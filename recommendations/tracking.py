@@ -94,6 +94,7 @@ def build_event(
     query: str = "",
     placement: str = "",
     recommendation_id: str = "",
+    variant: str = "",
     context: dict[str, Any] | None = None,
     event_id: str | None = None,
     occurred_at: datetime | None = None,
@@ -120,6 +121,7 @@ def build_event(
         received_at=now,
         placement=placement or "",
         recommendation_id=recommendation_id or "",
+        variant=variant or "",
         context=context or {},
     )
 
@@ -266,6 +268,7 @@ EVENT_COLUMNS = (
     "received_at",
     "placement",
     "recommendation_id",
+    "variant",
     "context",
 )
 
@@ -304,6 +307,7 @@ def _insert_postgresql(events: list[Event]) -> set[str]:
                         e.received_at,
                         e.placement,
                         e.recommendation_id,
+                        e.variant,
                         json.dumps(e.context, cls=DjangoJSONEncoder),
                     )
                 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -513,10 +514,13 @@ def test_home_shows_the_shoppers_precomputed_list(client, synced):
 def test_product_page_shows_similar_products_and_list_shows_category_trending(client, synced):
     kitchen = make_category("Kitchen", slug="kitchen")
     a = synced("Pan", category=kitchen)
-    b = synced("Pot", category=kitchen)
+    others = [synced(f"Pot {n}", category=kitchen) for n in range(12)]
     html = client.get(a.get_absolute_url()).content.decode()
-    assert 'data-rec-placement="similar"' in html
-    assert f'data-rec-product="{b.pk}"' in html
+    # Frequently bought together first (next to the buy box), then similar products; no product twice on the page.
+    assert html.index('data-rec-placement="bought_together"') < html.index('data-rec-placement="similar"')
+    shown = re.findall(r'data-rec-product="([^"]+)"', html)
+    assert len(shown) == len(set(shown)) == 12
+    assert set(shown) == {str(p.pk) for p in others}
     assert f'data-rec-product="{a.pk}"' not in html  # never recommends the page's own product
     listing = client.get(reverse("product_list"), {"category": "kitchen"}).content.decode()
     assert 'data-rec-placement="trending"' in listing

@@ -5,8 +5,9 @@
 It does what `make demo` does, in a temporary directory and on SQLite, so neither your database nor your
 environment's DATABASE_URL / broker / cache is touched: migrate, generate the demo data, train, create the demo
 logins, then `runserver` on a free port. Debian's Chromium (as in the browser tests, never a downloaded one)
-takes the home page logged in as the demo shopper (their "Recommended for you", with reasons) and the most viewed
-product's page as an anonymous visitor ("Similar products"), at 1280x1000. About half a minute on two cores.
+takes the home page logged in as the demo shopper (their "Recommended for you", with reasons), 1280x1000, and a
+product page as an anonymous visitor, 1280 wide and as tall as it takes to show both "Similar products" and
+"Frequently bought together". About half a minute on two cores.
 """
 
 from __future__ import annotations
@@ -29,17 +30,27 @@ from tests.e2e.browser import VIEWPORT, chromium_path, launch_chromium, missing_
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_ARGS = ["--users", "300", "--products", "240", "--days", "60", "--seed", "7"]  # the Makefile's DEMO_ARGS
 SHOPPER, SHOPPER_PASSWORD = "shopper", "shopper-demo-password"  # create_demo_logins' defaults
-# Prints the most viewed product that can be bought: its page shows a full "Similar products" block.
-MOST_VIEWED = """
+# Prints the most viewed product that can be bought and whose page shows real co-purchases under "Frequently bought
+# together" (at least two, after "Similar products" above it has taken its own items), else the most viewed one.
+PRODUCT_TO_SHOW = """
 from django.db.models import Count
+from recommendations import serving
 from recommendations.models import Event
 from shop.models import Product
 views = Event.objects.filter(event_type="view").values("product_id").annotate(n=Count("id"))
-for row in views.order_by("-n", "product_id")[:50]:
+buyable = []
+for row in views.order_by("-n", "product_id")[:200]:
     product = Product.objects.filter(pk=row["product_id"], is_active=True, stock__gt=0).first()
     if product:
-        print(product.get_absolute_url())
-        break
+        buyable.append(product)
+def co_purchases_shown(product):
+    similar = serving.recommend("similar", product_id=str(product.pk))
+    shown = [item.product_id for item in similar.items]
+    together = serving.recommend("bought_together", product_id=str(product.pk), exclude=shown)
+    return sum(item.reason.startswith("together:") for item in together.items)
+chosen = next((p for p in buyable if co_purchases_shown(p) >= 2), buyable[0] if buyable else None)
+if chosen:
+    print(chosen.get_absolute_url())
 """
 OWN_SETTINGS = ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CACHE_URL", "DJANGO_SETTINGS_MODULE")
 
@@ -102,7 +113,12 @@ def take_screenshots(base_url: str, product_path: str, out: Path, chromium: str)
             page = visitor.new_page()
             page.goto(product_path, wait_until="networkidle")
             page.locator('.rec-block[data-rec-placement="similar"] .rec-item').first.wait_for()
-            page.screenshot(path=out / "product.png")
+            together = page.locator('.rec-block[data-rec-placement="bought_together"]')
+            together.locator(".rec-item").first.wait_for()
+            box = together.bounding_box()  # the page is not scrolled: viewport and page coordinates agree
+            height = max(VIEWPORT["height"], int(box["y"] + box["height"]) + 24) if box else VIEWPORT["height"]
+            clip = {"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height}
+            page.screenshot(path=out / "product.png", full_page=True, clip=clip)
             print(f"wrote {out / 'product.png'}")
         finally:
             browser.close()
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         print(manage(env, "generate_demo_data", *DEMO_ARGS, "--no-progress").strip())
         manage(env, "train_recommender", "--no-progress")
         manage(env, "create_demo_logins")
-        printed = manage(env, "shell", "--no-imports", "-c", MOST_VIEWED).split()
+        printed = manage(env, "shell", "--no-imports", "-c", PRODUCT_TO_SHOW).split()
         product_path = printed[-1] if printed else ""
         if not product_path.startswith("/"):
             raise SystemExit("the demo shop has no product to show")

@@ -1,8 +1,13 @@
-"""A small shop with real history for browser tests, and a wait for the events a page sends in the background.
+"""Small shops with real history for browser tests, and a wait for the events a page sends in the background.
 
 `build_shop` writes what a live server needs to render every block: categories, brands and products with their
 engine profiles, shoppers who browsed within categories (so similar products and trending exist), one registered
 shopper with a history of their own (so a logged-in "Recommended for you" has a stored list), and a precompute.
+
+`build_journey_shop` adds what the purchase surfaces need: past orders (coffee beans re-bought by several
+shoppers, beans and a grinder in the same order more than once, so `buy_again` and `bought_together` lists exist),
+a category nobody browsed lately (so a visitor who browses it visibly moves "Recommended for you") and a staff
+login for the admin.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
 from recommendations.engine.precompute import run_precompute
 from recommendations.models import Event
-from shop.models import Category, Product
+from shop.models import Category, Order, OrderLine, Product
 from tests.factories import make_brand, make_category, make_product, make_user
 
 CATALOG = {
@@ -52,12 +57,93 @@ class SmallShop:
 def build_shop(visitors_per_category: int = 6, seed: int = 0) -> SmallShop:
     """Catalog, browsing history and a finished precompute; deterministic for a given seed."""
     rng = random.Random(seed)
-    brands = [make_brand(name, slug=name.lower()) for name in BRANDS]
+    categories, products = _make_catalog(CATALOG, BRANDS)
+    now = timezone.now()
+    events = []
+    for category in categories:
+        events += _browsing(rng, _shelf(products, category), visitors_per_category, now, hours=(4, 72))
+    shopper = make_user("e2e-shopper", password=SHOPPER_PASSWORD, email="shopper@example.com")
+    earlier = now - timedelta(hours=3)  # before any browser session: the stored list speaks alone
+    for product in _shelf(products, categories[1])[:2]:
+        events.append(tracking.build_event("view", user_id=shopper.pk, product_id=product.pk, occurred_at=earlier))
+    tracking.store_events(events)
+    run_precompute()
+    return SmallShop(categories, products, shopper, by_name={p.name: p for p in products})
+
+
+JOURNEY_CATALOG = {
+    **CATALOG,
+    "Tea": ["Sencha Green", "Earl Grey Loose Leaf", "Tea Strainer", "Glass Teapot", "Matcha Whisk"],
+    "Garden": ["Watering Can", "Pruning Shears", "Seed Tray", "Garden Gloves", "Compost Bin"],
+}
+JOURNEY_BRANDS = [*BRANDS, "Hearthstone", "Bramble"]
+QUIET_CATEGORY = "Camping"  # browsed only 10 to 13 days ago: on its own shelf, but not trending shop-wide
+REPEAT_PRODUCT = "Espresso Roast"  # the coffee beans people buy again
+PARTNER_PRODUCT = "Burr Grinder"  # bought in the same order as the beans, more than once
+STAFF_USERNAME, STAFF_PASSWORD = "e2e-staff", "staff-horse-battery"
+
+
+@dataclass
+class JourneyShop(SmallShop):
+    quiet: Category | None = None  # no recent browsing: absent from trending shop-wide, present on its shelf
+    repeat: Product | None = None
+    partner: Product | None = None
+    staff: Any = None  # a superuser for the admin; log in with STAFF_PASSWORD
+    staff_password: str = STAFF_PASSWORD
+
+
+def build_journey_shop(visitors_per_category: int = 6, seed: int = 0) -> JourneyShop:
+    """Five categories, browsing, past orders and a precompute; deterministic for a given seed.
+
+    Past orders (all older than the trending window, so they shape the purchase lists, not trending):
+    the registered shopper bought the beans alone three times, 20 days apart (so they are due again); four other
+    shoppers bought them twice each, three of those with the grinder in the first order. That gives a shared
+    buy-again list holding the beans (5 of 5 buyers re-bought them) and bought-together lists pairing beans and
+    grinder (3 orders, over the minimum of 2). The shopper never bought the grinder, so it may be recommended.
+    """
+    rng = random.Random(seed)
+    categories, products = _make_catalog(JOURNEY_CATALOG, JOURNEY_BRANDS)
+    by_name = {p.name: p for p in products}
+    quiet = next(c for c in categories if c.name == QUIET_CATEGORY)
+    repeat, partner = by_name[REPEAT_PRODUCT], by_name[PARTNER_PRODUCT]
+    now = timezone.now()
+    events = []
+    for category in categories:
+        hours = (240, 312) if category == quiet else (4, 72)
+        events += _browsing(rng, _shelf(products, category), visitors_per_category, now, hours=hours)
+
+    shopper = make_user(
+        "e2e-shopper", password=SHOPPER_PASSWORD, email="shopper@example.com", first_name="Sam", last_name="Shopper"
+    )
+    for days in (55, 35, 15):
+        events += _past_order(now - timedelta(days=days), [repeat], user=shopper)
+    for n in range(4):
+        buyer = f"e2e-buyer-{n + 1}"
+        first = [repeat, partner] if n < 3 else [repeat]
+        events += _past_order(now - timedelta(days=40 + n), first, buyer=buyer, order_id=f"past-{n + 1}-a")
+        events += _past_order(now - timedelta(days=20 + n), [repeat], buyer=buyer, order_id=f"past-{n + 1}-b")
+    tracking.store_events(events)
+    run_precompute()
+    staff = make_user(STAFF_USERNAME, password=STAFF_PASSWORD, is_staff=True, is_superuser=True)
+    return JourneyShop(
+        categories,
+        products,
+        shopper,
+        by_name=by_name,
+        quiet=quiet,
+        repeat=repeat,
+        partner=partner,
+        staff=staff,
+    )
+
+
+def _make_catalog(names: dict[str, list[str]], brand_names: list[str]) -> tuple[list[Category], list[Product]]:
+    brands = [make_brand(name, slug=name.lower()) for name in brand_names]
     categories, products = [], []
-    for c, (category_name, names) in enumerate(CATALOG.items()):
+    for c, (category_name, product_names) in enumerate(names.items()):
         category = make_category(category_name, slug=category_name.lower())
         categories.append(category)
-        for i, name in enumerate(names):
+        for i, name in enumerate(product_names):
             products.append(
                 make_product(
                     name,
@@ -71,28 +157,60 @@ def build_shop(visitors_per_category: int = 6, seed: int = 0) -> SmallShop:
                 )
             )
     catalog.sync_products()
+    return categories, products
 
-    now = timezone.now()
+
+def _shelf(products: list[Product], category: Category) -> list[Product]:
+    return [p for p in products if p.category_id == category.pk]
+
+
+def _browsing(
+    rng: random.Random, shelf: list[Product], visitors: int, now: Any, hours: tuple[float, float]
+) -> list[Event]:
+    """Anonymous visitors who each viewed four products of one shelf and put the last in their cart."""
     events = []
-    for category in categories:
-        shelf = [p for p in products if p.category_id == category.pk]
-        for _ in range(visitors_per_category):
-            visitor = uuid.uuid4().hex
-            started = now - timedelta(hours=rng.uniform(4, 72))
-            for step, product in enumerate(rng.sample(shelf, k=4)):
-                at = started + timedelta(minutes=2 * step)
-                events.append(tracking.build_event("view", visitor_id=visitor, product_id=product.pk, occurred_at=at))
-                if step == 3:
-                    events.append(
-                        tracking.build_event("add_to_cart", visitor_id=visitor, product_id=product.pk, occurred_at=at)
-                    )
-    shopper = make_user("e2e-shopper", password=SHOPPER_PASSWORD, email="shopper@example.com")
-    earlier = now - timedelta(hours=3)  # before any browser session: the stored list speaks alone
-    for product in [p for p in products if p.category_id == categories[1].pk][:2]:
-        events.append(tracking.build_event("view", user_id=shopper.pk, product_id=product.pk, occurred_at=earlier))
-    tracking.store_events(events)
-    run_precompute()
-    return SmallShop(categories, products, shopper, by_name={p.name: p for p in products})
+    for _ in range(visitors):
+        visitor = uuid.uuid4().hex
+        started = now - timedelta(hours=rng.uniform(*hours))
+        for step, product in enumerate(rng.sample(shelf, k=4)):
+            at = started + timedelta(minutes=2 * step)
+            events.append(tracking.build_event("view", visitor_id=visitor, product_id=product.pk, occurred_at=at))
+            if step == 3:
+                events.append(
+                    tracking.build_event("add_to_cart", visitor_id=visitor, product_id=product.pk, occurred_at=at)
+                )
+    return events
+
+
+def _past_order(
+    when: Any, products: list[Product], *, user: Any = None, buyer: str = "", order_id: str = ""
+) -> list[Event]:
+    """The purchase events of one order, as checkout records them (one per line, the order id in the context).
+
+    For a registered `user` the Order itself is written too, so their account page lists it; other buyers are
+    only a user id in the event log, as after an import.
+    """
+    if user is not None:
+        order = Order.objects.create(
+            user=user, email=user.email, full_name=user.get_full_name(), address="1 Demo Street", created_at=when
+        )
+        lines = OrderLine.objects.bulk_create(
+            OrderLine(order=order, product=p, quantity=1, unit_price=p.price) for p in products
+        )
+        order.total = sum(line.line_total for line in lines)
+        order.save(update_fields=["total"])
+        buyer, order_id = str(user.pk), str(order.pk)
+    return [
+        tracking.build_event(
+            "purchase",
+            user_id=buyer,
+            product_id=p.pk,
+            value=p.price,
+            occurred_at=when,
+            context={"order_id": order_id},
+        )
+        for p in products
+    ]
 
 
 def visitor_id(context: BrowserContext) -> str:
