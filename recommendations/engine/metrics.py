@@ -55,7 +55,11 @@ def top_k(
 def top_k_scratch(
     scores: np.ndarray, k: int, exclude: sp.spmatrix | None = None, allowed: np.ndarray | None = None
 ) -> np.ndarray:
-    """`top_k` that may overwrite `scores` (saves a copy per call when the caller throws the scores away)."""
+    """`top_k` that may overwrite `scores` (saves a copy per call when the caller throws the scores away).
+
+    Only masked cells change (excluded, disallowed and NaN ones become -inf): the scores of the items it
+    returns are still the caller's, so they can be read back afterwards.
+    """
     return _top_k(scores, k, exclude, allowed, scratch=True)
 
 
@@ -69,6 +73,9 @@ def _top_k(
     if k <= 0 or n_rows == 0:
         return np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
     mask = allowed_mask(allowed, n_items)
+    # Disallowed columns are set to -inf by index: cheaper than a masked copy over the block at any share
+    # (a masked copyto branches per cell; measured in docs/benchmarks.md, "Precompute from a trained model").
+    disallowed = np.flatnonzero(~mask) if mask is not None else None
     excl = sp.csr_matrix(exclude) if exclude is not None else None
     if excl is not None and excl.shape != scores.shape:
         raise ValueError(f"exclude has shape {excl.shape}, scores {scores.shape}")
@@ -77,12 +84,12 @@ def _top_k(
     for start in range(0, n_rows, block):
         stop = min(start + block, n_rows)
         part = None if excl is None else excl[start:stop]
-        result[start:stop] = _top_k_block(scores[start:stop], k, part, mask, scratch)
+        result[start:stop] = _top_k_block(scores[start:stop], k, part, disallowed, scratch)
     return result
 
 
 def _top_k_block(
-    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, mask: np.ndarray | None, scratch: bool
+    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None, disallowed: np.ndarray | None, scratch: bool
 ) -> np.ndarray:
     n_rows, n_items = scores.shape
     if n_items == 0:
@@ -91,12 +98,10 @@ def _top_k_block(
         s = scores
     else:
         s = np.array(scores, dtype=np.float32 if scores.dtype == np.float32 else np.float64, copy=True)
-    nan = np.isnan(s)
-    if nan.any():
-        np.copyto(s, -np.inf, where=nan)
-    del nan
-    if mask is not None:
-        np.copyto(s, -np.inf, where=~mask[None, :])
+    if np.isnan(np.min(s)):  # min propagates NaN: one reduction, no boolean block unless there is a NaN
+        np.copyto(s, -np.inf, where=np.isnan(s))
+    if disallowed is not None and disallowed.size:
+        s[:, disallowed] = -np.inf
     if exclude is not None and exclude.nnz:
         coo = exclude.tocoo()
         nonzero = coo.data != 0
@@ -105,18 +110,23 @@ def _top_k_block(
     # The kk-th best score of each row: everything above it is in, and ties at it go to the lowest indices.
     threshold = np.partition(s, n_items - kk, axis=1)[:, n_items - kk][:, None]
     chosen = s >= threshold
-    tied = np.flatnonzero(chosen.sum(axis=1, dtype=np.int64) > kk)
-    if tied.size:  # only rows with ties at the threshold pay for the cumulative count
+    # Flat indices (row-major: columns ascending within each row); 1-D flatnonzero is far cheaper than a 2-D
+    # np.nonzero. Every row has at least kk cells at or above its threshold, so exactly n_rows * kk means no ties.
+    flat = np.flatnonzero(chosen)
+    if flat.size > n_rows * kk:  # only rows with ties at the threshold pay for the cumulative count
+        tied = np.flatnonzero(chosen.sum(axis=1, dtype=np.int64) > kk)
         sub, sub_threshold = s[tied], threshold[tied]
         above, at = sub > sub_threshold, sub == sub_threshold
         need = kk - above.sum(axis=1, dtype=np.int64)
         chosen[tied] = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= need[:, None]))
-    rows, cols = np.nonzero(chosen)  # row-major: columns ascending within each row
-    cols = cols.reshape(n_rows, kk)
-    values = s[rows, cols.ravel()].reshape(n_rows, kk)
+        flat = np.flatnonzero(chosen)
+    cols = flat.reshape(n_rows, kk) - (np.arange(n_rows, dtype=np.int64) * n_items)[:, None]
+    values = np.take_along_axis(s, cols, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")  # stable keeps the lower index first among equals
-    picked = np.take_along_axis(cols, order, axis=1).astype(np.int64)
+    picked = np.take_along_axis(cols, order, axis=1)
     picked[np.take_along_axis(values, order, axis=1) == -np.inf] = -1
+    if kk == k:
+        return picked
     out = np.full((n_rows, k), -1, dtype=np.int64)
     out[:, :kk] = picked
     return out

@@ -269,7 +269,10 @@ class NeuralRecommender(Recommender):
         if history.n_items != item_vectors.shape[0]:
             raise ValueError(f"interactions cover {history.n_items} items, the model {item_vectors.shape[0]}")
         shoppers = shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]))
-        return ((shoppers @ item_vectors.T) / np.float32(self.config["temperature"])).astype(np.float32)
+        # Dividing the (rows x dim) shopper vectors rather than the (rows x items) product saves a pass and a
+        # copy over the scores; asarray copies nothing when they are float32 already (they are).
+        scaled = shoppers / np.float32(self.config["temperature"])
+        return np.asarray(scaled @ item_vectors.T, dtype=np.float32)
 
     # -- fit (TensorFlow) --
 
@@ -505,29 +508,50 @@ class NeuralRecommender(Recommender):
         old_position = {str(pid): i for i, pid in enumerate(serving["item_ids"].tolist())}
         trained = serving["train_ids"] > 0
         vectors = np.zeros((features.n_items, serving["item_vectors"].shape[1]), dtype=np.float32)
-        fresh = []
+        fresh, untrained, saved_rows = [], [], []
         for j, pid in enumerate(model.item_ids):
             i = old_position.get(pid)
             if i is not None and trained[i]:
                 vectors[j] = serving["item_vectors"][i]
+            elif i is not None:
+                untrained.append(j)
+                saved_rows.append(i)
             else:
                 fresh.append(j)
-        if fresh:
-            rows = np.array(fresh, dtype=np.int64)
-            w = model.weights
-            category = _remap(features.category[rows], features.categories, model.categories)
-            brand = _remap(features.brand[rows], features.brands, model.brands)
-            vectors[rows] = item_tower(
-                w,
-                np.zeros(rows.size, dtype=np.int64),
-                _in_table(category, w["category_embedding"]),
-                _in_table(brand, w["brand_embedding"]),
-                _in_table(np.asarray(features.price_band)[rows], w["band_embedding"]),
-                np.asarray(features.price_z, dtype=np.float32)[rows],
-                tokenize([features.text[j] for j in fresh], model.vocabulary, int(model.config["text_len"])),
+        w = model.weights
+        if untrained:
+            # Feature-only products the model already embedded: reuse the saved vector when their features are
+            # unchanged, so a loaded model scores exactly as the saved one (a recompute on fewer rows may round
+            # differently in float32), and re-embed only the ones whose features changed.
+            rows, old = np.array(untrained, dtype=np.int64), np.array(saved_rows, dtype=np.int64)
+            inputs = model._feature_inputs(features, rows)
+            same = (
+                (inputs[0] == serving["train_category"][old])
+                & (inputs[1] == serving["train_brand"][old])
+                & (inputs[2] == serving["train_band"][old])
+                & (inputs[3] == serving["train_price_z"][old])
+                & (inputs[4] == serving["train_tokens"][old]).all(axis=1)
             )
+            vectors[rows[same]] = serving["item_vectors"][old[same]]
+            fresh.extend(rows[~same].tolist())
+        if fresh:
+            rows = np.array(sorted(fresh), dtype=np.int64)
+            vectors[rows] = item_tower(w, np.zeros(rows.size, dtype=np.int64), *model._feature_inputs(features, rows))
         model.item_vectors = vectors
         return model
+
+    def _feature_inputs(self, features: ItemFeatures, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The item tower's feature inputs (category, brand, band, price, tokens) for `rows`, in training codes."""
+        w = self.weights
+        category = _remap(features.category[rows], features.categories, self.categories)
+        brand = _remap(features.brand[rows], features.brands, self.brands)
+        return (
+            _in_table(category, w["category_embedding"]),
+            _in_table(brand, w["brand_embedding"]),
+            _in_table(np.asarray(features.price_band)[rows], w["band_embedding"]),
+            np.asarray(features.price_z, dtype=np.float32)[rows],
+            tokenize([features.text[j] for j in rows.tolist()], self.vocabulary, int(self.config["text_len"])),
+        )
 
 
 # ---- verification ---------------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recommendations.engine import metrics
 from recommendations.engine.base import EVENT_TYPE_CODES, EvalSet, Interactions, ItemFeatures, Recommender
-from recommendations.engine.metrics import METRIC_KEYS, evaluate, evaluate_scores, top_k
+from recommendations.engine.metrics import METRIC_KEYS, evaluate, evaluate_scores, top_k, top_k_scratch
 
 # Shopper s saw item s; these are the scores each gets (a "recommender" keyed on that one history item).
 SCORES = np.array(
@@ -141,3 +142,119 @@ def test_top_k_matches_a_full_sort_on_random_ties():
         masked[exclude[row].indices] = -np.inf
         expected = np.lexsort((np.arange(200), -masked))[:15]
         assert got[row].tolist() == expected.tolist()
+
+
+def _full_sort(scores: np.ndarray, k: int, exclude: sp.spmatrix | None, allowed: np.ndarray | None) -> np.ndarray:
+    """top_k's rule spelled out: NaN, excluded and disallowed are -inf; best first, lower index first on ties;
+    -inf never listed (-1 pads)."""
+    n_rows, n_items = scores.shape
+    masked = scores.astype(np.float64)
+    masked[np.isnan(masked)] = -np.inf
+    if allowed is not None:
+        masked[:, ~metrics.allowed_mask(allowed, n_items)] = -np.inf
+    if exclude is not None:
+        rows, cols = sp.csr_matrix(exclude).nonzero()
+        masked[rows, cols] = -np.inf
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    for row in range(n_rows):
+        order = np.lexsort((np.arange(n_items), -masked[row]))[:k]
+        order = order[masked[row, order] > -np.inf]
+        out[row, : order.size] = order
+    return out
+
+
+def _awkward_scores(rng: np.random.Generator, n_rows: int, n_items: int) -> np.ndarray:
+    """Few distinct values (ties everywhere, also at the k-th place), NaN, ±inf, an all -inf and an all-NaN row."""
+    scores = rng.integers(0, 5, size=(n_rows, n_items)).astype(np.float32)
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    scores[rng.random(scores.shape) < 0.02] = np.inf
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    scores[1] = -np.inf
+    scores[2] = np.nan
+    scores[3] = 7.0  # one value across the row: k of n_items tied at the threshold
+    return scores
+
+
+def test_top_k_ties_at_the_threshold_go_to_the_lower_item_index():
+    scores = np.array(
+        [
+            [5, 1, 3, 3, 0, 3, 3, 2],  # top 3: 0, then two of the four 3s -> 2, 3
+            [0, 9, 8, 7, 6, 5, 4, 3],  # no tie: 1, 2, 3
+            [2, 2, 2, 2, 2, 2, 2, 2],  # all tied: 0, 1, 2
+            [1, 4, 4, 0, 4, 4, 9, 4],  # 6, then the lowest two 4s -> 1, 2
+        ],
+        dtype=np.float32,
+    )
+    expected = [[0, 2, 3], [1, 2, 3], [0, 1, 2], [6, 1, 2]]
+    assert top_k(scores, 3).tolist() == expected
+    assert top_k_scratch(scores.copy(), 3).tolist() == expected
+
+
+def test_top_k_rows_without_enough_items_pad_with_minus_one():
+    scores = np.array(
+        [
+            [-np.inf, -np.inf, -np.inf, -np.inf],  # nothing to list
+            [np.nan, np.nan, np.nan, np.nan],  # NaN counts as excluded
+            [np.nan, 1.0, -np.inf, 2.0],  # two items only
+            [np.inf, 1.0, np.inf, 0.0],  # +inf is the best score, not an exclusion
+        ],
+        dtype=np.float32,
+    )
+    assert top_k(scores, 3).tolist() == [[-1, -1, -1], [-1, -1, -1], [3, 1, -1], [0, 2, 1]]
+    assert top_k(scores, 6).tolist() == [[-1] * 6, [-1] * 6, [3, 1, -1, -1, -1, -1], [0, 2, 1, 3, -1, -1]]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.02, 0.3, 0.7, 0.98, 1.0])
+def test_top_k_matches_a_full_sort_for_any_share_of_disallowed_items(share):
+    rng = np.random.default_rng(int(share * 100))
+    scores = _awkward_scores(rng, 30, 120)
+    allowed = rng.random(120) >= share
+    exclude = sp.random(30, 120, density=0.1, format="csr", random_state=5)
+    expected = _full_sort(scores, 10, exclude, allowed)
+    assert top_k(scores, 10, exclude, allowed).tolist() == expected.tolist()
+    # The same mask given as item indices.
+    assert top_k(scores, 10, exclude, np.flatnonzero(allowed)).tolist() == expected.tolist()
+
+
+def test_top_k_over_several_blocks_matches_a_full_sort(monkeypatch):
+    monkeypatch.setattr(metrics, "TOP_K_BLOCK_CELLS", 7 * 50)  # 7 rows per block: the last block is short
+    rng = np.random.default_rng(11)
+    scores = _awkward_scores(rng, 45, 50)
+    exclude = sp.random(45, 50, density=0.2, format="csr", random_state=6)
+    allowed = rng.random(50) >= 0.1
+    expected = _full_sort(scores, 8, exclude, allowed)
+    assert top_k(scores, 8, exclude, allowed).tolist() == expected.tolist()
+    assert top_k_scratch(scores.copy(), 8, exclude, allowed).tolist() == expected.tolist()
+
+
+def test_top_k_leaves_scores_alone_and_scratch_changes_only_masked_cells():
+    rng = np.random.default_rng(12)
+    scores = _awkward_scores(rng, 20, 60)
+    exclude = sp.random(20, 60, density=0.1, format="csr", random_state=7)
+    allowed = rng.random(60) >= 0.2
+    before = scores.copy()
+    expected = top_k(scores, 12, exclude, allowed)
+    np.testing.assert_array_equal(scores, before)  # top_k copies
+
+    scratch = scores.copy()
+    assert top_k_scratch(scratch, 12, exclude, allowed).tolist() == expected.tolist()
+    masked = np.isnan(before) | ~allowed[None, :] | (exclude.toarray() != 0)
+    np.testing.assert_array_equal(scratch[~masked], before[~masked])  # everything else is the caller's
+    assert (scratch[masked] == -np.inf).all()
+    rows, cols = np.nonzero(expected >= 0)
+    np.testing.assert_array_equal(scratch[rows, expected[rows, cols]], before[rows, expected[rows, cols]])
+
+
+def test_top_k_scratch_on_a_view_or_another_dtype_gives_the_same_lists():
+    rng = np.random.default_rng(13)
+    scores = _awkward_scores(rng, 16, 40)
+    allowed = rng.random(40) >= 0.25
+    expected = _full_sort(scores, 9, None, allowed).tolist()
+    wide = np.full((16, 80), -7.0, dtype=np.float32)
+    wide[:, ::2] = scores  # a strided, writeable view
+    assert top_k_scratch(wide[:, ::2], 9, allowed=allowed).tolist() == expected
+    assert top_k_scratch(np.asfortranarray(scores), 9, allowed=allowed).tolist() == expected
+    assert top_k_scratch(scores.astype(np.float64), 9, allowed=allowed).tolist() == expected
+    assert top_k(np.where(np.isnan(scores), -np.inf, scores).astype(np.float16), 9, allowed=allowed).tolist() == (
+        expected
+    )

@@ -178,6 +178,22 @@ def test_save_and_load_give_the_same_scores_without_tensorflow_state(shop, fitte
     np.testing.assert_allclose(moved.score(renumbered)[:, order], model.score(history), atol=1e-5)
 
 
+def test_a_feature_only_product_keeps_its_saved_vector_until_its_features_change(shop, fitted, saved):
+    _, features, _ = shop
+    stored = neural._read_serving(saved)
+    untrained = np.flatnonzero(stored["train_ids"] == 0)
+    assert untrained.size, "the synthetic shop has products without training events"
+    j = int(untrained[0])
+    loaded = NeuralRecommender.load(saved, features)
+    np.testing.assert_array_equal(loaded.item_vectors[untrained], stored["item_vectors"][untrained])
+    category = features.category.copy()
+    category[j] = category[j] % features.n_categories + 1  # another existing category
+    moved = NeuralRecommender.load(saved, dataclasses.replace(features, category=category))
+    assert not np.allclose(moved.item_vectors[j], stored["item_vectors"][j], atol=1e-4)
+    others = np.setdiff1d(np.arange(features.n_items), [j])
+    np.testing.assert_array_equal(moved.item_vectors[others], loaded.item_vectors[others])
+
+
 def test_new_products_are_scored_from_their_features_for_shoppers_whose_taste_matches(shop, fitted, saved):
     """One new product per category, none seen in training: a shopper who browsed one category gets its new
     product first among the new ones, and above (nearly) every known product of the other categories."""
