@@ -1,10 +1,11 @@
 """Recommendation quality benchmark: every candidate side by side on one temporal split per data set.
 
-    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--seed 0] [--out FILE]
+    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--split global|per_shopper] [--seed 0]
+                                      [--out FILE]
 
 For each data set (bench/quality_data.py: the shop's own generator at two sizes, and MovieLens-100k from a PyPI
-wheel), one `temporal_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION, MAX_EVAL_SHOPPERS),
-then:
+wheel), one `temporal_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION, MAX_EVAL_SHOPPERS;
+the mode is --split, default the SPLIT setting), then:
 
 - every configured candidate (the CANDIDATES setting: popularity, trending, item-kNN, EASE, EASE with recency-
   weighted history, the neural model), each built by `engine.candidates.build_candidate` exactly as a retrain
@@ -162,7 +163,7 @@ def _row(
     return {"label": label, "test": test, "valid": valid, "seconds": seconds, "note": note}
 
 
-def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str]) -> dict[str, Any]:
+def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], split_mode: str) -> dict[str, Any]:
     """Split, fit every candidate and ALS, ask the engine for its pick; test metrics for each."""
     from recommendations.conf import rec_settings
     from recommendations.engine.candidates import build_candidate
@@ -177,6 +178,7 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str]) 
         test_fraction=float(rec_settings.TEST_FRACTION),
         max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
         seed=seed,
+        mode=split_mode,
     )
     features = data.features(popularity_from=split.train)
     log(f"{data.name}: split {split.stats()}")
@@ -265,8 +267,9 @@ def table(report: dict[str, Any]) -> str:
         "",
         f"Data: {data.source}.",
         f"{s['events']:,} training events from {s['shoppers']:,} shoppers on {s['items']:,} items "
-        f"({s['items_with_events']:,} with events) over {s['days']} days; train {split['train_events']:,} events, "
-        f"validation {split['validation_shoppers']:,} shoppers, test {split['test_shoppers']:,} shoppers "
+        f"({s['items_with_events']:,} with events) over {s['days']} days; {split['mode']} split: "
+        f"train {split['train_events']:,} events, validation {split['validation_shoppers']:,} shoppers, "
+        f"test {split['test_shoppers']:,} shoppers "
         f"({split['test_targets']:,} target items); data {s['seconds']} s, models {report['seconds']:.0f} s.",
         "",
         "| model | valid NDCG@10 | NDCG@10 | Recall@10 | HR@10 | MRR@10 | coverage | cold recall@10 | fit s | notes |",
@@ -313,9 +316,14 @@ def header(args: argparse.Namespace, command: str) -> str:
             f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, seed {args.seed}. Machine: 2 cores, no GPU "
             f"({os.cpu_count()} CPUs visible, {cpu}); Python {platform.python_version()}, numpy {np.__version__}, "
             f"scipy {scipy.__version__}, implicit {implicit.__version__}.",
-            "All metrics on the test shoppers (newest 10 % of events), k = 10, items already in a shopper's "
-            "history masked; NDCG is given ± its standard error over shoppers; *valid NDCG@10* is what the "
-            "engine chooses by. *fit s* is `fit` alone (the engine "
+            f"Split: {args.split}. "
+            + (
+                "All metrics on the test shoppers (after the test cut: the newest 10 % of events), "
+                if args.split == "global"
+                else "All metrics on the test shoppers (each one's newest 10 % of events), "
+            )
+            + "k = 10, items already in a shopper's history masked; NDCG is given ± its standard error over "
+            "shoppers; *valid NDCG@10* is what the engine chooses by. *fit s* is `fit` alone (the engine "
             "pick: its components' fits plus the blend search).",
         ]
     )
@@ -324,6 +332,9 @@ def header(args: argparse.Namespace, command: str) -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="small,medium,public", help="comma-separated: small, medium, public")
+    parser.add_argument(
+        "--split", choices=["global", "per_shopper"], help="temporal split mode (default: the SPLIT setting)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="generator, split sampling and ALS seed")
     parser.add_argument("--candidates", help="comma-separated candidate names (default: the CANDIDATES setting)")
     parser.add_argument("--out", type=Path, help="also write the markdown here")
@@ -344,6 +355,7 @@ def main() -> None:
     from recommendations.conf import rec_settings
 
     candidates = args.candidates.split(",") if args.candidates else list(rec_settings.CANDIDATES)
+    args.split = args.split or str(rec_settings.SPLIT)
     command = ".venv/bin/python bench/quality.py " + " ".join(sys.argv[1:])
     started = time.perf_counter()
     sections = [header(args, command.strip())]
@@ -351,7 +363,7 @@ def main() -> None:
         log(f"{name}: loading")
         data = quality_data.load(name, args.seed)
         log(f"{name}: {data.stats}")
-        sections.append(table(run_dataset(data, args.seed, candidates)))
+        sections.append(table(run_dataset(data, args.seed, candidates, args.split)))
         print(sections[-1] + "\n", file=sys.stderr, flush=True)
     sections.append(f"Total wall time {time.perf_counter() - started:.0f} s.")
     markdown = "\n\n".join(sections) + "\n"

@@ -1,6 +1,8 @@
 """Admin for the recommendations app: events and profiles to inspect, sets to roll back, precomputes to run.
 
-Events, profiles and stored lists are written by the engine and tracking, so they are read-only here.
+Events, profiles and stored lists are written by the engine and tracking, so they are read-only here. Every
+operation staff start here (retrain, activate, roll back, precompute, activate a set) is permission-checked and
+written to the admin log (LogEntry) under the user who did it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,14 @@ import logging
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.urls import URLPattern, path, reverse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 
 from recommendations import catalog
 from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList, TrainingRun
@@ -22,6 +26,8 @@ from recommendations.models import Event, PrecomputeRun, ProductProfile, Recomme
 logger = logging.getLogger(__name__)
 
 PLACEMENTS = ("for_you", "similar", "trending")
+RETRAIN_TASK = "recommendations.tasks.retrain"
+PRECOMPUTE_TASK = "recommendations.tasks.precompute"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -127,11 +133,15 @@ class RecommendationSetAdmin(ReadOnlyAdmin):
             self.message_user(request, "Select exactly one set to activate.", messages.ERROR)
             return
         chosen = queryset.get()
+        before = RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).values_list("pk", flat=True)
+        was = f"set #{before.first()}" if before.exists() else "no set"
         try:
             activate_set(chosen.pk)
         except ValueError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
+        logger.info("%s activated recommendation set #%s (before: %s)", request.user.get_username(), chosen.pk, was)
+        self.log_change(request, chosen, f"Activated this set (before: {was}).")
         self.message_user(request, f"Set #{chosen.pk} is now active; shoppers see its lists.", messages.SUCCESS)
 
 
@@ -147,6 +157,51 @@ class StoredListAdmin(ReadOnlyAdmin):
     @admin.display(description="items")
     def length(self, obj: StoredList) -> int:
         return len(obj.items or [])
+
+
+def _admin_url(name: str, *args: Any) -> str:
+    """An admin URL, or "" when that admin is not registered (a host may leave django-celery-beat's admin out)."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def beat_schedules(request: HttpRequest, task: str, suggested_name: str, queue: str = "") -> dict[str, Any]:
+    """The django-celery-beat rows that send `task`, for a changelist's "Schedules" box, each linked to its admin page.
+
+    Links show only to staff who may see (or add) periodic tasks; with none, a link to add one comes pre-filled.
+    """
+    from django_celery_beat.models import PeriodicTask
+
+    user = request.user
+    may_view = user.has_perm("django_celery_beat.view_periodictask") or user.has_perm(
+        "django_celery_beat.change_periodictask"
+    )
+    rows = []
+    periodic_tasks = PeriodicTask.objects.filter(task=task).select_related("interval", "crontab", "solar", "clocked")
+    for periodic in periodic_tasks.order_by("name"):
+        schedule = periodic.interval or periodic.crontab or periodic.solar or periodic.clocked
+        rows.append(
+            {
+                "name": periodic.name,
+                "schedule": str(schedule) if schedule else "no schedule",
+                "in_words": periodic.crontab.human_readable if periodic.crontab else "",
+                "enabled": periodic.enabled,
+                "one_off": periodic.one_off,
+                "last_run_at": periodic.last_run_at,
+                "runs": periodic.total_run_count,
+                "url": _admin_url("admin:django_celery_beat_periodictask_change", periodic.pk) if may_view else "",
+            }
+        )
+    add_url = ""
+    if user.has_perm("django_celery_beat.add_periodictask"):
+        add_url = _admin_url("admin:django_celery_beat_periodictask_add")
+        if add_url:
+            # Names are unique: a second schedule gets its name from staff.
+            name = "" if rows else suggested_name
+            add_url += "?" + urlencode({"name": name, "regtask": task, "queue": queue, "enabled": "on"})
+    return {"task": task, "rows": rows, "add_url": add_url}
 
 
 @admin.register(PrecomputeRun)
@@ -193,7 +248,11 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         return [run_now, *super().get_urls()]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "can_run_precompute": self._may_run(request)}
+        extra_context = {
+            **(extra_context or {}),
+            "can_run_precompute": self._may_run(request),
+            "beat_schedules": beat_schedules(request, PRECOMPUTE_TASK, "Precompute recommendations (hourly)"),
+        }
         return super().changelist_view(request, extra_context)
 
     @staticmethod
@@ -206,14 +265,16 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self._may_run(request):
-            self.message_user(request, "You may not start a precompute.", messages.ERROR)
-        else:
-            run = enqueue_precompute()
-            self.message_user(
-                request,
-                f"Precompute run #{run.pk} queued (task {run.task_id}). Its progress shows below; reload to follow.",
-                messages.SUCCESS,
-            )
+            # The button is hidden without the add permission; a direct POST is refused outright.
+            raise PermissionDenied
+        run = enqueue_precompute()
+        logger.info("precompute run #%s queued from the admin by %s", run.pk, request.user.get_username())
+        self.log_addition(request, run, "Queued a precompute from the admin.")
+        self.message_user(
+            request,
+            f"Precompute run #{run.pk} queued (task {run.task_id}). Its progress shows below; reload to follow.",
+            messages.SUCCESS,
+        )
         return HttpResponseRedirect(reverse("admin:recommendations_precomputerun_changelist"))
 
     @admin.display(description="progress", ordering="progress")
@@ -293,7 +354,11 @@ def _key_value_table(rows: Any) -> str:
 
 @admin.register(TrainingRun)
 class TrainingRunAdmin(ReadOnlyAdmin):
-    """Every retrain side by side; staff retrain now, or make any run with a sound artefact serve (roll back)."""
+    """Every retrain side by side; staff retrain now, activate any run with a sound artefact, or roll back in one click.
+
+    Retrain needs the add permission, activate and roll back the change permission (`has_serve_permission`); a POST
+    without it gets 403. Each is logged as a LogEntry on the run, so the run's history says who did what.
+    """
 
     list_display = (
         "run",
@@ -343,17 +408,31 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     )
     readonly_fields = tuple(f for _, options in fieldsets for f in options["fields"])
     change_list_template = "admin/recommendations/trainingrun/change_list.html"
+    change_form_template = "admin/recommendations/trainingrun/change_form.html"
 
     def get_urls(self) -> list[URLPattern]:
-        retrain_now = path(
-            "retrain-now/",
-            self.admin_site.admin_view(self.retrain_now_view),
-            name="recommendations_trainingrun_retrain_now",
-        )
-        return [retrain_now, *super().get_urls()]
+        def view(function: Any, route: str, name: str) -> URLPattern:
+            return path(route, self.admin_site.admin_view(function), name=f"recommendations_trainingrun_{name}")
+
+        return [
+            view(self.retrain_now_view, "retrain-now/", "retrain_now"),
+            view(self.rollback_view, "roll-back/", "roll_back"),
+            view(self.activate_view, "<path:object_id>/activate/", "activate"),
+            *super().get_urls(),
+        ]
+
+    def _operations_context(self, request: HttpRequest) -> dict[str, Any]:
+        return {
+            "can_retrain": self.has_retrain_permission(request),
+            "can_serve": self.has_serve_permission(request),
+            "beat_schedules": beat_schedules(
+                request, RETRAIN_TASK, "Retrain the recommender (nightly)", queue="recommendations-training"
+            ),
+        }
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "can_retrain": self.has_retrain_permission(request)}
+        extra_context = {**(extra_context or {}), **self._operations_context(request)}
+        extra_context["metrics_chart"] = admin_analytics.validation_metrics_chart()
         return super().changelist_view(request, extra_context)
 
     def has_retrain_permission(self, request: HttpRequest) -> bool:
@@ -380,17 +459,66 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         )
         return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_serve": self.has_serve_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def activate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The change page's "Activate" button: make this run's model serve (POST; 403 without the permission)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_serve_permission(request):
+            raise PermissionDenied
+        run = self.get_object(request, unquote(object_id))
+        if run is None:
+            raise Http404(f"No training run {object_id!r}.")
+        self._make_serve(request, run, "Activated this run's model")
+        return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_change", args=[run.pk]))
+
+    def rollback_view(self, request: HttpRequest) -> HttpResponse:
+        """The "Roll back" button: put back the model that served before the serving one (POST; 403 without it)."""
+        from recommendations.engine import training
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_serve_permission(request):
+            raise PermissionDenied
+        serving = TrainingRun.objects.filter(is_serving=True).first()
+        target = training.previous_model()
+        if serving is None:
+            self.message_user(
+                request, "No model serves, so there is nothing to roll back; activate a run instead.", messages.WARNING
+            )
+        elif target is None:
+            self.message_user(
+                request,
+                f"Nothing to roll back to: no other run served before run #{serving.pk}. The serving model is "
+                "unchanged.",
+                messages.WARNING,
+            )
+        else:
+            self._make_serve(request, target, "Rolled back to this run's model", prefix="Rolled back. ")
+        return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
+
     @admin.action(description="Serve this model (activate / roll back)", permissions=["serve"])
     def serve_model(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Make the one selected run's model serve; its artefact is hash-checked and loaded first."""
-        from recommendations.engine import artefacts, training
-
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one training run to serve.", messages.ERROR)
             return
-        run = queryset.get()
-        previous = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
+        self._make_serve(request, queryset.get(), "Made this run's model serve")
+
+    def _make_serve(self, request: HttpRequest, run: TrainingRun, done: str, prefix: str = "") -> bool:
+        """Activate `run`, say so (or why not) and log it under the user; the serving model moves only on success."""
+        from recommendations.engine import artefacts, training
+
         by = request.user.get_username()
+        if run.is_serving:
+            self.message_user(request, f"Run #{run.pk} already serves; nothing changed.", messages.WARNING)
+            return False
+        previous = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
         try:
             run = training.activate(run.pk, by=by)
         except (training.TrainingError, artefacts.ArtefactError) as exc:
@@ -398,16 +526,17 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             self.message_user(
                 request, f"Run #{run.pk} was not activated: {exc}. The serving model is unchanged.", messages.ERROR
             )
-            return
+            return False
         was = f"run #{previous}" if previous is not None else "no model"
         logger.info("%s made training run #%s (%s) serve; %s served before", by, run.pk, run.chosen, was)
-        self.log_change(request, run, f"Made this run's model serve (before: {was}).")
+        self.log_change(request, run, f"{done} (before: {was}).")
         self.message_user(
             request,
-            f"Run #{run.pk} ({run.chosen or 'model'}) serves now, replacing {was}; "
+            f"{prefix}Run #{run.pk} ({run.chosen or 'model'}) serves now, replacing {was}; "
             "a precompute was queued to rewrite the lists from it.",
             messages.SUCCESS,
         )
+        return True
 
     @admin.display(description="run", ordering="pk")
     def run(self, obj: TrainingRun) -> str:
@@ -519,3 +648,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         if not obj.stage_seconds:
             return "-"
         return _key_value_table((stage, _number(seconds, 2)) for stage, seconds in obj.stage_seconds.items())
+
+
+# Last, as it registers the analytics admin; it never imports this module, so there is no cycle.
+from recommendations import admin_analytics  # noqa: E402

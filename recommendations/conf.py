@@ -66,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "BLEND": True,
     "VALIDATION_FRACTION": 0.1,
     "TEST_FRACTION": 0.1,
+    # How those shares are held out, in time either way: "global" (two cuts on the time axis: the newest events of
+    # the whole shop) or "per_shopper" (each shopper's own newest events; see engine/split.py for the trade-off).
+    "SPLIT": "global",
     "MAX_EVAL_SHOPPERS": 5000,
     # The new model serves only when its validation NDCG@10 >= the serving model's + this margin.
     "GATE_MARGIN": 0.0,
@@ -247,6 +250,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int | float) or not 0 < value < 0.5:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a fraction in (0, 0.5).", id="recommendations.E007"))
+    split = user.get("SPLIT", DEFAULTS["SPLIT"])
+    if split not in ("global", "per_shopper"):
+        errors.append(Error("RECOMMENDATIONS['SPLIT'] must be 'global' or 'per_shopper'.", id="recommendations.E007"))
     candidates = user.get("CANDIDATES", DEFAULTS["CANDIDATES"])
     from recommendations.engine.candidates import CANDIDATE_SPECS
 

@@ -154,3 +154,16 @@ def _refresh_quietly(shoppers: list[str]) -> None:
         refresh_shoppers.apply(args=[shoppers])
     except Exception:
         logger.exception("refresh of %s failed", shoppers)
+
+
+@shared_task(name="recommendations.tasks.refresh_analytics", ignore_result=True)
+def refresh_analytics(start: str | None = None, end: str | None = None) -> int:
+    """Rebuild the daily analytics of days `start`..`end` (ISO dates; yesterday and today when left out)."""
+    from recommendations.analytics import rebuild_recent
+
+    return rebuild_recent(start, end)
+
+
+def enqueue_analytics_refresh(start: str, end: str) -> None:
+    """Send an analytics rebuild of these days once the surrounding transaction commits."""
+    transaction.on_commit(lambda: refresh_analytics.apply_async(kwargs={"start": start, "end": end}), robust=True)

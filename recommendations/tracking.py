@@ -69,6 +69,7 @@ class VisitorMiddleware:
         visitor_id = get_visitor_id(request)
         response = self.get_response(request)
         _flush_impressions_on_close(request, response)
+        _remember_campaign(request, response)
         if request.COOKIES.get(rec_settings.VISITOR_COOKIE_NAME) != visitor_id:
             from django.conf import settings
 
@@ -124,6 +125,15 @@ def build_event(
         variant=variant or "",
         context=context or {},
     )
+
+
+def _remember_campaign(request: HttpRequest, response: HttpResponse) -> None:
+    """Keep the visit's utm_campaign in a session cookie, so cold-start rules see it on later pages too."""
+    from recommendations.rules import CAMPAIGN_COOKIE, CAMPAIGN_PATTERN
+
+    campaign = request.GET.get("utm_campaign", "")
+    if campaign and CAMPAIGN_PATTERN.match(campaign) and request.COOKIES.get(CAMPAIGN_COOKIE) != campaign:
+        response.set_cookie(CAMPAIGN_COOKIE, campaign, httponly=True, samesite="Lax")
 
 
 IMPRESSIONS_ATTR = "_recommendations_impressions"

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures
 from recommendations.models import Event, ProductProfile
+from recommendations.tracking import attribute, build_event
 from shop.models import Brand, Category, Product
 
 _seq = itertools.count(1)
@@ -38,6 +39,17 @@ def make_product(name: str | None = None, **kw: Any) -> Product:
     kw.setdefault("stock", 10)
     kw.setdefault("description", f"A fine product number {n}.")
     return Product.objects.create(name=name or f"Product {n}", slug=kw.pop("slug", f"product-{n}"), **kw)
+
+
+def make_event(event_type: str, shopper: str = "v:visitor", **fields: Any) -> Event:
+    """A stored event as `record_event` writes it (conversions attributed to an earlier click); `shopper` is
+    "u:<user id>" or "v:<visitor id>"."""
+    kind, _, key = shopper.partition(":")
+    who = {"user_id": key} if kind == "u" else {"visitor_id": key}
+    event = build_event(event_type, **who, **fields)
+    attribute([event])
+    event.save(force_insert=True)
+    return event
 
 
 def make_user(username: str | None = None, password: str = "correct-horse-battery", **kw: Any) -> Any:

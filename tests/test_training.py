@@ -109,6 +109,34 @@ def test_a_better_model_replaces_the_serving_one_unless_the_margin_says_no(shop,
     assert TrainingRun.objects.filter(is_serving=True).count() == 1
 
 
+def test_a_per_shopper_split_trains_and_gates_on_the_earliest_held_out_event(shop, settings):
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "SPLIT": "per_shopper"}
+    first = training.run_training(candidates=["popularity"])
+    assert first.status == TrainingRun.Status.SUCCEEDED, first.error
+    split_stats = first.data_stats["split"]
+    assert split_stats["mode"] == "per_shopper" and split_stats["validation_shoppers"] > 100
+
+    # The gate of a next run on the same events: the serving model learned every event, held-out ones included.
+    data = training.build_training_data()
+    split = training.temporal_split(data.interactions, data.features, mode="per_shopper")
+    results = training.fit_candidates(split, data.features, ["popularity", "item_knn"])
+    choice = training.choose(results, split, blend=False)
+    assert choice.name == "item_knn"
+    gate = training._gate(choice, results, split, data)
+    assert gate["compared"] == "serving recipe popularity refit on this split"
+    assert gate["serving_ndcg"] == pytest.approx(results["popularity"].validation["ndcg"])
+
+    # Scored directly only when it predates the earliest shopper's validation cut; at the cut it saw a held-out event.
+    earliest = data.data_until - timedelta(days=split.valid_cut_days)
+    assert data.data_until - earliest > timedelta(days=10)  # per shopper: some shopper's cut lies far back
+    TrainingRun.objects.filter(pk=first.pk).update(data_until=earliest)
+    assert training._gate(choice, results, split, data)["compared"] == "serving recipe popularity refit on this split"
+    TrainingRun.objects.filter(pk=first.pk).update(data_until=earliest - timedelta(minutes=1))
+    direct = training._gate(choice, results, split, data)
+    assert direct["compared"] == "serving model on this validation set"
+    assert direct["serving_ndcg"] > 0
+
+
 def test_a_corrupt_artefact_is_refused_and_the_previous_lists_keep_serving(shop):
     run = training.run_training(candidates=FAST)
     good = run_precompute()

@@ -344,8 +344,9 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
                 valid_fraction=float(rec_settings.VALIDATION_FRACTION),
                 test_fraction=float(rec_settings.TEST_FRACTION),
                 max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
+                mode=str(rec_settings.SPLIT),
             )
-            why_not = "" if split.validation.n_shoppers else "no shopper has events on both sides of the validation cut"
+            why_not = "" if split.validation.n_shoppers else NO_VALIDATION[split.mode]
         except ValueError as exc:
             why_not = str(exc)
         if why_not:
@@ -411,6 +412,11 @@ def _record_failure(run: TrainingRun, progress: RunProgress, exc: Exception) -> 
     )
 
 
+NO_VALIDATION = {
+    "global": "no shopper has events on both sides of the validation cut",
+    "per_shopper": "no shopper has enough history to hold out new items for validation",
+}
+
 # A shop too young to hold out a validation set (a hundred events) still gets a model: the first of these recipes
 # that is configured, fitted on everything. It serves only when no model does, since nothing can compare them.
 UNVALIDATED_RECIPES = ("content", "item_knn", "popularity")
@@ -456,8 +462,10 @@ def _train_unvalidated(
 def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, data: TrainingData) -> dict[str, Any]:
     """Does the new choice beat the serving model on this run's validation set (by GATE_MARGIN)?
 
-    The serving model is scored on the same validation shoppers when it learned nothing after the validation
-    cut; a model that did (it saw the answers) is compared through its recipe refit on this split instead.
+    The serving model is scored on the same validation shoppers when it learned nothing from the validation cut on;
+    a model that did (it saw the answers) is compared through its recipe refit on this split instead. With a
+    per_shopper split the cut is the earliest shopper's validation cut (every event before it is a train event), so
+    a serving model is scored directly only if it predates every held-out event; usually it is the refit recipe.
     """
     margin = float(rec_settings.GATE_MARGIN)
     new = float(choice.validation["ndcg"])
@@ -471,7 +479,8 @@ def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, dat
     if data.data_until is not None:
         cut = data.data_until - timedelta(days=split.valid_cut_days)
     old: float | None = None
-    if serving.data_until is not None and cut is not None and serving.data_until <= cut:
+    # Strictly before: an event at the cut itself is a held-out one (the first of a shopper's validation part).
+    if serving.data_until is not None and cut is not None and serving.data_until < cut:
         try:
             old_model = artefacts.load_recommender(serving.artefact_path, serving.artefact_sha256, data.features)
         except artefacts.ArtefactError as exc:
@@ -543,6 +552,21 @@ def activate(run_id: int, by: str) -> TrainingRun:
         enqueue_precompute()
     run.refresh_from_db()
     return run
+
+
+def previous_model() -> TrainingRun | None:
+    """The run whose model served just before the serving one: what a one-click rollback puts back.
+
+    Found by activation time (the gate's or staff's); a run activated again counts at its newest activation, so two
+    rollbacks in a row swap back. None when nothing serves or no other run ever served.
+    """
+    serving = TrainingRun.objects.filter(is_serving=True).first()
+    if serving is None:
+        return None
+    earlier = TrainingRun.objects.filter(activated_at__isnull=False).exclude(pk=serving.pk)
+    if serving.activated_at is not None:
+        earlier = earlier.filter(activated_at__lte=serving.activated_at)
+    return earlier.order_by("-activated_at", "-pk").first()
 
 
 def current_features() -> ItemFeatures:

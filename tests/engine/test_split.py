@@ -93,3 +93,144 @@ def test_split_refuses_data_without_a_time_span():
         temporal_split(data)
     with pytest.raises(ValueError, match="fraction"):
         temporal_split(data, valid_fraction=0.6, test_fraction=0.5)
+
+
+# ---- per_shopper: each shopper's own newest events are held out ------------------------------------------------------
+
+
+def _interactions(rows: list[tuple[int, int, float]], n_shoppers: int, n_items: int) -> Interactions:
+    """(shopper, item, age) rows, sorted the way the engine sorts them (shopper, then oldest first)."""
+    shopper, item, age = (np.array(col) for col in zip(*rows, strict=True))
+    order = np.lexsort((-age, shopper))
+    return Interactions(
+        n_shoppers=n_shoppers,
+        n_items=n_items,
+        shopper=shopper[order].astype(np.int32),
+        item=item[order].astype(np.int32),
+        event_type=np.ones(len(rows), dtype=np.int8),
+        weight=np.ones(len(rows), dtype=np.float32),
+        age_days=age[order].astype(np.float32),
+    )
+
+
+def test_per_shopper_holds_out_each_shoppers_newest_events_exactly():
+    rows = [
+        # Shopper 0, 8 events: 2 for test (ages 40, 30), 2 for validation (60, 50), 4 train. The event at 60 is item 1
+        # again, so only item 5 is a new item to validate on.
+        *[(0, i, a) for i, a in zip([0, 1, 2, 3, 1, 5, 6, 7], [100, 90, 80, 70, 60, 50, 40, 30], strict=True)],
+        # Shopper 1, 4 events: holding out 1 + 1 leaves 2 < 3, so all stay in train (the newest events of the data).
+        *[(1, i, a) for i, a in zip([8, 9, 10, 11], [5, 4, 3, 1], strict=True)],
+        # Shopper 2, 7 events: 2 + 2 held out, but the event at age 10 ties the first test event, so it goes to test.
+        *[(2, i, a) for i, a in zip([12, 13, 14, 15, 16, 17, 3], [20, 19, 18, 12, 10, 10, 2], strict=True)],
+        # Shopper 3, 7 events: its validation cut (age 15) ties an older event, leaving 2 < 3 train events: short.
+        *[(3, i, a) for i, a in zip(range(7), [20, 19, 15, 15, 14, 13, 12], strict=True)],
+    ]
+    data = _interactions(rows, n_shoppers=4, n_items=20)
+    split = temporal_split(
+        data, valid_fraction=0.25, test_fraction=0.25, max_eval_shoppers=None, mode="per_shopper", min_train_events=3
+    )
+    assert split.mode == "per_shopper" and split.evaluable_shoppers == 2
+    # Train: each shopper's events before their own validation part, at the data's own ages; short shoppers whole.
+    train = {s: sorted(split.train.age_days[split.train.shopper == s].tolist()) for s in range(4)}
+    assert train == {0: [70, 80, 90, 100], 1: [1, 3, 4, 5], 2: [18, 19, 20], 3: [12, 13, 14, 15, 15, 19, 20]}
+    # The earliest validation / test cut over shoppers: everything older is train.
+    assert split.valid_cut_days == pytest.approx(60) and split.test_cut_days == pytest.approx(40)
+
+    val = split.validation
+    assert [t.tolist() for t in val.targets] == [[5], [15]]
+    # Histories end at each shopper's own cut and are aged from it.
+    assert sorted(val.history.select([0]).age_days.tolist()) == [10, 20, 30, 40]
+    assert sorted(val.history.select([1]).age_days.tolist()) == [6, 7, 8]
+    assert val.cold_items.tolist() == [7, 15, 16, 17, 18, 19]
+
+    test = split.test
+    assert [t.tolist() for t in test.targets] == [[6, 7], [3, 16, 17]]
+    assert sorted(test.history.select([0]).age_days.tolist()) == [10, 20, 30, 40, 50, 60]
+    assert sorted(test.history.select([1]).age_days.tolist()) == [2, 8, 9, 10]
+    assert test.cold_items.tolist() == [7, 16, 17, 18, 19]
+
+
+def _held_out_targets(ages, items, weights, history_before, held_from, held_to):
+    """New items among the events aged in (held_from, held_to], given the history older than `history_before`."""
+    window = (ages <= held_to) & (ages > held_from) & (weights > 0)
+    history = set(items[ages > history_before].tolist())
+    return sorted(set(items[window].tolist()) - history)
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_per_shopper_never_shows_a_shopper_their_own_future(seed):
+    data, features = make_shop(seed=seed, events_per_shopper=(2, 30))
+    split = temporal_split(data, features, mode="per_shopper", max_eval_shoppers=None)
+    ptr, train_ptr = data.indptr(), split.train.indptr()
+    expected_validation, expected_test, short = [], [], 0
+    for s in range(data.n_shoppers):
+        ages, items, weights = (a[ptr[s] : ptr[s + 1]] for a in (data.age_days, data.item, data.weight))
+        kept = split.train.age_days[train_ptr[s] : train_ptr[s + 1]]
+        # Train holds the oldest events of each shopper, with their ages unchanged, and nothing else of theirs.
+        np.testing.assert_array_equal(kept, ages[: kept.size])
+        np.testing.assert_array_equal(split.train.item[train_ptr[s] : train_ptr[s + 1]], items[: kept.size])
+        held = ages[kept.size :]
+        n = ages.size
+        n_held = 2 * ((n + 9) // 10)  # ceil(10 %) for test and for validation
+        if n - n_held < 3:
+            # Too short to evaluate: every event stays in train (no tie can occur: times are continuous here).
+            assert held.size == 0
+            short += 1
+            continue
+        assert held.size == n_held and kept.size == n - n_held
+        assert held.max() < kept.min(), "a held-out event is older than one of the shopper's train events"
+        assert held.max() <= split.valid_cut_days + 1e-4  # nothing held out is older than the earliest cut
+        test_cut, valid_cut = ages[n - n_held // 2], ages[n - n_held]
+        val = _held_out_targets(ages, items, weights, valid_cut, test_cut, valid_cut)
+        tst = _held_out_targets(ages, items, weights, test_cut, -1.0, test_cut)
+        expected_validation += [val] if val else []
+        expected_test += [tst] if tst else []
+    assert 0 < short < data.n_shoppers // 2
+    assert split.evaluable_shoppers == data.n_shoppers - short
+    # Every evaluated shopper has targets, new to their history, and exactly those the definition gives.
+    for evalset, expected in ((split.validation, expected_validation), (split.test, expected_test)):
+        assert evalset.n_shoppers == len(expected) > 100
+        assert [t.tolist() for t in evalset.targets] == expected
+        assert all(t.size for t in evalset.targets)
+        assert (evalset.history.age_days > 0).all()  # each history ends strictly before its own cut
+        seen = evalset.history.seen().tocsr()
+        for row, targets in enumerate(evalset.targets):
+            assert not np.intersect1d(targets, seen.indices[seen.indptr[row] : seen.indptr[row + 1]]).size
+
+
+def test_per_shopper_evaluates_more_shoppers_than_global_cuts_on_the_same_data():
+    data, features = make_shop(seed=3)
+    by_mode = {mode: temporal_split(data, features, mode=mode) for mode in ("global", "per_shopper")}
+    assert by_mode["per_shopper"].validation.n_shoppers > by_mode["global"].validation.n_shoppers
+    assert by_mode["per_shopper"].stats()["mode"] == "per_shopper"
+    assert by_mode["global"].stats()["mode"] == "global"
+
+
+def test_per_shopper_split_is_deterministic():
+    data, features = make_shop(seed=8)
+    a, b = (temporal_split(data, features, mode="per_shopper", max_eval_shoppers=50, seed=4) for _ in range(2))
+    for name in ("shopper", "item", "age_days"):
+        np.testing.assert_array_equal(getattr(a.train, name), getattr(b.train, name))
+    for part in ("validation", "test"):
+        x, y = getattr(a, part), getattr(b, part)
+        assert x.n_shoppers == 50
+        assert [t.tolist() for t in x.targets] == [t.tolist() for t in y.targets]
+        np.testing.assert_array_equal(x.history.age_days, y.history.age_days)
+
+
+def test_an_unknown_split_mode_is_refused_by_the_split_and_the_settings_check():
+    from django.test import override_settings
+
+    from recommendations.conf import DEFAULTS, check_settings
+    from recommendations.engine.split import SPLIT_MODES
+
+    data, features = make_shop(seed=3)
+    with pytest.raises(ValueError, match="split mode"):
+        temporal_split(data, features, mode="random")
+    good = {"PRODUCT_MODEL": "shop.Product"}
+    assert DEFAULTS["SPLIT"] == "global"
+    for mode in SPLIT_MODES:
+        with override_settings(RECOMMENDATIONS={**good, "SPLIT": mode}):
+            assert check_settings() == []
+    with override_settings(RECOMMENDATIONS={**good, "SPLIT": "random"}):
+        assert [e.id for e in check_settings()] == ["recommendations.E007"]
