@@ -650,5 +650,5 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         return _key_value_table((stage, _number(seconds, 2)) for stage, seconds in obj.stage_seconds.items())
 
 
-# Last, as it registers the analytics admin; it never imports this module, so there is no cycle.
-from recommendations import admin_analytics  # noqa: E402
+# Last, as they register the analytics and experiments admins; neither imports this module, so there is no cycle.
+from recommendations import admin_analytics, admin_experiments  # noqa: E402, F401

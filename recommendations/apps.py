@@ -9,6 +9,6 @@ class RecommendationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from recommendations import conf, rules, signals  # noqa: F401 - registers the system check and receivers
+        from recommendations import conf, experiments, rules, signals  # noqa: F401 - registers the check, receivers
 
         signals.connect_product_signals()

@@ -102,8 +102,11 @@ def _chart(
     y_format: Formatter,
     stacked: bool,
     draw: Callable[[_Frame, list[float]], list[SafeString]],
+    also_covers: Sequence[float] = (),
 ) -> SafeString:
-    """The frame every chart shares (title, legend, axes, grid, labels), with `draw` filling the plot area."""
+    """The frame every chart shares (title, legend, axes, grid, labels), with `draw` filling the plot area.
+
+    `also_covers` are values the y axis must reach besides the series' (the ends of interval whiskers)."""
     names = list(series)
     values = _values(series)
     has_data = bool(x_labels) and bool(values)
@@ -112,6 +115,7 @@ def _chart(
         values = [
             sum(_finite(series[n], i) for n in names[: k + 1]) for i in range(len(x_labels)) for k in range(len(names))
         ]
+    values += [float(v) for v in also_covers if math.isfinite(float(v))]
     low = min([0.0, *values])
     high = max([0.0, *values])
     ticks = nice_ticks(low, high if high > low else low + 1)
@@ -369,4 +373,84 @@ def bar_chart(
         y_format=y_format,
         stacked=stacked,
         draw=draw,
+    )
+
+
+def interval_bar_chart(
+    values: Mapping[str, float | None],
+    intervals: Mapping[str, tuple[float, float] | None],
+    *,
+    title: str,
+    series_name: str,
+    y_label: str = "",
+    width: int = 460,
+    height: int = 240,
+    y_format: Formatter = number,
+) -> SafeString:
+    """One bar per label (an experiment's arms) with a whisker over each bar's interval (a 95 % confidence interval);
+    a None value draws no bar, a None interval no whisker."""
+    labels = list(values)
+    series = {series_name: [values[label] for label in labels]}
+    ends = [end for label in labels if (interval := intervals.get(label)) for end in interval]
+
+    def draw(frame: _Frame, xs: list[float]) -> list[SafeString]:
+        out: list[SafeString] = []
+        slot = (frame.right - frame.left) / max(1, len(xs))
+        bar = slot * 0.5
+        for x, label in zip(xs, labels, strict=True):
+            value = values[label]
+            interval = intervals.get(label)
+            span = f" (95% CI {y_format(interval[0])} to {y_format(interval[1])})" if interval else ""
+            if value is not None and math.isfinite(float(value)):
+                y_top, y_bottom = frame.y(max(float(value), 0.0)), frame.y(min(float(value), 0.0))
+                out.append(
+                    format_html(
+                        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {}{}</title></rect>',
+                        _n(x - bar / 2),
+                        _n(y_top),
+                        _n(bar),
+                        _n(max(y_bottom - y_top, 0.5)),
+                        _colour(0),
+                        label,
+                        y_format(float(value)),
+                        span,
+                    )
+                )
+            if interval:
+                low, high = frame.y(interval[0]), frame.y(interval[1])
+                cap = bar / 4
+                out.append(
+                    format_html(
+                        '<g class="whisker" stroke="#222" stroke-width="1.5"><title>{}{}</title>'
+                        '<line x1="{}" y1="{}" x2="{}" y2="{}"/><line x1="{}" y1="{}" x2="{}" y2="{}"/>'
+                        '<line x1="{}" y1="{}" x2="{}" y2="{}"/></g>',
+                        label,
+                        span,
+                        _n(x),
+                        _n(low),
+                        _n(x),
+                        _n(high),
+                        _n(x - cap),
+                        _n(low),
+                        _n(x + cap),
+                        _n(low),
+                        _n(x - cap),
+                        _n(high),
+                        _n(x + cap),
+                        _n(high),
+                    )
+                )
+        return out
+
+    return _chart(
+        series,
+        labels,
+        title=title,
+        y_label=y_label,
+        width=width,
+        height=height,
+        y_format=y_format,
+        stacked=False,
+        draw=draw,
+        also_covers=ends,
     )

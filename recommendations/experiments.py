@@ -1,0 +1,473 @@
+"""A/B/n experiments per placement: who sees which arm, starting, stopping and promoting, and the report.
+
+Bucketing is deterministic and needs no storage: a shopper's point is sha256(salt + shopper key) read as a number in
+[0, 1), and the arm is the variant whose cumulative (normalised) share covers it. The same shopper lands in the same
+arm on every page and in every process; a new salt (each Start) reshuffles everyone. Serving asks `assign` once per
+block and stamps the impression with `Arm.stamp`; `tracking.attribute` copies the stamp onto the click and onto any
+conversion attributed to it, so the report counts every arm from the events' `variant` column.
+
+The running experiments are read through one cache key, flushed whenever an experiment or a variant is saved or
+deleted (as `rules` does for placements and rules), so serving pays one cache read per block and no query.
+
+Statistics (docs/architecture.md, "Experiments"): per arm, CTR = clicks / impressions and conversion = attributed
+orders / impressions, each with a Wilson 95 % interval; per arm against the control (the first variant), the absolute
+difference with a Wald (unpooled normal approximation) 95 % interval, which decides significance, and the relative
+lift with a delta-method 95 % interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from statistics import NormalDist
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import CharField, Count, Q, Sum, Value
+from django.db.models.expressions import Case, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Concat, NullIf
+from django.db.models.lookups import IsNull
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+from django.utils import timezone
+
+from recommendations.models import Event, Experiment, ExperimentVariant, Placement
+
+CACHE_KEY = "recommendations:experiments:running"
+CACHE_TTL = 300  # seconds; saves and deletes flush at once, the TTL only bounds other processes' stale reads
+CONFIDENCE = 0.95
+Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.959963984540054
+# What promoting an arm of each strategy sets as the placement's strategy (model versions serve through "model").
+PLACEMENT_STRATEGY = {
+    ExperimentVariant.Strategy.MODEL: Placement.Strategy.MODEL,
+    ExperimentVariant.Strategy.MODEL_VERSION: Placement.Strategy.MODEL,
+    ExperimentVariant.Strategy.TRENDING: Placement.Strategy.TRENDING,
+    ExperimentVariant.Strategy.POPULAR: Placement.Strategy.POPULAR,
+    ExperimentVariant.Strategy.NEWEST: Placement.Strategy.NEWEST,
+}
+SEEDED_FIELDS = ("title", "size", "allow_bought", "max_per_category", "max_per_brand", "fallback")
+
+
+class ExperimentError(Exception):
+    """An operation staff asked for that cannot be done; the message is the sentence they see."""
+
+
+def stamp_of(experiment_id: int, name: str) -> str:
+    """What goes into Event.variant for an arm."""
+    return f"{experiment_id}:{name}"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What serving needs to serve one variant."""
+
+    experiment_id: int
+    name: str
+    strategy: str  # an ExperimentVariant.Strategy value: model, model_version, trending, popular, newest
+    training_run_id: int | None
+
+    @property
+    def stamp(self) -> str:
+        return stamp_of(self.experiment_id, self.name)
+
+
+# -- bucketing ---------------------------------------------------------------------------------------------------
+
+
+def _running() -> dict[str, list[dict[str, Any]]]:
+    """{placement: its running experiment's variants}, cached for everyone."""
+    rows = cache.get(CACHE_KEY)
+    if rows is None:
+        rows = {}
+        running = Experiment.objects.filter(status=Experiment.Status.RUNNING)
+        variants = (
+            ExperimentVariant.objects.filter(experiment__in=running, share__gt=0)
+            .order_by("experiment__started_at", "experiment_id", "pk")
+            .values(
+                "experiment_id",
+                "experiment__placement",
+                "experiment__salt",
+                "name",
+                "share",
+                "strategy",
+                "training_run_id",
+            )
+        )
+        by_experiment: dict[int, list[dict[str, Any]]] = {}
+        for row in variants:
+            by_experiment.setdefault(row["experiment_id"], []).append(row)
+        for experiment_id, arms in by_experiment.items():
+            placement = arms[0]["experiment__placement"]
+            if placement in rows:  # at most one runs per placement (Start refuses a second); the older one wins
+                continue
+            total = sum(float(a["share"]) for a in arms)
+            upper = 0.0
+            rows[placement] = []
+            for arm in arms:
+                share = float(arm["share"]) / total
+                upper += share
+                rows[placement].append(
+                    {
+                        "experiment_id": experiment_id,
+                        "salt": arm["experiment__salt"],
+                        "name": arm["name"],
+                        "strategy": arm["strategy"],
+                        "training_run_id": arm["training_run_id"],
+                        "share": share,
+                        "upper": upper,
+                    }
+                )
+            rows[placement][-1]["upper"] = 1.0  # rounding must not leave a sliver of [0, 1) unassigned
+        cache.set(CACHE_KEY, rows, CACHE_TTL)
+    return rows
+
+
+def running_for(placement: str) -> list[dict[str, Any]] | None:
+    """The running experiment of a placement as its variants, in order (the first is the control), or None.
+
+    Each variant is {"experiment_id", "salt", "name", "strategy", "training_run_id", "share", "upper"}: `share` is
+    normalised over the variants, `upper` is the cumulative share up to and including it (the last one is 1.0).
+    """
+    return _running().get(placement) or None
+
+
+def bucket_point(salt: str, shopper: str) -> float:
+    """A shopper's point in [0, 1): the first 8 bytes of sha256(salt + shopper) over 2**64."""
+    digest = hashlib.sha256((salt + shopper).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign(placement: str, shopper: str) -> Arm | None:
+    """The arm this shopper sees in this placement, or None when no experiment runs there or the shopper is unknown."""
+    if not shopper:
+        return None
+    variants = running_for(placement)
+    if not variants:
+        return None
+    point = bucket_point(variants[0]["salt"], shopper)
+    chosen = next((v for v in variants if point < v["upper"]), variants[-1])
+    return Arm(chosen["experiment_id"], chosen["name"], chosen["strategy"], chosen["training_run_id"])
+
+
+def flush() -> None:
+    cache.delete(CACHE_KEY)
+
+
+@receiver(post_save, sender=Experiment)
+@receiver(post_delete, sender=Experiment)
+@receiver(post_save, sender=ExperimentVariant)
+@receiver(post_delete, sender=ExperimentVariant)
+def _flush_on_change(sender: Any, **kwargs: Any) -> None:
+    # Now, and again after commit: a reader between the two would otherwise cache the old rows for CACHE_TTL.
+    flush()
+    transaction.on_commit(flush)
+
+
+# -- checks and operations ---------------------------------------------------------------------------------------
+
+
+def variant_problems(name: str, share: float | None, strategy: str, training_run: Any) -> list[str]:
+    """What is wrong with one variant as staff filled it in (empty when nothing is)."""
+    problems = []
+    if share is None or not share > 0 or not math.isfinite(share):
+        problems.append(f"Variant “{name}”: the share must be more than 0.")
+    if strategy == ExperimentVariant.Strategy.MODEL_VERSION:
+        if training_run is None:
+            problems.append(f"Variant “{name}”: a given model version needs a training run.")
+        elif not training_run.has_artefact:
+            problems.append(f"Variant “{name}”: training run #{training_run.pk} has no model to serve.")
+    elif training_run is not None:
+        problems.append(f"Variant “{name}”: only a “given trained model version” arm takes a training run.")
+    return problems
+
+
+def start_problems(experiment: Experiment) -> list[str]:
+    """Why this experiment cannot start now (empty when it can): the checks the admin form makes, made again at Start
+    (a training run's artefact may have been pruned since), plus one running experiment per placement."""
+    from recommendations import serving
+
+    problems = []
+    if experiment.placement not in serving.placement_names():
+        problems.append(f"There is no placement called “{experiment.placement}”.")
+    variants = list(experiment.variants.select_related("training_run").order_by("pk"))
+    if len(variants) < 2:
+        problems.append("An experiment needs at least two variants.")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        problems.append("The variants' names must differ.")
+    for v in variants:
+        problems += variant_problems(v.name, v.share, v.strategy, v.training_run)
+    other = (
+        Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
+        .exclude(pk=experiment.pk)
+        .first()
+    )
+    if other is not None:
+        problems.append(f"“{other.name}” already runs on {experiment.placement}; stop it first.")
+    return problems
+
+
+def start(experiment_id: int) -> Experiment:
+    """Start (or restart) an experiment: a fresh salt and started_at, so the report counts from now."""
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
+        # Lock the placement's experiments so two Starts on one placement cannot both pass the check below.
+        list(Experiment.objects.select_for_update().filter(placement=experiment.placement).values_list("pk"))
+        if experiment.status == Experiment.Status.RUNNING:
+            raise ExperimentError("It is already running.")
+        if experiment.winner_id is not None:
+            raise ExperimentError("A winner was promoted; it cannot run again.")
+        problems = start_problems(experiment)
+        if problems:
+            raise ExperimentError(" ".join(problems))
+        experiment.status = Experiment.Status.RUNNING
+        experiment.salt = secrets.token_hex(16)
+        experiment.started_at = timezone.now()
+        experiment.stopped_at = None
+        experiment.save(update_fields=["status", "salt", "started_at", "stopped_at"])
+    return experiment
+
+
+def stop(experiment_id: int) -> Experiment:
+    """Stop a running experiment: every shopper gets the placement's own behaviour again."""
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if experiment.status != Experiment.Status.RUNNING:
+            raise ExperimentError("It is not running.")
+        experiment.status = Experiment.Status.STOPPED
+        experiment.stopped_at = timezone.now()
+        experiment.save(update_fields=["status", "stopped_at"])
+    return experiment
+
+
+def promote(experiment_id: int, variant_id: int, by: str) -> str:
+    """Stop the experiment, record the winner and make its arm the placement's behaviour; returns what changed.
+
+    trending / popular / newest set the placement's strategy; a model version is activated (hash-checked and loaded
+    first; it then serves every placement, and a precompute is queued) and the placement goes back to "model"; the
+    serving model's arm only puts the placement back on "model". Nothing changes when any step fails.
+    """
+    from recommendations.conf import rec_settings
+
+    with transaction.atomic():
+        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
+        variant = experiment.variants.select_related("training_run").filter(pk=variant_id).first()
+        if variant is None:
+            raise ExperimentError(f"Variant #{variant_id} is not an arm of this experiment.")
+        if experiment.status == Experiment.Status.DRAFT:
+            raise ExperimentError("It has not run yet, so there is no winner to promote.")
+        done = []
+        if variant.strategy == ExperimentVariant.Strategy.MODEL_VERSION:
+            from recommendations.engine import artefacts, training
+
+            if variant.training_run_id is None:
+                raise ExperimentError(f"Variant “{variant.name}” names no training run.")
+            run = variant.training_run
+            if not run.is_serving:
+                try:
+                    training.activate(run.pk, by=by)
+                except (training.TrainingError, artefacts.ArtefactError) as exc:
+                    raise ExperimentError(f"Training run #{run.pk} was not activated: {exc}.") from None
+                done.append(f"activated training run #{run.pk}")
+            else:
+                done.append(f"training run #{run.pk} already serves")
+        strategy = PLACEMENT_STRATEGY[variant.strategy]
+        config = rec_settings.PLACEMENTS.get(experiment.placement, {})
+        row, created = Placement.objects.get_or_create(
+            name=experiment.placement,
+            defaults={
+                **{key: config[key] for key in SEEDED_FIELDS if key in config},
+                "fallback": list(config.get("fallback", [])),
+                "strategy": strategy,
+                "updated_by": by,
+            },
+        )
+        if created or row.strategy != strategy:
+            if not created:
+                row.strategy, row.updated_by = strategy, by
+                row.save(update_fields=["strategy", "updated_by", "updated_at"])
+            done.append(f"{experiment.placement} now serves “{row.get_strategy_display()}”")
+        else:
+            done.append(f"{experiment.placement} already served “{row.get_strategy_display()}”")
+        experiment.status = Experiment.Status.STOPPED
+        experiment.stopped_at = experiment.stopped_at or timezone.now()
+        experiment.winner = variant
+        experiment.save(update_fields=["status", "stopped_at", "winner"])
+    return f"Promoted “{variant.name}”: " + "; ".join(done) + "."
+
+
+# -- statistics --------------------------------------------------------------------------------------------------
+
+
+def wilson(successes: int, trials: int) -> tuple[float, float] | None:
+    """The Wilson 95 % interval of one rate (sound at 0 and at small counts); None without trials."""
+    if trials <= 0:
+        return None
+    p = min(max(successes / trials, 0.0), 1.0)
+    denominator = 1 + Z**2 / trials
+    centre = (p + Z**2 / (2 * trials)) / denominator
+    half = Z * math.sqrt(p * (1 - p) / trials + Z**2 / (4 * trials**2)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One arm against the control on one rate. Every field is None when either arm has no impressions."""
+
+    difference: float | None = None  # rate - control rate, absolute
+    low: float | None = None  # its 95 % interval (Wald, unpooled)
+    high: float | None = None
+    lift: float | None = None  # rate / control rate - 1; None when the control's rate is 0
+    lift_low: float | None = None  # its 95 % interval (delta method); None when either rate is 0
+    lift_high: float | None = None
+    p_value: float | None = None  # two-sided, from the same standard error; None when it is 0
+
+    @property
+    def significant(self) -> bool:
+        """Whether the 95 % interval of the difference leaves out 0."""
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+def compare(control_successes: int, control_trials: int, successes: int, trials: int) -> Comparison:
+    """The difference between two rates and the relative lift, with 95 % intervals from the normal approximation.
+
+    Rates above 1 (more orders than impressions, possible in principle) are clamped to 1 in the variances.
+    """
+    if control_trials <= 0 or trials <= 0:
+        return Comparison()
+    p_a, p_b = control_successes / control_trials, successes / trials
+    q_a, q_b = min(max(p_a, 0.0), 1.0), min(max(p_b, 0.0), 1.0)
+    var_a, var_b = q_a * (1 - q_a) / control_trials, q_b * (1 - q_b) / trials
+    se = math.sqrt(var_a + var_b)
+    difference = p_b - p_a
+    p_value = 2 * (1 - NormalDist().cdf(abs(difference) / se)) if se > 0 else None
+    lift = lift_low = lift_high = None
+    if p_a > 0:
+        lift = p_b / p_a - 1
+    if p_a > 0 and p_b > 0:
+        # Var(p_b / p_a) ~ Var(p_b) / p_a^2 + p_b^2 Var(p_a) / p_a^4 (first-order Taylor expansion of the ratio).
+        # At p_b = 0 it would collapse to a zero-width "-100 % to -100 %", which says nothing: no interval then.
+        lift_se = math.sqrt(var_b / p_a**2 + p_b**2 * var_a / p_a**4)
+        lift_low, lift_high = lift - Z * lift_se, lift + Z * lift_se
+    return Comparison(
+        difference=difference,
+        low=difference - Z * se,
+        high=difference + Z * se,
+        lift=lift,
+        lift_low=lift_low,
+        lift_high=lift_high,
+        p_value=p_value,
+    )
+
+
+# -- the report --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArmLine:
+    """One arm's counts since the experiment started, the rates derived from them, and how it compares."""
+
+    variant_id: int
+    name: str
+    stamp: str
+    strategy: str
+    training_run_id: int | None
+    share: float
+    impressions: int = 0
+    clicks: int = 0
+    add_to_carts: int = 0
+    orders: int = 0
+    revenue: Decimal = Decimal("0")
+    is_control: bool = False
+    ctr_vs_control: Comparison = field(default_factory=Comparison)
+    conversion_vs_control: Comparison = field(default_factory=Comparison)
+
+    @property
+    def ctr(self) -> float | None:
+        return self.clicks / self.impressions if self.impressions else None
+
+    @property
+    def conversion(self) -> float | None:
+        return self.orders / self.impressions if self.impressions else None
+
+    @property
+    def ctr_interval(self) -> tuple[float, float] | None:
+        return wilson(self.clicks, self.impressions)
+
+    @property
+    def conversion_interval(self) -> tuple[float, float] | None:
+        return wilson(self.orders, self.impressions)
+
+
+@dataclass
+class Report:
+    experiment_id: int
+    since: datetime | None
+    arms: list[ArmLine]
+
+
+def _order_key() -> Case:
+    """One key per order, as analytics counts them: (shopper, order id), or the event itself without an order id."""
+    order_id = NullIf(Cast(KeyTextTransform("order_id", "context"), CharField()), Value(""))
+    return Case(
+        When(IsNull(order_id, False), then=Concat("shopper", Value("|"), order_id, output_field=CharField())),
+        default=Concat(Value("event|"), "event_id", output_field=CharField()),
+        output_field=CharField(),
+    )
+
+
+def report(experiment: Experiment) -> Report:
+    """Every arm's impressions, clicks, attributed add-to-carts, orders and revenue, counted live from the events
+    stamped with it since the experiment (last) started, in one grouped query; then each arm against the control.
+
+    Conversions that follow a click made while it ran still count after it stops (they carry the stamp).
+    """
+    variants = list(experiment.variants.order_by("pk"))
+    total = sum(v.share for v in variants if v.share > 0) or 1.0
+    arms = [
+        ArmLine(
+            variant_id=v.pk,
+            name=v.name,
+            stamp=stamp_of(experiment.pk, v.name),
+            strategy=v.strategy,
+            training_run_id=v.training_run_id,
+            share=max(v.share, 0.0) / total,
+            is_control=i == 0,
+        )
+        for i, v in enumerate(variants)
+    ]
+    if experiment.started_at is not None and arms:
+        attributed = ~Q(recommendation_id="")
+        purchase = Q(event_type="purchase") & attributed
+        rows = (
+            Event.objects.filter(
+                variant__in=[a.stamp for a in arms],
+                occurred_at__gte=experiment.started_at,
+                event_type__in=("impression", "click", "add_to_cart", "purchase"),
+            )
+            .values("variant")
+            .annotate(
+                impressions=Count("pk", filter=Q(event_type="impression")),
+                clicks=Count("pk", filter=Q(event_type="click")),
+                add_to_carts=Count("pk", filter=Q(event_type="add_to_cart") & attributed),
+                orders=Count(_order_key(), filter=purchase, distinct=True),
+                revenue=Sum("value", filter=purchase, default=Decimal("0")),
+            )
+            .order_by()
+        )
+        by_stamp = {row.pop("variant"): row for row in rows}
+        for arm in arms:
+            for name, value in by_stamp.get(arm.stamp, {}).items():
+                setattr(arm, name, Decimal(value or 0) if name == "revenue" else int(value or 0))
+    if arms:
+        control = arms[0]
+        for arm in arms[1:]:
+            arm.ctr_vs_control = compare(control.clicks, control.impressions, arm.clicks, arm.impressions)
+            arm.conversion_vs_control = compare(control.orders, control.impressions, arm.orders, arm.impressions)
+    return Report(experiment_id=experiment.pk, since=experiment.started_at, arms=arms)
