@@ -9,17 +9,21 @@ The pipeline, the same for every placement (`recommend`):
 
 Serving only reads: stored lists, product profiles and the shopper's newest events. It has a time budget (past it,
 the optional steps are skipped and the block is filled from the shared lists) and never raises: an error is logged
-and answered by the fallback.
+and answered by the fallback. The blocks of one page share one `RenderPass`, so what they all read (the active set,
+the shopper's version and events, profiles, stored lists) is read once per page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -98,11 +102,59 @@ def placement_names() -> list[str]:
     return list(rec_settings.PLACEMENTS)
 
 
+# -- one render pass -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RenderPass:
+    """What the blocks rendered together (one page, or one `recommend` call) read once and share.
+
+    Nothing they read changes while one page renders, so reading it once per page answers what reading it per block
+    would, with fewer round trips: a product page's three blocks used to read the same shopper's events three times.
+    The template tag keeps one per request; outside a pass nothing is memoised.
+    """
+
+    set_id: int | None = None
+    set_known: bool = False
+    versions: dict[str, str] = field(default_factory=dict)
+    states: dict[str, ShopperState] = field(default_factory=dict)
+    profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
+    lists: dict[tuple[str, ...], list[list[Any]]] = field(default_factory=dict)
+
+
+_current_pass: ContextVar[RenderPass | None] = ContextVar("recommendations_render_pass", default=None)
+
+
+@contextmanager
+def render_pass(shared: RenderPass | None = None) -> Iterator[RenderPass]:
+    """Share reads between the blocks inside; an inner pass joins the one already open."""
+    current = _current_pass.get()
+    if current is not None:
+        yield current
+        return
+    token = _current_pass.set(shared if shared is not None else RenderPass())
+    try:
+        yield _current_pass.get()  # type: ignore[misc]
+    finally:
+        _current_pass.reset(token)
+
+
 # -- stored lists --------------------------------------------------------------------------------------------------
 
 
 def active_set_id() -> int | None:
+    memo = _current_pass.get()
+    if memo is not None and memo.set_known:
+        return memo.set_id
     cached = cache.get(ACTIVE_SET_CACHE_KEY)
+    row = _active_set_from(cached)
+    if memo is not None:
+        memo.set_id, memo.set_known = row, True
+    return row
+
+
+def _active_set_from(cached: Any) -> int | None:
+    """The active set id from its cached value, or from the database (and cached) when the cache has none."""
     if cached is not None:
         return cached or None
     row = (
@@ -124,12 +176,17 @@ def stored_items(placement: str, subject: str = "") -> list[list[Any]]:
     set_id = active_set_id()
     if set_id is None:
         return []
+    memo = _current_pass.get()
+    if memo is not None and (placement, subject) in memo.lists:
+        return memo.lists[placement, subject]
     items = (
         StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject=subject)
         .values_list("items", flat=True)
         .first()
-    )
-    return items or []
+    ) or []
+    if memo is not None:
+        memo.lists[placement, subject] = items
+    return items
 
 
 def stored_lists(placement: str, subjects: Iterable[str]) -> dict[str, list[list[Any]]]:
@@ -138,8 +195,28 @@ def stored_lists(placement: str, subjects: Iterable[str]) -> dict[str, list[list
     set_id = active_set_id()
     if set_id is None or not subjects:
         return {}
+    memo = _current_pass.get()
+    if memo is not None and all((placement, s) in memo.lists for s in subjects):
+        return {s: items for s in subjects if (items := memo.lists[placement, s])}
     rows = StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject__in=subjects)
     return dict(rows.values_list("subject", "items"))
+
+
+def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
+    """Read several (placement, subject) lists into the pass in one query; one with no row is kept as []."""
+    memo = _current_pass.get()
+    set_id = active_set_id()
+    wanted = [pair for pair in dict.fromkeys(pairs) if memo is not None and pair not in memo.lists]
+    if memo is None or set_id is None or not wanted:
+        return
+    rows = StoredList.objects.filter(
+        recommendation_set_id=set_id,
+        placement__in={placement for placement, _ in wanted},
+        subject__in={subject for _, subject in wanted},
+    ).values_list("placement", "subject", "items")
+    found = {(placement, subject): items for placement, subject, items in rows}
+    for pair in wanted:
+        memo.lists[pair] = found.get(pair) or []
 
 
 def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
@@ -147,12 +224,29 @@ def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
     set_id = active_set_id()
     if set_id is None:
         return []
+    memo = _current_pass.get()
+    if memo is not None and ("shared", placement, subject) in memo.lists:
+        return memo.lists["shared", placement, subject]
     key = _key("shared", set_id, placement, subject)
     items = cache.get(key)
     if items is None:
         items = stored_items(placement, subject)
         cache.set(key, items, SHARED_TTL)
+    if memo is not None:
+        memo.lists["shared", placement, subject] = items
     return items
+
+
+def _prefetch_shared(placement: str, subjects: Iterable[str]) -> None:
+    """Several shared lists from the cache in one round trip, into the pass (what is not cached, shared_items reads)."""
+    memo = _current_pass.get()
+    set_id = active_set_id()
+    if memo is None or set_id is None:
+        return
+    keys = {_key("shared", set_id, placement, s): s for s in subjects if ("shared", placement, s) not in memo.lists}
+    if len(keys) > 1:
+        for key, items in cache.get_many(list(keys)).items():
+            memo.lists["shared", placement, keys[key]] = items
 
 
 def _popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
@@ -183,6 +277,16 @@ class ShopperState:
 
 
 def shopper_state(shopper: str) -> ShopperState:
+    memo = _current_pass.get()
+    if memo is not None and shopper in memo.states:
+        return memo.states[shopper]
+    state = _read_shopper_state(shopper)
+    if memo is not None:
+        memo.states[shopper] = state
+    return state
+
+
+def _read_shopper_state(shopper: str) -> ShopperState:
     state = ShopperState()
     if not shopper:
         return state
@@ -209,12 +313,16 @@ def shopper_state(shopper: str) -> ShopperState:
             state.viewed.append((product_id, occurred_at))
         if occurred_at >= session_start and weights.get(event_type, 0) > 0:
             state.session.append((product_id, event_type, occurred_at))
-    purchases = (
-        Event.objects.filter(shopper=shopper, event_type="purchase")
-        .exclude(product_id="")
-        .order_by("-occurred_at")
-        .values_list("product_id", "occurred_at")[:RECENT_EVENTS]
-    )
+    if len(rows) < RECENT_EVENTS:
+        # Fewer rows than the limit: that was every event of theirs, so every purchase too; no second query.
+        purchases = [(product_id, at) for product_id, event_type, at in rows if event_type == "purchase"]
+    else:
+        purchases = list(
+            Event.objects.filter(shopper=shopper, event_type="purchase")
+            .exclude(product_id="")
+            .order_by("-occurred_at")
+            .values_list("product_id", "occurred_at")[:RECENT_EVENTS]
+        )
     for product_id, occurred_at in purchases:
         state.bought.setdefault(product_id, []).append(occurred_at)
     return state
@@ -232,7 +340,15 @@ def bought_by(shopper: str, limit: int = 200) -> set[str]:
 
 
 def shopper_version(shopper: str) -> str:
-    return str(cache.get(_key("shopper", shopper)) or "0") if shopper else "0"
+    if not shopper:
+        return "0"
+    memo = _current_pass.get()
+    if memo is not None and shopper in memo.versions:
+        return memo.versions[shopper]
+    version = str(cache.get(_key("shopper", shopper)) or "0")
+    if memo is not None:
+        memo.versions[shopper] = version
+    return version
 
 
 def touch_shoppers(shoppers: Iterable[str]) -> None:
@@ -289,21 +405,22 @@ def recommend(
     size = max(1, min(int(limit or config.size), 50))
     block = Block(placement, title=config.title)
     try:
-        cache_key = _block_key(req, size)
-        cached = cache.get(cache_key)
-        if cached is not None:
-            block.source = cached["source"]
-            block.items = [Recommendation(*row) for row in cached["items"]]
-            return block
-        _build(block, req, config, size)
-        cache.set(
-            cache_key,
-            {
-                "source": block.source,
-                "items": [(i.product_id, i.score, i.reason, None, i.reason_text, i.source) for i in block.items],
-            },
-            int(rec_settings.BLOCK_CACHE_SECONDS),
-        )
+        with render_pass():
+            cache_key, stamp, cached = _cached_block(req, size)
+            if cached is not None:
+                block.source = cached["source"]
+                block.items = [Recommendation(*row) for row in cached["items"]]
+                return block
+            _build(block, req, config, size)
+            cache.set(
+                cache_key,
+                {
+                    "stamp": stamp,
+                    "source": block.source,
+                    "items": [(i.product_id, i.score, i.reason, None, i.reason_text, i.source) for i in block.items],
+                },
+                int(rec_settings.BLOCK_CACHE_SECONDS),
+            )
     except Exception:
         logger.exception(
             "%s failed for product %r, shopper %r; serving fallback", placement, req.product_id, req.shopper
@@ -316,11 +433,8 @@ def recommend(
 def _build(block: Block, req: Request, config: Placement, size: int) -> None:
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
     state = shopper_state(req.shopper) if req.shopper else ShopperState()
-    context_category = req.category
-    if req.product_id and not context_category:
-        context_category = (
-            ProductProfile.objects.filter(product_id=req.product_id).values_list("category", flat=True).first() or ""
-        )
+    # The product's category is looked up only if a fallback step needs it: most blocks fill before.
+    context_category: str | None = req.category if req.category or not req.product_id else None
     candidates = SOURCES[config.name](req, state) if config.name in SOURCES else []
     if time.monotonic() > deadline:
         logger.warning(
@@ -341,7 +455,10 @@ def _build(block: Block, req: Request, config: Placement, size: int) -> None:
     for step in config.fallback:
         if picker.full:
             break
-        picker.offer(_fallback_candidates(step, size + len(blocked), context_category, req.product_id))
+        if context_category is None and step == "trending_category":
+            profile = _profiles([req.product_id]).get(req.product_id)
+            context_category = profile[0] if profile else ""
+        picker.offer(_fallback_candidates(step, size + len(blocked), context_category or "", req.product_id))
     picker.relax()
     block.items = picker.chosen
     _name_reasons(block.items)
@@ -372,7 +489,8 @@ class _Picker:
         window = max(self.size * 4, 32)
         for start in range(0, len(fresh), window):
             part = fresh[start : start + window]
-            profiles = _profiles(pid for pid, *_ in part)
+            # The products the reasons name come in the same query: _name_reasons finds them in the pass.
+            profiles = _profiles([pid for pid, *_ in part], also=_anchors(reason for _, _, reason, _ in part))
             for pid, score, reason, source in part:
                 if self.full:
                     return
@@ -400,14 +518,29 @@ class _Picker:
             self.chosen.append(self.deferred.pop(0))
 
 
-def _profiles(product_ids: Iterable[str]) -> dict[str, tuple[str, str, bool, bool]]:
+Profile = tuple[str, str, bool, bool, str]  # (category, brand, active, in stock, name)
+
+
+def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str, Profile]:
+    """Profiles of `product_ids` (those that have one), read with `also`'s in one query; a pass keeps them all."""
     ids = list(dict.fromkeys(product_ids))
     if not ids:
         return {}
-    rows = ProductProfile.objects.filter(product_id__in=ids).values_list(
-        "product_id", "category", "brand", "active", "in_stock"
-    )
-    return {pid: (cat, brand, active, stock) for pid, cat, brand, active, stock in rows}
+    memo = _current_pass.get()
+    known = memo.profiles if memo is not None else {}
+    wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
+    if wanted:
+        found = {
+            pid: (cat, brand, active, stock, name)
+            for pid, cat, brand, active, stock, name in ProductProfile.objects.filter(
+                product_id__in=wanted
+            ).values_list("product_id", "category", "brand", "active", "in_stock", "name")
+        }
+        if memo is None:
+            return {pid: found[pid] for pid in ids if pid in found}
+        for pid in wanted:
+            known[pid] = found.get(pid)
+    return {pid: profile for pid in ids if (profile := known.get(pid)) is not None}
 
 
 def _fallback_candidates(step: str, limit: int, category: str, product_id: str = "") -> list[Candidate]:
@@ -454,6 +587,9 @@ def _as_candidates(rows: list[list[Any]], source: str, reason: str | None = None
 
 def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
     """The stored list, re-ranked toward what this session looked at: a view a second ago counts on the next page."""
+    anchors = _session_anchors(state)
+    if req.shopper and anchors:  # the stored list and the anchors' similar lists in one query
+        _read_lists([("for_you", req.shopper), *(("similar", anchor) for anchor in anchors)])
     stored = _as_candidates(stored_items("for_you", req.shopper), "stored") if req.shopper else []
     session = _session_scores(state)
     if not session:
@@ -473,18 +609,25 @@ def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
     return [(pid, round(score, 6), reason, source) for pid, (score, reason, source) in ranked]
 
 
-def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
-    """Products near the session's newest products: their similar lists, then trending in their categories."""
+def _session_anchors(state: ShopperState) -> list[str]:
+    """The session's newest distinct products, newest first."""
     anchors: list[str] = []
     for product_id, _, _ in state.session:
         if product_id not in anchors:
             anchors.append(product_id)
         if len(anchors) >= SESSION_ANCHORS:
             break
+    return anchors
+
+
+def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
+    """Products near the session's newest products: their similar lists, then trending in their categories."""
+    anchors = _session_anchors(state)
     if not anchors:
         return {}
     neighbours = stored_lists("similar", anchors)
     categories = _profiles(anchors)
+    _prefetch_shared("trending", [f"category:{profile[0]}" for profile in categories.values() if profile[0]])
     scores: dict[str, float] = defaultdict(float)
     best: dict[str, tuple[float, str]] = {}
 
@@ -578,13 +721,14 @@ SOURCES: dict[str, Callable[[Request, ShopperState], list[Candidate]]] = {
 # -- reasons and rendering ------------------------------------------------------------------------------------------
 
 
+def _anchors(reasons: Iterable[str]) -> set[str]:
+    """The products that reason codes name ("because:<id>", "together:<id>", ...)."""
+    return {reason.split(":", 1)[1] for reason in reasons if ":" in reason and not reason.startswith("trending:")}
+
+
 def _name_reasons(items: list[Recommendation]) -> None:
-    anchors = {
-        item.reason.split(":", 1)[1] for item in items if ":" in item.reason and not item.reason.startswith("trending:")
-    }
-    names = (
-        dict(ProductProfile.objects.filter(product_id__in=anchors).values_list("product_id", "name")) if anchors else {}
-    )
+    anchors = _anchors(item.reason for item in items)
+    names = {pid: profile[4] for pid, profile in _profiles(anchors).items()} if anchors else {}
     for item in items:
         item.reason_text = reason_text(item.reason, names)
 
@@ -645,23 +789,42 @@ def trending(limit: int, category: str | None = None, exclude: Iterable[str] = (
 # -- cache keys ----------------------------------------------------------------------------------------------------
 
 
+_UNSAFE_KEY_CHARACTER = re.compile(r"[\x00-\x20\s]")  # whitespace or control: not allowed in a cache key
+
+
 def _key(*parts: Any) -> str:
     raw = ":".join(str(p) for p in parts)
-    if len(raw) > 200 or any(c.isspace() or ord(c) < 33 for c in raw):
+    if len(raw) > 200 or _UNSAFE_KEY_CHARACTER.search(raw):
         raw = hashlib.sha256(raw.encode()).hexdigest()
     return f"recommendations:{raw}"
 
 
 def _block_key(req: Request, size: int) -> str:
-    """Per shopper and their version (a new event makes a new key); the shared lists underneath are cached apart.
+    """Per shopper; the shared lists underneath are cached apart.
 
     Every block depends on the shopper (bought items, cart, session), so no shopper's block is ever served to
-    another; an anonymous request without a shopper gets the shared key.
+    another; an anonymous request without a shopper gets the shared key. The active set and the shopper's version
+    are not in the key but stamped in the value (`_cached_block`).
     """
-    version = shopper_version(req.shopper) if req.shopper else "0"
     digest = hashlib.sha256(
         "|".join([",".join(sorted(req.exclude)), "-" if req.cart is None else ",".join(sorted(req.cart))]).encode()
     ).hexdigest()[:16]
-    return _key(
-        "block", active_set_id() or 0, req.placement, req.shopper, version, req.product_id, req.category, size, digest
-    )
+    return _key("block", req.placement, req.shopper, req.product_id, req.category, size, digest)
+
+
+def _cached_block(req: Request, size: int) -> tuple[str, tuple[int, str], dict[str, Any] | None]:
+    """The block's key, the stamp it must carry to be current (active set, shopper version) and the cached block if
+    it is. One round trip reads all three (the version and set come from the pass when an earlier block read them);
+    a new event still retires every cached block of the shopper, since its version no longer matches."""
+    key = _block_key(req, size)
+    memo = _current_pass.get() or RenderPass()
+    version_key = _key("shopper", req.shopper) if req.shopper and req.shopper not in memo.versions else None
+    wanted = [key, *([] if memo.set_known else [ACTIVE_SET_CACHE_KEY]), *([version_key] if version_key else [])]
+    found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
+    if not memo.set_known:
+        memo.set_id, memo.set_known = _active_set_from(found.get(ACTIVE_SET_CACHE_KEY)), True
+    if version_key:
+        memo.versions[req.shopper] = str(found.get(version_key) or "0")
+    stamp = (memo.set_id or 0, memo.versions[req.shopper] if req.shopper else "0")
+    cached = found.get(key)
+    return key, stamp, cached if cached is not None and cached.get("stamp") == stamp else None

@@ -33,6 +33,7 @@ register = template.Library()
 
 BLOCK_TEMPLATE = "recommendations/block.html"
 SHOWN_ATTR = "_recommendations_shown"
+PASS_ATTR = "_recommendations_pass"
 
 
 def _shown(context: template.Context) -> set[str]:
@@ -43,6 +44,15 @@ def _shown(context: template.Context) -> set[str]:
     if not hasattr(request, SHOWN_ATTR):
         setattr(request, SHOWN_ATTR, set())
     return getattr(request, SHOWN_ATTR)
+
+
+def _render_pass(request: Any) -> serving.RenderPass | None:
+    """One pass per request: the blocks of a page read the shopper's events, version and profiles once."""
+    if request is None:
+        return None
+    if not hasattr(request, PASS_ATTR):
+        setattr(request, PASS_ATTR, serving.RenderPass())
+    return getattr(request, PASS_ATTR)
 
 
 def _limit(limit: Any) -> int | None:
@@ -93,16 +103,17 @@ def render_block(
     try:
         shown = _shown(context)
         shopper = tracking.get_shopper(request) if request is not None else ""
-        block = serving.recommend(
-            placement,
-            shopper=shopper,
-            product_id=_product_id(product),
-            category=str(category or ""),
-            exclude=set(shown),
-            cart=None if cart is None else [_product_id(p) for p in cart],
-            limit=_limit(limit),
-        )
-        block = serving.attach_products(block)
+        with serving.render_pass(_render_pass(request)):
+            block = serving.recommend(
+                placement,
+                shopper=shopper,
+                product_id=_product_id(product),
+                category=str(category or ""),
+                exclude=set(shown),
+                cart=None if cart is None else [_product_id(p) for p in cart],
+                limit=_limit(limit),
+            )
+            block = serving.attach_products(block)
         shown.update(item.product_id for item in block.items)
         tracking.queue_impression(request, block)
         html = select_template([f"recommendations/blocks/{placement}.html", BLOCK_TEMPLATE]).render(

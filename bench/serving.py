@@ -1,0 +1,852 @@
+"""Serving benchmark: server-side render time of recommendation blocks, next to a floor measured in the same run.
+
+    .venv/bin/python bench/serving.py [--iterations 2000] [--shoppers 50000] [--products 20000] [--seed 7]
+
+Creates and migrates a dedicated PostgreSQL database (DATABASE_URL, default .../rec_bench_serving; refused unless
+its name contains "bench") and fills it with a synthetic shop, COPied straight into the tables: host products in
+categories and brands with a power-law popularity (a few out of stock or inactive), their profiles, ~20 events per
+shopper over the 90 days before loading, and one active recommendation set whose lists are written directly (not
+by running the precompute): a for_you list of 50 per shopper with "because:<viewed product>" reasons, a similar
+list of 20 per product, bought_together lists for 60 % of products, trending shop-wide and per category, and a
+buy_again list. The data is deterministic for a seed and recorded in a marker table (`bench_serving_dataset`); a
+rerun with the same arguments reuses it.
+
+The cache is Redis (`--cache-url`, default CACHE_URL), as in production; the database must hold nothing but this
+script's keys, and is emptied before and after the run. Everything is measured in-process with
+`time.perf_counter`, rendering Django templates exactly as a page does: `{% recommendations "for_you" %}` with a
+RequestFactory request carrying the visitor cookie (or a logged-in user), and the three blocks of
+`templates/shop/product_detail.html` (similar, bought_together, recently_viewed) with the product object in the
+context. Context processors and the rest of the page are left out: they cost the same with or without
+recommendations. Per iteration, for a random shopper (and a popularity-weighted product for the page):
+
+- miss: the shopper's cache version is bumped first (what any new event of theirs does), so every block is built;
+- hit: a second request of the same shopper renders the same blocks from the cache;
+- floor: per block, one indexed StoredList read + `catalog.get_products` of the ids the block showed + rendering
+  `recommendations/block.html` with the same items (for recently_viewed, which has no stored list, the read is the
+  shopper's for_you row);
+- flush: the impressions the miss queued, written in one INSERT (after the response in production: off the page's
+  time, reported apart).
+
+The three are run in alternating order on the same shopper, so load on a shared machine hits them alike. A first
+pass over every sampled shopper (untimed) warms the code and learns each block's items for the floor. A second,
+smaller pass counts database queries and cache round trips per render. Results are kept in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import psycopg2
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench_serving"
+DEFAULT_CACHE_URL = "redis://127.0.0.1:6379/13"
+HISTORY_DAYS = 90
+TASTE_SHARE = 0.85
+EVENT_MIX = [
+    ("view", 0.70),
+    ("add_to_cart", 0.12),
+    ("favorite", 0.05),
+    ("purchase", 0.06),
+    ("remove_from_cart", 0.03),
+    ("search", 0.04),
+]
+FOR_YOU_N, SIMILAR_N, TRENDING_N, BUY_AGAIN_N = 50, 20, 50, 500
+SESSION_VIEWS = (10, 6, 2)  # minutes ago: three views in this session for the "live session" shoppers
+COPY_CHUNK = 200_000
+
+FOR_YOU_SOURCE = '{% load recommendations %}{% recommendations "for_you" %}'
+PRODUCT_PAGE = ROOT / "templates" / "shop" / "product_detail.html"
+
+
+def product_page_source() -> str:
+    """The recommendation tags of the shop's product page, as written there (similar, bought_together, ...)."""
+    tags = re.findall(r"{% recommendations [^%]*%}", PRODUCT_PAGE.read_text())
+    return "{% load recommendations %}" + "".join(tags)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--iterations", type=int, default=2000, help="timed renders per case (default 2000)")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed iterations per case before timing")
+    parser.add_argument("--shoppers", type=int, default=50_000)
+    parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--categories", type=int, default=100)
+    parser.add_argument("--events-per-shopper", type=float, default=20.0)
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data and of the sampling")
+    parser.add_argument("--regenerate", action="store_true", help="generate the data even if the marker matches")
+    parser.add_argument("--max-seconds", type=float, default=1800.0, help="stop timing after this long")
+    parser.add_argument("--force", action="store_true", help="use a database or cache that holds other data")
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    parser.add_argument("--cache-url", default=os.environ.get("CACHE_URL", DEFAULT_CACHE_URL))
+    args = parser.parse_args()
+    if args.iterations < 10:
+        parser.error("--iterations must be at least 10")
+    return args
+
+
+# --- synthetic shop -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Shop:
+    category: np.ndarray  # per product (index = product id - 1)
+    brand: np.ndarray
+    popularity: np.ndarray
+    price_cents: np.ndarray
+    stock: np.ndarray
+    active: np.ndarray
+    shopper: np.ndarray  # per event: shopper number
+    product: np.ndarray  # per event: product index, -1 for a search
+    event_type: np.ndarray  # per event: index into EVENT_MIX
+    seconds_before: np.ndarray  # per event: seconds before the load time
+    tastes: np.ndarray  # per shopper: three favourite categories
+    n_tastes: np.ndarray
+    by_category: np.ndarray = field(repr=False)  # product indices sorted by category
+    cdf: np.ndarray = field(repr=False)  # per-category popularity CDFs laid end to end (category k spans [k, k+1))
+    global_cdf: np.ndarray = field(repr=False)
+
+    def draw_in(self, rng: np.random.Generator, categories: np.ndarray) -> np.ndarray:
+        """One popularity-weighted product per entry of `categories`, inside that category."""
+        at = np.searchsorted(self.cdf, categories + rng.random(categories.shape), side="right")
+        return self.by_category[np.minimum(at, self.by_category.size - 1)]
+
+    def draw_any(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        at = np.searchsorted(self.global_cdf, rng.random(shape), side="right")
+        return np.minimum(at, self.global_cdf.size - 1)
+
+
+def generate(args: argparse.Namespace) -> Shop:
+    """Vectorised: a million events and the lists over them take seconds."""
+    rng = np.random.default_rng(args.seed)
+    p, c, s = args.products, args.categories, args.shoppers
+    category = rng.integers(c, size=p)
+    brand = (category * 3 + rng.integers(0, 5, size=p)) % (3 * c)  # a handful of brands per category
+    popularity = 1.0 / np.arange(1, p + 1) ** 0.9
+    popularity = popularity[rng.permutation(p)]
+    by_category = np.lexsort((np.arange(p), category))
+    sorted_category = category[by_category]
+    totals = np.bincount(category, weights=popularity, minlength=c)
+    before = np.r_[0.0, np.cumsum(totals)[:-1]]
+    within = (np.cumsum(popularity[by_category]) - before[sorted_category]) / totals[sorted_category]
+    counts = rng.geometric(1.0 / args.events_per_shopper, size=s)
+    shopper = np.repeat(np.arange(s), counts)
+    n = int(shopper.size)
+    tastes = rng.choice(c, size=(s, 3), p=totals / totals.sum())
+    n_tastes = rng.integers(1, 4, size=s)
+    shop = Shop(
+        category=category,
+        brand=brand,
+        popularity=popularity,
+        price_cents=rng.integers(200, 30_000, size=p),
+        stock=np.where(rng.random(p) < 0.05, 0, rng.integers(1, 100, size=p)),
+        active=rng.random(p) >= 0.02,
+        shopper=shopper,
+        product=np.empty(n, dtype=np.int64),
+        event_type=rng.choice(len(EVENT_MIX), size=n, p=[share for _, share in EVENT_MIX]),
+        seconds_before=np.zeros(n, dtype=np.int64),
+        tastes=tastes,
+        n_tastes=n_tastes,
+        by_category=by_category,
+        cdf=sorted_category + within,
+        global_cdf=np.cumsum(popularity) / popularity.sum(),
+    )
+    taste = tastes[shopper, (rng.random(n) * n_tastes[shopper]).astype(np.int64)]
+    in_taste = rng.random(n) < TASTE_SHARE
+    shop.product[in_taste] = shop.draw_in(rng, taste[in_taste])
+    shop.product[~in_taste] = shop.draw_any(rng, (int((~in_taste).sum()),))
+    shop.product[shop.event_type == [name for name, _ in EVENT_MIX].index("search")] = -1
+    centre = rng.random(s) * HISTORY_DAYS * 86_400
+    spread = rng.exponential(5 * 86_400, size=n) * rng.choice([-1, 1], size=n)
+    # Nothing inside the last hour: only the "live session" shoppers have a session, and they get it per run.
+    shop.seconds_before = np.clip(centre[shopper] + spread, 3600, HISTORY_DAYS * 86_400).astype(np.int64)
+    return shop
+
+
+def _shopper_ids(number: int) -> tuple[str, str, str]:
+    """(user_id, visitor_id, shopper key): a third of shoppers are logged in, the rest anonymous visitors."""
+    if number % 3 == 0:
+        return str(number), "", f"u:{number}"
+    visitor = f"{number:032x}"
+    return "", visitor, f"v:{visitor}"
+
+
+def _unique_rows(draws: np.ndarray, n: int, skip: np.ndarray | None = None) -> list[list[int]]:
+    """Per row, the first `n` distinct values in draw order (leaving out `skip[row]`)."""
+    rows = []
+    for i, row in enumerate(draws.tolist()):
+        seen = dict.fromkeys(row)
+        if skip is not None:
+            seen.pop(int(skip[i]), None)
+        rows.append(list(seen)[:n])
+    return rows
+
+
+def _list_line(set_id: int, placement: str, subject: str, items: list[list[Any]]) -> str:
+    return f"{set_id}\t{placement}\t{subject}\t{json.dumps(items, separators=(',', ':'))}\n"
+
+
+def copy_catalog(cursor: Any, shop: Shop, loaded_at: datetime) -> None:
+    c = int(shop.category.max()) + 1
+    now = loaded_at.isoformat()
+    categories = "".join(f"{k + 1}\tCategory {k}\tcat-{k}\n" for k in range(c))
+    cursor.copy_expert("COPY shop_category (id, name, slug) FROM STDIN", io.StringIO(categories))
+    brands = "".join(f"{b + 1}\tBrand {b}\tbrand-{b}\n" for b in range(3 * c))
+    cursor.copy_expert("COPY shop_brand (id, name, slug) FROM STDIN", io.StringIO(brands))
+    products, profiles = io.StringIO(), io.StringIO()
+    sales = np.bincount(shop.product[shop.event_type == 3], minlength=shop.category.size)
+    for i in range(shop.category.size):
+        pid, cat, brand = i + 1, int(shop.category[i]), int(shop.brand[i])
+        price = f"{shop.price_cents[i] / 100:.2f}"
+        stock, active = int(shop.stock[i]), bool(shop.active[i])
+        created = (loaded_at - timedelta(days=400 - i % 400)).isoformat()
+        products.write(
+            f"{pid}\tBench product {pid}\tbench-product-{pid}\tA product for the serving benchmark.\t{cat + 1}\t"
+            f"{brand + 1}\t{price}\t{stock}\t{'t' if active else 'f'}\tf\t{created}\n"
+        )
+        profiles.write(
+            f"{pid}\tBench product {pid}\tcat-{cat}\tBrand {brand}\t{price}\t{'t' if stock > 0 else 'f'}\t"
+            f"{'t' if active else 'f'}\tA product for the serving benchmark.\t{created}\t{int(sales[i])}\t{now}\n"
+        )
+    products.seek(0)
+    cursor.copy_expert(
+        "COPY shop_product (id, name, slug, description, category_id, brand_id, price, stock, is_active, "
+        "is_consumable, created_at) FROM STDIN",
+        products,
+    )
+    profiles.seek(0)
+    cursor.copy_expert(
+        "COPY recommendations_productprofile (product_id, name, category, brand, price, in_stock, active, text, "
+        "created_at, sales_count, updated_at) FROM STDIN",
+        profiles,
+    )
+    for table in ("shop_category", "shop_brand", "shop_product"):
+        cursor.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
+                sql.Literal(table), sql.Identifier(table)
+            )
+        )
+
+
+def copy_events(cursor: Any, shop: Shop, loaded_at: datetime) -> None:
+    names = [name for name, _ in EVENT_MIX]
+    end = loaded_at.timestamp()
+    columns = (
+        "event_id, event_type, user_id, visitor_id, shopper, product_id, quantity, value, query, occurred_at, "
+        "client_time, received_at, placement, recommendation_id, context"
+    )
+    n = int(shop.shopper.size)
+    for start in range(0, n, COPY_CHUNK):
+        stop = min(start + COPY_CHUNK, n)
+        buffer = io.StringIO()
+        rows = zip(
+            shop.shopper[start:stop].tolist(),
+            shop.product[start:stop].tolist(),
+            shop.event_type[start:stop].tolist(),
+            shop.seconds_before[start:stop].tolist(),
+            strict=True,
+        )
+        for i, (number, product, kind, seconds) in enumerate(rows, start=start):
+            user_id, visitor_id, key = _shopper_ids(number)
+            moment = datetime.fromtimestamp(end - seconds, tz=UTC).isoformat()
+            if product < 0:
+                product_id, value, query = "", "\\N", "bench search"
+            else:
+                product_id, query = str(product + 1), ""
+                value = (
+                    f"{shop.price_cents[product] / 100:.2f}" if names[kind] in ("add_to_cart", "purchase") else "\\N"
+                )
+            buffer.write(
+                f"bench-{i:09d}\t{names[kind]}\t{user_id}\t{visitor_id}\t{key}\t{product_id}\t1\t{value}\t{query}\t"
+                f"{moment}\t{moment}\t{moment}\t\t\t{{}}\n"
+            )
+        buffer.seek(0)
+        cursor.copy_expert(f"COPY recommendations_event ({columns}) FROM STDIN", buffer)
+        print(f"  {stop:,} / {n:,} events", file=sys.stderr)
+
+
+def copy_lists(cursor: Any, shop: Shop, seed: int, loaded_at: datetime) -> int:
+    """The lists a precompute would write, drawn from the same tastes; returns how many rows."""
+    rng = np.random.default_rng(seed + 1)
+    p, c, s = shop.category.size, int(shop.category.max()) + 1, shop.tastes.shape[0]
+    cursor.execute(
+        "INSERT INTO recommendations_recommendationset (created_at, activated_at, status, algorithm, stats) "
+        "VALUES (%s, %s, 'active', 'bench', '{}') RETURNING id",
+        [loaded_at, loaded_at],
+    )
+    (set_id,) = cursor.fetchone()
+    buffer = io.StringIO()
+    rows = 0
+    servable = shop.active & (shop.stock > 0)
+    # trending: the most popular servable products (noised), shop-wide and per category
+    heat = shop.popularity * rng.lognormal(0, 0.5, size=p) * servable
+    top = np.argsort(-heat)[:TRENDING_N]
+    buffer.write(_list_line(set_id, "trending", "", [[str(i + 1), round(float(heat[i]), 6), "trending"] for i in top]))
+    rows += 1
+    for k in range(c):
+        members = np.flatnonzero(shop.category == k)
+        ranked = members[np.argsort(-heat[members])][:TRENDING_N]
+        items = [[str(i + 1), round(float(heat[i]), 6), "trending"] for i in ranked if heat[i] > 0]
+        buffer.write(_list_line(set_id, "trending", f"category:cat-{k}", items))
+        rows += 1
+    # similar: 20 neighbours per product, mostly from its own category
+    draws = shop.draw_in(rng, np.repeat(shop.category[:, None], 40, axis=1))
+    outside = rng.random(draws.shape) < 0.2
+    draws[outside] = shop.draw_any(rng, (int(outside.sum()),))
+    for i, row in enumerate(_unique_rows(draws, SIMILAR_N, skip=np.arange(p))):
+        items = [[str(j + 1), round(1.0 / (1 + 0.1 * r), 6), "also"] for r, j in enumerate(row)]
+        buffer.write(_list_line(set_id, "similar", str(i + 1), items))
+        rows += 1
+    # bought_together: 1-10 co-purchases for 60 % of products
+    draws = shop.draw_in(rng, np.repeat(shop.category[:, None], 12, axis=1))
+    sizes = rng.integers(1, 11, size=p)
+    for i, row in enumerate(_unique_rows(draws, 10, skip=np.arange(p))):
+        if rng.random() < 0.6:
+            items = [[str(j + 1), round(0.5 / (1 + 0.2 * r), 6), f"together:{i + 1}"] for r, j in enumerate(row)]
+            buffer.write(_list_line(set_id, "bought_together", str(i + 1), items[: sizes[i]]))
+            rows += 1
+    # buy_again: the shop's repeat list, [pid, score, "repeat", interval days]
+    chosen = rng.choice(p, size=BUY_AGAIN_N, replace=False, p=shop.popularity / shop.popularity.sum())
+    items = [
+        [str(i + 1), round(float(rng.uniform(0.1, 0.6)), 6), "repeat", round(float(rng.uniform(7, 60)), 2)]
+        for i in chosen
+    ]
+    buffer.write(_list_line(set_id, "buy_again", "", sorted(items, key=lambda r: -r[1])))
+    rows += 1
+    cursor.copy_expert(
+        "COPY recommendations_storedlist (recommendation_set_id, placement, subject, items) FROM STDIN",
+        io.StringIO(buffer.getvalue()),
+    )
+    # for_you: 50 per shopper from their tastes; the reason names a product they interacted with in that category
+    anchors: dict[tuple[int, int], int] = {}
+    for number, product in zip(shop.shopper.tolist(), shop.product.tolist(), strict=True):
+        if product >= 0:
+            anchors.setdefault((number, int(shop.category[product])), product)
+    for start in range(0, s, 10_000):
+        stop = min(start + 10_000, s)
+        pick = (rng.random((stop - start, 120)) * shop.n_tastes[start:stop, None]).astype(np.int64)
+        draws = shop.draw_in(rng, np.take_along_axis(shop.tastes[start:stop], pick, axis=1))
+        outside = rng.random(draws.shape) > TASTE_SHARE
+        draws[outside] = shop.draw_any(rng, (int(outside.sum()),))
+        buffer = io.StringIO()
+        for number, row in enumerate(_unique_rows(draws, FOR_YOU_N), start=start):
+            items = []
+            for r, j in enumerate(row):
+                anchor = anchors.get((number, int(shop.category[j])))
+                reason = f"because:{anchor + 1}" if anchor is not None and anchor != j else "for_you"
+                items.append([str(j + 1), round(1.0 / (1 + 0.05 * r), 6), reason])
+            buffer.write(_list_line(set_id, "for_you", _shopper_ids(number)[2], items))
+            rows += 1
+        buffer.seek(0)
+        cursor.copy_expert(
+            "COPY recommendations_storedlist (recommendation_set_id, placement, subject, items) FROM STDIN", buffer
+        )
+    return rows
+
+
+# --- database -----------------------------------------------------------------------------------------------------
+
+
+def create_database(url: str) -> None:
+    parts = urlparse(url)
+    name = parts.path.lstrip("/")
+    if "bench" not in name:
+        raise SystemExit(f"refusing to use {name!r}: name a *bench* database (this script replaces its data)")
+    admin = psycopg2.connect(
+        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+
+
+def marker_for(args: argparse.Namespace) -> str:
+    keys = ("shoppers", "products", "categories", "events_per_shopper", "seed")
+    return json.dumps({**{k: getattr(args, k) for k in keys}, "mix": EVENT_MIX, "v": 1}, sort_keys=True)
+
+
+def data_in_place(url: str, marker: str) -> datetime | None:
+    """The load time when the marker names this data and the tables still hold exactly what was generated."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE IF NOT EXISTS bench_serving_dataset "
+            "(marker text NOT NULL, loaded_at timestamptz, events bigint, lists bigint, products int)"
+        )
+        cursor.execute("SELECT marker, loaded_at, events, lists, products FROM bench_serving_dataset")
+        found = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM recommendations_event WHERE event_id LIKE 'bench-0%%'")
+        (events,) = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM recommendations_storedlist")
+        (lists,) = cursor.fetchone()
+        cursor.execute("SELECT count(*) FROM shop_product")
+        (products,) = cursor.fetchone()
+    conn.close()
+    if found is not None and (found[0], *found[2:]) == (marker, events, lists, products):
+        return found[1]
+    return None
+
+
+def load_data(url: str, args: argparse.Namespace, marker: str) -> datetime:
+    started = time.perf_counter()
+    loaded_at = datetime.now(UTC).replace(microsecond=0)
+    shop = generate(args)
+    print(f"generated {shop.shopper.size:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+        cursor.execute("DELETE FROM bench_serving_dataset")
+        cursor.execute(
+            "TRUNCATE recommendations_event, recommendations_productprofile, recommendations_storedlist, "
+            "recommendations_precomputerun, recommendations_recommendationset, shop_orderline, shop_order, "
+            "shop_favorite, shop_product, shop_brand, shop_category"
+        )
+        copy_catalog(cursor, shop, loaded_at)
+        copy_events(cursor, shop, loaded_at)
+        lists = copy_lists(cursor, shop, args.seed, loaded_at)
+        cursor.execute(
+            "INSERT INTO bench_serving_dataset (marker, loaded_at, events, lists, products) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [marker, loaded_at, int(shop.shopper.size), lists, int(shop.category.size)],
+        )
+    conn.close()
+    vacuum = psycopg2.connect(url)
+    vacuum.autocommit = True
+    with vacuum.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")  # so autovacuum does not start during the timed run
+    vacuum.close()
+    print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return loaded_at
+
+
+def setup_django(args: argparse.Namespace) -> None:
+    os.environ.update(
+        DATABASE_URL=args.database_url,
+        CACHE_URL=args.cache_url,
+        DJANGO_SETTINGS_MODULE="shop.settings",
+        DJANGO_DEBUG="0",  # no query log, as in production
+        DJANGO_LOG_LEVEL="WARNING",
+    )
+    os.environ.pop("CELERY_BROKER_URL", None)  # nothing here sends a task; never touch a shared broker
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def check_cache_empty(url: str, force: bool) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    foreign = [k for k in client.scan_iter(count=1000) if b":recommendations:" not in k]
+    if foreign and not force:
+        raise SystemExit(f"refusing to empty {url}: it holds {len(foreign)}+ keys that are not this script's")
+
+
+# --- measuring ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    name: str
+    template: Any
+    pages: list[dict[str, Any]]  # per iteration: shopper, user_id, visitor_id, product (object or None)
+    miss: list[float] = field(default_factory=list)
+    hit: list[float] = field(default_factory=list)
+    floor: list[float] = field(default_factory=list)
+    flush: list[float] = field(default_factory=list)
+    blocks: dict[int, list[tuple[str, str, str, list[tuple]]]] = field(default_factory=dict)  # for the floor
+    counts: dict[str, tuple[float, float]] = field(default_factory=dict)  # kind -> (queries, cache trips) per render
+
+
+class BenchUser:
+    """Stands in for request.user: the tag reads only is_authenticated and pk."""
+
+    is_authenticated = True
+
+    def __init__(self, pk: str) -> None:
+        self.pk = pk
+
+
+def make_request(page: dict[str, Any]) -> Any:
+    from django.contrib.auth.models import AnonymousUser
+    from django.test import RequestFactory
+
+    from recommendations.conf import rec_settings
+
+    request = RequestFactory().get("/products/bench/")
+    if page["visitor_id"]:
+        request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = page["visitor_id"]
+    request.user = BenchUser(page["user_id"]) if page["user_id"] else AnonymousUser()
+    return request
+
+
+def render(case: Case, page: dict[str, Any], request: Any) -> str:
+    from django.template import Context
+
+    return case.template.render(Context({"request": request, "product": page["product"]}))
+
+
+def render_floor(case: Case, index: int, request: Any, set_id: int) -> str:
+    """Per block: one indexed StoredList read, the host products of the shown ids, block.html with those items."""
+    from django.template.loader import get_template
+
+    from recommendations import catalog, serving
+    from recommendations.models import StoredList
+    from recommendations.templatetags.recommendations import block_context
+
+    html = []
+    for placement, list_placement, subject, items in case.blocks[index]:
+        list(
+            StoredList.objects.filter(
+                recommendation_set_id=set_id, placement=list_placement, subject=subject
+            ).values_list("items", flat=True)[:1]
+        )
+        products = catalog.get_products(row[0] for row in items)
+        block = serving.Block(placement, title=serving.placement_config(placement).title)
+        block.items = [serving.Recommendation(*row[:3], products[row[0]], *row[3:]) for row in items]
+        html.append(get_template("recommendations/block.html").render(block_context(request, block, placement)))
+    return "".join(html)
+
+
+def learn_blocks(case: Case, touch: Callable[[str], None]) -> None:
+    """Render every sampled page once (untimed): warms up, and records each block's items for its floor."""
+    from recommendations import serving
+
+    original = serving.attach_products
+    seen: list[serving.Block] = []
+
+    def recording(block: serving.Block) -> serving.Block:
+        block = original(block)
+        seen.append(block)
+        return block
+
+    serving.attach_products = recording
+    try:
+        for index, page in enumerate(case.pages):
+            touch(page["shopper"])
+            seen.clear()
+            render(case, page, make_request(page))
+            blocks = []
+            for block in seen:
+                if not block.items:
+                    continue
+                product_id = serving.catalog.product_id_of(page["product"]) if page["product"] is not None else ""
+                if block.placement in ("similar", "bought_together"):
+                    list_placement, subject = block.placement, product_id
+                else:  # for_you, and recently_viewed (no stored list): the shopper's for_you row
+                    list_placement, subject = "for_you", page["shopper"]
+                rows = [(i.product_id, i.score, i.reason, i.reason_text, i.source) for i in block.items]
+                blocks.append((block.placement, list_placement, subject, rows))
+            case.blocks[index] = blocks
+    finally:
+        serving.attach_products = original
+
+
+def measure(case: Case, indices: list[int], set_id: int, touch: Callable[[str], None], record: bool) -> None:
+    from recommendations import tracking
+
+    clock = time.perf_counter
+    for index in indices:
+        page = case.pages[index]
+
+        def timed(action: Callable[[], Any]) -> float:
+            started = clock()
+            action()
+            return (clock() - started) * 1000
+
+        touch(page["shopper"])
+        miss_request, hit_request, floor_request = make_request(page), make_request(page), make_request(page)
+        if index % 2:
+            floor = timed(lambda: render_floor(case, index, floor_request, set_id))  # noqa: B023
+        miss = timed(lambda: render(case, page, miss_request))  # noqa: B023
+        hit = timed(lambda: render(case, page, hit_request))  # noqa: B023
+        if not index % 2:
+            floor = timed(lambda: render_floor(case, index, floor_request, set_id))  # noqa: B023
+        flush = timed(lambda: tracking.flush_impressions(miss_request))  # noqa: B023
+        if record:
+            case.miss.append(miss)
+            case.hit.append(hit)
+            case.floor.append(floor)
+            case.flush.append(flush)
+
+
+def count_round_trips(case: Case, indices: list[int], set_id: int, touch: Callable[[str], None]) -> None:
+    """Queries and cache round trips per render, on a few pages (untimed: counting slows every call)."""
+    from django.core.cache import caches
+    from django.db import connection
+
+    from recommendations import tracking
+
+    client = caches["default"]._cache
+    counted = {"queries": 0, "cache": 0}
+    names = ("get", "get_many", "set", "set_many", "add", "delete", "delete_many", "incr", "touch", "has_key")
+    originals = {name: getattr(client, name) for name in names}
+
+    def counting(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*a: Any, **kw: Any) -> Any:
+            counted["cache"] += 1
+            return method(*a, **kw)
+
+        return call
+
+    def count_query(execute: Callable[..., Any], *a: Any) -> Any:
+        counted["queries"] += 1
+        return execute(*a)
+
+    totals = {kind: [0, 0] for kind in ("miss", "hit", "floor", "flush")}
+    for name, method in originals.items():
+        setattr(client, name, counting(method))
+    try:
+        with connection.execute_wrapper(count_query):
+            for index in indices:
+                page = case.pages[index]
+                touch(page["shopper"])
+                requests = {kind: make_request(page) for kind in ("miss", "hit", "floor")}
+                actions = {
+                    "miss": lambda: render(case, page, requests["miss"]),  # noqa: B023
+                    "hit": lambda: render(case, page, requests["hit"]),  # noqa: B023
+                    "floor": lambda: render_floor(case, index, requests["floor"], set_id),  # noqa: B023
+                    "flush": lambda: tracking.flush_impressions(requests["miss"]),  # noqa: B023
+                }
+                for kind, action in actions.items():
+                    counted.update(queries=0, cache=0)
+                    action()
+                    totals[kind][0] += counted["queries"]
+                    totals[kind][1] += counted["cache"]
+    finally:
+        for name in names:
+            client.__dict__.pop(name, None)
+    case.counts = {kind: (q / len(indices), c / len(indices)) for kind, (q, c) in totals.items()}
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+
+def prepare_run(shop_seed: int, args: argparse.Namespace) -> tuple[dict[str, Case], int]:
+    """Sample the pages of each case, give the live-session shoppers their session, compile the templates."""
+    from django.db import connection
+    from django.template import Template
+    from django.utils import timezone
+
+    from recommendations import serving, tracking
+    from recommendations.models import Event, RecommendationSet, StoredList
+    from shop.models import Product
+
+    with connection.cursor() as cursor:  # what earlier runs left: their sessions and impressions
+        cursor.execute(
+            "DELETE FROM recommendations_event WHERE event_id LIKE 'bench-session-%%' OR event_type = 'impression'"
+        )
+    set_id = RecommendationSet.objects.get(status="active").pk
+    rng = np.random.default_rng(shop_seed + 2)
+    n = args.iterations + args.warmup
+    numbers = rng.choice(args.shoppers, size=3 * n, replace=False)
+
+    def page(number: int, product: Any = None) -> dict[str, Any]:
+        user_id, visitor_id, key = _shopper_ids(int(number))
+        return {"shopper": key, "user_id": user_id, "visitor_id": visitor_id, "product": product}
+
+    # Product pages are opened as often as the products were viewed in the history.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT e.product_id, count(*) FROM recommendations_event e JOIN shop_product p "
+            "ON p.id::text = e.product_id WHERE e.event_type = 'view' AND p.is_active GROUP BY e.product_id "
+            "ORDER BY e.product_id"
+        )
+        viewed = cursor.fetchall()
+    weights = np.array([count for _, count in viewed], dtype=np.float64)
+    product_pks = rng.choice([int(pid) for pid, _ in viewed], size=n, p=weights / weights.sum())
+    by_pk = Product.objects.select_related("category", "brand").in_bulk(sorted(set(product_pks.tolist())))
+    for_you = Template(FOR_YOU_SOURCE)
+    cases = {
+        "for_you": Case("for_you", for_you, [page(x) for x in numbers[:n]]),
+        "for_you, live session": Case("for_you, live session", for_you, [page(x) for x in numbers[n : 2 * n]]),
+        "product page": Case(
+            "product page",
+            Template(product_page_source()),
+            [page(x, by_pk[int(p)]) for x, p in zip(numbers[2 * n :], product_pks, strict=True)],
+        ),
+    }
+    # The live-session shoppers viewed three products of their own list in the last minutes.
+    lists = dict(
+        StoredList.objects.filter(
+            recommendation_set_id=set_id,
+            placement="for_you",
+            subject__in=[p["shopper"] for p in cases["for_you, live session"].pages],
+        ).values_list("subject", "items")
+    )
+    now, events = timezone.now(), []
+    for number, p in enumerate(cases["for_you, live session"].pages):
+        items = lists.get(p["shopper"], [])
+        for k, minutes in enumerate(SESSION_VIEWS):
+            if len(items) > 10 + k:
+                events.append(
+                    tracking.build_event(
+                        "view",
+                        user_id=p["user_id"],
+                        visitor_id=p["visitor_id"],
+                        product_id=items[int(rng.integers(10, len(items)))][0],
+                        occurred_at=now - timedelta(minutes=minutes),
+                        event_id=f"bench-session-{number}-{k}",
+                    )
+                )
+    Event.objects.bulk_create(events)
+    serving.forget_active_set()
+    return cases, set_id
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def machine(load_at_start: float) -> list[str]:
+    from django import get_version
+    from django.core.cache import cache
+    from django.db import connection
+
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    kib = int(Path("/proc/meminfo").read_text().split()[1])
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        (pg,) = cursor.fetchone()
+        cursor.execute("SHOW shared_buffers")
+        (buffers,) = cursor.fetchone()
+    redis_version = cache._cache.get_client().info("server").get("redis_version", "?")
+    return [
+        f"{os.cpu_count()} CPUs ({model}), {kib / 1024**2:.0f} GiB RAM; 1-minute load average "
+        f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        f"Python {platform.python_version()}, Django {get_version()}, psycopg2 {psycopg2.__version__.split()[0]}, "
+        f"PostgreSQL {pg} (shared_buffers {buffers}), Redis {redis_version} (cache), all on this machine",
+    ]
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(
+            "| "
+            + " | ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
+            + " |"
+        )
+
+
+def report(
+    cases: dict[str, Case], loaded_at: datetime, args: argparse.Namespace, started: datetime, load: float
+) -> None:
+    print(f"serving benchmark, {started:%Y-%m-%d %H:%M} UTC; data loaded {loaded_at:%Y-%m-%d %H:%M} UTC")
+    for line in machine(load):
+        print(f"  {line}")
+    tags = re.findall(r'{% recommendations "(\w+)"', product_page_source())
+    print(f"  product page: {', '.join(tags)} as in {PRODUCT_PAGE.relative_to(ROOT)}")
+    print(
+        f"  {args.shoppers:,} shoppers, {args.products:,} products, {args.categories} categories, "
+        f"~{args.events_per_shopper:g} events per shopper; {args.iterations:,} timed iterations per case"
+        f" after {args.warmup} untimed"
+    )
+    header = ["case", "renders", "p50 ms", "p99 ms", "mean ms", "p50 / floor", "p99 / floor", "queries", "cache trips"]
+    rows = []
+    for case in cases.values():
+        floor50, floor99 = percentile(case.floor, 50), percentile(case.floor, 99)
+        for kind in ("floor", "miss", "hit", "flush"):
+            values = getattr(case, kind)
+            p50, p99 = percentile(values, 50), percentile(values, 99)
+            queries, trips = case.counts.get(kind, (float("nan"), float("nan")))
+            ratio = kind in ("miss", "hit")
+            rows.append(
+                [
+                    f"{case.name}: {kind}",
+                    f"{len(values):,}",
+                    f"{p50:.2f}",
+                    f"{p99:.2f}",
+                    f"{np.mean(values):.2f}",
+                    f"{p50 / floor50:.2f}" if ratio else "",
+                    f"{p99 / floor99:.2f}" if ratio else "",
+                    f"{queries:.1f}",
+                    f"{trips:.1f}",
+                ]
+            )
+    print_table(header, rows)
+    print(
+        "(miss: the shopper's version bumped first, every block built; hit: the same page again from the cache; "
+        "floor: per block one indexed StoredList read + get_products + block.html with the same items; flush: "
+        "the miss's impressions in one INSERT, written after the response in production. queries / cache trips: "
+        "per render, counted on a separate untimed pass.)"
+    )
+
+
+def main() -> int:
+    args = parse_args()
+    started_at, load = datetime.now(UTC), os.getloadavg()[0]
+    create_database(args.database_url)
+    setup_django(args)
+    from django.core.cache import cache
+    from django.core.management import call_command
+
+    from recommendations import serving
+
+    print(f"preparing {args.database_url} ...", file=sys.stderr)
+    call_command("migrate", interactive=False, verbosity=0)
+    check_cache_empty(args.cache_url, args.force)
+    marker = marker_for(args)
+    loaded_at = None if args.regenerate else data_in_place(args.database_url, marker)
+    if loaded_at is None:
+        loaded_at = load_data(args.database_url, args, marker)
+    else:
+        print("the data is already loaded; not regenerating", file=sys.stderr)
+    cache.clear()
+    try:
+        cases, set_id = prepare_run(args.seed, args)
+
+        def touch(shopper: str) -> None:
+            serving.touch_shoppers([shopper])
+
+        deadline = time.monotonic() + args.max_seconds
+        for case in cases.values():
+            print(f"{case.name}: first pass over {len(case.pages):,} pages ...", file=sys.stderr)
+            learn_blocks(case, touch)
+        for case in cases.values():
+            measure(case, list(range(args.warmup)), set_id, touch, record=False)
+        timed = list(range(args.warmup, args.warmup + args.iterations))
+        for start in range(0, len(timed), 100):  # the cases take turns, so a busy minute hits all of them
+            if time.monotonic() > deadline:
+                print("--max-seconds reached; reporting what was measured", file=sys.stderr)
+                break
+            for case in cases.values():
+                measure(case, timed[start : start + 100], set_id, touch, record=True)
+        for case in cases.values():
+            count_round_trips(case, timed[:100], set_id, touch)
+        report(cases, loaded_at, args, started_at, load)
+    finally:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM recommendations_event WHERE event_id LIKE 'bench-session-%%' OR event_type = 'impression'"
+            )
+        cache.clear()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
