@@ -1,7 +1,7 @@
 """Recommendation quality benchmark: every candidate side by side on one temporal split per data set.
 
-    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--split global|per_shopper] [--seed 0]
-                                      [--out FILE]
+    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--split global|per_shopper|both]
+                                      [--seed 0] [--out FILE]
 
 For each data set (bench/quality_data.py: the shop's own generator at two sizes, and MovieLens-100k from a PyPI
 wheel), one `temporal_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION, MAX_EVAL_SHOPPERS;
@@ -14,6 +14,10 @@ the mode is --split, default the SPLIT setting), then:
   factors, regularization and alpha are picked from a small grid by validation NDCG@10;
 - the engine's pick: `engine.training.choose` over the candidates' validation scores (the best one, or a blend of
   the best few when that scores higher), i.e. what a retrain would serve.
+
+Under each table, the pick's test NDCG@10 minus the best baseline's (and the best other row's) with the paired
+standard error. `--split both` runs each data set under both modes and adds a cross-check: each mode's pick, as a
+recipe (components and weights), refit on the other mode's train part and scored on its test set.
 
 Every row is measured on the TEST shoppers with `engine.metrics.evaluate` (k=10, history items masked): NDCG,
 Recall, HR, MRR, catalog coverage of the top-10 lists, recall on items without training events (cold), and the
@@ -39,6 +43,8 @@ import quality_data
 
 ROOT = quality_data.ROOT
 K = 10
+# The rows the engine's pick must beat (the issue's quality bar): the numpy baselines and the outside reference.
+BASELINES = ("popularity", "trending", "item_knn", "ease", "ease_recency", "implicit ALS (reference)")
 ALS_GRID: list[dict[str, float]] = [
     {"factors": 64, "regularization": 0.05, "alpha": alpha, "iterations": 15} for alpha in (1.0, 5.0, 20.0)
 ]
@@ -127,11 +133,12 @@ def _als_class() -> type:
 # ---- metrics -------------------------------------------------------------------------------------------------------
 
 
-def evaluate_test(recommender: Any, evalset: Any) -> dict[str, float]:
+def evaluate_test(recommender: Any, evalset: Any) -> dict[str, Any]:
     """`engine.metrics.evaluate` (the same batches, masking, top-k and accumulator), plus NDCG's standard error.
 
     The standard error (sd of per-shopper NDCG / sqrt(shoppers)) says which differences a table can resolve:
-    on MovieLens' 90 test shoppers it is several hundredths.
+    on MovieLens' 90 test shoppers (global split) it is several hundredths. "per_shopper" keeps each test shopper's
+    NDCG, in the evaluation set's order, for paired comparisons between rows.
     """
     from recommendations.engine.metrics import MetricAccumulator, eval_batches, top_k
 
@@ -146,9 +153,10 @@ def evaluate_test(recommender: Any, evalset: Any) -> dict[str, float]:
             if len(target):
                 hit = np.isin(row, target) & (row >= 0)
                 per_shopper.append(float(acc.discount[hit].sum() / acc.ideal[min(K, len(target)) - 1]))
-    result = acc.result()
     n = len(per_shopper)
+    result: dict[str, Any] = acc.result()
     result["ndcg_se"] = float(np.std(per_shopper, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    result["per_shopper"] = np.asarray(per_shopper)
     if n and abs(float(np.mean(per_shopper)) - result["ndcg"]) > 1e-9:
         raise AssertionError("per-shopper NDCG disagrees with the engine's accumulator")
     return result
@@ -211,6 +219,7 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     # ---- the engine's pick ------------------------------------------------------------------------------------------
     # What a retrain would serve: engine.training.choose over the same candidates' validation scores. Its fit
     # seconds are the components' plus the blend weight search. (Lead: if choose's signature changes, wire it here.)
+    choice = None
     try:
         from recommendations.engine.training import choose
 
@@ -223,7 +232,99 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     except Exception as exc:
         log(f"{data.name}: engine pick failed: {type(exc).__name__}: {exc}")
         rows.append(_row("**engine pick**", None, None, None, f"not run: {type(exc).__name__}: {exc}"))
-    return {"data": data, "split": split.stats(), "rows": rows, "seconds": time.perf_counter() - started}
+    return {
+        "data": data,
+        "split": {**split.stats(), **history_gap(split.validation)},
+        "rows": rows,
+        "versus": versus(rows),
+        "seconds": time.perf_counter() - started,
+        # For the cross-check (not printed): the split itself, the fitted candidates and the engine's choice.
+        "split_obj": split,
+        "results": results,
+        "choice": choice,
+    }
+
+
+def history_gap(evalset: Any) -> dict[str, float]:
+    """How long before the evaluated moment each validation history ends: its newest event's age from the cut.
+
+    Per shopper the cut is the first held-out event, so this tells whether validation asks for the rest of the
+    session the history ends in (minutes) or for a later visit (days), as a global cut mostly does.
+    """
+    history = evalset.history
+    if history.n_shoppers == 0:
+        return {}
+    ptr = history.indptr()
+    newest = np.minimum.reduceat(history.age_days, ptr[:-1]) if history.n_events else np.zeros(0)
+    return {
+        "history_gap_median_days": round(float(np.median(newest)), 2),
+        "history_gap_within_hour": round(float(np.mean(newest < 1 / 24)), 2),
+    }
+
+
+def cross_check(reports: dict[str, dict[str, Any]]) -> str:
+    """Each mode's pick as a recipe, refit on the other mode's train part, on the other mode's test shoppers.
+
+    Which split chooses better for serving is a question neither table answers alone, since each scores its own
+    pick on its own kind of held-out events.
+    """
+    from recommendations.engine.blend import Blend
+
+    lines = [
+        "| pick of | recipe | scored on | its NDCG@10 | that mode's own pick | its NDCG@10 | difference (paired SE) |",
+        "|---|---|---|---:|---|---:|---:|",
+    ]
+    for source, target in (("global", "per_shopper"), ("per_shopper", "global")):
+        mine, theirs = reports[source].get("choice"), reports[target].get("choice")
+        results = reports[target]["results"]
+        if mine is None or theirs is None or any(c not in results for c in mine.components):
+            continue
+        components = [results[c].recommender for c in mine.components]
+        recipe = components[0] if len(components) == 1 else Blend(components, mine.weights)
+        evalset = reports[target]["split_obj"].test
+        a, b = evaluate_test(recipe, evalset), evaluate_test(theirs.recommender, evalset)
+        diff = a["per_shopper"] - b["per_shopper"]
+        se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        weights = " + ".join(f"{w:.1f} {c}" for c, w in zip(mine.components, mine.weights, strict=True))
+        lines.append(
+            f"| {source} | {weights} | {target} test | {a['ndcg']:.4f} | {theirs.name} | {b['ndcg']:.4f} "
+            f"| {diff.mean():+.4f} ± {se:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def versus(rows: list[dict[str, Any]]) -> list[str]:
+    """The pick's test NDCG@10 minus the best baseline's and the best other row's, ± the paired standard error.
+
+    Paired: the same test shoppers score both rows, so the error of the difference is the sd of per-shopper
+    differences / sqrt(shoppers), smaller than either row's own error when the rows agree on who is easy.
+    """
+    measured = [r for r in rows if r["test"]]
+    pick = next((r for r in measured if r["label"].startswith("**engine pick**")), None)
+    if pick is None:
+        return []
+    chosen = pick["label"].partition(": ")[2]  # a single candidate's own row is the same model: not "other"
+    lines, compared = [], []
+    for what, pool in (
+        ("the best baseline", [r for r in measured if r["label"] in BASELINES]),
+        ("the best other row", [r for r in measured if r is not pick and r["label"] != chosen]),
+    ):
+        if not pool:
+            continue
+        best = max(pool, key=lambda r: r["test"]["ndcg"])
+        if best in compared:
+            continue
+        compared.append(best)
+        diff = pick["test"]["per_shopper"] - best["test"]["per_shopper"]
+        se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        z = abs(float(diff.mean())) / se if se else 0.0
+        side = "above" if diff.mean() > 0 else "below" if diff.mean() < 0 else "equal"
+        verdict = side + (", resolved" if z >= 2 else ", within noise")
+        lines.append(
+            f"Engine pick vs {what} ({best['label']}): {diff.mean():+.4f} ± {se:.4f} test NDCG@10 "
+            f"(paired standard error; {z:.1f} SE: {verdict})."
+        )
+    return lines
 
 
 def _als_row(dataset_name: str, split: Any, features: Any, seed: int) -> dict[str, Any]:
@@ -258,19 +359,21 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def table(report: dict[str, Any]) -> str:
+def table(report: dict[str, Any], title: str | None = None) -> str:
     data: quality_data.BenchData = report["data"]
     s = data.stats
     split = report["split"]
     lines = [
-        f"### {data.name}",
+        f"### {title or data.name}",
         "",
         f"Data: {data.source}.",
         f"{s['events']:,} training events from {s['shoppers']:,} shoppers on {s['items']:,} items "
         f"({s['items_with_events']:,} with events) over {s['days']} days; {split['mode']} split: "
         f"train {split['train_events']:,} events, validation {split['validation_shoppers']:,} shoppers, "
         f"test {split['test_shoppers']:,} shoppers "
-        f"({split['test_targets']:,} target items); data {s['seconds']} s, models {report['seconds']:.0f} s.",
+        f"({split['test_targets']:,} target items); data {s['seconds']} s, models {report['seconds']:.0f} s. "
+        f"A validation history ends a median {split.get('history_gap_median_days', 0):g} days before the moment "
+        f"evaluated ({split.get('history_gap_within_hour', 0):.0%} within the hour).",
         "",
         "| model | valid NDCG@10 | NDCG@10 | Recall@10 | HR@10 | MRR@10 | coverage | cold recall@10 | fit s | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -290,6 +393,8 @@ def table(report: dict[str, Any]) -> str:
             row["note"].replace("|", "/"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    if report.get("versus"):
+        lines += ["", *report["versus"]]
     return "\n".join(lines)
 
 
@@ -316,13 +421,9 @@ def header(args: argparse.Namespace, command: str) -> str:
             f"Run {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}, seed {args.seed}. Machine: 2 cores, no GPU "
             f"({os.cpu_count()} CPUs visible, {cpu}); Python {platform.python_version()}, numpy {np.__version__}, "
             f"scipy {scipy.__version__}, implicit {implicit.__version__}.",
-            f"Split: {args.split}. "
-            + (
-                "All metrics on the test shoppers (after the test cut: the newest 10 % of events), "
-                if args.split == "global"
-                else "All metrics on the test shoppers (each one's newest 10 % of events), "
-            )
-            + "k = 10, items already in a shopper's history masked; NDCG is given ± its standard error over "
+            f"Split: {args.split}. All metrics on the test shoppers (global split: the events after the test cut, "
+            "the newest 10 % of all; per_shopper: each evaluated shopper's own newest 10 %), "
+            "k = 10, items already in a shopper's history masked; NDCG is given ± its standard error over "
             "shoppers; *valid NDCG@10* is what the engine chooses by. *fit s* is `fit` alone (the engine "
             "pick: its components' fits plus the blend search).",
         ]
@@ -333,7 +434,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", default="small,medium,public", help="comma-separated: small, medium, public")
     parser.add_argument(
-        "--split", choices=["global", "per_shopper"], help="temporal split mode (default: the SPLIT setting)"
+        "--split",
+        choices=["global", "per_shopper", "both"],
+        help="temporal split mode (default: the SPLIT setting); both: each mode, then the cross-check",
     )
     parser.add_argument("--seed", type=int, default=0, help="generator, split sampling and ALS seed")
     parser.add_argument("--candidates", help="comma-separated candidate names (default: the CANDIDATES setting)")
@@ -359,12 +462,20 @@ def main() -> None:
     command = ".venv/bin/python bench/quality.py " + " ".join(sys.argv[1:])
     started = time.perf_counter()
     sections = [header(args, command.strip())]
+    modes = ["global", "per_shopper"] if args.split == "both" else [args.split]
     for name in args.datasets:
         log(f"{name}: loading")
         data = quality_data.load(name, args.seed)
         log(f"{name}: {data.stats}")
-        sections.append(table(run_dataset(data, args.seed, candidates, args.split)))
-        print(sections[-1] + "\n", file=sys.stderr, flush=True)
+        reports = {}
+        for mode in modes:
+            reports[mode] = run_dataset(data, args.seed, candidates, mode)
+            sections.append(table(reports[mode], title=f"{name}, {mode} split" if len(modes) > 1 else name))
+            print(sections[-1] + "\n", file=sys.stderr, flush=True)
+        if len(modes) > 1:
+            sections.append(f"### {name}: cross-check\n\n{cross_check(reports)}")
+            print(sections[-1] + "\n", file=sys.stderr, flush=True)
+        reports.clear()  # the fitted models of one data set are not needed for the next
     sections.append(f"Total wall time {time.perf_counter() - started:.0f} s.")
     markdown = "\n\n".join(sections) + "\n"
     print(markdown)
