@@ -92,9 +92,10 @@ DEFAULTS: dict[str, Any] = {
     "TITLES": {},
     # The surfaces. Each key may be overridden alone (RECOMMENDATIONS["PLACEMENTS"]["similar"]["size"] = 4 keeps the
     # rest). size: items per block; allow_bought: may show what the shopper bought; max_per_category /
-    # max_per_brand: diversity caps (0 = none); fallback: what fills a short block, in order (similar = the page
-    # product's similar list, trending_category = trending in the page's category, trending, popular). The
-    # personal-history surfaces have no fallback: they render nothing rather than pretend.
+    # max_per_brand: diversity caps (0 = none); fallback: what fills a short block, in order (rules = the cold-start
+    # rules staff set in the admin, similar = the page product's similar list, trending_category = trending in the
+    # page's category, trending, popular). The personal-history surfaces have no fallback: they render nothing rather
+    # than pretend. After the first migrate, each placement's row in the admin (seeded from this) takes precedence.
     "PLACEMENTS": {
         "for_you": {
             "title": "Recommended for you",
@@ -102,7 +103,7 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": False,
             "max_per_category": 3,
             "max_per_brand": 3,
-            "fallback": ["trending_category", "trending", "popular"],
+            "fallback": ["rules", "trending_category", "trending", "popular"],
         },
         "similar": {
             "title": "Similar products",
@@ -110,7 +111,7 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": False,
             "max_per_category": 0,
             "max_per_brand": 3,
-            "fallback": ["trending_category", "trending", "popular"],
+            "fallback": ["rules", "trending_category", "trending", "popular"],
         },
         "bought_together": {
             "title": "Frequently bought together",
@@ -118,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": False,
             "max_per_category": 0,
             "max_per_brand": 2,
-            "fallback": ["similar", "trending_category", "trending", "popular"],
+            "fallback": ["rules", "similar", "trending_category", "trending", "popular"],
         },
         "trending": {
             "title": "Trending now",
@@ -126,7 +127,7 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": True,
             "max_per_category": 3,
             "max_per_brand": 3,
-            "fallback": ["trending_category", "popular"],
+            "fallback": ["rules", "trending_category", "popular"],
         },
         "recently_viewed": {
             "title": "Recently viewed",
@@ -303,7 +304,7 @@ def _check_purchase_settings(user: dict[str, Any]) -> list[Error]:
     ]
 
 
-FALLBACK_STEPS = ("similar", "trending_category", "trending", "popular")
+FALLBACK_STEPS = ("rules", "similar", "trending_category", "trending", "popular")
 PLACEMENT_INT_KEYS = ("size", "max_per_category", "max_per_brand")
 
 

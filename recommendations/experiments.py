@@ -147,8 +147,12 @@ def assign(placement: str, shopper: str) -> Arm | None:
     """The arm this shopper sees in this placement, or None when no experiment runs there or the shopper is unknown."""
     if not shopper:
         return None
-    variants = running_for(placement)
-    if not variants:
+    return arm_for(running_for(placement), shopper)
+
+
+def arm_for(variants: list[dict[str, Any]] | None, shopper: str) -> Arm | None:
+    """`assign` over variants already read (serving reads them with the rules bundle)."""
+    if not variants or not shopper:
         return None
     point = bucket_point(variants[0]["salt"], shopper)
     chosen = next((v for v in variants if point < v["upper"]), variants[-1])
@@ -156,7 +160,10 @@ def assign(placement: str, shopper: str) -> Arm | None:
 
 
 def flush() -> None:
+    from recommendations import rules
+
     cache.delete(CACHE_KEY)
+    rules.flush()  # serving reads experiments through the rules bundle and its version
 
 
 @receiver(post_save, sender=Experiment)

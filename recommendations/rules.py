@@ -155,10 +155,7 @@ def cold_start_rows() -> list[dict[str, Any]]:
 
 def matching_rule(placement: str, audience: Audience, now: datetime | None = None) -> dict[str, Any] | None:
     """The highest-priority live cold-start rule for this placement and shopper, or None."""
-    for rule in _for_placement(_live(cold_start_rows(), now or timezone.now()), placement):
-        if _matches(rule, audience):
-            return rule
-    return None
+    return matching_rule_in(cold_start_rows(), placement, audience, now)
 
 
 def rule_candidates(rule: dict[str, Any], category: str, limit: int) -> list[Candidate]:
@@ -253,7 +250,7 @@ def merchandising_rows() -> list[dict[str, Any]]:
 
 
 def live_merchandising(placement: str, now: datetime | None = None) -> list[dict[str, Any]]:
-    return _for_placement(_live(merchandising_rows(), now or timezone.now()), placement)
+    return merchandising_in(merchandising_rows(), placement, now)
 
 
 def _hits(rule: dict[str, Any], profile: tuple[Any, ...] | None, product_id: str) -> bool:
@@ -364,11 +361,75 @@ def rotate(pool: list[str], shopper: str, count: int) -> list[str]:
     return [pool[(start + i) % len(pool)] for i in range(min(count, len(pool)))]
 
 
-# -- cache flushing -----------------------------------------------------------------------------------------------
+# -- the bundle serving reads, and cache flushing -------------------------------------------------------------------
+
+
+VERSION_KEY = "recommendations:rules:version"
+
+
+@dataclass
+class Bundle:
+    """Every tunable serving reads, as of one version stamp: placements, cold-start and merchandising rules, and the
+    running experiments."""
+
+    version: str
+    placements: dict[str, dict[str, Any]]
+    cold_start: list[dict[str, Any]]
+    merchandising: list[dict[str, Any]]
+    experiments: dict[str, list[dict[str, Any]]]
+
+
+_local: dict[str, Bundle] = {}
+
+
+def version_from(value: Any) -> str:
+    return str(value or "0")
+
+
+def bundle(version: str) -> Bundle:
+    """The tunables at `version` (read with the block cache, in the same round trip). A process keeps the last bundle
+    and reads the rows again only when the version moved, so a rule saved in the admin shows on the next page in every
+    process, and an unchanged one costs no cache read at all."""
+    held = _local.get("bundle")
+    if held is not None and held.version == version:
+        return held
+    from recommendations import experiments
+
+    fresh = Bundle(
+        version=version,
+        placements=placement_rows(),
+        cold_start=cold_start_rows(),
+        merchandising=merchandising_rows(),
+        experiments=experiments._running(),
+    )
+    _local["bundle"] = fresh
+    return fresh
+
+
+def current_bundle() -> Bundle:
+    return bundle(version_from(cache.get(VERSION_KEY)))
+
+
+def matching_rule_in(
+    rows: list[dict[str, Any]], placement: str, audience: Audience, now: datetime | None = None
+) -> dict[str, Any] | None:
+    for rule in _for_placement(_live(rows, now or timezone.now()), placement):
+        if _matches(rule, audience):
+            return rule
+    return None
+
+
+def merchandising_in(rows: list[dict[str, Any]], placement: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    return _for_placement(_live(rows, now or timezone.now()), placement)
 
 
 def flush() -> None:
+    """Forget the cached rows and move the version, so every process and every cached block sees the change."""
+    import time
+
     cache.delete_many([PLACEMENTS_KEY, COLD_START_KEY, MERCHANDISING_KEY])
+    cache.set(VERSION_KEY, str(time.time_ns()), None)
+    _local.pop("bundle", None)
 
 
 @receiver(post_save, sender=Placement)
@@ -378,4 +439,8 @@ def flush() -> None:
 @receiver(post_save, sender=MerchandisingRule)
 @receiver(post_delete, sender=MerchandisingRule)
 def _flush_on_change(sender: Any, **kwargs: Any) -> None:
+    # Now, and again after commit: a reader between the two would otherwise cache the old rows.
+    from django.db import transaction
+
     flush()
+    transaction.on_commit(flush)

@@ -31,7 +31,7 @@ from typing import Any
 from django.core.cache import cache
 from django.utils import timezone
 
-from recommendations import catalog
+from recommendations import catalog, experiments, rules
 from recommendations.conf import rec_settings
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
 
@@ -56,7 +56,8 @@ class Recommendation:
     reason: str = ""
     product: Any = None
     reason_text: str = ""
-    source: str = ""  # the stage that produced it: stored, session, history, trending, popular
+    source: str = ""  # the stage that produced it: stored, session, history, trending, popular, rule:<id>, ...
+    rules: list[str] = field(default_factory=list)  # merchandising rules that moved or pinned it
 
 
 @dataclass
@@ -66,11 +67,13 @@ class Block:
     recommendation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     source: str = "stored"
     title: str = ""
+    variant: str = ""  # the experiment arm that served it ("<experiment id>:<variant>"), stamped on its impression
+    model: str = ""  # what produced the candidates: "serving model", "run #12", "trending", ...
 
 
 @dataclass(frozen=True)
 class Placement:
-    """How one surface behaves; defaults in conf.PLACEMENTS, overridable per key in settings."""
+    """How one surface behaves: conf.PLACEMENTS, overridden per field by its row in the admin (models.Placement)."""
 
     name: str
     title: str
@@ -79,22 +82,33 @@ class Placement:
     max_per_category: int  # 0: no cap
     max_per_brand: int
     fallback: tuple[str, ...]
+    enabled: bool = True
+    strategy: str = "model"
+    exploration_share: float = 0.0
+    exploration_max_age_days: int = 14
 
 
-def placement_config(name: str) -> Placement:
+def placement_config(name: str, tunables: rules.Bundle | None = None) -> Placement:
     configured = rec_settings.PLACEMENTS
     if name not in configured:
         raise UnknownPlacement(name)
-    raw = configured[name]
-    title = rec_settings.TITLES.get(name) or raw.get("title", "")
+    raw = {**configured[name]}
+    row = (tunables or rules.current_bundle()).placements.get(name)
+    if row is not None:
+        raw.update({key: value for key, value in row.items() if key != "title" or value})
+    title = rec_settings.TITLES.get(name) if row is None or not row.get("title") else row["title"]
     return Placement(
         name=name,
-        title=str(title),
+        title=str(title or raw.get("title", "")),
         size=int(raw.get("size", rec_settings.BLOCK_SIZE)),
         allow_bought=bool(raw.get("allow_bought", False)),
         max_per_category=int(raw.get("max_per_category", 0) or 0),
         max_per_brand=int(raw.get("max_per_brand", 0) or 0),
         fallback=tuple(raw.get("fallback", ())),
+        enabled=bool(raw.get("enabled", True)),
+        strategy=str(raw.get("strategy") or "model"),
+        exploration_share=float(raw.get("exploration_share") or 0.0),
+        exploration_max_age_days=int(raw.get("exploration_max_age_days") or 14),
     )
 
 
@@ -116,6 +130,7 @@ class RenderPass:
 
     set_id: int | None = None
     set_known: bool = False
+    rules_version: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     states: dict[str, ShopperState] = field(default_factory=dict)
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
@@ -274,6 +289,7 @@ class ShopperState:
     cart: set[str] = field(default_factory=set)
     viewed: list[tuple[str, datetime]] = field(default_factory=list)  # distinct, newest first
     bought: dict[str, list[datetime]] = field(default_factory=dict)  # product -> purchase times, newest first
+    n_events: int = 0  # events read (at most RECENT_EVENTS): what "shoppers with fewer than N events" rules ask
 
 
 def shopper_state(shopper: str) -> ShopperState:
@@ -297,6 +313,7 @@ def _read_shopper_state(shopper: str) -> ShopperState:
         .order_by("-occurred_at", "-pk")
         .values_list("product_id", "event_type", "occurred_at")[:RECENT_EVENTS]
     )
+    state.n_events = len(rows)
     now = timezone.now()
     session_start = now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
     cart_start = now - timedelta(days=float(rec_settings.CART_DAYS))
@@ -376,6 +393,7 @@ class Request:
     exclude: frozenset[str] = frozenset()
     cart: frozenset[str] | None = None  # None: derived from the shopper's events
     limit: int | None = None
+    campaign: str = ""
 
 
 Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source)
@@ -390,9 +408,15 @@ def recommend(
     exclude: Iterable[str] = (),
     cart: Iterable[str] | None = None,
     limit: int | None = None,
+    campaign: str = "",
+    preview: bool = False,
 ) -> Block:
-    """A block for `placement`; raises UnknownPlacement for a name not configured, never anything else."""
-    config = placement_config(placement)
+    """A block for `placement`; raises UnknownPlacement for a name not configured, never anything else.
+
+    `preview` builds afresh (no cached block is read or written) for the admin's "what does this shopper see".
+    """
+    if placement not in rec_settings.PLACEMENTS:
+        raise UnknownPlacement(placement)
     req = Request(
         placement=placement,
         shopper=shopper or "",
@@ -401,23 +425,36 @@ def recommend(
         exclude=frozenset(str(p) for p in exclude),
         cart=None if cart is None else frozenset(str(p) for p in cart),
         limit=limit,
+        campaign=campaign or "",
     )
-    size = max(1, min(int(limit or config.size), 50))
-    block = Block(placement, title=config.title)
+    block = Block(placement)
+    config: Placement | None = None
     try:
         with render_pass():
-            cache_key, stamp, cached = _cached_block(req, size)
-            if cached is not None:
-                block.source = cached["source"]
+            cache_key, stamp, cached = _cached_block(req)
+            if cached is not None and not preview:
+                block.source, block.title = cached["source"], cached["title"]
+                block.variant, block.model = cached.get("variant", ""), cached.get("model", "")
                 block.items = [Recommendation(*row) for row in cached["items"]]
                 return block
-            _build(block, req, config, size)
+            tunables = rules.bundle(stamp[2])
+            config = placement_config(placement, tunables)
+            block.title = config.title
+            if config.enabled:
+                _build(block, req, config, _size(req, config), tunables)
+            if preview:
+                return block
             cache.set(
                 cache_key,
                 {
                     "stamp": stamp,
                     "source": block.source,
-                    "items": [(i.product_id, i.score, i.reason, None, i.reason_text, i.source) for i in block.items],
+                    "title": block.title,
+                    "variant": block.variant,
+                    "model": block.model,
+                    "items": [
+                        (i.product_id, i.score, i.reason, None, i.reason_text, i.source, i.rules) for i in block.items
+                    ],
                 },
                 int(rec_settings.BLOCK_CACHE_SECONDS),
             )
@@ -426,16 +463,36 @@ def recommend(
             "%s failed for product %r, shopper %r; serving fallback", placement, req.product_id, req.shopper
         )
         block.source = "fallback"
-        block.items = _safe_fallback(config, size, req)
+        try:
+            config = config or placement_config(placement)
+        except Exception:
+            config = None
+        block.title = block.title or (config.title if config else "")
+        block.items = _safe_fallback(config, _size(req, config), req) if config else []
     return block
 
 
-def _build(block: Block, req: Request, config: Placement, size: int) -> None:
+def _size(req: Request, config: Placement | None) -> int:
+    default = config.size if config is not None else rec_settings.BLOCK_SIZE
+    return max(1, min(int(req.limit or default), 50))
+
+
+def _build(block: Block, req: Request, config: Placement, size: int, tunables: rules.Bundle) -> None:
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
     state = shopper_state(req.shopper) if req.shopper else ShopperState()
-    # The product's category is looked up only if a fallback step needs it: most blocks fill before.
+    # The product's category is looked up only if a step needs it: most blocks fill before.
     context_category: str | None = req.category if req.category or not req.product_id else None
-    candidates = SOURCES[config.name](req, state) if config.name in SOURCES else []
+
+    def page_category() -> str:
+        nonlocal context_category
+        if context_category is None:
+            profile = _profiles([req.product_id]).get(req.product_id)
+            context_category = profile[0] if profile else ""
+        return context_category
+
+    arm = experiments.arm_for(tunables.experiments.get(config.name), req.shopper)
+    block.variant = arm.stamp if arm is not None else ""
+    candidates, block.model = _candidates(req, state, config, arm)
     if time.monotonic() > deadline:
         logger.warning(
             "%s over its %s ms budget after candidates; filling from shared lists",
@@ -443,6 +500,12 @@ def _build(block: Block, req: Request, config: Placement, size: int) -> None:
             rec_settings.SERVING_BUDGET_MS,
         )
         candidates = []
+    merchandising = rules.merchandising_in(tunables.merchandising, config.name)
+    pins: dict[int, str] = {}
+    notes: dict[str, list[str]] = {}
+    if merchandising and candidates:
+        profiles = _profiles([c[0] for c in candidates[: max(size * 8, 64)]])
+        candidates, pins, notes = rules.apply_merchandising(candidates, merchandising, profiles)
     blocked = set(req.exclude)
     if req.product_id:
         blocked.add(req.product_id)
@@ -450,18 +513,111 @@ def _build(block: Block, req: Request, config: Placement, size: int) -> None:
     if not config.allow_bought:
         blocked |= set(state.bought)
     picker = _Picker(size, blocked, config, category_cap=0 if req.category else config.max_per_category)
+    picker.excluding = merchandising
     picker.offer(candidates)
     block.source = "stored" if picker.chosen else "fallback"
     for step in config.fallback:
         if picker.full:
             break
-        if context_category is None and step == "trending_category":
-            profile = _profiles([req.product_id]).get(req.product_id)
-            context_category = profile[0] if profile else ""
-        picker.offer(_fallback_candidates(step, size + len(blocked), context_category or "", req.product_id))
+        if step == "rules":
+            audience = rules.Audience(
+                shopper=req.shopper,
+                n_events=state.n_events,
+                n_purchases=len(state.bought),
+                category=page_category() if _needs_category(tunables.cold_start) else "",
+                campaign=req.campaign,
+            )
+            rule = rules.matching_rule_in(tunables.cold_start, config.name, audience)
+            if rule is not None:
+                picker.offer(rules.rule_candidates(rule, page_category(), size + len(blocked)))
+            continue
+        category = page_category() if step == "trending_category" else ""
+        picker.offer(_fallback_candidates(step, size + len(blocked), category, req.product_id))
     picker.relax()
-    block.items = picker.chosen
+    items = picker.chosen
+    if pins:
+        items = _pin(items, pins, picker, size)
+    if config.exploration_share > 0:
+        items = _explore(items, config, req, picker, size)
+    for item in items:
+        item.rules = notes.get(item.product_id, [])
+    block.items = items[:size]
     _name_reasons(block.items)
+
+
+def _needs_category(cold_start: list[dict[str, Any]]) -> bool:
+    return any(r["audience"] == "category" for r in cold_start)
+
+
+def _candidates(
+    req: Request, state: ShopperState, config: Placement, arm: experiments.Arm | None
+) -> tuple[list[Candidate], str]:
+    """The placement's own candidates, or what its strategy (or the shopper's experiment arm) says instead."""
+    strategy = arm.strategy if arm is not None else config.strategy
+    if strategy in STRATEGY_SOURCES:
+        return STRATEGY_SOURCES[strategy](req), strategy
+    if strategy == "model_version" and arm is not None and arm.training_run_id and config.name == "for_you":
+        # Lists a precompute wrote for the arm's model; until one has, the serving model's (and say so).
+        rows = stored_items(f"for_you@run{arm.training_run_id}", req.shopper) if req.shopper else []
+        if rows:
+            return _as_candidates(rows, "stored"), f"run #{arm.training_run_id}"
+    source = SOURCES.get(config.name)
+    return (source(req, state) if source is not None else []), "serving model"
+
+
+def _strategy_newest(req: Request) -> list[Candidate]:
+    rows = rules.rule_candidates(
+        {"id": "newest", "source": "newest", "source_value": "", "source_days": None, "updated_at": "", "products": []},
+        req.category,
+        50,
+    )
+    return [(pid, score, "new", "newest") for pid, score, _, _ in rows]
+
+
+STRATEGY_SOURCES: dict[str, Callable[[Request], list[Candidate]]] = {
+    "trending": lambda req: _fallback_candidates("trending", 50, "", ""),
+    "popular": lambda req: _fallback_candidates("popular", 50, "", ""),
+    "newest": _strategy_newest,
+}
+
+
+def _pin(items: list[Recommendation], pins: dict[int, str], picker: _Picker, size: int) -> list[Recommendation]:
+    """Put pinned products at their 1-based positions (a pin to a product that cannot be shown is skipped)."""
+    items = list(items)
+    for position in sorted(pins):
+        pid = pins[position]
+        existing = next((i for i in items if i.product_id == pid), None)
+        if existing is None:
+            profile = _profiles([pid]).get(pid)
+            if profile is None or not (profile[2] and profile[3]) or pid in picker.initially_blocked:
+                continue
+            existing = Recommendation(product_id=pid, score=0.0, reason="featured", source="pinned")
+        else:
+            items.remove(existing)
+        items.insert(min(position - 1, len(items)), existing)
+    return items[:size]
+
+
+def _explore(
+    items: list[Recommendation], config: Placement, req: Request, picker: _Picker, size: int
+) -> list[Recommendation]:
+    """Give a share of the slots to young products with no events yet, a different few per shopper and day."""
+    slots = rules.exploration_slots(size, config.exploration_share)
+    if not slots:
+        return items
+    shown = {i.product_id for i in items}
+    pool = [
+        pid
+        for pid in rules.exploration_pool(config.exploration_max_age_days)
+        if pid not in shown and pid not in picker.initially_blocked
+    ]
+    picks = rules.rotate(pool, req.shopper or "anonymous", len(slots))
+    items = list(items)
+    for slot, pid in zip(slots, picks, strict=False):
+        items.insert(
+            min(slot, len(items)), Recommendation(product_id=pid, score=0.0, reason="new", source="exploration")
+        )
+    return items[:size]
 
 
 class _Picker:
@@ -472,6 +628,8 @@ class _Picker:
         self.blocked = set(blocked)
         self.config = config
         self.category_cap = category_cap  # none for a block scoped to one category: it is all one category
+        self.initially_blocked = frozenset(blocked)  # the filters' verdict, for pins and exploration
+        self.excluding: list[dict[str, Any]] = []  # merchandising rules; their excludes hold for fallback items too
         self.chosen: list[Recommendation] = []
         self.deferred: list[Recommendation] = []  # over a diversity cap: used only if nothing else fills the block
         self.per_category: dict[str, int] = defaultdict(int)
@@ -499,6 +657,8 @@ class _Picker:
                 profile = profiles.get(pid)
                 if profile is None or not (profile[2] and profile[3]):
                     continue
+                if self.excluding and rules.excluded_by(self.excluding, profile, pid):
+                    continue
                 self.blocked.add(pid)
                 item = Recommendation(product_id=pid, score=float(score), reason=reason, source=source)
                 category, brand = profile[0], profile[1]
@@ -518,7 +678,7 @@ class _Picker:
             self.chosen.append(self.deferred.pop(0))
 
 
-Profile = tuple[str, str, bool, bool, str]  # (category, brand, active, in stock, name)
+Profile = tuple[str, str, bool, bool, str, Any]  # (category, brand, active, in stock, name, price)
 
 
 def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str, Profile]:
@@ -531,10 +691,10 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
     if wanted:
         found = {
-            pid: (cat, brand, active, stock, name)
-            for pid, cat, brand, active, stock, name in ProductProfile.objects.filter(
+            pid: (cat, brand, active, stock, name, price)
+            for pid, cat, brand, active, stock, name, price in ProductProfile.objects.filter(
                 product_id__in=wanted
-            ).values_list("product_id", "category", "brand", "active", "in_stock", "name")
+            ).values_list("product_id", "category", "brand", "active", "in_stock", "name", "price")
         }
         if memo is None:
             return {pid: found[pid] for pid in ids if pid in found}
@@ -723,7 +883,11 @@ SOURCES: dict[str, Callable[[Request, ShopperState], list[Candidate]]] = {
 
 def _anchors(reasons: Iterable[str]) -> set[str]:
     """The products that reason codes name ("because:<id>", "together:<id>", ...)."""
-    return {reason.split(":", 1)[1] for reason in reasons if ":" in reason and not reason.startswith("trending:")}
+    return {
+        reason.split(":", 1)[1]
+        for reason in reasons
+        if ":" in reason and reason.split(":", 1)[0] in ("because", "session", "together", "similar")
+    }
 
 
 def _name_reasons(items: list[Recommendation]) -> None:
@@ -754,6 +918,9 @@ def reason_text(reason: str, names: dict[str, str]) -> str:
         "for_you": "Picked for your taste",
         "viewed": "You viewed this",
         "repeat": "You bought this before",
+        "new": "New arrival",
+        "featured": "Featured",
+        "rule": "Selected for you",
     }.get(kind, "")
 
 
@@ -799,32 +966,45 @@ def _key(*parts: Any) -> str:
     return f"recommendations:{raw}"
 
 
-def _block_key(req: Request, size: int) -> str:
+def _block_key(req: Request) -> str:
     """Per shopper; the shared lists underneath are cached apart.
 
-    Every block depends on the shopper (bought items, cart, session), so no shopper's block is ever served to
-    another; an anonymous request without a shopper gets the shared key. The active set and the shopper's version
-    are not in the key but stamped in the value (`_cached_block`).
+    Every block depends on the shopper (bought items, cart, session, experiment arm), so no shopper's block is ever
+    served to another; an anonymous request without a shopper gets the shared key. The active set, the shopper's
+    version and the rules' version are not in the key but stamped in the value (`_cached_block`).
     """
     digest = hashlib.sha256(
-        "|".join([",".join(sorted(req.exclude)), "-" if req.cart is None else ",".join(sorted(req.cart))]).encode()
+        "|".join(
+            [
+                ",".join(sorted(req.exclude)),
+                "-" if req.cart is None else ",".join(sorted(req.cart)),
+                req.campaign,
+            ]
+        ).encode()
     ).hexdigest()[:16]
-    return _key("block", req.placement, req.shopper, req.product_id, req.category, size, digest)
+    return _key("block", req.placement, req.shopper, req.product_id, req.category, req.limit or 0, digest)
 
 
-def _cached_block(req: Request, size: int) -> tuple[str, tuple[int, str], dict[str, Any] | None]:
-    """The block's key, the stamp it must carry to be current (active set, shopper version) and the cached block if
-    it is. One round trip reads all three (the version and set come from the pass when an earlier block read them);
-    a new event still retires every cached block of the shopper, since its version no longer matches."""
-    key = _block_key(req, size)
+def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, Any] | None]:
+    """The block's key, the stamp it must carry to be current (active set, shopper version, rules version) and the
+    cached block if it is. One round trip reads all of them (the versions and set come from the pass when an earlier
+    block read them); a new event, a new set or a rule saved in the admin retires the cached blocks it affects."""
+    key = _block_key(req)
     memo = _current_pass.get() or RenderPass()
     version_key = _key("shopper", req.shopper) if req.shopper and req.shopper not in memo.versions else None
-    wanted = [key, *([] if memo.set_known else [ACTIVE_SET_CACHE_KEY]), *([version_key] if version_key else [])]
+    wanted = [
+        key,
+        *([] if memo.set_known else [ACTIVE_SET_CACHE_KEY]),
+        *([version_key] if version_key else []),
+        *([] if memo.rules_version is not None else [rules.VERSION_KEY]),
+    ]
     found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
     if not memo.set_known:
         memo.set_id, memo.set_known = _active_set_from(found.get(ACTIVE_SET_CACHE_KEY)), True
     if version_key:
         memo.versions[req.shopper] = str(found.get(version_key) or "0")
-    stamp = (memo.set_id or 0, memo.versions[req.shopper] if req.shopper else "0")
+    if memo.rules_version is None:
+        memo.rules_version = rules.version_from(found.get(rules.VERSION_KEY))
+    stamp = (memo.set_id or 0, memo.versions[req.shopper] if req.shopper else "0", memo.rules_version)
     cached = found.get(key)
     return key, stamp, cached if cached is not None and cached.get("stamp") == stamp else None

@@ -17,9 +17,19 @@ from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations import catalog, serving, tracking
+from recommendations import catalog, experiments, serving, tracking
 from recommendations.conf import rec_settings
-from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
+from recommendations.models import (
+    ColdStartRule,
+    Event,
+    Experiment,
+    ExperimentVariant,
+    MerchandisingRule,
+    Placement,
+    ProductProfile,
+    RecommendationSet,
+    StoredList,
+)
 from tests.factories import make_brand, make_category, make_product, make_user
 
 pytestmark = pytest.mark.django_db
@@ -168,11 +178,16 @@ def test_bought_products_come_back_only_where_the_placement_allows(shop):
 # -- diversity and fill -------------------------------------------------------------------------------------------
 
 
-def test_the_diversity_cap_spreads_a_block_over_categories_and_brands(shop, settings):
-    settings.RECOMMENDATIONS = {
-        **settings.RECOMMENDATIONS,
-        "PLACEMENTS": {"for_you": {"max_per_category": 2, "max_per_brand": 0}},
-    }
+def tune(name: str, **fields) -> None:
+    """Change a placement as staff do in the admin (its row overrides the settings)."""
+    row = Placement.objects.get(name=name)
+    for key, value in fields.items():
+        setattr(row, key, value)
+    row.save()
+
+
+def test_the_diversity_cap_spreads_a_block_over_categories_and_brands(shop):
+    tune("for_you", max_per_category=2, max_per_brand=0)
     v = visitor()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
     lists(for_you={f"v:{v}": ranked})
@@ -180,11 +195,8 @@ def test_the_diversity_cap_spreads_a_block_over_categories_and_brands(shop, sett
     assert got == [str(shop[n].pk) for n in ("Pan", "Pot", "Rake", "Hoe")]
 
 
-def test_a_cap_that_would_leave_the_block_short_gives_way(shop, settings):
-    settings.RECOMMENDATIONS = {
-        **settings.RECOMMENDATIONS,
-        "PLACEMENTS": {"for_you": {"max_per_brand": 1, "max_per_category": 0, "fallback": []}},
-    }
+def test_a_cap_that_would_leave_the_block_short_gives_way(shop):
+    tune("for_you", max_per_brand=1, max_per_category=0, fallback=[])
     v = visitor()
     lists(for_you={f"v:{v}": [(shop[n], 3 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
     assert ids(serving.recommend("for_you", shopper=f"v:{v}", limit=3)) == [
@@ -414,3 +426,147 @@ def test_a_click_outside_the_window_attributes_nothing(shop):
     assert event.recommendation_id == ""
     another = tracking.build_event("add_to_cart", visitor_id=visitor(), product_id=str(shop["Pan"].pk))
     assert tracking.attribute([another]) == 0, "another shopper's click never counts"
+
+
+# -- what staff tune: placements, cold-start and merchandising rules, exploration, experiments -----------------
+
+
+def test_a_cold_start_rule_changes_what_an_anonymous_visitor_sees_and_leaves_shoppers_with_a_list_alone(shop):
+    lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
+    ColdStartRule.objects.create(
+        name="garden week",
+        audience="anonymous",
+        source="hand_picked",
+        products=[str(shop["Shears"].pk), str(shop["Hose"].pk)],
+        placements=["for_you"],
+    )
+    anonymous = serving.recommend("for_you", shopper=f"v:{visitor()}", limit=2)
+    assert ids(anonymous) == [str(shop["Shears"].pk), str(shop["Hose"].pk)]
+    assert {i.source for i in anonymous.items} == {f"rule:{ColdStartRule.objects.get().pk}"}
+    member = make_user()
+    other = serving.recommend("for_you", shopper=f"u:{member.pk}", limit=2)
+    assert ids(other) == [str(shop["Pan"].pk), str(shop["Pot"].pk)], "the rule is for anonymous visitors only"
+    elsewhere = serving.recommend("trending", shopper=f"v:{visitor()}", limit=2)
+    assert ids(elsewhere) == [str(shop["Pan"].pk), str(shop["Pot"].pk)], "the rule is for for_you only"
+
+
+def test_a_rule_outside_its_window_or_outranked_does_not_apply(shop):
+    now = timezone.now()
+    ColdStartRule.objects.create(
+        name="later",
+        source="hand_picked",
+        products=[str(shop["Hoe"].pk)],
+        starts_at=now + timedelta(days=1),
+        priority=5,
+    )
+    ColdStartRule.objects.create(name="low", source="hand_picked", products=[str(shop["Rake"].pk)], priority=1)
+    ColdStartRule.objects.create(name="high", source="hand_picked", products=[str(shop["Kettle"].pk)], priority=3)
+    assert ids(serving.recommend("for_you", shopper=f"v:{visitor()}", limit=1)) == [str(shop["Kettle"].pk)]
+
+
+def test_a_campaign_rule_applies_to_visits_from_that_campaign(shop, client):
+    ColdStartRule.objects.create(
+        name="spring",
+        audience="campaign",
+        audience_value="spring",
+        source="brand",
+        source_value="Leaf",
+        placements=["for_you"],
+    )
+    html = client.get(reverse("home") + "?utm_campaign=spring").content.decode()
+    got = rendered_ids(block_html(html, "for_you"))
+    assert set(got[:3]) == {str(shop[n].pk) for n in ("Rake", "Hoe", "Hose")}
+    later = client.get(reverse("home")).content.decode()  # the visit remembers its campaign
+    assert rendered_ids(block_html(later, "for_you"))[:3] == got[:3]
+    plain = Client().get(reverse("home")).content.decode()
+    assert rendered_ids(block_html(plain, "for_you"))[:3] != got[:3]
+
+
+def test_merchandising_excludes_boosts_and_pins_and_names_the_rule(shop):
+    v = visitor()
+    ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
+    lists(for_you={f"v:{v}": ranked}, trending={"": [(shop["Pot"], 9, "trending"), (shop["Shears"], 1, "trending")]})
+    MerchandisingRule.objects.create(
+        name="no pots", action="exclude", target="product", target_value=str(shop["Pot"].pk)
+    )
+    MerchandisingRule.objects.create(
+        name="garden up", action="boost", target="category", target_value="garden", strength=10, placements=["for_you"]
+    )
+    MerchandisingRule.objects.create(
+        name="shears first", action="pin", target="product", target_value=str(shop["Shears"].pk), position=1
+    )
+    block = serving.recommend("for_you", shopper=f"v:{v}", limit=5)
+    got = ids(block)
+    assert got[0] == str(shop["Shears"].pk)
+    assert got[1:3] == [str(shop["Rake"].pk), str(shop["Hoe"].pk)]
+    assert str(shop["Pot"].pk) not in got
+    assert block.items[0].rules == ["shears first"] and block.items[1].rules == ["garden up"]
+    assert str(shop["Pot"].pk) not in ids(serving.recommend("trending", limit=8)), "excluded from fallback lists too"
+
+
+def test_a_disabled_placement_renders_nothing_and_a_strategy_replaces_the_model(shop):
+    v = visitor()
+    lists(
+        for_you={f"v:{v}": [(shop["Pan"], 1.0, "for_you")]},
+        trending={"": [(shop["Hose"], 9, "trending"), (shop["Rake"], 8, "trending")]},
+    )
+    tune("for_you", strategy="trending")
+    block = serving.recommend("for_you", shopper=f"v:{v}", limit=2)
+    assert ids(block) == [str(shop["Hose"].pk), str(shop["Rake"].pk)] and block.model == "trending"
+    tune("for_you", enabled=False)
+    assert serving.recommend("for_you", shopper=f"v:{v}").items == []
+
+
+def test_exploration_gives_new_products_a_share_of_the_slots(shop):
+    v = visitor()
+    ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
+    lists(for_you={f"v:{v}": ranked})
+    fresh = make_product("Seedling kit", category=shop["Rake"].category)
+    catalog.sync_products()
+    ProductProfile.objects.exclude(product_id=str(fresh.pk)).update(created_at=timezone.now() - timedelta(days=90))
+    tune("for_you", exploration_share=0.25, exploration_max_age_days=14, max_per_category=0, max_per_brand=0)
+    block = serving.recommend("for_you", shopper=f"v:{v}", limit=4)
+    assert ids(block)[0] == str(shop["Pan"].pk), "never the first slot"
+    explored = [i for i in block.items if i.source == "exploration"]
+    assert [i.product_id for i in explored] == [str(fresh.pk)]
+    assert explored[0].reason_text == "New arrival"
+    html = Client().get(reverse("home")).content.decode()
+    impression = Event.objects.filter(event_type="impression", placement="for_you").latest("pk")
+    assert impression.context["items"] == rendered_ids(block_html(html, "for_you"))
+
+
+def test_an_experiment_arm_serves_its_strategy_and_stamps_the_impression(shop):
+    lists(trending={"": [(shop["Hose"], 9, "trending")]}, for_you={})
+    experiment = Experiment.objects.create(name="trend test", placement="for_you")
+    ExperimentVariant.objects.create(experiment=experiment, name="control", share=0.5, strategy="model")
+    ExperimentVariant.objects.create(experiment=experiment, name="newest", share=0.5, strategy="newest")
+    experiments.start(experiment.pk)
+    arms = {}
+    for _ in range(40):
+        shopper = f"v:{visitor()}"
+        block = serving.recommend("for_you", shopper=shopper, limit=3)
+        arms.setdefault(block.variant, []).append(block)
+        assert block.variant == experiments.assign("for_you", shopper).stamp
+    assert set(arms) == {f"{experiment.pk}:control", f"{experiment.pk}:newest"}
+    assert {b.model for b in arms[f"{experiment.pk}:newest"]} == {"newest"}
+    client = Client()
+    html = client.get(reverse("home")).content.decode()
+    impression = Event.objects.filter(event_type="impression", placement="for_you").latest("pk")
+    assert impression.variant in arms
+    assert impression.context["items"] == rendered_ids(block_html(html, "for_you"))
+
+
+def test_the_preview_is_what_the_widget_serves(shop):
+    v = visitor()
+    lists(
+        for_you={f"v:{v}": [(shop["Pan"], 2.0, "for_you"), (shop["Rake"], 1.0, "for_you")]},
+        trending={"": [(shop["Hose"], 9, "trending")]},
+    )
+    MerchandisingRule.objects.create(
+        name="garden up", action="boost", target="category", target_value="garden", strength=10
+    )
+    request = RequestFactory().get("/")
+    request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = v
+    html = render('{% load recommendations %}{% recommendations "for_you" limit=4 %}', request)
+    preview = serving.recommend("for_you", shopper=f"v:{v}", limit=4, preview=True)
+    assert ids(preview) == rendered_ids(html)

@@ -33,7 +33,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recommendations import catalog, serving, tracking
+from recommendations import catalog, rules, serving, tracking
 from recommendations.api import schema  # noqa: F401 - registers the authentication classes with drf-spectacular
 from recommendations.api.authentication import (
     BeaconSessionAuthentication,
@@ -397,7 +397,12 @@ class RecommendationsView(APIView):
             raise refusal(NotFound, "product", f"Unknown product {query.product!r}.")
 
         block = serving.recommend(
-            placement, shopper=shopper, product_id=query.product, category=query.category, limit=query.limit
+            placement,
+            shopper=shopper,
+            product_id=query.product,
+            category=query.category,
+            limit=query.limit,
+            campaign=rules.campaign_of(django_request),
         )
         block = serving.attach_products(block)
         if not on_behalf:
