@@ -241,6 +241,12 @@ def _take(log: EventLog, rows: np.ndarray) -> EventLog:
     )
 
 
+def only_shoppers(log: EventLog, codes: np.ndarray) -> EventLog:
+    """The events of the shoppers with these codes (codes and item codes keep their meaning): cleaning and
+    interactions are per shopper, so a subset scores exactly as it would in the whole log, at its own cost."""
+    return _take(log, np.flatnonzero(np.isin(log.shopper_idx, np.asarray(codes, dtype=np.int64))))
+
+
 def to_interactions(log: EventLog, reference_us: int | None = None) -> tuple[Interactions, list[str]]:
     """The training events (weight > 0) as Interactions sorted by shopper then time, and the shopper keys.
 

@@ -1,5 +1,6 @@
 """One precompute: events → trending, similar, bought_together, buy_again and for_you lists in a new
-RecommendationSet, switched on atomically.
+RecommendationSet, switched on atomically; plus, while a for_you experiment runs, the for_you lists of the model
+versions its arms serve ("for_you@run<id>"), for those arms' shoppers only.
 
 Every run is recorded as a PrecomputeRun (status, stage, progress, stats, error). The new set is written
 while the old one keeps serving; only a complete set is activated, in one transaction, so a reader never
@@ -20,10 +21,20 @@ from django.db import transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
+from recommendations import experiments
 from recommendations.conf import check_settings, rec_settings
 from recommendations.engine import cooccurrence, dataset, model_lists, purchases, serving_model
+from recommendations.engine.artefacts import ArtefactError
 from recommendations.engine.progress import ProgressCallback, RunProgress
-from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList
+from recommendations.models import (
+    Event,
+    ExperimentVariant,
+    PrecomputeRun,
+    ProductProfile,
+    RecommendationSet,
+    StoredList,
+    TrainingRun,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +52,8 @@ STAGES: dict[str, float] = {
     "build matrix": 0.05,
     "trending": 0.05,
     "similar": 0.30,
-    "for_you": 0.25,
+    "for_you": 0.20,
+    "experiment lists": 0.05,
     "sales counts": 0.05,
     "activate": 0.05,
 }
@@ -211,6 +223,9 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
     elif served is not None:
         model_stats = _model_for_you(served, log, catalog_view, writer, progress, log.newest_us)
         writer.flush()
+    # Once for the whole log, sharded or not: the arms' shoppers are a share of everyone and this process holds
+    # their events already; the shards write only "for_you" and so never touch these lists.
+    experiment_stats = _experiment_lists(served, log, catalog_view, writer, progress)
 
     newest = log.newest_us
     return {
@@ -224,6 +239,7 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
         "lists": writer.counts,
         "purchases": purchase_stats,
         **model_stats,
+        **experiment_stats,
     }
 
 
@@ -234,10 +250,13 @@ def _model_for_you(
     writer: _ListWriter,
     progress: Any,
     reference_us: int | None,
+    placement: str = "for_you",
+    stage: str | None = "for_you",
 ) -> dict[str, Any]:
-    """Every shopper's for_you list from the serving model (bought items and inactive products left out).
+    """Every shopper's for_you list from `served` (bought items and inactive products left out), as `placement`.
 
     Ages count from `reference_us`, the newest event of the whole precompute, so a shard scores like the whole.
+    `stage` None: the caller started the progress stage and this only advances it.
     """
     cleaned, _ = dataset.clean_log(log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
     interactions, shoppers = dataset.to_interactions(cleaned, reference_us=reference_us)
@@ -246,7 +265,8 @@ def _model_for_you(
         raise RuntimeError("the catalog changed while the precompute ran; the next run will pick it up")
     model = served.model
     ids = catalog_view.item_ids
-    progress.start("for_you", interactions.n_shoppers)
+    if stage is not None:
+        progress.start(stage, interactions.n_shoppers)
     for rows in model_lists.recommend_chunks(
         model,
         interactions,
@@ -258,11 +278,67 @@ def _model_for_you(
     ):
         for code, items in rows:
             writer.add(
-                "for_you",
+                placement,
                 shoppers[code],
                 [(ids[i], s, f"because:{ids[a]}" if a >= 0 else "for_you") for i, s, a in items],
             )
     return {"model_run": served.run_id, "model": served.chosen, "for_you_shoppers": interactions.n_shoppers}
+
+
+def _experiment_lists(
+    served: serving_model.ServedModel | None,
+    log: dataset.EventLog,
+    catalog_view: cooccurrence.CatalogView,
+    writer: _ListWriter,
+    progress: RunProgress,
+) -> dict[str, Any]:
+    """for_you lists, as "for_you@run<id>", from each model version that an arm of the running for_you experiment
+    serves (the serving run's arm reads "for_you" itself), for the shoppers bucketed into that arm only: nobody
+    else reads them, so the cost follows the arm's share. A model that fails to load is skipped with a warning and
+    a note in the stats: its arm's shoppers get the serving model's list, and the precompute goes on.
+    """
+    progress.start("experiment lists")
+    variants = experiments.running_for("for_you") or []
+    serving_id = served.run_id if served is not None else None
+    codes_of: dict[int, list[int]] = {
+        v["training_run_id"]: []
+        for v in variants
+        if v["strategy"] == ExperimentVariant.Strategy.MODEL_VERSION
+        and v["training_run_id"] is not None
+        and v["training_run_id"] != serving_id
+    }
+    if not codes_of:
+        return {}
+    for code, shopper in enumerate(log.shoppers):
+        arm = experiments.arm_for(variants, shopper)
+        if (
+            arm is not None
+            and arm.strategy == ExperimentVariant.Strategy.MODEL_VERSION
+            and arm.training_run_id in codes_of
+        ):
+            codes_of[arm.training_run_id].append(code)
+    progress.update("experiment lists", 0, sum(map(len, codes_of.values())))
+    runs: dict[str, dict[str, int]] = {}
+    skipped: dict[str, str] = {}
+    for run_id, codes in sorted(codes_of.items()):
+        placement = f"for_you@run{run_id}"
+        run = TrainingRun.objects.filter(pk=run_id).first()
+        try:
+            if run is None:
+                raise ArtefactError(f"training run #{run_id} no longer exists")
+            model = serving_model.load_run_model(run, catalog_view.item_ids)
+        except ArtefactError as exc:
+            logger.warning("precompute: no %s lists, its model is refused: %s", placement, exc)
+            skipped[str(run_id)] = str(exc)
+            progress.advance(len(codes))
+            continue
+        arm_log = dataset.only_shoppers(log, np.asarray(codes, dtype=np.int64))
+        written = _model_for_you(model, arm_log, catalog_view, writer, progress, log.newest_us, placement, stage=None)
+        writer.flush()
+        runs[str(run_id)] = {"shoppers": written["for_you_shoppers"], "lists": writer.counts.get(placement, 0)}
+    return {
+        "experiment_lists": {"experiment": variants[0]["experiment_id"], "runs": runs, "skipped": skipped},
+    }
 
 
 class _ShardProgress:

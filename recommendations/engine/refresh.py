@@ -4,6 +4,9 @@ A shopper who browses should see the effect on the next pages, not after the hou
 one shopper's list from their recent events and the active set's stored `similar` lists, with the same scoring
 as the batch engine (Σ over the shopper's items i of damped weight(i) x sim(i, j), bought items left out,
 reason = the item that contributed most), and replaces that one StoredList row in the active set.
+
+A shopper whom a running for_you experiment puts in an arm serving another model version also gets that arm's list
+("for_you@run<id>") rescored: otherwise the test would compare the control's live lists with the arm's hourly ones.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from django.db import transaction
 
+from recommendations import experiments
 from recommendations.conf import rec_settings
 from recommendations.engine.artefacts import ArtefactError
 from recommendations.engine.dataset import (
@@ -28,8 +32,8 @@ from recommendations.engine.dataset import (
     to_interactions,
 )
 from recommendations.engine.model_lists import recommend_chunks
-from recommendations.engine.serving_model import ServedModel, load_serving_model
-from recommendations.models import Event, RecommendationSet, StoredList
+from recommendations.engine.serving_model import ServedModel, load_run_model, load_serving_model
+from recommendations.models import Event, ExperimentVariant, RecommendationSet, StoredList, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +130,7 @@ def refresh_shopper(shopper: str) -> int | None:
 
     With a trained model serving, the list comes from that model (numpy scoring, no TensorFlow); otherwise from
     the active set's co-occurrence lists. A model whose artefact fails its check refreshes nothing: the
-    shopper keeps the list the last good precompute wrote.
+    shopper keeps the list the last good precompute wrote. Their experiment arm's list, if any, follows.
     """
     set_id = (
         RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
@@ -151,11 +155,35 @@ def refresh_shopper(shopper: str) -> int | None:
             .iterator()
         )
         items = score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
+    _replace_list(set_id, "for_you", shopper, items)
+    _refresh_arm_list(set_id, shopper, served)
+    return len(items)
+
+
+def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> None:
+    """Rescore the shopper's "for_you@run<id>" list when their for_you arm serves a model version other than the
+    serving one; a version whose model is refused is left alone (serving falls back to the serving model's list)."""
+    arm = experiments.assign("for_you", shopper)
+    if arm is None or arm.strategy != ExperimentVariant.Strategy.MODEL_VERSION or arm.training_run_id is None:
+        return
+    if served is not None and arm.training_run_id == served.run_id:
+        return
+    run = TrainingRun.objects.filter(pk=arm.training_run_id).first()
+    if run is None:
+        return
+    try:
+        model = load_run_model(run)
+    except ArtefactError as exc:
+        logger.warning("model of training run #%s refused; %s keeps its arm's list: %s", run.pk, shopper, exc)
+        return
+    _replace_list(set_id, f"for_you@run{run.pk}", shopper, model_items(model, shopper, rec_settings.TOP_N))
+
+
+def _replace_list(set_id: int, placement: str, shopper: str, items: list[list]) -> None:
     with transaction.atomic():
         if items:
             StoredList.objects.update_or_create(
-                recommendation_set_id=set_id, placement="for_you", subject=shopper, defaults={"items": items}
+                recommendation_set_id=set_id, placement=placement, subject=shopper, defaults={"items": items}
             )
         else:
-            StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you", subject=shopper).delete()
-    return len(items)
+            StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject=shopper).delete()

@@ -1,8 +1,10 @@
 """The model that serves now: which training run, loaded once per process and hash-checked on load.
 
-Precompute and the near-real-time refresh both score through here. The loaded model is cached per process,
-keyed by the serving run, its artefact hash and the catalog it was aligned to, so a rollback, a new model or a
-new product is picked up on the next call while a busy worker does not reload 50k item vectors per shopper.
+Precompute and the near-real-time refresh both score through here, with the serving model and with the model
+versions a running experiment compares with it (`load_run_model`). A loaded model is cached per process, keyed by
+its run, its artefact hash and the catalog it was aligned to, so a rollback, a new model or a new product is picked
+up on the next call while a busy worker does not reload 50k item vectors per shopper; a few runs are kept at once,
+so scoring one shopper with the serving model and with their experiment arm's model does not reload either.
 A missing or altered artefact raises ArtefactError: callers keep the lists they have rather than serve it.
 """
 
@@ -32,6 +34,8 @@ class ServedModel:
 
 _lock = threading.Lock()
 _cache: dict[tuple[int, str, int, str], ServedModel] = {}
+# The serving model and the few versions an experiment compares with it.
+MAX_CACHED = 4
 
 
 def serving_run() -> TrainingRun | None:
@@ -44,6 +48,13 @@ def load_serving_model(item_ids: list[str] | None = None) -> ServedModel | None:
     run = serving_run()
     if run is None:
         return None
+    return load_run_model(run, item_ids)
+
+
+def load_run_model(run: TrainingRun, item_ids: list[str] | None = None) -> ServedModel:
+    """`run`'s model aligned to the catalog, serving or not (an experiment arm's); ArtefactError if it cannot load."""
+    if not run.has_artefact:
+        raise artefacts.ArtefactError(f"training run #{run.pk} has no model")
     catalog = ProductProfile.objects.aggregate(n=Count("pk"), changed=Max("updated_at"))
     key = (run.pk, run.artefact_sha256, int(catalog["n"] or 0), str(catalog["changed"]))
     with _lock:
@@ -70,7 +81,11 @@ def load_serving_model(item_ids: list[str] | None = None) -> ServedModel | None:
         active=np.array([i not in inactive for i in ids], dtype=bool),
     )
     with _lock:
-        _cache.clear()
+        # One entry per run (its older hash or catalog goes), and only the newest few runs.
+        for stale in [k for k in _cache if k[0] == run.pk]:
+            del _cache[stale]
+        while len(_cache) >= MAX_CACHED:
+            del _cache[next(iter(_cache))]
         _cache[key] = served
     return served
 
