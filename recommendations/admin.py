@@ -650,5 +650,5 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         return _key_value_table((stage, _number(seconds, 2)) for stage, seconds in obj.stage_seconds.items())
 
 
-# Last, as they register the analytics and experiments admins; neither imports this module, so there is no cycle.
-from recommendations import admin_analytics, admin_experiments  # noqa: E402, F401
+# Last, as they register the analytics, experiments and rules admins; none imports this module, so there is no cycle.
+from recommendations import admin_analytics, admin_experiments, admin_rules  # noqa: E402, F401

@@ -283,7 +283,7 @@ def apply_merchandising(
     have); pins are placed by the picker after filtering, at their 1-based position. `notes` lists the rules that
     touched a product, for its reason.
     """
-    if not rules or not candidates:
+    if not rules:  # no candidates is no reason to stop: a product pin holds in a block the fallback fills alone
         return candidates, {}, {}
     n = len(candidates)
     scored = {c[0]: [float(n - rank), c] for rank, c in enumerate(candidates)}

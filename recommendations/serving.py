@@ -503,7 +503,7 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
     merchandising = rules.merchandising_in(tunables.merchandising, config.name)
     pins: dict[int, str] = {}
     notes: dict[str, list[str]] = {}
-    if merchandising and candidates:
+    if merchandising:  # even without candidates: a product pin holds in a block the fallback fills
         profiles = _profiles([c[0] for c in candidates[: max(size * 8, 64)]])
         candidates, pins, notes = rules.apply_merchandising(candidates, merchandising, profiles)
     blocked = set(req.exclude)

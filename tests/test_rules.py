@@ -163,6 +163,15 @@ def test_merchandising_boosts_buries_excludes_and_pins(shop):
     assert [r["name"] for r in rules.live_merchandising("similar")] == ["bury acme", "no cheap", "pin pot", "elsewhere"]
 
 
+def test_a_product_pin_holds_when_the_model_has_no_candidates(shop):
+    """A new visitor's block is all fallback; the pin must not depend on the model having ranked anything."""
+    MerchandisingRule.objects.create(
+        name="pin hoe", action="pin", target="product", target_value=shop["hoe"], position=2
+    )
+    ranked, pins, notes = rules.apply_merchandising([], rules.live_merchandising("for_you"), {})
+    assert (ranked, pins, notes) == ([], {2: shop["hoe"]}, {shop["hoe"]: ["pin hoe"]})
+
+
 def test_placement_rows_are_cached_and_flushed_on_save(shop):
     before = rules.placement_rows()
     assert before["for_you"]["size"] == 8  # seeded by the migration from the settings
