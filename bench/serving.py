@@ -24,12 +24,16 @@ recommendations. Per iteration, for a random shopper (and a popularity-weighted 
 - floor: per block, one indexed StoredList read + `catalog.get_products` of the ids the block showed + rendering
   `recommendations/block.html` with the same items (for recently_viewed, which has no stored list, the read is the
   shopper's for_you row);
-- flush: the impressions the miss queued, written in one INSERT (after the response in production: off the page's
-  time, reported apart).
+- floor, raw read: the same with the stored-list read sent as plain SQL on a cursor instead of through the ORM (what
+  serving itself does on PostgreSQL), for a floor without the ORM's cost;
+- flush: what waits for the response to go out in production (VisitorMiddleware runs it in response.close(), off
+  the page's time; reported apart): the impressions the miss queued, written in one INSERT, and the blocks it built,
+  cached in one round trip. It runs before the hit, as it does before a shopper's next request.
 
-The three are run in alternating order on the same shopper, so load on a shared machine hits them alike. A first
-pass over every sampled shopper (untimed) warms the code and learns each block's items for the floor. A second,
-smaller pass counts database queries and cache round trips per render. Results are kept in docs/benchmarks.md.
+Requests are marked as VisitorMiddleware marks them. The cases run in alternating order on the same shopper, so
+load on a shared machine hits them alike. A first pass over every sampled shopper (untimed) warms the code and learns
+each block's items and title for the floor (so the floor reads no rules while it is timed). A second, smaller pass
+counts database queries and cache round trips per render. Results are kept in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -469,8 +473,9 @@ class Case:
     miss: list[float] = field(default_factory=list)
     hit: list[float] = field(default_factory=list)
     floor: list[float] = field(default_factory=list)
+    floor_raw: list[float] = field(default_factory=list)
     flush: list[float] = field(default_factory=list)
-    blocks: dict[int, list[tuple[str, str, str, list[tuple]]]] = field(default_factory=dict)  # for the floor
+    blocks: dict[int, list[tuple[str, str, str, str, list[tuple]]]] = field(default_factory=dict)  # for the floor
     counts: dict[str, tuple[float, float]] = field(default_factory=dict)  # kind -> (queries, cache trips) per render
 
 
@@ -487,13 +492,27 @@ def make_request(page: dict[str, Any]) -> Any:
     from django.contrib.auth.models import AnonymousUser
     from django.test import RequestFactory
 
+    from recommendations import tracking
     from recommendations.conf import rec_settings
 
     request = RequestFactory().get("/products/bench/")
     if page["visitor_id"]:
         request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = page["visitor_id"]
     request.user = BenchUser(page["user_id"]) if page["user_id"] else AnonymousUser()
+    attr = getattr(tracking, "AFTER_RESPONSE_ATTR", None)  # absent in versions that cached each block at once
+    if attr:
+        request.__dict__[attr] = []  # as VisitorMiddleware does: what waits for the response waits for `finish`
     return request
+
+
+def finish(request: Any) -> None:
+    """What VisitorMiddleware runs once the response has gone out."""
+    from recommendations import tracking
+
+    if hasattr(tracking, "finish_request"):
+        tracking.finish_request(request)
+    else:
+        tracking.flush_impressions(request)
 
 
 def render(case: Case, page: dict[str, Any], request: Any) -> str:
@@ -502,8 +521,9 @@ def render(case: Case, page: dict[str, Any], request: Any) -> str:
     return case.template.render(Context({"request": request, "product": page["product"]}))
 
 
-def render_floor(case: Case, index: int, request: Any, set_id: int) -> str:
+def render_floor(case: Case, index: int, request: Any, set_id: int, raw: bool = False) -> str:
     """Per block: one indexed StoredList read, the host products of the shown ids, block.html with those items."""
+    from django.db import connection
     from django.template.loader import get_template
 
     from recommendations import catalog, serving
@@ -511,14 +531,25 @@ def render_floor(case: Case, index: int, request: Any, set_id: int) -> str:
     from recommendations.templatetags.recommendations import block_context
 
     html = []
-    for placement, list_placement, subject, items in case.blocks[index]:
-        list(
-            StoredList.objects.filter(
-                recommendation_set_id=set_id, placement=list_placement, subject=subject
-            ).values_list("items", flat=True)[:1]
-        )
+    for placement, title, list_placement, subject, items in case.blocks[index]:
+        if raw:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT items FROM recommendations_storedlist "
+                    "WHERE recommendation_set_id = %s AND placement = %s AND subject = %s",
+                    [set_id, list_placement, subject],
+                )
+                row = cursor.fetchone()  # None where the block was filled by its fallback
+                if row is not None:
+                    json.loads(row[0])
+        else:
+            list(
+                StoredList.objects.filter(
+                    recommendation_set_id=set_id, placement=list_placement, subject=subject
+                ).values_list("items", flat=True)[:1]
+            )
         products = catalog.get_products(row[0] for row in items)
-        block = serving.Block(placement, title=serving.placement_config(placement).title)
+        block = serving.Block(placement, title=title)
         block.items = [serving.Recommendation(*row[:3], products[row[0]], *row[3:]) for row in items]
         html.append(get_template("recommendations/block.html").render(block_context(request, block, placement)))
     return "".join(html)
@@ -552,15 +583,13 @@ def learn_blocks(case: Case, touch: Callable[[str], None]) -> None:
                 else:  # for_you, and recently_viewed (no stored list): the shopper's for_you row
                     list_placement, subject = "for_you", page["shopper"]
                 rows = [(i.product_id, i.score, i.reason, i.reason_text, i.source) for i in block.items]
-                blocks.append((block.placement, list_placement, subject, rows))
+                blocks.append((block.placement, block.title, list_placement, subject, rows))
             case.blocks[index] = blocks
     finally:
         serving.attach_products = original
 
 
 def measure(case: Case, indices: list[int], set_id: int, touch: Callable[[str], None], record: bool) -> None:
-    from recommendations import tracking
-
     clock = time.perf_counter
     for index in indices:
         page = case.pages[index]
@@ -571,18 +600,22 @@ def measure(case: Case, indices: list[int], set_id: int, touch: Callable[[str], 
             return (clock() - started) * 1000
 
         touch(page["shopper"])
-        miss_request, hit_request, floor_request = make_request(page), make_request(page), make_request(page)
+        miss_request, hit_request = make_request(page), make_request(page)
+        floor_request, raw_request = make_request(page), make_request(page)
         if index % 2:
             floor = timed(lambda: render_floor(case, index, floor_request, set_id))  # noqa: B023
+            floor_raw = timed(lambda: render_floor(case, index, raw_request, set_id, raw=True))  # noqa: B023
         miss = timed(lambda: render(case, page, miss_request))  # noqa: B023
+        flush = timed(lambda: finish(miss_request))  # noqa: B023
         hit = timed(lambda: render(case, page, hit_request))  # noqa: B023
         if not index % 2:
+            floor_raw = timed(lambda: render_floor(case, index, raw_request, set_id, raw=True))  # noqa: B023
             floor = timed(lambda: render_floor(case, index, floor_request, set_id))  # noqa: B023
-        flush = timed(lambda: tracking.flush_impressions(miss_request))  # noqa: B023
         if record:
             case.miss.append(miss)
             case.hit.append(hit)
             case.floor.append(floor)
+            case.floor_raw.append(floor_raw)
             case.flush.append(flush)
 
 
@@ -590,8 +623,6 @@ def count_round_trips(case: Case, indices: list[int], set_id: int, touch: Callab
     """Queries and cache round trips per render, on a few pages (untimed: counting slows every call)."""
     from django.core.cache import caches
     from django.db import connection
-
-    from recommendations import tracking
 
     client = caches["default"]._cache
     counted = {"queries": 0, "cache": 0}
@@ -609,7 +640,7 @@ def count_round_trips(case: Case, indices: list[int], set_id: int, touch: Callab
         counted["queries"] += 1
         return execute(*a)
 
-    totals = {kind: [0, 0] for kind in ("miss", "hit", "floor", "flush")}
+    totals = {kind: [0, 0] for kind in ("miss", "hit", "floor", "floor_raw", "flush")}
     for name, method in originals.items():
         setattr(client, name, counting(method))
     try:
@@ -617,12 +648,13 @@ def count_round_trips(case: Case, indices: list[int], set_id: int, touch: Callab
             for index in indices:
                 page = case.pages[index]
                 touch(page["shopper"])
-                requests = {kind: make_request(page) for kind in ("miss", "hit", "floor")}
+                requests = {kind: make_request(page) for kind in ("miss", "hit", "floor", "floor_raw")}
                 actions = {
                     "miss": lambda: render(case, page, requests["miss"]),  # noqa: B023
+                    "flush": lambda: finish(requests["miss"]),  # noqa: B023
                     "hit": lambda: render(case, page, requests["hit"]),  # noqa: B023
                     "floor": lambda: render_floor(case, index, requests["floor"], set_id),  # noqa: B023
-                    "flush": lambda: tracking.flush_impressions(requests["miss"]),  # noqa: B023
+                    "floor_raw": lambda: render_floor(case, index, requests["floor_raw"], set_id, raw=True),  # noqa: B023
                 }
                 for kind, action in actions.items():
                     counted.update(queries=0, cache=0)
@@ -764,24 +796,37 @@ def report(
         f"~{args.events_per_shopper:g} events per shopper; {args.iterations:,} timed iterations per case"
         f" after {args.warmup} untimed"
     )
-    header = ["case", "renders", "p50 ms", "p99 ms", "mean ms", "p50 / floor", "p99 / floor", "queries", "cache trips"]
+    header = [
+        "case",
+        "renders",
+        "p50 ms",
+        "p99 ms",
+        "mean ms",
+        "p50 / floor",
+        "p99 / floor",
+        "p50 / raw floor",
+        "queries",
+        "cache trips",
+    ]
     rows = []
     for case in cases.values():
         floor50, floor99 = percentile(case.floor, 50), percentile(case.floor, 99)
-        for kind in ("floor", "miss", "hit", "flush"):
+        raw50 = percentile(case.floor_raw, 50)
+        for kind in ("floor", "floor_raw", "miss", "hit", "flush"):
             values = getattr(case, kind)
             p50, p99 = percentile(values, 50), percentile(values, 99)
             queries, trips = case.counts.get(kind, (float("nan"), float("nan")))
             ratio = kind in ("miss", "hit")
             rows.append(
                 [
-                    f"{case.name}: {kind}",
+                    f"{case.name}: {kind.replace('_raw', ', raw read')}",
                     f"{len(values):,}",
                     f"{p50:.2f}",
                     f"{p99:.2f}",
                     f"{np.mean(values):.2f}",
                     f"{p50 / floor50:.2f}" if ratio else "",
                     f"{p99 / floor99:.2f}" if ratio else "",
+                    f"{p50 / raw50:.2f}" if ratio else "",
                     f"{queries:.1f}",
                     f"{trips:.1f}",
                 ]
@@ -789,9 +834,10 @@ def report(
     print_table(header, rows)
     print(
         "(miss: the shopper's version bumped first, every block built; hit: the same page again from the cache; "
-        "floor: per block one indexed StoredList read + get_products + block.html with the same items; flush: "
-        "the miss's impressions in one INSERT, written after the response in production. queries / cache trips: "
-        "per render, counted on a separate untimed pass.)"
+        "floor: per block one indexed StoredList read + get_products + block.html with the same items (raw read: the "
+        "StoredList read as plain SQL); flush: "
+        "after the miss's response: its impressions in one INSERT and, where serving defers it, caching its blocks. "
+        "queries / cache trips: per render, counted on a separate untimed pass.)"
     )
 
 

@@ -164,7 +164,8 @@ def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
                     continue
     else:
         keys = ids
-    objs = model._default_manager.filter(**{f"{lookup}__in": keys})
+    # No ORDER BY: the answer is a dict, and the model's default ordering cost ~0.1 ms per block to compile and sort.
+    objs = model._default_manager.filter(**{f"{lookup}__in": keys}).order_by()
     return {product_id_of(obj): obj for obj in objs}
 
 

@@ -10,7 +10,8 @@ The pipeline, the same for every placement (`recommend`):
 Serving only reads: stored lists, product profiles and the shopper's newest events. It has a time budget (past it,
 the optional steps are skipped and the block is filled from the shared lists) and never raises: an error is logged
 and answered by the fallback. The blocks of one page share one `RenderPass`, so what they all read (the active set,
-the shopper's version and events, profiles, stored lists) is read once per page.
+the shopper's version and events, profiles, stored lists) is read once per page. On PostgreSQL the reads are plain SQL
+(`serving_sql`: the ORM cost more than the database did); the blocks a page built are cached after its response.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 from django.core.cache import cache
 from django.utils import timezone
 
-from recommendations import catalog, experiments, rules
+from recommendations import catalog, experiments, rules, serving_sql
 from recommendations.conf import rec_settings
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
 
@@ -125,7 +126,9 @@ class RenderPass:
 
     Nothing they read changes while one page renders, so reading it once per page answers what reading it per block
     would, with fewer round trips: a product page's three blocks used to read the same shopper's events three times.
-    The template tag keeps one per request; outside a pass nothing is memoised.
+    The template tag keeps one per request; outside a pass nothing is memoised. The blocks it builds are cached at
+    once, or, when `pending` is a dict, kept there for `cache_pending` to write after the response (the tag's pass,
+    when VisitorMiddleware will call it): one round trip per page, off the page's time.
     """
 
     set_id: int | None = None
@@ -135,6 +138,7 @@ class RenderPass:
     states: dict[str, ShopperState] = field(default_factory=dict)
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
     lists: dict[tuple[str, ...], list[list[Any]]] = field(default_factory=dict)
+    pending: dict[str, dict[str, Any]] | None = None  # block cache key -> value, not written yet
 
 
 _current_pass: ContextVar[RenderPass | None] = ContextVar("recommendations_render_pass", default=None)
@@ -194,11 +198,8 @@ def stored_items(placement: str, subject: str = "") -> list[list[Any]]:
     memo = _current_pass.get()
     if memo is not None and (placement, subject) in memo.lists:
         return memo.lists[placement, subject]
-    items = (
-        StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject=subject)
-        .values_list("items", flat=True)
-        .first()
-    ) or []
+    rows = _list_rows(set_id, [placement], [subject])
+    items = (rows[0][2] if rows else None) or []
     if memo is not None:
         memo.lists[placement, subject] = items
     return items
@@ -213,8 +214,7 @@ def stored_lists(placement: str, subjects: Iterable[str]) -> dict[str, list[list
     memo = _current_pass.get()
     if memo is not None and all((placement, s) in memo.lists for s in subjects):
         return {s: items for s in subjects if (items := memo.lists[placement, s])}
-    rows = StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject__in=subjects)
-    return dict(rows.values_list("subject", "items"))
+    return {subject: items for _, subject, items in _list_rows(set_id, [placement], subjects)}
 
 
 def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
@@ -224,14 +224,21 @@ def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
     wanted = [pair for pair in dict.fromkeys(pairs) if memo is not None and pair not in memo.lists]
     if memo is None or set_id is None or not wanted:
         return
-    rows = StoredList.objects.filter(
-        recommendation_set_id=set_id,
-        placement__in={placement for placement, _ in wanted},
-        subject__in={subject for _, subject in wanted},
-    ).values_list("placement", "subject", "items")
+    rows = _list_rows(
+        set_id, list(dict.fromkeys(placement for placement, _ in wanted)), list(dict.fromkeys(s for _, s in wanted))
+    )
     found = {(placement, subject): items for placement, subject, items in rows}
     for pair in wanted:
         memo.lists[pair] = found.get(pair) or []
+
+
+def _list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
+    """(placement, subject, items) of the set's lists in any of `placements` for any of `subjects`: one query."""
+    connection = serving_sql.usable(StoredList)
+    if connection is not None:
+        return serving_sql.stored_lists(connection, set_id, placements, subjects)
+    rows = StoredList.objects.filter(recommendation_set_id=set_id, placement__in=placements, subject__in=subjects)
+    return list(rows.values_list("placement", "subject", "items"))
 
 
 def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
@@ -306,13 +313,17 @@ def _read_shopper_state(shopper: str) -> ShopperState:
     state = ShopperState()
     if not shopper:
         return state
-    rows = list(
-        Event.objects.filter(shopper=shopper)
-        .exclude(product_id="")
-        .exclude(event_type__in=("impression", "search"))
-        .order_by("-occurred_at", "-pk")
-        .values_list("product_id", "event_type", "occurred_at")[:RECENT_EVENTS]
-    )
+    connection = serving_sql.usable(Event)
+    if connection is not None:
+        rows = serving_sql.newest_events(connection, shopper, RECENT_EVENTS)
+    else:
+        rows = list(
+            Event.objects.filter(shopper=shopper)
+            .exclude(product_id="")
+            .exclude(event_type__in=("impression", "search"))
+            .order_by("-occurred_at", "-pk")
+            .values_list("product_id", "event_type", "occurred_at")[:RECENT_EVENTS]
+        )
     state.n_events = len(rows)
     now = timezone.now()
     session_start = now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
@@ -333,6 +344,8 @@ def _read_shopper_state(shopper: str) -> ShopperState:
     if len(rows) < RECENT_EVENTS:
         # Fewer rows than the limit: that was every event of theirs, so every purchase too; no second query.
         purchases = [(product_id, at) for product_id, event_type, at in rows if event_type == "purchase"]
+    elif connection is not None:
+        purchases = serving_sql.purchases(connection, shopper, RECENT_EVENTS)
     else:
         purchases = list(
             Event.objects.filter(shopper=shopper, event_type="purchase")
@@ -444,7 +457,7 @@ def recommend(
                 _build(block, req, config, _size(req, config), tunables)
             if preview:
                 return block
-            cache.set(
+            _cache_block(
                 cache_key,
                 {
                     "stamp": stamp,
@@ -456,7 +469,6 @@ def recommend(
                         (i.product_id, i.score, i.reason, None, i.reason_text, i.source, i.rules) for i in block.items
                     ],
                 },
-                int(rec_settings.BLOCK_CACHE_SECONDS),
             )
     except Exception:
         logger.exception(
@@ -470,6 +482,25 @@ def recommend(
         block.title = block.title or (config.title if config else "")
         block.items = _safe_fallback(config, _size(req, config), req) if config else []
     return block
+
+
+def _cache_block(key: str, value: dict[str, Any]) -> None:
+    memo = _current_pass.get()
+    if memo is not None and memo.pending is not None:
+        memo.pending[key] = value
+    else:
+        cache.set(key, value, int(rec_settings.BLOCK_CACHE_SECONDS))
+
+
+def cache_pending(memo: RenderPass) -> None:
+    """Cache the blocks the pass built and kept back, in one round trip; a failure only costs the next page a build."""
+    pending, memo.pending = memo.pending, None
+    if not pending:
+        return
+    try:
+        cache.set_many(pending, int(rec_settings.BLOCK_CACHE_SECONDS))
+    except Exception:
+        logger.exception("could not cache %d recommendation blocks", len(pending))
 
 
 def _size(req: Request, config: Placement | None) -> int:
@@ -690,12 +721,14 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
     known = memo.profiles if memo is not None else {}
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
     if wanted:
-        found = {
-            pid: (cat, brand, active, stock, name, price)
-            for pid, cat, brand, active, stock, name, price in ProductProfile.objects.filter(
-                product_id__in=wanted
-            ).values_list("product_id", "category", "brand", "active", "in_stock", "name", "price")
-        }
+        connection = serving_sql.usable(ProductProfile)
+        if connection is not None:
+            rows = serving_sql.profiles(connection, wanted)
+        else:
+            rows = ProductProfile.objects.filter(product_id__in=wanted).values_list(
+                "product_id", "category", "brand", "active", "in_stock", "name", "price"
+            )
+        found = {pid: (cat, brand, active, stock, name, price) for pid, cat, brand, active, stock, name, price in rows}
         if memo is None:
             return {pid: found[pid] for pid in ids if pid in found}
         for pid in wanted:

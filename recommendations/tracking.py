@@ -67,8 +67,9 @@ class VisitorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         visitor_id = get_visitor_id(request)
+        request.__dict__[AFTER_RESPONSE_ATTR] = []
         response = self.get_response(request)
-        _flush_impressions_on_close(request, response)
+        _finish_on_close(request, response)
         _remember_campaign(request, response)
         if request.COOKIES.get(rec_settings.VISITOR_COOKIE_NAME) != visitor_id:
             from django.conf import settings
@@ -180,19 +181,43 @@ def flush_impressions(request: HttpRequest) -> int:
         return 0
 
 
-def _flush_impressions_on_close(request: HttpRequest, response: HttpResponse) -> None:
-    """The WSGI/ASGI server closes a response after sending it: the impressions are written then, off the page's
-    time. A response that is never closed (a crashed server) loses them, which is the price of not waiting."""
-    if not request.__dict__.get(IMPRESSIONS_ATTR):
+AFTER_RESPONSE_ATTR = "_recommendations_after_response"
+
+
+def after_response(request: HttpRequest | None, task: Callable[[], Any]) -> bool:
+    """Run `task` once the response has gone out, with the impressions; False when nothing will (the request did not
+    come through VisitorMiddleware): the caller then does it at once."""
+    tasks = request.__dict__.get(AFTER_RESPONSE_ATTR) if request is not None else None
+    if tasks is None:
+        return False
+    tasks.append(task)
+    return True
+
+
+def finish_request(request: HttpRequest) -> None:
+    """What waits for the response to go out: the tasks `after_response` took (caching the blocks the page built),
+    then the impressions."""
+    for task in request.__dict__.pop(AFTER_RESPONSE_ATTR, None) or []:
+        try:
+            task()
+        except Exception:
+            logger.exception("a task after the response failed")
+    flush_impressions(request)
+
+
+def _finish_on_close(request: HttpRequest, response: HttpResponse) -> None:
+    """The WSGI/ASGI server closes a response after sending it: `finish_request` runs then, off the page's time. A
+    response that is never closed (a crashed server) loses its impressions, which is the price of not waiting."""
+    if not request.__dict__.get(IMPRESSIONS_ATTR) and not request.__dict__.get(AFTER_RESPONSE_ATTR):
         return
     close = response.close
 
-    def flush_then_close() -> None:
+    def finish_then_close() -> None:
         # Before close(): it ends the request (request_finished), which may close the database connection.
-        flush_impressions(request)
+        finish_request(request)
         close()
 
-    response.close = flush_then_close  # type: ignore[method-assign]
+    response.close = finish_then_close  # type: ignore[method-assign]
 
 
 ATTRIBUTED_TYPES = ("add_to_cart", "purchase")

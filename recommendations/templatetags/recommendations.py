@@ -47,11 +47,15 @@ def _shown(context: template.Context) -> set[str]:
 
 
 def _render_pass(request: Any) -> serving.RenderPass | None:
-    """One pass per request: the blocks of a page read the shopper's events, version and profiles once."""
+    """One pass per request: the blocks of a page read the shopper's events, version and profiles once, and are
+    cached together once the response has gone out (when VisitorMiddleware is there to say when)."""
     if request is None:
         return None
     if not hasattr(request, PASS_ATTR):
-        setattr(request, PASS_ATTR, serving.RenderPass())
+        shared = serving.RenderPass()
+        if tracking.after_response(request, lambda: serving.cache_pending(shared)):
+            shared.pending = {}
+        setattr(request, PASS_ATTR, shared)
     return getattr(request, PASS_ATTR)
 
 
