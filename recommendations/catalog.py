@@ -8,19 +8,26 @@ here, so the app never imports the host's code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.apps import apps
-from django.db import models, transaction
+from django.core.cache import cache
+from django.db import connections, models, router, transaction
 
 from recommendations.conf import rec_settings
 
 logger = logging.getLogger(__name__)
 
 SYNC_BATCH = 2000
+PROFILES_VERSION_KEY = "recommendations:profiles:version"  # a counter, moved by every write of profiles
+PROFILES_CHANGE_KEY = "recommendations:profiles:change:"  # + a counter value: the product ids that write touched
+PROFILES_CHANGE_TTL = 24 * 3600
+PROFILES_CHANGE_MAX_IDS = 2000  # a write touching more is recorded as "any product"
+PROFILES_CHANGE_CATCH_UP = 50  # a process further behind than this many writes starts over
 PROFILE_FIELDS = ("name", "category", "brand", "price", "in_stock", "text", "created_at", "active")
 
 
@@ -78,6 +85,7 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
 
     written = 0
     batch: list[dict[str, Any]] = []
+    touched: set[str] = set()
 
     def flush() -> None:
         nonlocal written
@@ -93,6 +101,7 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
             batch_size=SYNC_BATCH,
         )
         written += len(batch)
+        touched.update(row["product_id"] for row in batch)
         batch.clear()
 
     for row in rows:
@@ -100,7 +109,55 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
         if len(batch) >= SYNC_BATCH:
             flush()
     flush()
+    if written:
+        profiles_changed(touched)
     return written
+
+
+def profiles_changed(product_ids: Iterable[str] | None = None) -> None:
+    """Note that these products' profiles changed (None: any may have), so serving processes drop what they hold.
+
+    Serving keeps profiles between pages (`serving._held_profiles`); each write moves a counter in the shared cache and
+    records which products it touched under the counter's new number, and a process catches up from those records
+    the next time it sees the counter move. Every write of profiles goes through here: bulk writes fire no signals,
+    single saves reach it through a receiver. Now and again after commit: a reader between the two would otherwise
+    keep the old rows.
+    """
+    ids = None if product_ids is None else sorted({str(p) for p in product_ids})
+    if ids is not None and len(ids) > PROFILES_CHANGE_MAX_IDS:
+        ids = None
+    _note_profile_change(ids)
+    transaction.on_commit(lambda: _note_profile_change(ids))
+
+
+def _note_profile_change(ids: list[str] | None) -> None:
+    try:
+        try:
+            number = cache.incr(PROFILES_VERSION_KEY)
+        except ValueError:  # no counter yet (or the cache was emptied)
+            start_profiles_version()
+            number = cache.incr(PROFILES_VERSION_KEY)
+        cache.set(f"{PROFILES_CHANGE_KEY}{number}", "*" if ids is None else ids, PROFILES_CHANGE_TTL)
+    except Exception:
+        logger.exception("could not note a change of product profiles; serving may show old ones for a while")
+
+
+def start_profiles_version() -> None:
+    """Start the counter above any number an earlier one reached (it counts from the clock in microseconds), so a
+    process holding profiles from before the cache was emptied starts over."""
+    cache.add(PROFILES_VERSION_KEY, time.time_ns() // 1000, None)
+
+
+def profile_changes(since: int, until: int) -> set[str] | None:
+    """The products whose profiles changed after counter `since` up to `until`; None when the records cannot tell
+    (too many changes, one expired or not written yet, or one that touched any product): start over then."""
+    if not 0 < until - since <= PROFILES_CHANGE_CATCH_UP:
+        return None
+    keys = [f"{PROFILES_CHANGE_KEY}{number}" for number in range(since + 1, until + 1)]
+    found = cache.get_many(keys)
+    if len(found) < len(keys) or any(not isinstance(ids, list) for ids in found.values()):
+        return None
+    return {pid for ids in found.values() for pid in ids}
 
 
 def sync_products(progress: Any = None) -> dict[str, int]:
@@ -128,6 +185,8 @@ def sync_products(progress: Any = None) -> dict[str, int]:
         for start in range(0, len(stale), SYNC_BATCH):
             chunk = stale[start : start + SYNC_BATCH]
             deactivated += ProductProfile.objects.filter(product_id__in=chunk).update(active=False)
+        if deactivated:
+            profiles_changed(stale)
     return {"synced": written, "deactivated": deactivated}
 
 
@@ -138,10 +197,12 @@ def sync_product(instance: models.Model) -> None:
     upsert_profiles(rows)
 
 
-def deactivate_product(instance: models.Model) -> None:
+def deactivate_product(product_id: str) -> None:
+    """The host deleted the product: its profile stays (events name it) but is never served again."""
     from recommendations.models import ProductProfile
 
-    ProductProfile.objects.filter(product_id=product_id_of(instance)).update(active=False)
+    if ProductProfile.objects.filter(product_id=product_id).update(active=False):
+        profiles_changed([product_id])
 
 
 def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
@@ -164,9 +225,80 @@ def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
                     continue
     else:
         keys = ids
-    # No ORDER BY: the answer is a dict, and the model's default ordering cost ~0.1 ms per block to compile and sort.
-    objs = model._default_manager.filter(**{f"{lookup}__in": keys}).order_by()
+    loader = _plain_loader(model, lookup)
+    if loader is not None:
+        objs = loader(keys)
+    else:  # No ORDER BY: the answer is a dict, and the model's default ordering cost ~0.1 ms to compile and sort.
+        objs = list(model._default_manager.filter(**{f"{lookup}__in": keys}).order_by())
     return {product_id_of(obj): obj for obj in objs}
+
+
+_loaders: dict[tuple[type[models.Model], str, str], Callable[[list[Any]], list[models.Model]] | None] = {}
+
+
+def _plain_loader(model: type[models.Model], lookup: str) -> Callable[[list[Any]], list[models.Model]] | None:
+    """A loader of the host's products by id in plain SQL, where that reads exactly what the ORM would; else None.
+
+    Every block loads its products, and the ORM spent twice as long compiling the query and building the objects
+    as PostgreSQL spent answering it (0.34 ms against 0.17 ms for 8 products). So on PostgreSQL, when the default
+    manager adds nothing to the SQL (no filter, no annotation, no select_related) and the model has no parent tables,
+    one statement made once per model selects the concrete columns and `Model.from_db` builds the objects, after the
+    fields' own database converters, as the ORM does. Anything else keeps the ORM.
+    """
+    alias = router.db_for_read(model)
+    key = (model, lookup, alias)
+    if key not in _loaders:
+        _loaders[key] = _make_plain_loader(model, lookup, alias)
+    return _loaders[key]
+
+
+def _make_plain_loader(
+    model: type[models.Model], lookup: str, alias: str
+) -> Callable[[list[Any]], list[models.Model]] | None:
+    from django.db.models.query import ModelIterable, QuerySet
+
+    connection = connections[alias]
+    if connection.vendor != "postgresql" or model._meta.concrete_model._meta.parents:
+        return None
+    managed = model._default_manager.db_manager(alias).all().order_by()
+    plain = QuerySet(model=model, using=alias).order_by()
+    if (
+        str(managed.query) != str(plain.query)
+        or managed._iterable_class is not ModelIterable
+        or managed._prefetch_related_lookups
+    ):
+        return None
+    opts = model._meta
+    fields = opts.concrete_fields
+    id_field = opts.pk if lookup == "pk" else opts.get_field(lookup)
+    quote = connection.ops.quote_name
+    table = quote(opts.db_table)
+    columns = ", ".join(f"{table}.{quote(field.column)}" for field in fields)
+    statement = f"SELECT {columns} FROM {table} WHERE {table}.{quote(id_field.column)} = ANY(%s)"  # noqa: S608
+    names = [field.attname for field in fields]
+    converters = []
+    for index, field in enumerate(fields):
+        column = field.get_col(opts.db_table)
+        found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        if found:
+            converters.append((index, column, found))
+
+    def load(keys: list[Any]) -> list[models.Model]:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(statement, [keys])
+            rows = cursor.fetchall()
+        objs = []
+        for row in rows:
+            if converters:
+                values = list(row)
+                for index, column, functions in converters:
+                    for convert in functions:
+                        values[index] = convert(values[index], column, connections[alias])
+                row = values
+            objs.append(model.from_db(alias, names, row))
+        return objs
+
+    return load
 
 
 def known_product_ids(product_ids: Iterable[str]) -> set[str]:

@@ -42,6 +42,10 @@ ACTIVE_SET_CACHE_KEY = "recommendations:active_set"
 ACTIVE_SET_TTL = 30  # seconds; precompute clears it on switch, the TTL only covers other processes' caches
 SHARED_TTL = 60  # seconds a shared list (trending, popular, buy_again rates) is cached for everyone
 SHOPPER_VERSION_TTL = 24 * 3600
+HELD_PLACEMENTS = frozenset({"similar", "bought_together", "trending", "buy_again"})  # never rewritten in a set
+LIST_HOLD_MAX = 5_000  # lists a process keeps before it starts over (~10 MB at 20 items each)
+PROFILE_HOLD_SECONDS = 600  # a process keeps profiles at most this long: heals a write made around catalog
+PROFILE_HOLD_MAX = 50_000  # profiles a process keeps before it starts over (~10 MB)
 RECENT_EVENTS = 200  # the newest events of a shopper that serving reads (session, cart, recently viewed)
 SESSION_ANCHORS = 10  # the newest distinct products of the session that steer for_you
 
@@ -134,6 +138,7 @@ class RenderPass:
     set_id: int | None = None
     set_known: bool = False
     rules_version: str | None = None
+    profiles_version: int | None = None  # None: not read yet; 0: none in the cache, profiles come from the database
     versions: dict[str, str] = field(default_factory=dict)
     states: dict[str, ShopperState] = field(default_factory=dict)
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
@@ -233,12 +238,62 @@ def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
 
 
 def _list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
-    """(placement, subject, items) of the set's lists in any of `placements` for any of `subjects`: one query."""
+    """(placement, subject, items) of the set's lists in any of `placements` for any of `subjects`: what the process
+    holds, and the rest in one query."""
+    held = _lists_held(set_id)
+    asked = [(placement, subject) for placement in placements for subject in subjects]
+    missing = [pair for pair in asked if pair not in held]
+    rows = [
+        (placement, subject, held[placement, subject]) for placement, subject in asked if (placement, subject) in held
+    ]
+    if missing:
+        read = _read_list_rows(
+            set_id, list(dict.fromkeys(p for p, _ in missing)), list(dict.fromkeys(s for _, s in missing))
+        )
+        _hold_lists(set_id, missing, read)
+        wanted = set(missing)
+        rows += [row for row in read if (row[0], row[1]) in wanted]
+    return [row for row in rows if row[2]]
+
+
+def _read_list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
     connection = serving_sql.usable(StoredList)
     if connection is not None:
         return serving_sql.stored_lists(connection, set_id, placements, subjects)
     rows = StoredList.objects.filter(recommendation_set_id=set_id, placement__in=placements, subject__in=subjects)
     return list(rows.values_list("placement", "subject", "items"))
+
+
+@dataclass
+class _HeldLists:
+    set_id: int
+    rows: dict[tuple[str, str], list[list[Any]]]
+
+
+_held_lists = _HeldLists(0, {})
+
+
+def _lists_held(set_id: int) -> dict[tuple[str, str], list[list[Any]]]:
+    """The lists of products and the shared lists of the active set this process has read ([]: the set has none).
+
+    Precompute writes them before it activates the set and nothing writes them after (refresh rewrites only
+    shoppers' lists), so they hold for as long as the set is active: the similar lists of a shopper's session and
+    a product page's lists are then read from memory. A new set, or LIST_HOLD_MAX lists, starts over.
+    """
+    global _held_lists
+    held = _held_lists
+    if held.set_id != set_id or len(held.rows) > LIST_HOLD_MAX:
+        held = _held_lists = _HeldLists(set_id, {})
+    return held.rows
+
+
+def _hold_lists(set_id: int, asked: list[tuple[str, str]], read: Iterable[tuple[str, str, list[list[Any]]]]) -> None:
+    """Keep what was read of `asked` in the placements whose lists never change in a set (none found: [])."""
+    found = {(placement, subject): items for placement, subject, items in read}
+    held = _lists_held(set_id)
+    for pair in asked:
+        if pair[0] in HELD_PLACEMENTS:
+            held[pair] = found.get(pair) or []
 
 
 def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
@@ -249,11 +304,15 @@ def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
     memo = _current_pass.get()
     if memo is not None and ("shared", placement, subject) in memo.lists:
         return memo.lists["shared", placement, subject]
-    key = _key("shared", set_id, placement, subject)
-    items = cache.get(key)
+    held = _lists_held(set_id)
+    items = held.get((placement, subject))
     if items is None:
-        items = stored_items(placement, subject)
-        cache.set(key, items, SHARED_TTL)
+        key = _key("shared", set_id, placement, subject)
+        items = cache.get(key)
+        if items is None:
+            items = stored_items(placement, subject)
+            cache.set(key, items, SHARED_TTL)
+        _hold_lists(set_id, [(placement, subject)], [(placement, subject, items)])
     if memo is not None:
         memo.lists["shared", placement, subject] = items
     return items
@@ -265,10 +324,13 @@ def _prefetch_shared(placement: str, subjects: Iterable[str]) -> None:
     set_id = active_set_id()
     if memo is None or set_id is None:
         return
-    keys = {_key("shared", set_id, placement, s): s for s in subjects if ("shared", placement, s) not in memo.lists}
+    held = _lists_held(set_id)
+    subjects = [s for s in subjects if ("shared", placement, s) not in memo.lists and (placement, s) not in held]
+    keys = {_key("shared", set_id, placement, s): s for s in subjects}
     if len(keys) > 1:
         for key, items in cache.get_many(list(keys)).items():
             memo.lists["shared", placement, keys[key]] = items
+            _hold_lists(set_id, [(placement, keys[key])], [(placement, keys[key], items)])
 
 
 def _popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
@@ -310,9 +372,8 @@ def shopper_state(shopper: str) -> ShopperState:
 
 
 def _read_shopper_state(shopper: str) -> ShopperState:
-    state = ShopperState()
     if not shopper:
-        return state
+        return ShopperState()
     connection = serving_sql.usable(Event)
     if connection is not None:
         rows = serving_sql.newest_events(connection, shopper, RECENT_EVENTS)
@@ -324,6 +385,12 @@ def _read_shopper_state(shopper: str) -> ShopperState:
             .order_by("-occurred_at", "-pk")
             .values_list("product_id", "event_type", "occurred_at")[:RECENT_EVENTS]
         )
+    return _state_from(shopper, rows)
+
+
+def _state_from(shopper: str, rows: list[tuple[str, str, datetime]]) -> ShopperState:
+    """A shopper's state from their newest events, newest first (their purchases are read apart if cut off)."""
+    state = ShopperState()
     state.n_events = len(rows)
     now = timezone.now()
     session_start = now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
@@ -344,7 +411,7 @@ def _read_shopper_state(shopper: str) -> ShopperState:
     if len(rows) < RECENT_EVENTS:
         # Fewer rows than the limit: that was every event of theirs, so every purchase too; no second query.
         purchases = [(product_id, at) for product_id, event_type, at in rows if event_type == "purchase"]
-    elif connection is not None:
+    elif (connection := serving_sql.usable(Event)) is not None:
         purchases = serving_sql.purchases(connection, shopper, RECENT_EVENTS)
     else:
         purchases = list(
@@ -510,6 +577,9 @@ def _size(req: Request, config: Placement | None) -> int:
 
 def _build(block: Block, req: Request, config: Placement, size: int, tunables: rules.Bundle) -> None:
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
+    arm = experiments.arm_for(tunables.experiments.get(config.name), req.shopper)
+    block.variant = arm.stamp if arm is not None else ""
+    _read_ahead(req, config, arm)
     state = shopper_state(req.shopper) if req.shopper else ShopperState()
     # The product's category is looked up only if a step needs it: most blocks fill before.
     context_category: str | None = req.category if req.category or not req.product_id else None
@@ -521,8 +591,6 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
             context_category = profile[0] if profile else ""
         return context_category
 
-    arm = experiments.arm_for(tunables.experiments.get(config.name), req.shopper)
-    block.variant = arm.stamp if arm is not None else ""
     candidates, block.model = _candidates(req, state, config, arm)
     if time.monotonic() > deadline:
         logger.warning(
@@ -574,6 +642,53 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
         item.rules = notes.get(item.product_id, [])
     block.items = items[:size]
     _name_reasons(block.items)
+
+
+def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) -> None:
+    """On PostgreSQL, read the shopper's newest events and the stored lists the block starts from in one statement.
+
+    A built block reads both first, one after the other; together they cost one round trip. The lists are the
+    shopper's for_you (and their experiment arm's), or for a product both of its lists, which a product page shows
+    together. Anything else, and the other databases, is read where it is needed.
+    """
+    memo = _current_pass.get()
+    connection = serving_sql.usable(Event)
+    if memo is None or connection is None or not req.shopper or req.shopper in memo.states:
+        return
+    set_id = active_set_id()
+    strategy = arm.strategy if arm is not None else config.strategy
+    placements: list[str] = []
+    subjects: list[str] = []
+    if config.name == "for_you" and strategy not in STRATEGY_SOURCES:
+        placements.append("for_you")
+        if strategy == "model_version" and arm is not None and arm.training_run_id:
+            placements.append(f"for_you@run{arm.training_run_id}")
+        subjects.append(req.shopper)
+    if req.product_id:
+        placements += ["similar", "bought_together"]
+        subjects.append(req.product_id)
+    pairs = [(placement, subject) for placement in placements for subject in subjects]
+    pairs = [pair for pair in pairs if pair not in memo.lists]
+    if set_id is None:
+        return
+    held = _lists_held(set_id)
+    memo.lists.update({pair: held[pair] for pair in pairs if pair in held})
+    pairs = [pair for pair in pairs if pair not in held]
+    if not pairs:
+        return
+    events, lists = serving_sql.events_and_lists(
+        connection,
+        req.shopper,
+        RECENT_EVENTS,
+        set_id,
+        list(dict.fromkeys(placement for placement, _ in pairs)),
+        list(dict.fromkeys(subject for _, subject in pairs)),
+    )
+    memo.states[req.shopper] = _state_from(req.shopper, events)
+    _hold_lists(set_id, pairs, lists)
+    found = {(placement, subject): items for placement, subject, items in lists}
+    for pair in pairs:
+        memo.lists[pair] = found.get(pair) or []
 
 
 def _needs_category(cold_start: list[dict[str, Any]]) -> bool:
@@ -720,6 +835,10 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
     memo = _current_pass.get()
     known = memo.profiles if memo is not None else {}
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
+    held = _held_profiles(memo.profiles_version) if wanted and memo is not None and memo.profiles_version else None
+    if held is not None:
+        known.update({pid: held[pid] for pid in wanted if pid in held})
+        wanted = [pid for pid in wanted if pid not in known]
     if wanted:
         connection = serving_sql.usable(ProductProfile)
         if connection is not None:
@@ -733,7 +852,42 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
             return {pid: found[pid] for pid in ids if pid in found}
         for pid in wanted:
             known[pid] = found.get(pid)
+        if held is not None:
+            held.update({pid: known[pid] for pid in wanted})
     return {pid: profile for pid in ids if (profile := known.get(pid)) is not None}
+
+
+@dataclass
+class _HeldProfiles:
+    version: int
+    since: float
+    rows: dict[str, Profile | None]
+
+
+_held = _HeldProfiles(0, 0.0, {})
+
+
+def _held_profiles(version: int) -> dict[str, Profile | None]:
+    """The profiles this process keeps between pages, as of `version` (read with the block cache, in one round trip).
+
+    Profiles change rarely and every block reads dozens, so a process keeps what it read and a built block reads
+    none from the database. When the version moved, it drops the products the writes since touched (one cache read:
+    `catalog.profile_changes`), or everything when that cannot tell; it starts over past PROFILE_HOLD_SECONDS or
+    PROFILE_HOLD_MAX. A catch-up makes a new dict, so a reader that began before it cannot put back an old row.
+    """
+    global _held
+    held = _held
+    now = time.monotonic()
+    fresh = now - held.since <= PROFILE_HOLD_SECONDS and len(held.rows) <= PROFILE_HOLD_MAX
+    if held.version == version and fresh:
+        return held.rows
+    changed = catalog.profile_changes(held.version, version) if held.version and fresh else None
+    if changed is None:
+        held = _HeldProfiles(version, now, {})
+    else:
+        held = _HeldProfiles(version, held.since, {pid: row for pid, row in held.rows.items() if pid not in changed})
+    _held = held
+    return held.rows
 
 
 def _fallback_candidates(step: str, limit: int, category: str, product_id: str = "") -> list[Candidate]:
@@ -821,29 +975,26 @@ def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
     neighbours = stored_lists("similar", anchors)
     categories = _profiles(anchors)
     _prefetch_shared("trending", [f"category:{profile[0]}" for profile in categories.values() if profile[0]])
-    scores: dict[str, float] = defaultdict(float)
-    best: dict[str, tuple[float, str]] = {}
-
-    def add(pid: str, contribution: float, anchor: str) -> None:
-        if pid in anchors or contribution <= 0:
-            return
-        scores[pid] += contribution
-        if pid not in best or contribution > best[pid][0]:
-            best[pid] = (contribution, anchor)
-
+    excluded = set(anchors)
+    scores: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}  # the largest single contribution and its anchor: the reason
     for position, anchor in enumerate(anchors):
         recency = 0.7**position
         rows = neighbours.get(anchor, [])
         top = max((float(r[1]) for r in rows), default=0.0)
-        for r in rows:
-            if top > 0:
-                add(str(r[0]), recency * float(r[1]) / top, anchor)
+        contributions = [(str(r[0]), recency * float(r[1]) / top) for r in rows] if top > 0 else []
         category = categories.get(anchor, ("", "", False, False))[0]
         if category:
             trending = shared_items("trending", f"category:{category}")
-            n = len(trending)
-            for rank, r in enumerate(trending):
-                add(str(r[0]), 0.5 * recency * (1 - rank / max(n, 1)), anchor)
+            n = max(len(trending), 1)
+            contributions += [(str(r[0]), 0.5 * recency * (1 - rank / n)) for rank, r in enumerate(trending)]
+        for pid, contribution in contributions:  # a hot loop on a live session's page: kept flat
+            if contribution <= 0 or pid in excluded:
+                continue
+            scores[pid] = scores.get(pid, 0.0) + contribution
+            held = best.get(pid)
+            if held is None or contribution > held[0]:
+                best[pid] = (contribution, anchor)
     top = max(scores.values(), default=0.0)
     if top <= 0:
         return {}
@@ -1030,6 +1181,7 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
         *([] if memo.set_known else [ACTIVE_SET_CACHE_KEY]),
         *([version_key] if version_key else []),
         *([] if memo.rules_version is not None else [rules.VERSION_KEY]),
+        *([] if memo.profiles_version is not None else [catalog.PROFILES_VERSION_KEY]),
     ]
     found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
     if not memo.set_known:
@@ -1038,6 +1190,11 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
         memo.versions[req.shopper] = str(found.get(version_key) or "0")
     if memo.rules_version is None:
         memo.rules_version = rules.version_from(found.get(rules.VERSION_KEY))
+    if memo.profiles_version is None:
+        version = found.get(catalog.PROFILES_VERSION_KEY)
+        memo.profiles_version = version if isinstance(version, int) else 0
+        if not memo.profiles_version:  # none yet, or the cache was emptied: start one, used from the next page on
+            catalog.start_profiles_version()
     stamp = (memo.set_id or 0, memo.versions[req.shopper] if req.shopper else "0", memo.rules_version)
     cached = found.get(key)
     return key, stamp, cached if cached is not None and cached.get("stamp") == stamp else None

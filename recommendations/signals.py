@@ -22,7 +22,9 @@ def _on_product_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: A
 
 
 def _on_product_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    transaction.on_commit(lambda: _safe(catalog.deactivate_product, instance))
+    # The id now: once the delete has run, Django has set the instance's pk to None.
+    product_id = catalog.product_id_of(instance)
+    transaction.on_commit(lambda: _safe(catalog.deactivate_product, product_id))
 
 
 def _safe(func: Any, instance: Any) -> None:
@@ -44,4 +46,12 @@ def connect_product_signals() -> None:
     post_delete.connect(_on_product_deleted, sender=model, dispatch_uid="recommendations_product_deleted")
 
 
+def _on_profile_written(sender: Any, instance: Any, **kwargs: Any) -> None:
+    catalog.profiles_changed([instance.product_id])
+
+
+post_save.connect(_on_profile_written, sender="recommendations.ProductProfile", dispatch_uid="recommendations_profile")
+post_delete.connect(
+    _on_profile_written, sender="recommendations.ProductProfile", dispatch_uid="recommendations_profile"
+)
 user_logged_in.connect(tracking.on_user_logged_in, dispatch_uid="recommendations_merge_visitor")

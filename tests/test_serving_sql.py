@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.signals import request_finished
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, models
 from django.http import HttpResponse
 from django.template import Context, Template
 from django.test import RequestFactory
@@ -22,7 +22,8 @@ from django.utils import timezone
 from recommendations import catalog, serving, serving_sql, tracking
 from recommendations.conf import rec_settings
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
-from tests.factories import make_category, make_product
+from shop.models import Product
+from tests.factories import make_brand, make_category, make_product
 
 pytestmark = pytest.mark.django_db
 
@@ -170,3 +171,50 @@ def test_without_the_middleware_a_block_is_cached_at_once(for_you_list):
     with CaptureQueriesContext(connection) as again:
         Template(FOR_YOU).render(Context({"request": page_request(for_you_list)}))
     assert not reads_stored_lists(again)
+
+
+# -- loading the host's products ---------------------------------------------------------------------------------
+
+
+class _ActiveOnlyManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(is_active=True)
+
+
+class ActiveOnlyProduct(Product):
+    """A host model whose default manager filters: plain SQL would read what the ORM does not."""
+
+    objects = _ActiveOnlyManager()
+
+    class Meta:
+        proxy = True
+        app_label = "shop"
+
+
+def test_products_load_in_plain_sql_exactly_as_the_orm_loads_them():
+    if connection.vendor != "postgresql":
+        pytest.skip("the plain loader is PostgreSQL's")
+    brand = make_brand()
+    products = [make_product(price=Decimal("3.10")), make_product(brand=brand, price=Decimal("1234.56"), stock=0)]
+    ids = [str(p.pk) for p in products] + ["999999999", "not-a-pk"]
+    with CaptureQueriesContext(connection) as queries:
+        fast = catalog.get_products(ids)
+    assert len(queries) == 1 and "= ANY(" in queries[0]["sql"]
+    slow = {str(p.pk): p for p in Product.objects.filter(pk__in=[p.pk for p in products])}
+    assert sorted(fast) == sorted(slow) == sorted(str(p.pk) for p in products)
+    for pid, obj in fast.items():
+        assert type(obj) is Product and obj._state.db == "default" and not obj._state.adding
+        for field in Product._meta.concrete_fields:
+            mine, theirs = getattr(obj, field.attname), getattr(slow[pid], field.attname)
+            assert mine == theirs and type(mine) is type(theirs), field.name
+        assert obj.get_absolute_url() == slow[pid].get_absolute_url()
+    assert fast[str(products[1].pk)].brand == brand  # relations still load lazily
+
+
+def test_a_default_manager_that_filters_keeps_the_orm(settings):
+    hidden = make_product(is_active=False)
+    shown = make_product()
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "PRODUCT_MODEL": "shop.ActiveOnlyProduct"}
+    assert catalog._plain_loader(ActiveOnlyProduct, "pk") is None
+    assert catalog._plain_loader(Product, "pk") is not None or connection.vendor != "postgresql"
+    assert list(catalog.get_products([str(hidden.pk), str(shown.pk)])) == [str(shown.pk)]
