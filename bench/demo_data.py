@@ -13,21 +13,20 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
-import psycopg2
+from common import (
+    add_database_arguments,
+    create_and_migrate,
+    database_name,
+    django_env,
+    is_bench_database,
+    print_row,
+    run_measured,
+    transaction,
+)
 from psycopg2 import sql
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench_e_demo"
 HISTORY_END = "2026-01-01T00:00:00+00:00"  # fixed, so the same arguments always generate the same shop
 COUNTED = [
@@ -45,74 +44,28 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=60, help="days of history (make demo: 60)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (make demo: 7)")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="kill a generation that runs longer")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    add_database_arguments(parser, DEFAULT_DATABASE_URL)
     args = parser.parse_args()
     if min(args.users, args.products, args.days) < 1:
         parser.error("--users, --products and --days must be at least 1")
     return args
 
 
-def django_env(url: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "shop.settings", "DJANGO_LOG_LEVEL": "WARNING"}
-    for name in ("CELERY_BROKER_URL", "CACHE_URL"):  # eager tasks and a local cache, as in the demo
-        env.pop(name, None)
-    return env
-
-
 def fresh_database(url: str) -> None:
     """Drop, recreate and migrate the database: the generator refuses a shop that already has products."""
-    parts = urlparse(url)
-    name = parts.path.lstrip("/")
-    if "bench" not in name:
+    if not is_bench_database(url):
+        name = database_name(url)
         raise SystemExit(f"refusing to drop {name!r}: this benchmark only drops a database whose name contains 'bench'")
-    admin = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=django_env(url), check=True
-    )
+    create_and_migrate(url, fresh=True)
 
 
 def count_rows(url: str) -> dict[str, int]:
     counts = {}
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+    with transaction(url) as cursor:
         for label, table in COUNTED:
             cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
             (counts[label],) = cursor.fetchone()
-    conn.close()
     return counts
-
-
-@dataclass
-class Measured:
-    seconds: float
-    peak_mb: float
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_measured(command: list[str], env: dict[str, str], max_seconds: float) -> Measured:
-    """Run a command, returning its wall time and its own peak RSS (wait4 reports this child only, not earlier ones)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
-        timer = threading.Timer(max_seconds, lambda: os.killpg(process.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Measured(seconds, usage.ru_maxrss / 1024, process.returncode, out.read(), err.read())
 
 
 def main() -> int:
@@ -138,10 +91,7 @@ def main() -> int:
         *((label, f"{count:,}") for label, count in counts.items()),
         ("events/s", f"{counts['events'] / result.seconds:,.0f}"),
     ]
-    widths = [max(len(name), len(value)) for name, value in columns]
-    print("| " + " | ".join(name.ljust(w) for (name, _), w in zip(columns, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print("| " + " | ".join(value.rjust(w) for (_, value), w in zip(columns, widths, strict=True)) + " |")
+    print_row(columns)
     return 0
 
 

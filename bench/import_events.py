@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
-import psycopg2
-from psycopg2 import sql
+from common import (
+    Measured,
+    add_database_arguments,
+    count_events,
+    create_and_migrate,
+    django_env,
+    print_table,
+    refuse_foreign_events,
+    run_measured,
+    transaction,
+    vacuum_analyze,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench_e"
 # A fixed end keeps the file byte-identical from run to run, and in the past so no timestamp is "in the future".
 HISTORY_END = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,12 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shoppers", type=int, default=100_000, help="distinct shoppers in the file")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
     parser.add_argument("--max-seconds", type=float, default=900.0, help="kill an import that runs longer")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="empty the event table even if the database is not named *bench* and holds events",
-    )
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    add_database_arguments(parser, DEFAULT_DATABASE_URL, force="empty the event table")
     args = parser.parse_args()
     if min(args.rows, args.products, args.shoppers) < 1:
         parser.error("--rows, --products and --shoppers must be at least 1")
@@ -123,79 +120,16 @@ def write_events(path: Path, rows: int, products: int, shoppers: int, rng: rando
 # --- database -----------------------------------------------------------------------------------------------------
 
 
-def django_env(url: str) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "shop.settings", "DJANGO_LOG_LEVEL": "WARNING"}
-    for name in ("CELERY_BROKER_URL", "CACHE_URL"):  # eager tasks and a local cache: no shared Redis touched
-        env.pop(name, None)
-    return env
-
-
 def prepare_database(url: str, force: bool) -> None:
     """Create and migrate the database, then empty its events (refused on a non-bench database holding events)."""
-    parts = urlparse(url)
-    name = parts.path.lstrip("/")
-    admin = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=django_env(url), check=True
-    )
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM recommendations_event)")
-        if cursor.fetchone()[0] and "bench" not in name and not force:
-            raise SystemExit(f"refusing to empty the events of {name!r}: name a *bench* database or pass --force")
+    create_and_migrate(url)
+    with transaction(url) as cursor:
+        refuse_foreign_events(cursor, url, force, "empty the events")
         cursor.execute("TRUNCATE recommendations_event")
-    conn.close()
-    # The emptied table's dead pages would otherwise be counted against the import.
-    vacuum = psycopg2.connect(url)
-    vacuum.autocommit = True
-    with vacuum.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE recommendations_event")
-    vacuum.close()
-
-
-def count_rows(url: str) -> int:
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM recommendations_event")
-        (rows,) = cursor.fetchone()
-    conn.close()
-    return rows
+    vacuum_analyze(url, "recommendations_event")  # the emptied table's dead pages would count against the import
 
 
 # --- measuring ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Measured:
-    seconds: float
-    peak_mb: float
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_measured(command: list[str], env: dict[str, str], max_seconds: float) -> Measured:
-    """Run a command, returning its wall time and its own peak RSS (wait4 reports this child only, not earlier ones)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
-        timer = threading.Timer(max_seconds, lambda: os.killpg(process.pid, signal.SIGKILL))
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Measured(seconds, usage.ru_maxrss / 1024, process.returncode, out.read(), err.read())
 
 
 def import_counts(result: Measured) -> tuple[int, int]:
@@ -203,14 +137,6 @@ def import_counts(result: Measured) -> tuple[int, int]:
     if result.returncode != 0 or found is None:
         raise SystemExit(f"import failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr[-3000:]}")
     return int(found.group(1)), int(found.group(2))
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) + " |")
 
 
 def main() -> int:
@@ -234,7 +160,7 @@ def main() -> int:
             print(f"import_events ({label}) ...", file=sys.stderr)
             result = run_measured([*manage, "import_events", str(events), "--no-progress"], env, args.max_seconds)
             inserted, duplicates = import_counts(result)
-            runs.append((label, result, inserted, duplicates, count_rows(args.database_url)))
+            runs.append((label, result, inserted, duplicates, count_events(args.database_url)))
     header = ["run", "rows", "file MB", "seconds", "rows/s", "peak MB", "imported", "duplicates", "rows counted"]
     table = [
         [

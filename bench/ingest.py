@@ -29,12 +29,17 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 
-import psycopg2
-from psycopg2 import sql
+from common import (
+    ROOT,
+    add_database_arguments,
+    count_events,
+    create_and_migrate,
+    print_row,
+    refuse_foreign_events,
+    transaction,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench"
 CATALOG_SIZE = 2000
 EVENT_MIX = [  # (event_type, share): roughly a shop's traffic, impressions included
@@ -60,17 +65,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="threads per worker with --worker-class gthread")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="stop sending after this long")
     parser.add_argument(
-        "--force",
-        action="store_true",
-        help="empty the event table even if the database is not named *bench* and holds events",
-    )
-    parser.add_argument(
         "--mode",
         choices=["server", "browser"],
         default="server",
         help="server: write key, events name their shopper; browser: anonymous visitor cookies, as the JS tracker",
     )
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    add_database_arguments(parser, DEFAULT_DATABASE_URL, force="empty the event table")
     parser.add_argument(
         "--cache-url",
         default=os.environ.get("CACHE_URL", ""),
@@ -97,27 +97,9 @@ def prepare_database(url: str, force: bool) -> None:
     Emptying the events is what makes the row count a proof, so it is refused on a database that looks like
     someone's data (not named *bench* and not empty) unless --force says so.
     """
-    parts = urlparse(url)
-    name = parts.path.lstrip("/")
-    admin = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "shop.settings"},
-        check=True,
-    )
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM recommendations_event)")
-        if cursor.fetchone()[0] and "bench" not in name and not force:
-            raise SystemExit(f"refusing to empty the events of {name!r}: name a *bench* database or pass --force")
+    create_and_migrate(url)
+    with transaction(url) as cursor:
+        refuse_foreign_events(cursor, url, force, "empty the events")
         cursor.execute("TRUNCATE recommendations_event")
         cursor.execute(
             """
@@ -129,15 +111,6 @@ def prepare_database(url: str, force: bool) -> None:
             """,
             [CATALOG_SIZE],
         )
-    conn.close()
-
-
-def count_rows(url: str) -> int:
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM recommendations_event")
-        (rows,) = cursor.fetchone()
-    conn.close()
-    return rows
 
 
 # --- server -------------------------------------------------------------------------------------------------------
@@ -375,7 +348,7 @@ def main() -> int:
             refreshes = drain_broker(args.broker_url)
         if totals.refused_requests:
             print(f"refused requests by status: {totals.statuses}\n{server.log_tail(10)}", file=sys.stderr)
-    rows = count_rows(args.database_url)
+    rows = count_events(args.database_url)
     stored_expected = totals.sent - totals.refused_events
     lost = stored_expected - rows
     columns = [
@@ -394,10 +367,7 @@ def main() -> int:
         ("lost", f"{lost}"),
         ("refresh tasks", f"{refreshes}"),
     ]
-    widths = [max(len(name), len(value)) for name, value in columns]
-    print("| " + " | ".join(name.ljust(w) for (name, _), w in zip(columns, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    print("| " + " | ".join(value.rjust(w) for (_, value), w in zip(columns, widths, strict=True)) + " |")
+    print_row(columns)
     if totals.sent < args.events:
         print(f"stopped at --max-seconds after {totals.sent} of {args.events} events", file=sys.stderr)
     return 0 if lost == 0 and totals.accepted == rows and not totals.refused_requests else 1

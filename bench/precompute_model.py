@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -41,16 +40,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))  # bench/precompute.py: the shop generator, run_measured, print_table
-sys.path.insert(1, str(ROOT))
-from precompute import EVENT_MIX, HISTORY_END, PRESETS, generate, print_table, run_measured  # noqa: E402
-from retrain import machine, peak_mb  # noqa: E402
+from common import (
+    create_and_migrate,
+    django_env,
+    is_bench_database,
+    peak_mb,
+    print_footer,
+    print_table,
+    run_measured,
+    setup_django,
+    shopper_ids,
+)
+from precompute import EVENT_MIX, HISTORY_END, PRESETS, generate
 
 TOP_N = 50
 INACTIVE_SHARE = 0.02
@@ -70,17 +73,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--child", choices=["prepare", "fit", "engine", "floor", "write"], help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.write_db and "bench" not in urlparse(args.write_db).path:
+    if args.write_db and not is_bench_database(args.write_db):
         parser.error("--write-db must name a database whose name contains 'bench'")
     return args
-
-
-def setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
-    os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
 
 
 # --- prepare: the shop as the for_you stage sees it -----------------------------------------------------------------
@@ -101,7 +96,7 @@ def prepare(size: str, seed: int, work: Path) -> dict[str, Any]:
     type_name = np.array(names)[shop.event_type]
     keep = (shop.product >= 0) & np.isin(type_name, sorted(loaded))
     numbers, shopper_idx = np.unique(shop.shopper[keep], return_inverse=True)
-    shoppers = [_shopper_key(int(n)) for n in numbers.tolist()]
+    shoppers = [shopper_ids(int(n))[2] for n in numbers.tolist()]
     n_items = int(shop.product_category.size)
     item_ids = [f"{i + 1:06d}" for i in range(n_items)]  # zero-padded: string order is index order, as in the DB
     end_us = dataset.micros(HISTORY_END)
@@ -171,11 +166,6 @@ def prepare(size: str, seed: int, work: Path) -> dict[str, Any]:
         "cleaning": cleaning.as_dict(),
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _shopper_key(number: int) -> str:
-    """As bench/precompute.py writes them: a third logged in (u:), the rest anonymous visitors (v:)."""
-    return f"u:{number}" if number % 3 == 0 else f"v:{number:032x}"
 
 
 def load_data(work: Path) -> dict[str, Any]:
@@ -354,16 +344,12 @@ def child_floor(work: Path, rows_per_block: int) -> dict[str, Any]:
     return {"seconds": seconds, "lists": n_shoppers, "items": int(best.size), "parts": parts, "block": block}
 
 
-def run_child(mode: str, work: Path, args: argparse.Namespace, extra_env: dict[str, str] | None = None) -> Any:
+def run_child(mode: str, work: Path, args: argparse.Namespace, database_url: str = "") -> Any:
+    """One step in its own process; without `database_url` it has none (the SQLite default, never opened)."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--work", str(work)]
     command += ["--size", args.size, "--seed", str(args.seed), "--fit-seconds", str(args.fit_seconds)]
     command += ["--floor-rows", str(args.floor_rows)]
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "shop.settings", "DJANGO_LOG_LEVEL": "WARNING", **(extra_env or {})}
-    for name in ("CELERY_BROKER_URL", "CACHE_URL"):
-        env.pop(name, None)
-    if not extra_env:
-        env.pop("DATABASE_URL", None)  # the measured paths touch no database (SQLite default, never opened)
-    result = run_measured(command, env, args.max_seconds)
+    result = run_measured(command, django_env(database_url), args.max_seconds)
     if result.returncode != 0:
         raise SystemExit(f"{mode} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}")
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -385,12 +371,6 @@ def child_main(args: argparse.Namespace) -> None:
     else:
         report = child_floor(work, args.floor_rows)
     print(json.dumps({**report, "peak_mb": peak_mb()}))
-
-
-def migrate(url: str) -> None:
-    from precompute import migrate as migrate_database
-
-    migrate_database(url)
 
 
 def main() -> int:
@@ -415,9 +395,9 @@ def main() -> int:
                 print(f"  {report['seconds']:.1f} s, {report['peak_mb']:.0f} MB", file=sys.stderr)
                 measured.append((mode, run, report))
         if args.write_db:
-            migrate(args.write_db)
+            create_and_migrate(args.write_db)
             print("engine + DB writes ...", file=sys.stderr)
-            report = run_child("write", work, args, {"DATABASE_URL": args.write_db})
+            report = run_child("write", work, args, args.write_db)
             measured.append(("write", 1, report))
     total = time.perf_counter() - started
 
@@ -469,9 +449,7 @@ def main() -> int:
         f"(shopper, product) pairs excluded; model: neural fitted {fitted['seconds']:.0f} s "
         f"({sum(fitted['steps'])} steps, stopped: {fitted['stopped']}); top {TOP_N}"
     )
-    print(f"machine: {machine()}, numpy {np.__version__}")
-    command = " ".join(["bench/precompute_model.py", *sys.argv[1:]])
-    print(f"command: .venv/bin/python {command}  (total {total:.0f} s)")
+    print_footer(total)
     return 0
 
 

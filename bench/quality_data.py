@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import common
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,15 +74,7 @@ class BenchData:
 
 def setup_django() -> None:
     """The engine's data path and training module read Django settings (and shop.demo_data imports models)."""
-    import os
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
-    os.environ.setdefault("DJANGO_LOG_LEVEL", "WARNING")
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    common.setup_django()
 
 
 def _event_weights() -> dict[str, float]:

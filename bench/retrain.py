@@ -39,24 +39,37 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
-import psycopg2
-
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))  # bench/precompute.py: migrate, run_measured, print_table
-sys.path.insert(1, str(ROOT))  # the project, for the child process
-from precompute import django_env, migrate, print_table, run_measured  # noqa: E402
+from common import (
+    add_database_arguments,
+    category_cdf,
+    copy_events,
+    copy_profiles,
+    create_and_migrate,
+    data_in_place,
+    django_env,
+    event_line,
+    import_project,
+    is_bench_database,
+    peak_mb,
+    print_footer,
+    print_table,
+    query_one,
+    replace_dataset,
+    run_measured,
+    setup_django,
+    shopper_ids,
+    transaction,
+    truncate,
+)
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench_retrain"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/12"
@@ -65,8 +78,9 @@ HISTORY_END = datetime(2026, 1, 1, tzinfo=UTC)  # fixed, so the data (and its ma
 DAYS = 60
 N_CATEGORIES = 40
 N_BRANDS = 400
-COPY_CHUNK = 200_000
 GENERATOR_VERSION = 1
+# Emptied before each run, with what references them (experiments name training runs): the bench database only.
+HISTORY_TABLES = ("trainingrun", "precomputerun", "storedlist", "recommendationset")
 
 CATEGORY_WORDS = [
     ("coffee", "bean roast espresso arabica grinder crema"),
@@ -141,13 +155,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data")
     parser.add_argument("--rebuild", action="store_true", help="generate the data even if the marker matches")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="kill a retrain that runs longer")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    add_database_arguments(parser, DEFAULT_DATABASE_URL)
     parser.add_argument(
         "--broker-url", default=DEFAULT_BROKER_URL, help="an empty Redis database no worker reads (queue only)"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if "bench" not in urlparse(args.database_url).path:
+    if not is_bench_database(args.database_url):
         parser.error("the database name must contain 'bench' (its tables are emptied)")
     if args.runs < 1 or min(args.shoppers, args.products, args.events) < 1:
         parser.error("--runs, --shoppers, --products and --events must be at least 1")
@@ -199,7 +213,7 @@ def generate(shoppers: int, products: int, events: int, seed: int) -> Shop:
         members = np.flatnonzero(category == k)
         rank[members] = rng.permutation(members.size) + 1
     popularity = 1.0 / rank * np.where(new, 2.0, 1.0)
-    order, cdf = _category_cdf(category, popularity, c)
+    order, cdf = category_cdf(category, popularity, c)
     category_share = np.bincount(category, weights=popularity, minlength=c)
     category_share /= category_share.sum()
 
@@ -299,27 +313,9 @@ def generate(shoppers: int, products: int, events: int, seed: int) -> Shop:
     )
 
 
-def _category_cdf(category: np.ndarray, weight: np.ndarray, n_categories: int) -> tuple[np.ndarray, np.ndarray]:
-    """Products sorted by category and a CDF per category laid end to end ([k, k + 1) is category k)."""
-    order = np.lexsort((np.arange(category.size), category))
-    sorted_category = category[order]
-    totals = np.bincount(category, weights=weight, minlength=n_categories)
-    before = np.r_[0.0, np.cumsum(totals)[:-1]]
-    within = (np.cumsum(weight[order]) - before[sorted_category]) / np.maximum(totals[sorted_category], 1e-300)
-    return order, sorted_category + within
-
-
 def _brand_name(number: int) -> str:
     syllables = ["nor", "ber", "ka", "lu", "ven", "tor", "mi", "sa", "ro", "da", "fin", "el", "gar", "po", "zen", "ri"]
     return (syllables[number % 16] + syllables[(number // 16) % 16] + syllables[(number // 7) % 16]).title()
-
-
-def _shopper_ids(number: int) -> tuple[str, str, str]:
-    """(user_id, visitor_id, shopper key): a third of shoppers are logged in, the rest anonymous visitors."""
-    if number % 3 == 0:
-        return str(number), "", f"u:{number}"
-    visitor = f"{number:032x}"
-    return "", visitor, f"v:{visitor}"
 
 
 def _timestamps(seconds: np.ndarray) -> list[str]:
@@ -346,49 +342,29 @@ def copy_products(cursor: Any, shop: Shop) -> None:
             f"{i + 1}\t{name}\t{slug}\t{brand}\t{shop.price_cents[i] / 100:.2f}\t{'t' if shop.in_stock[i] else 'f'}\t"
             f"{'t' if shop.active[i] else 'f'}\t{text}\t{created[i]}\t0\t{updated}\n"
         )
-    buffer.seek(0)
-    cursor.copy_expert(
-        "COPY recommendations_productprofile (product_id, name, category, brand, price, in_stock, active, text, "
-        "created_at, sales_count, updated_at) FROM STDIN",
-        buffer,
-    )
+    copy_profiles(cursor, buffer)
 
 
-def copy_events(cursor: Any, shop: Shop) -> None:
-    columns = (
-        "event_id, event_type, user_id, visitor_id, shopper, product_id, quantity, value, query, occurred_at, "
-        "client_time, received_at, placement, recommendation_id, context"
-    )
-    ids = {number: _shopper_ids(number) for number in np.unique(shop.shopper).tolist()}
+def event_lines(shop: Shop, start: int, stop: int) -> Iterator[str]:
+    """COPY rows of events [start, stop); a search's query is a word of some category, carts and purchases valued."""
     valued = {shop.type_names.index("add_to_cart"), shop.type_names.index("purchase")}
-    n = int(shop.shopper.size)
-    for start in range(0, n, COPY_CHUNK):
-        stop = min(start + COPY_CHUNK, n)
-        moments = _timestamps(shop.seconds[start:stop])
-        rows = zip(
-            shop.shopper[start:stop].tolist(),
-            shop.item[start:stop].tolist(),
-            shop.event_type[start:stop].tolist(),
-            shop.quantity[start:stop].tolist(),
-            moments,
-            strict=True,
-        )
-        buffer = io.StringIO()
-        for i, (number, item, kind, quantity, moment) in enumerate(rows, start=start):
-            user_id, visitor_id, key = ids[number]
-            if item < 0:
-                words = CATEGORY_WORDS[i % N_CATEGORIES][1].split()
-                product_id, value, query = "", "\\N", words[i % len(words)]
-            else:
-                product_id, query = str(item + 1), ""
-                value = f"{shop.price_cents[item] * quantity / 100:.2f}" if kind in valued else "\\N"
-            buffer.write(
-                f"rb-{i:09d}\t{shop.type_names[kind]}\t{user_id}\t{visitor_id}\t{key}\t{product_id}\t{quantity}\t"
-                f"{value}\t{query}\t{moment}\t{moment}\t{moment}\t\t\t{{}}\n"
-            )
-        buffer.seek(0)
-        cursor.copy_expert(f"COPY recommendations_event ({columns}) FROM STDIN", buffer)
-        print(f"  {stop:,} / {n:,} events", file=sys.stderr)
+    rows = zip(
+        shop.shopper[start:stop].tolist(),
+        shop.item[start:stop].tolist(),
+        shop.event_type[start:stop].tolist(),
+        shop.quantity[start:stop].tolist(),
+        _timestamps(shop.seconds[start:stop]),
+        strict=True,
+    )
+    for i, (number, item, kind, quantity, moment) in enumerate(rows, start=start):
+        if item < 0:
+            words = CATEGORY_WORDS[i % N_CATEGORIES][1].split()
+            product_id, value, query = "", "\\N", words[i % len(words)]
+        else:
+            product_id, query = str(item + 1), ""
+            value = f"{shop.price_cents[item] * quantity / 100:.2f}" if kind in valued else "\\N"
+        ids = shopper_ids(number)
+        yield event_line(f"rb-{i:09d}", shop.type_names[kind], ids, product_id, quantity, value, query, moment)
 
 
 # --- database -----------------------------------------------------------------------------------------------------
@@ -399,65 +375,29 @@ def marker_for(args: argparse.Namespace) -> str:
     return json.dumps({**spec, "generator": "bench/retrain.py", "v": GENERATOR_VERSION}, sort_keys=True)
 
 
-def data_in_place(url: str, marker: str) -> bool:
-    """True when the marker names this data and the tables still hold exactly what was generated."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("CREATE TABLE IF NOT EXISTS bench_dataset (marker text NOT NULL, events bigint, products int)")
-        cursor.execute("SELECT marker, events, products FROM bench_dataset")
-        found = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM recommendations_event")
-        (events,) = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM recommendations_productprofile")
-        (products,) = cursor.fetchone()
-    conn.close()
-    return found is not None and found == (marker, events, products)
-
-
 def load_data(url: str, args: argparse.Namespace, marker: str) -> dict[str, Any]:
     started = time.perf_counter()
     shop = generate(args.shoppers, args.products, args.events, args.seed)
     generated = time.perf_counter() - started
     counts = {name: int((shop.event_type == i).sum()) for i, name in enumerate(shop.type_names)}
-    print(f"generated {shop.shopper.size:,} events in {generated:.1f} s: {counts}", file=sys.stderr)
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute("DELETE FROM bench_dataset")
-        cursor.execute(
-            "TRUNCATE recommendations_event, recommendations_productprofile, recommendations_storedlist, "
-            "recommendations_precomputerun, recommendations_recommendationset, recommendations_trainingrun"
-        )
+    n = int(shop.shopper.size)
+    print(f"generated {n:,} events in {generated:.1f} s: {counts}", file=sys.stderr)
+
+    def fill(cursor: Any) -> None:
         copy_products(cursor, shop)
-        copy_events(cursor, shop)
-        cursor.execute(
-            "INSERT INTO bench_dataset (marker, events, products) VALUES (%s, %s, %s)",
-            [marker, int(shop.shopper.size), int(shop.category.size)],
-        )
-    conn.close()
-    vacuum = psycopg2.connect(url)
-    vacuum.autocommit = True
-    with vacuum.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")  # so autovacuum does not start during the timed run
-    vacuum.close()
+        copy_events(cursor, n, lambda start, stop: event_lines(shop, start, stop))
+
+    tables = [f"recommendations_{t}" for t in ("event", "productprofile", *HISTORY_TABLES)]
+    replace_dataset(url, marker, tables, fill, (n, shop.category.size), cascade=True)
     seconds = time.perf_counter() - started
     print(f"loaded in {seconds:.1f} s", file=sys.stderr)
-    return {"events": int(shop.shopper.size), "sessions": shop.n_sessions, "by_type": counts, "seconds": seconds}
+    return {"events": n, "sessions": shop.n_sessions, "by_type": counts, "seconds": seconds}
 
 
 def forget_runs(url: str) -> None:
     """Every run starts as a shop's first retrain: no training, precompute or list history."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "TRUNCATE recommendations_trainingrun, recommendations_precomputerun, recommendations_storedlist, "
-            "recommendations_recommendationset"
-        )
-    conn.close()
-
-
-def query_one(url: str, sql: str, params: list[Any] | None = None) -> tuple:
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute(sql, params or [])
-        row = cursor.fetchone()
-    conn.close()
-    return row
+    with transaction(url) as cursor:
+        truncate(cursor, [f"recommendations_{t}" for t in HISTORY_TABLES], cascade=True)
 
 
 def broker_keys(url: str) -> int:
@@ -477,9 +417,7 @@ def empty_broker(url: str) -> None:
 
 def child() -> None:
     """In a fresh process: one run_training() call; its run id and the call's wall time as JSON on stdout."""
-    import django
-
-    django.setup()
+    setup_django()
     from recommendations.engine.training import run_training
 
     started = time.perf_counter()
@@ -501,6 +439,7 @@ def read_run(url: str, run_id: int) -> dict[str, Any]:
 
 def candidate_order(names: list[str]) -> list[str]:
     """Candidates in the CANDIDATES order (jsonb keeps keys in its own order), anything else (a blend) last."""
+    import_project()
     from recommendations.conf import DEFAULTS
 
     configured = list(DEFAULTS["CANDIDATES"])
@@ -514,27 +453,6 @@ def stage_order(runs: list[dict[str, Any]]) -> list[str]:
     tail = ["blend", "test", "gate", "refit", "save"]
     fits = [f"fit {name}" for name in candidate_order([s[4:] for s in seen if s.startswith("fit ")])]
     return [s for s in head if s in seen] + fits + [s for s in tail if s in seen]
-
-
-def peak_mb() -> float:
-    """This process's high-water resident set (VmHWM), in MB.
-
-    Not wait4's ru_maxrss: at exec Linux folds the spawning process's resident set into the child's maximum, so a
-    child of a parent holding generated data would report the parent's size.
-    """
-    with open("/proc/self/status") as handle:
-        kib = next(int(line.split()[1]) for line in handle if line.startswith("VmHWM:"))
-    return kib / 1024
-
-
-def machine() -> str:
-    """CPU count and model, memory: what the figures depend on."""
-    model = platform.machine()
-    with open("/proc/cpuinfo") as handle:
-        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), model)
-    with open("/proc/meminfo") as handle:
-        kib = next(int(line.split()[1]) for line in handle if line.startswith("MemTotal"))
-    return f"{os.cpu_count()} CPUs ({model}), {kib / 1024**2:.0f} GiB RAM, Python {platform.python_version()}"
 
 
 def candidate_note(result: dict[str, Any]) -> str:
@@ -556,7 +474,7 @@ def main() -> int:
     url = args.database_url
     started = time.perf_counter()
     print(f"preparing {url} ...", file=sys.stderr)
-    migrate(url)
+    create_and_migrate(url)
     marker = marker_for(args)
     built = None
     if args.rebuild or not data_in_place(url, marker):
@@ -658,9 +576,7 @@ def main() -> int:
         f"data: {stored[0]:,} events from {stored[1]:,} shoppers, {products:,} products; target "
         f"{TARGET_SECONDS:.0f} s per retrain"
     )
-    print(f"machine: {machine()}, numpy {np.__version__}")
-    command = " ".join(["bench/retrain.py", *sys.argv[1:]])
-    print(f"command: .venv/bin/python {command}  (total {time.perf_counter() - started:.0f} s)")
+    print_footer(time.perf_counter() - started)
     return 0
 
 

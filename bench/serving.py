@@ -46,18 +46,34 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import psycopg2
+from common import (
+    ROOT,
+    add_database_arguments,
+    category_cdf,
+    copy_events,
+    copy_profiles,
+    create_database,
+    database_name,
+    dataset_marker,
+    event_line,
+    hardware,
+    is_bench_database,
+    print_table,
+    setup_django,
+    shopper_ids,
+    transaction,
+    vacuum_analyze,
+    zipf_popularity,
+)
 from psycopg2 import sql
 
-ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/rec_bench_serving"
 DEFAULT_CACHE_URL = "redis://127.0.0.1:6379/13"
 HISTORY_DAYS = 90
@@ -72,7 +88,6 @@ EVENT_MIX = [
 ]
 FOR_YOU_N, SIMILAR_N, TRENDING_N, BUY_AGAIN_N = 50, 20, 50, 500
 SESSION_VIEWS = (10, 6, 2)  # minutes ago: three views in this session for the "live session" shoppers
-COPY_CHUNK = 200_000
 
 FOR_YOU_SOURCE = '{% load recommendations %}{% recommendations "for_you" %}'
 PRODUCT_PAGE = ROOT / "templates" / "shop" / "product_detail.html"
@@ -96,7 +111,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--regenerate", action="store_true", help="generate the data even if the marker matches")
     parser.add_argument("--max-seconds", type=float, default=1800.0, help="stop timing after this long")
     parser.add_argument("--force", action="store_true", help="use a database or cache that holds other data")
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    add_database_arguments(parser, DEFAULT_DATABASE_URL)
     parser.add_argument("--cache-url", default=os.environ.get("CACHE_URL", DEFAULT_CACHE_URL))
     args = parser.parse_args()
     if args.iterations < 10:
@@ -141,13 +156,9 @@ def generate(args: argparse.Namespace) -> Shop:
     p, c, s = args.products, args.categories, args.shoppers
     category = rng.integers(c, size=p)
     brand = (category * 3 + rng.integers(0, 5, size=p)) % (3 * c)  # a handful of brands per category
-    popularity = 1.0 / np.arange(1, p + 1) ** 0.9
-    popularity = popularity[rng.permutation(p)]
-    by_category = np.lexsort((np.arange(p), category))
-    sorted_category = category[by_category]
+    popularity = zipf_popularity(rng, p)
+    by_category, cdf = category_cdf(category, popularity, c)
     totals = np.bincount(category, weights=popularity, minlength=c)
-    before = np.r_[0.0, np.cumsum(totals)[:-1]]
-    within = (np.cumsum(popularity[by_category]) - before[sorted_category]) / totals[sorted_category]
     counts = rng.geometric(1.0 / args.events_per_shopper, size=s)
     shopper = np.repeat(np.arange(s), counts)
     n = int(shopper.size)
@@ -167,7 +178,7 @@ def generate(args: argparse.Namespace) -> Shop:
         tastes=tastes,
         n_tastes=n_tastes,
         by_category=by_category,
-        cdf=sorted_category + within,
+        cdf=cdf,
         global_cdf=np.cumsum(popularity) / popularity.sum(),
     )
     taste = tastes[shopper, (rng.random(n) * n_tastes[shopper]).astype(np.int64)]
@@ -180,14 +191,6 @@ def generate(args: argparse.Namespace) -> Shop:
     # Nothing inside the last hour: only the "live session" shoppers have a session, and they get it per run.
     shop.seconds_before = np.clip(centre[shopper] + spread, 3600, HISTORY_DAYS * 86_400).astype(np.int64)
     return shop
-
-
-def _shopper_ids(number: int) -> tuple[str, str, str]:
-    """(user_id, visitor_id, shopper key): a third of shoppers are logged in, the rest anonymous visitors."""
-    if number % 3 == 0:
-        return str(number), "", f"u:{number}"
-    visitor = f"{number:032x}"
-    return "", visitor, f"v:{visitor}"
 
 
 def _unique_rows(draws: np.ndarray, n: int, skip: np.ndarray | None = None) -> list[list[int]]:
@@ -233,12 +236,7 @@ def copy_catalog(cursor: Any, shop: Shop, loaded_at: datetime) -> None:
         "is_consumable, created_at) FROM STDIN",
         products,
     )
-    profiles.seek(0)
-    cursor.copy_expert(
-        "COPY recommendations_productprofile (product_id, name, category, brand, price, in_stock, active, text, "
-        "created_at, sales_count, updated_at) FROM STDIN",
-        profiles,
-    )
+    copy_profiles(cursor, profiles)
     for table in ("shop_category", "shop_brand", "shop_product"):
         cursor.execute(
             sql.SQL("SELECT setval(pg_get_serial_sequence({}, 'id'), (SELECT max(id) FROM {}))").format(
@@ -247,41 +245,25 @@ def copy_catalog(cursor: Any, shop: Shop, loaded_at: datetime) -> None:
         )
 
 
-def copy_events(cursor: Any, shop: Shop, loaded_at: datetime) -> None:
+def event_lines(shop: Shop, loaded_at: datetime, start: int, stop: int) -> Iterator[str]:
+    """COPY rows of events [start, stop), each `seconds_before` the load time; carts and purchases valued."""
     names = [name for name, _ in EVENT_MIX]
     end = loaded_at.timestamp()
-    columns = (
-        "event_id, event_type, user_id, visitor_id, shopper, product_id, quantity, value, query, occurred_at, "
-        "client_time, received_at, placement, recommendation_id, context"
+    rows = zip(
+        shop.shopper[start:stop].tolist(),
+        shop.product[start:stop].tolist(),
+        shop.event_type[start:stop].tolist(),
+        shop.seconds_before[start:stop].tolist(),
+        strict=True,
     )
-    n = int(shop.shopper.size)
-    for start in range(0, n, COPY_CHUNK):
-        stop = min(start + COPY_CHUNK, n)
-        buffer = io.StringIO()
-        rows = zip(
-            shop.shopper[start:stop].tolist(),
-            shop.product[start:stop].tolist(),
-            shop.event_type[start:stop].tolist(),
-            shop.seconds_before[start:stop].tolist(),
-            strict=True,
-        )
-        for i, (number, product, kind, seconds) in enumerate(rows, start=start):
-            user_id, visitor_id, key = _shopper_ids(number)
-            moment = datetime.fromtimestamp(end - seconds, tz=UTC).isoformat()
-            if product < 0:
-                product_id, value, query = "", "\\N", "bench search"
-            else:
-                product_id, query = str(product + 1), ""
-                value = (
-                    f"{shop.price_cents[product] / 100:.2f}" if names[kind] in ("add_to_cart", "purchase") else "\\N"
-                )
-            buffer.write(
-                f"bench-{i:09d}\t{names[kind]}\t{user_id}\t{visitor_id}\t{key}\t{product_id}\t1\t{value}\t{query}\t"
-                f"{moment}\t{moment}\t{moment}\t\t\t{{}}\n"
-            )
-        buffer.seek(0)
-        cursor.copy_expert(f"COPY recommendations_event ({columns}) FROM STDIN", buffer)
-        print(f"  {stop:,} / {n:,} events", file=sys.stderr)
+    for i, (number, product, kind, seconds) in enumerate(rows, start=start):
+        moment = datetime.fromtimestamp(end - seconds, tz=UTC).isoformat()
+        if product < 0:
+            product_id, value, query = "", "\\N", "bench search"
+        else:
+            product_id, query = str(product + 1), ""
+            value = f"{shop.price_cents[product] / 100:.2f}" if names[kind] in ("add_to_cart", "purchase") else "\\N"
+        yield event_line(f"bench-{i:09d}", names[kind], shopper_ids(number), product_id, 1, value, query, moment)
 
 
 def copy_lists(cursor: Any, shop: Shop, seed: int, loaded_at: datetime) -> int:
@@ -354,7 +336,7 @@ def copy_lists(cursor: Any, shop: Shop, seed: int, loaded_at: datetime) -> int:
                 anchor = anchors.get((number, int(shop.category[j])))
                 reason = f"because:{anchor + 1}" if anchor is not None and anchor != j else "for_you"
                 items.append([str(j + 1), round(1.0 / (1 + 0.05 * r), 6), reason])
-            buffer.write(_list_line(set_id, "for_you", _shopper_ids(number)[2], items))
+            buffer.write(_list_line(set_id, "for_you", shopper_ids(number)[2], items))
             rows += 1
         buffer.seek(0)
         cursor.copy_expert(
@@ -366,20 +348,11 @@ def copy_lists(cursor: Any, shop: Shop, seed: int, loaded_at: datetime) -> int:
 # --- database -----------------------------------------------------------------------------------------------------
 
 
-def create_database(url: str) -> None:
-    parts = urlparse(url)
-    name = parts.path.lstrip("/")
-    if "bench" not in name:
+def create_bench_database(url: str) -> None:
+    if not is_bench_database(url):
+        name = database_name(url)
         raise SystemExit(f"refusing to use {name!r}: name a *bench* database (this script replaces its data)")
-    admin = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username, password=parts.password, dbname="postgres"
-    )
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
-        if cursor.fetchone() is None:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    admin.close()
+    create_database(url)
 
 
 def marker_for(args: argparse.Namespace) -> str:
@@ -389,21 +362,17 @@ def marker_for(args: argparse.Namespace) -> str:
 
 def data_in_place(url: str, marker: str) -> datetime | None:
     """The load time when the marker names this data and the tables still hold exactly what was generated."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE IF NOT EXISTS bench_serving_dataset "
-            "(marker text NOT NULL, loaded_at timestamptz, events bigint, lists bigint, products int)"
-        )
-        cursor.execute("SELECT marker, loaded_at, events, lists, products FROM bench_serving_dataset")
-        found = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM recommendations_event WHERE event_id LIKE 'bench-0%%'")
-        (events,) = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM recommendations_storedlist")
-        (lists,) = cursor.fetchone()
-        cursor.execute("SELECT count(*) FROM shop_product")
-        (products,) = cursor.fetchone()
-    conn.close()
-    if found is not None and (found[0], *found[2:]) == (marker, events, lists, products):
+    found, now = dataset_marker(
+        url,
+        "bench_serving_dataset",
+        "marker text NOT NULL, loaded_at timestamptz, events bigint, lists bigint, products int",
+        [
+            "SELECT count(*) FROM recommendations_event WHERE event_id LIKE 'bench-0%'",
+            "SELECT count(*) FROM recommendations_storedlist",
+            "SELECT count(*) FROM shop_product",
+        ],
+    )
+    if found is not None and (found[0], *found[2:]) == (marker, *now):
         return found[1]
     return None
 
@@ -413,7 +382,7 @@ def load_data(url: str, args: argparse.Namespace, marker: str) -> datetime:
     loaded_at = datetime.now(UTC).replace(microsecond=0)
     shop = generate(args)
     print(f"generated {shop.shopper.size:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    with psycopg2.connect(url) as conn, conn.cursor() as cursor:
+    with transaction(url) as cursor:
         cursor.execute("DELETE FROM bench_serving_dataset")
         cursor.execute(
             "TRUNCATE recommendations_event, recommendations_productprofile, recommendations_storedlist, "
@@ -421,36 +390,27 @@ def load_data(url: str, args: argparse.Namespace, marker: str) -> datetime:
             "shop_favorite, shop_product, shop_brand, shop_category"
         )
         copy_catalog(cursor, shop, loaded_at)
-        copy_events(cursor, shop, loaded_at)
+        copy_events(cursor, int(shop.shopper.size), lambda start, stop: event_lines(shop, loaded_at, start, stop))
         lists = copy_lists(cursor, shop, args.seed, loaded_at)
         cursor.execute(
             "INSERT INTO bench_serving_dataset (marker, loaded_at, events, lists, products) "
             "VALUES (%s, %s, %s, %s, %s)",
             [marker, loaded_at, int(shop.shopper.size), lists, int(shop.category.size)],
         )
-    conn.close()
-    vacuum = psycopg2.connect(url)
-    vacuum.autocommit = True
-    with vacuum.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE")  # so autovacuum does not start during the timed run
-    vacuum.close()
+    vacuum_analyze(url)
     print(f"loaded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return loaded_at
 
 
-def setup_django(args: argparse.Namespace) -> None:
-    os.environ.update(
+def setup_serving_django(args: argparse.Namespace) -> None:
+    os.environ.pop("CELERY_BROKER_URL", None)  # nothing here sends a task; never touch a shared broker
+    setup_django(
         DATABASE_URL=args.database_url,
         CACHE_URL=args.cache_url,
         DJANGO_SETTINGS_MODULE="shop.settings",
         DJANGO_DEBUG="0",  # no query log, as in production
         DJANGO_LOG_LEVEL="WARNING",
     )
-    os.environ.pop("CELERY_BROKER_URL", None)  # nothing here sends a task; never touch a shared broker
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
 
 
 def check_cache_empty(url: str, force: bool) -> None:
@@ -690,7 +650,7 @@ def prepare_run(shop_seed: int, args: argparse.Namespace) -> tuple[dict[str, Cas
     numbers = rng.choice(args.shoppers, size=3 * n, replace=False)
 
     def page(number: int, product: Any = None) -> dict[str, Any]:
-        user_id, visitor_id, key = _shopper_ids(int(number))
+        user_id, visitor_id, key = shopper_ids(int(number))
         return {"shopper": key, "user_id": user_id, "visitor_id": visitor_id, "product": product}
 
     # Product pages are opened as often as the products were viewed in the history.
@@ -743,6 +703,7 @@ def prepare_run(shop_seed: int, args: argparse.Namespace) -> tuple[dict[str, Cas
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
     return float(np.percentile(np.asarray(values), q))
 
 
@@ -751,12 +712,6 @@ def machine(load_at_start: float) -> list[str]:
     from django.core.cache import cache
     from django.db import connection
 
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    kib = int(Path("/proc/meminfo").read_text().split()[1])
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         (pg,) = cursor.fetchone()
@@ -764,23 +719,10 @@ def machine(load_at_start: float) -> list[str]:
         (buffers,) = cursor.fetchone()
     redis_version = cache._cache.get_client().info("server").get("redis_version", "?")
     return [
-        f"{os.cpu_count()} CPUs ({model}), {kib / 1024**2:.0f} GiB RAM; 1-minute load average "
-        f"{load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
+        f"{hardware()}; 1-minute load average {load_at_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         f"Python {platform.python_version()}, Django {get_version()}, psycopg2 {psycopg2.__version__.split()[0]}, "
         f"PostgreSQL {pg} (shared_buffers {buffers}), Redis {redis_version} (cache), all on this machine",
     ]
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print(
-            "| "
-            + " | ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True)))
-            + " |"
-        )
 
 
 def report(
@@ -831,7 +773,7 @@ def report(
                     f"{trips:.1f}",
                 ]
             )
-    print_table(header, rows)
+    print_table(header, rows, label_column=True)
     print(
         "(miss: the shopper's version bumped first, every block built; hit: the same page again from the cache; "
         "floor: per block one indexed StoredList read + get_products + block.html with the same items (raw read: the "
@@ -844,8 +786,8 @@ def report(
 def main() -> int:
     args = parse_args()
     started_at, load = datetime.now(UTC), os.getloadavg()[0]
-    create_database(args.database_url)
-    setup_django(args)
+    create_bench_database(args.database_url)
+    setup_serving_django(args)
     from django.core.cache import cache
     from django.core.management import call_command
 
