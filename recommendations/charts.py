@@ -60,7 +60,7 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 @dataclass(frozen=True)
 class _Frame:
-    """Where the plot area sits in the SVG, and the y range it maps."""
+    """Where the plot area sits in the SVG, the y range it maps, and the width each x label gets."""
 
     left: float
     top: float
@@ -68,9 +68,34 @@ class _Frame:
     bottom: float
     low: float
     high: float
+    slot: float
 
     def y(self, value: float) -> float:
         return self.bottom - (value - self.low) / (self.high - self.low) * (self.bottom - self.top)
+
+    def bar(self, left: float, width: float, lower: float, upper: float, colour: str, tooltip: str) -> SafeString:
+        """A bar from `lower` to `upper` on the y scale, at least half a pixel tall so a tiny value still shows."""
+        y_top, y_bottom = self.y(max(lower, upper)), self.y(min(lower, upper))
+        return format_html(
+            '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
+            _n(left),
+            _n(y_top),
+            _n(width),
+            _n(max(y_bottom - y_top, 0.5)),
+            colour,
+            tooltip,
+        )
+
+
+@dataclass(frozen=True)
+class _Look:
+    """What every chart kind is given besides its data: the words around it, its size and how y values read."""
+
+    title: str
+    y_label: str
+    width: int
+    height: int
+    y_format: Formatter
 
 
 def _values(series: Series) -> list[float]:
@@ -94,19 +119,16 @@ def _legend_rows(names: Sequence[str], width: float, left: float) -> list[list[t
 def _chart(
     series: Series,
     x_labels: Sequence[str],
-    *,
-    title: str,
-    y_label: str,
-    width: int,
-    height: int,
-    y_format: Formatter,
-    stacked: bool,
+    look: _Look,
     draw: Callable[[_Frame, list[float]], list[SafeString]],
+    *,
+    stacked: bool = False,
     also_covers: Sequence[float] = (),
 ) -> SafeString:
     """The frame every chart shares (title, legend, axes, grid, labels), with `draw` filling the plot area.
 
     `also_covers` are values the y axis must reach besides the series' (the ends of interval whiskers)."""
+    title, y_label, width, height, y_format = look.title, look.y_label, look.width, look.height, look.y_format
     names = list(series)
     values = _values(series)
     has_data = bool(x_labels) and bool(values)
@@ -126,8 +148,7 @@ def _chart(
     top = 34.0
     bottom = height - 28.0 - LEGEND_ROW * len(legend)
     right = width - 12.0
-    frame = _Frame(left, top, right, max(bottom, top + 40), ticks[0], ticks[-1])
-    slot = (frame.right - frame.left) / max(1, len(x_labels))
+    frame = _Frame(left, top, right, max(bottom, top + 40), ticks[0], ticks[-1], (right - left) / max(1, len(x_labels)))
 
     parts: list[SafeString] = [
         format_html("<title>{}</title>", title),
@@ -177,7 +198,7 @@ def _chart(
             parts.append(
                 format_html(
                     '<text x="{}" y="{}" text-anchor="middle" fill="#555">{}</text>',
-                    _n(frame.left + slot * (i + 0.5)),
+                    _n(frame.left + frame.slot * (i + 0.5)),
                     _n(frame.bottom + 16),
                     label,
                 )
@@ -192,7 +213,7 @@ def _chart(
         )
     )
     if has_data:
-        parts.extend(draw(frame, [frame.left + slot * (i + 0.5) for i in range(len(x_labels))]))
+        parts.extend(draw(frame, [frame.left + frame.slot * (i + 0.5) for i in range(len(x_labels))]))
     else:
         parts.append(
             format_html(
@@ -305,17 +326,7 @@ def line_chart(
             out.extend(points)
         return out
 
-    return _chart(
-        series,
-        x_labels,
-        title=title,
-        y_label=y_label,
-        width=width,
-        height=height,
-        y_format=y_format,
-        stacked=False,
-        draw=draw,
-    )
+    return _chart(series, x_labels, _Look(title, y_label, width, height, y_format), draw)
 
 
 def bar_chart(
@@ -333,9 +344,8 @@ def bar_chart(
 
     def draw(frame: _Frame, xs: list[float]) -> list[SafeString]:
         out: list[SafeString] = []
-        slot = (frame.right - frame.left) / max(1, len(xs))
         names = list(series)
-        inner = slot * 0.8
+        inner = frame.slot * 0.8
         bar = inner if stacked else inner / max(1, len(names))
         for i, x in enumerate(xs):
             base = 0.0
@@ -346,34 +356,12 @@ def bar_chart(
                     base += value
                 if value == 0:
                     continue
-                y_top, y_bottom = frame.y(max(lower, upper)), frame.y(min(lower, upper))
                 left = x - inner / 2 + (0 if stacked else bar * s)
-                out.append(
-                    format_html(
-                        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{} · {}: {}</title></rect>',
-                        _n(left),
-                        _n(y_top),
-                        _n(max(bar - 1, 1)),
-                        _n(max(y_bottom - y_top, 0.5)),
-                        _colour(s),
-                        name,
-                        x_labels[i],
-                        y_format(value),
-                    )
-                )
+                tooltip = format_html("{} · {}: {}", name, x_labels[i], y_format(value))
+                out.append(frame.bar(left, max(bar - 1, 1), lower, upper, _colour(s), tooltip))
         return out
 
-    return _chart(
-        series,
-        x_labels,
-        title=title,
-        y_label=y_label,
-        width=width,
-        height=height,
-        y_format=y_format,
-        stacked=stacked,
-        draw=draw,
-    )
+    return _chart(series, x_labels, _Look(title, y_label, width, height, y_format), draw, stacked=stacked)
 
 
 def interval_bar_chart(
@@ -395,27 +383,14 @@ def interval_bar_chart(
 
     def draw(frame: _Frame, xs: list[float]) -> list[SafeString]:
         out: list[SafeString] = []
-        slot = (frame.right - frame.left) / max(1, len(xs))
-        bar = slot * 0.5
+        bar = frame.slot * 0.5
         for x, label in zip(xs, labels, strict=True):
             value = values[label]
             interval = intervals.get(label)
             span = f" (95% CI {y_format(interval[0])} to {y_format(interval[1])})" if interval else ""
             if value is not None and math.isfinite(float(value)):
-                y_top, y_bottom = frame.y(max(float(value), 0.0)), frame.y(min(float(value), 0.0))
-                out.append(
-                    format_html(
-                        '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}: {}{}</title></rect>',
-                        _n(x - bar / 2),
-                        _n(y_top),
-                        _n(bar),
-                        _n(max(y_bottom - y_top, 0.5)),
-                        _colour(0),
-                        label,
-                        y_format(float(value)),
-                        span,
-                    )
-                )
+                tooltip = format_html("{}: {}{}", label, y_format(float(value)), span)
+                out.append(frame.bar(x - bar / 2, bar, 0.0, float(value), _colour(0), tooltip))
             if interval:
                 low, high = frame.y(interval[0]), frame.y(interval[1])
                 cap = bar / 4
@@ -442,15 +417,4 @@ def interval_bar_chart(
                 )
         return out
 
-    return _chart(
-        series,
-        labels,
-        title=title,
-        y_label=y_label,
-        width=width,
-        height=height,
-        y_format=y_format,
-        stacked=False,
-        draw=draw,
-        also_covers=ends,
-    )
+    return _chart(series, labels, _Look(title, y_label, width, height, y_format), draw, also_covers=ends)

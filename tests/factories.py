@@ -1,8 +1,13 @@
-"""Small factories for the suite: real rows, sensible defaults, every field overridable."""
+"""Small factories for the suite: real rows, sensible defaults, every field overridable.
+
+Also the few helpers more than one test module needs (a logged-in staff member, the stored lists serving reads, a
+rendered block's products), so each lives here once instead of being copied between modules.
+"""
 
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,11 +15,18 @@ from typing import Any
 
 import numpy as np
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.template import Context, Template
+from django.test import Client
+from django.utils import timezone
 
+from recommendations import catalog, serving
+from recommendations.engine import training
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures
-from recommendations.models import Event, ProductProfile
+from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList, TrainingRun
 from recommendations.tracking import attribute, build_event
 from shop.models import Brand, Category, Product
+from tests.engine.synthetic import make_shop
 
 _seq = itertools.count(1)
 
@@ -89,3 +101,91 @@ def write_shop(interactions: Interactions, features: ItemFeatures, end: datetime
             interactions.shopper, interactions.item, interactions.event_type, interactions.age_days, strict=True
         )
     )
+
+
+def write_synthetic_shop() -> tuple[Interactions, ItemFeatures]:
+    """The synthetic shop (200 shoppers, 80 products) the admin tests run real training on, stored as rows."""
+    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
+    write_shop(data, features)
+    return data, features
+
+
+def train_two_runs() -> tuple[TrainingRun, TrainingRun]:
+    """Two real training runs; the gate makes each serve in turn, so the second serves and the first served before."""
+    first = training.run_training(candidates=["popularity"])
+    second = training.run_training(candidates=["item_knn"])
+    return first, second
+
+
+def serving_pk() -> int | None:
+    """The pk of the training run whose model serves, None when none does."""
+    return TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
+
+
+def staff_with(client: Client, *codenames: str, apps: tuple[str, ...] = ("recommendations",)) -> tuple[Client, Any]:
+    """Log `client` in as a new staff member holding only these permissions (of `apps`), to show what each allows."""
+    user = make_user(is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=apps, codename__in=codenames))
+    client.force_login(user)
+    return client, user
+
+
+# -- the small hand-made shop serving and the rules admin are tested on --------------------------------------------
+
+SMALL_SHOP = (  # name, category, brand, sales count; prices run 10, 20, ... 80 in this order
+    ("Pan", "kitchen", "Acme", 50),
+    ("Pot", "kitchen", "Acme", 40),
+    ("Wok", "kitchen", "Acme", 30),
+    ("Kettle", "kitchen", "Zen", 20),
+    ("Rake", "garden", "Leaf", 45),
+    ("Hoe", "garden", "Leaf", 35),
+    ("Hose", "garden", "Leaf", 25),
+    ("Shears", "garden", "Zen", 15),
+)
+
+
+def make_small_shop() -> dict[str, Product]:
+    """SMALL_SHOP as products by name, profiles synced and sales counts set, so a test can name what it expects."""
+    categories = {"kitchen": make_category("Kitchen", slug="kitchen"), "garden": make_category("Garden", slug="garden")}
+    brands = {name: make_brand(name) for name in ("Acme", "Zen", "Leaf")}
+    products = {
+        name: make_product(name, category=categories[category], brand=brands[brand], price=Decimal(10 * (i + 1)))
+        for i, (name, category, brand, _sold) in enumerate(SMALL_SHOP)
+    }
+    catalog.sync_products()
+    for name, _category, _brand, sold in SMALL_SHOP:
+        ProductProfile.objects.filter(product_id=str(products[name].pk)).update(sales_count=sold)
+    return products
+
+
+def active_lists(**by_placement: dict[str, list[tuple[Any, ...]]]) -> RecommendationSet:
+    """An active set holding {placement: {subject: [(product, score, reason, ...), ...]}}, so a test states exactly
+    what the engine precomputed and checks what serving makes of it."""
+    new = RecommendationSet.objects.create(status=RecommendationSet.Status.ACTIVE, activated_at=timezone.now())
+    for placement, subjects in by_placement.items():
+        for subject, items in subjects.items():
+            rows = [[str(p.pk), score, reason, *rest] for p, score, reason, *rest in items]
+            StoredList.objects.create(recommendation_set=new, placement=placement, subject=subject, items=rows)
+    serving.forget_active_set()
+    return new
+
+
+def visitor() -> str:
+    """A new visitor id, so no history or cached block of another test's shopper applies."""
+    return uuid.uuid4().hex
+
+
+def render(source: str, request: Any = None, **context: Any) -> str:
+    """A template string rendered as a page would render it (the tags read the request)."""
+    return Template(source).render(Context({"request": request, **context}))
+
+
+def block_html(html: str, placement: str) -> str:
+    """The rendered block of one placement in a page ("" when the page has none)."""
+    match = re.search(rf'<section class="rec-block" data-rec-placement="{placement}".*?</section>', html, re.S)
+    return match.group(0) if match else ""
+
+
+def rendered_ids(html: str) -> list[str]:
+    """The product ids a rendered block shows, in order."""
+    return re.findall(r'data-rec-product="([^"]+)"', html)

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.urls import reverse
 from django.utils import timezone
@@ -21,8 +20,7 @@ from django_celery_beat.models import PeriodicTask
 from recommendations.engine import serving_model, training
 from recommendations.engine.precompute import run_precompute
 from recommendations.models import PrecomputeRun, RecommendationSet, TrainingRun
-from tests.engine.synthetic import make_shop
-from tests.factories import make_user, write_shop
+from tests.factories import make_user, serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -31,20 +29,18 @@ PRECOMPUTE_LIST = "admin:recommendations_precomputerun_changelist"
 ROLL_BACK = "admin:recommendations_trainingrun_roll_back"
 RETRAIN_SCHEDULE = "Retrain the recommender (nightly)"
 PRECOMPUTE_SCHEDULE = "Precompute recommendations (hourly)"
+WITH_BEAT = ("recommendations", "django_celery_beat")  # the schedules are django_celery_beat PeriodicTasks
 
 
 @pytest.fixture
 def shop():
-    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
-    write_shop(data, features)
-    return data, features
+    return write_synthetic_shop()
 
 
 @pytest.fixture
 def two_runs(shop):
     """Two real runs; the gate made each serve in turn, so the second serves and the first served before it."""
-    first = training.run_training(candidates=["popularity"])
-    second = training.run_training(candidates=["item_knn"])
+    first, second = train_two_runs()
     assert second.is_serving and first.activated_at < second.activated_at
     return first, second
 
@@ -60,18 +56,6 @@ def staff_client(client, admin_user):
     return client
 
 
-def staff_with(client, *codenames: str):
-    """A logged-in staff member holding only these permissions (recommendations or django_celery_beat)."""
-    user = make_user(is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(
-            content_type__app_label__in=["recommendations", "django_celery_beat"], codename__in=codenames
-        )
-    )
-    client.force_login(user)
-    return client, user
-
-
 def activate_url(run: TrainingRun) -> str:
     return reverse("admin:recommendations_trainingrun_activate", args=[run.pk])
 
@@ -80,10 +64,6 @@ def change_page(client, run: TrainingRun) -> str:
     response = client.get(reverse("admin:recommendations_trainingrun_change", args=[run.pk]))
     assert response.status_code == 200
     return response.content.decode()
-
-
-def serving_pk() -> int | None:
-    return TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
 
 
 def change_entries(model: type) -> list[LogEntry]:
@@ -265,7 +245,7 @@ def test_roll_back_refuses_a_previous_model_whose_artefact_fails_its_check(two_r
 
 def test_every_operation_answers_403_to_staff_without_its_permission(two_runs, client):
     first, second = two_runs
-    viewer, _ = staff_with(client, "view_trainingrun", "view_precomputerun")
+    viewer, _ = staff_with(client, "view_trainingrun", "view_precomputerun", apps=WITH_BEAT)
     page = viewer.get(reverse(TRAINING_LIST)).content.decode()
     assert "Retrain now" not in page and reverse(ROLL_BACK) not in page
     assert activate_url(first) not in change_page(viewer, first)
@@ -285,7 +265,7 @@ def test_every_operation_answers_403_to_staff_without_its_permission(two_runs, c
     assert not LogEntry.objects.exists()
 
     # The change permission alone is what Activate and Roll back need.
-    editor, user = staff_with(client, "view_trainingrun", "change_trainingrun")
+    editor, user = staff_with(client, "view_trainingrun", "change_trainingrun", apps=WITH_BEAT)
     assert editor.post(activate_url(first)).status_code == 302
     assert serving_pk() == first.pk
     assert editor.post(reverse(ROLL_BACK)).status_code == 302
@@ -366,12 +346,12 @@ def test_without_a_schedule_the_changelist_links_to_adding_one(staff_client):
 
 
 def test_schedule_links_show_only_to_staff_who_may_open_them(client):
-    viewer, _ = staff_with(client, "view_trainingrun")
+    viewer, _ = staff_with(client, "view_trainingrun", apps=WITH_BEAT)
     box = schedules_box(viewer.get(reverse(TRAINING_LIST)).content.decode())
     assert RETRAIN_SCHEDULE in box
     assert not links(box)
 
-    beat_viewer, _ = staff_with(client, "view_trainingrun", "view_periodictask")
+    beat_viewer, _ = staff_with(client, "view_trainingrun", "view_periodictask", apps=WITH_BEAT)
     box = schedules_box(beat_viewer.get(reverse(TRAINING_LIST)).content.decode())
     [edit] = links(box)
     assert beat_viewer.get(edit).status_code == 200

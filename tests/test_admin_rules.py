@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from decimal import Decimal
 from html import unescape
 
 import pytest
@@ -32,8 +31,7 @@ from recommendations.models import (
     ProductProfile,
     TrainingRun,
 )
-from tests.factories import make_brand, make_category, make_product, make_user
-from tests.test_serving import block_html, lists, render, rendered_ids, visitor
+from tests.factories import active_lists, block_html, make_small_shop, make_user, render, rendered_ids, visitor
 
 pytestmark = pytest.mark.django_db
 
@@ -46,30 +44,7 @@ PREVIEW = "admin:recommendations_placement_preview"
 
 @pytest.fixture
 def shop():
-    """Two categories of four products, three brands, prices 10 to 80; profiles synced, sales counts set."""
-    kitchen, garden = make_category("Kitchen", slug="kitchen"), make_category("Garden", slug="garden")
-    acme, zen, leaf = make_brand("Acme"), make_brand("Zen"), make_brand("Leaf")
-    p = {}
-    for i, (name, category, brand, sold) in enumerate(
-        [
-            ("Pan", kitchen, acme, 50),
-            ("Pot", kitchen, acme, 40),
-            ("Wok", kitchen, acme, 30),
-            ("Kettle", kitchen, zen, 20),
-            ("Rake", garden, leaf, 45),
-            ("Hoe", garden, leaf, 35),
-            ("Hose", garden, leaf, 25),
-            ("Shears", garden, zen, 15),
-        ]
-    ):
-        p[name] = make_product(name, category=category, brand=brand, price=Decimal(10 * (i + 1)))
-        p[name].sold = sold
-    from recommendations import catalog
-
-    catalog.sync_products()
-    for product in p.values():
-        ProductProfile.objects.filter(product_id=str(product.pk)).update(sales_count=product.sold)
-    return p
+    return make_small_shop()
 
 
 def pid(shop, *names: str) -> list[str]:
@@ -242,7 +217,9 @@ def test_every_page_renders_for_a_superuser(shop, staff_client):
 
 
 def test_a_placement_change_shows_on_the_next_page_and_records_who(shop, staff_client, admin_user):
-    lists(trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Rake", "Pot", "Hoe", "Wok"])]})
+    active_lists(
+        trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Rake", "Pot", "Hoe", "Wok"])]}
+    )
     shopper = Client()
     assert len(home_for_you(shopper)) == 8
     row = Placement.objects.get(name="for_you")
@@ -386,7 +363,7 @@ def test_a_rule_saved_in_the_admin_changes_the_home_page_at_once_for_anonymous_v
 ):
     member = make_user()
     stored = ["Pan", "Pot", "Rake", "Hoe", "Wok", "Kettle", "Hose", "Shears"]
-    lists(
+    active_lists(
         trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Pot", "Wok", "Rake"])]},
         for_you={f"u:{member.pk}": [(shop[n], 10 - i, "for_you") for i, n in enumerate(stored)]},
     )
@@ -418,7 +395,7 @@ def test_a_rule_saved_in_the_admin_changes_the_home_page_at_once_for_anonymous_v
 
 
 def test_priority_and_windows_set_in_the_admin_decide_which_rule_serves(shop, staff_client):
-    lists(trending={"": [(shop["Pan"], 9, "trending")]})
+    active_lists(trending={"": [(shop["Pan"], 9, "trending")]})
     staff_client.post(
         reverse(RULE_ADD), rule_form(name="low", priority="1", source="hand_picked", products=str(shop["Rake"].pk))
     )
@@ -506,7 +483,7 @@ def test_preview_shows_the_edited_values_and_writes_nothing(shop, staff_client):
 
 
 def test_preview_of_trending_in_a_category_uses_the_page_category_given(shop, staff_client):
-    lists(trending={"category:garden": [(shop["Hose"], 5, "trending"), (shop["Rake"], 4, "trending")]})
+    active_lists(trending={"category:garden": [(shop["Hose"], 5, "trending"), (shop["Rake"], 4, "trending")]})
     data = rule_form(source="trending_category", _preview="1")
     without = staff_client.post(reverse(RULE_ADD), data).content.decode()
     assert "give a category" in without
@@ -543,7 +520,7 @@ def test_merchandising_rule_validation_shows_on_the_field(shop, staff_client, fi
 
 def test_a_pin_saved_in_the_admin_leads_the_block_even_for_a_new_visitor(shop, staff_client):
     """A new visitor's for_you comes from the fallback alone; a product pin still takes its slot there."""
-    lists(trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
+    active_lists(trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
     now = timezone.now()
     response = staff_client.post(
         reverse(MERCH_ADD),
@@ -581,7 +558,7 @@ def test_the_preview_is_what_the_widget_serves_the_same_shopper(shop, staff_clie
     v = visitor()
     member = make_user()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Rake", "Pot", "Hoe", "Kettle"])]
-    lists(
+    active_lists(
         for_you={f"v:{v}": ranked, f"u:{member.pk}": list(reversed(ranked))},
         similar={str(shop["Wok"].pk): [(shop["Shears"], 1.0, "also")]},
         trending={"": [(shop["Hose"], 9, "trending"), (shop["Wok"], 8, "trending")]},
@@ -611,7 +588,7 @@ def test_the_preview_is_what_the_widget_serves_the_same_shopper(shop, staff_clie
 
 
 def test_the_preview_names_the_rule_model_arm_and_serving_run(shop, staff_client):
-    lists(trending={"": [(shop["Pan"], 9, "trending")]})
+    active_lists(trending={"": [(shop["Pan"], 9, "trending")]})
     rule = ColdStartRule.objects.create(
         name="garden week", audience="anonymous", source="hand_picked", products=pid(shop, "Shears", "Hose")
     )

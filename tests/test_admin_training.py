@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 from celery import current_app
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from recommendations.engine import training
 from recommendations.models import PrecomputeRun, TrainingRun
-from tests.engine.synthetic import make_shop
-from tests.factories import make_user, write_shop
+from tests.factories import make_user, serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -24,9 +22,7 @@ RETRAIN_NOW = "admin:recommendations_trainingrun_retrain_now"
 
 @pytest.fixture
 def shop():
-    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
-    write_shop(data, features)
-    return data, features
+    return write_synthetic_shop()
 
 
 @pytest.fixture
@@ -40,26 +36,12 @@ def staff_client(client, admin_user):
     return client
 
 
-def staff_with(client, *codenames: str):
-    """A logged-in staff member holding only these recommendations permissions."""
-    user = make_user(is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="recommendations", codename__in=codenames)
-    )
-    client.force_login(user)
-    return client
-
-
 def serve(client, run: TrainingRun, *more: TrainingRun):
     return client.post(
         reverse(CHANGELIST),
         {"action": "serve_model", "_selected_action": [r.pk for r in (run, *more)]},
         follow=True,
     )
-
-
-def serving_pk() -> int | None:
-    return TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
 
 
 def test_changelist_and_report_render_for_a_finished_run(shop, staff_client):
@@ -137,20 +119,19 @@ def test_retrain_now_queues_a_pending_run(staff_client, admin_user):
 
 
 def test_retrain_now_needs_the_add_permission(client):
-    viewer = staff_with(client, "view_trainingrun")
+    viewer, _ = staff_with(client, "view_trainingrun")
     assert "Retrain now" not in viewer.get(reverse(CHANGELIST)).content.decode()
     assert viewer.post(reverse(RETRAIN_NOW)).status_code == 403
     assert not TrainingRun.objects.exists()
 
-    allowed = staff_with(client, "view_trainingrun", "add_trainingrun")
+    allowed, _ = staff_with(client, "view_trainingrun", "add_trainingrun")
     assert "Retrain now" in allowed.get(reverse(CHANGELIST)).content.decode()
     assert allowed.post(reverse(RETRAIN_NOW)).status_code == 302
     assert TrainingRun.objects.filter(status=TrainingRun.Status.PENDING).count() == 1
 
 
 def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, admin_user):
-    first = training.run_training(candidates=["popularity"])
-    second = training.run_training(candidates=["item_knn"])
+    first, second = train_two_runs()
     assert serving_pk() == second.pk
     precomputes = PrecomputeRun.objects.count()
 
@@ -175,8 +156,7 @@ def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, adm
 
 
 def test_a_tampered_artefact_is_refused_and_nothing_changes(shop, staff_client):
-    first = training.run_training(candidates=["popularity"])
-    second = training.run_training(candidates=["item_knn"])
+    first, second = train_two_runs()
     victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     precomputes = PrecomputeRun.objects.count()
@@ -198,9 +178,8 @@ def test_a_run_without_a_model_is_refused(staff_client):
 
 
 def test_serving_needs_the_change_permission(shop, client):
-    first = training.run_training(candidates=["popularity"])
-    second = training.run_training(candidates=["item_knn"])
-    viewer = staff_with(client, "view_trainingrun", "add_trainingrun")
+    first, second = train_two_runs()
+    viewer, _ = staff_with(client, "view_trainingrun", "add_trainingrun")
     page = viewer.get(reverse(CHANGELIST)).content.decode()
     assert "serve_model" not in page
 
@@ -209,6 +188,6 @@ def test_serving_needs_the_change_permission(shop, client):
     assert serving_pk() == second.pk
     assert not LogEntry.objects.filter(action_flag=CHANGE).exists()
 
-    editor = staff_with(client, "view_trainingrun", "change_trainingrun")
+    editor, _ = staff_with(client, "view_trainingrun", "change_trainingrun")
     assert f"Run #{first.pk} (popularity) serves now" in serve(editor, first).content.decode()
     assert serving_pk() == first.pk

@@ -27,29 +27,23 @@ from recommendations.models import (
     MerchandisingRule,
     Placement,
     ProductProfile,
-    RecommendationSet,
-    StoredList,
 )
-from tests.factories import make_brand, make_category, make_product, make_user
+from tests.factories import (
+    active_lists,
+    block_html,
+    make_product,
+    make_small_shop,
+    make_user,
+    render,
+    rendered_ids,
+    visitor,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 def ids(block: serving.Block) -> list[str]:
     return [item.product_id for item in block.items]
-
-
-def rendered_ids(html: str) -> list[str]:
-    return re.findall(r'data-rec-product="([^"]+)"', html)
-
-
-def block_html(html: str, placement: str) -> str:
-    match = re.search(rf'<section class="rec-block" data-rec-placement="{placement}".*?</section>', html, re.S)
-    return match.group(0) if match else ""
-
-
-def visitor() -> str:
-    return uuid.uuid4().hex
 
 
 def store(shopper_visitor: str, event_type: str, product, minutes_ago: float = 0.0, **fields) -> None:
@@ -61,46 +55,16 @@ def store(shopper_visitor: str, event_type: str, product, minutes_ago: float = 0
     tracking.on_events_stored([event])
 
 
-def lists(**by_placement) -> RecommendationSet:
-    """An active set holding {placement: {subject: [[product, score, reason], ...]}} (products as objects)."""
-    new = RecommendationSet.objects.create(status=RecommendationSet.Status.ACTIVE, activated_at=timezone.now())
-    for placement, subjects in by_placement.items():
-        for subject, items in subjects.items():
-            rows = [[str(p.pk), score, reason, *rest] for p, score, reason, *rest in items]
-            StoredList.objects.create(recommendation_set=new, placement=placement, subject=subject, items=rows)
-    serving.forget_active_set()
-    return new
-
-
 @pytest.fixture
 def shop():
-    """Two categories of four products each, three brands; profiles synced."""
-    kitchen, garden = make_category("Kitchen", slug="kitchen"), make_category("Garden", slug="garden")
-    acme, zen, leaf = make_brand("Acme"), make_brand("Zen"), make_brand("Leaf")
-    p = {}
-    for name, category, brand, sold in [
-        ("Pan", kitchen, acme, 50),
-        ("Pot", kitchen, acme, 40),
-        ("Wok", kitchen, acme, 30),
-        ("Kettle", kitchen, zen, 20),
-        ("Rake", garden, leaf, 45),
-        ("Hoe", garden, leaf, 35),
-        ("Hose", garden, leaf, 25),
-        ("Shears", garden, zen, 15),
-    ]:
-        p[name] = make_product(name, category=category, brand=brand)
-        p[name].sold = sold
-    catalog.sync_products()
-    for product in p.values():
-        ProductProfile.objects.filter(product_id=str(product.pk)).update(sales_count=product.sold)
-    return p
+    return make_small_shop()
 
 
 # -- the session ----------------------------------------------------------------------------------------------
 
 
 def test_a_view_a_moment_ago_moves_for_you_to_its_category_without_any_recompute(shop):
-    lists(
+    active_lists(
         similar={str(shop["Rake"].pk): [(shop["Hoe"], 0.9, "also"), (shop["Hose"], 0.5, "also")]},
         trending={
             "": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending"), (shop["Wok"], 7, "trending")],
@@ -121,7 +85,9 @@ def test_a_view_a_moment_ago_moves_for_you_to_its_category_without_any_recompute
 
 def test_an_old_view_leaves_the_stored_list_in_charge(shop):
     v = visitor()
-    lists(for_you={f"v:{v}": [(shop["Pan"], 3.0, f"because:{shop['Kettle'].pk}"), (shop["Pot"], 2.0, "for_you")]})
+    active_lists(
+        for_you={f"v:{v}": [(shop["Pan"], 3.0, f"because:{shop['Kettle'].pk}"), (shop["Pot"], 2.0, "for_you")]}
+    )
     store(v, "view", shop["Rake"], minutes_ago=rec_settings.SESSION_MINUTES + 5)
     block = serving.recommend("for_you", shopper=f"v:{v}", limit=2)
     assert ids(block) == [str(shop["Pan"].pk), str(shop["Pot"].pk)]
@@ -131,7 +97,7 @@ def test_an_old_view_leaves_the_stored_list_in_charge(shop):
 
 def test_the_session_blends_with_the_stored_list_rather_than_replacing_it(shop):
     v = visitor()
-    lists(
+    active_lists(
         for_you={f"v:{v}": [(shop["Pan"], 3.0, "for_you"), (shop["Pot"], 2.0, "for_you"), (shop["Wok"], 1, "for_you")]},
         similar={str(shop["Rake"].pk): [(shop["Hoe"], 1.0, "also")]},
     )
@@ -147,7 +113,7 @@ def test_the_session_blends_with_the_stored_list_rather_than_replacing_it(shop):
 def test_filters_drop_unservable_current_in_cart_and_bought_products(shop):
     v = visitor()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
-    lists(for_you={f"v:{v}": ranked})
+    active_lists(for_you={f"v:{v}": ranked})
     ProductProfile.objects.filter(product_id=str(shop["Pan"].pk)).update(in_stock=False)
     ProductProfile.objects.filter(product_id=str(shop["Pot"].pk)).update(active=False)
     store(v, "add_to_cart", shop["Wok"], minutes_ago=60)
@@ -169,7 +135,7 @@ def test_a_removed_or_bought_cart_item_is_no_longer_in_the_cart(shop):
 
 def test_bought_products_come_back_only_where_the_placement_allows(shop):
     v = visitor()
-    lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
+    active_lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
     store(v, "purchase", shop["Pan"], minutes_ago=300)
     assert str(shop["Pan"].pk) not in ids(serving.recommend("for_you", shopper=f"v:{v}"))
     assert ids(serving.recommend("trending", shopper=f"v:{v}"))[0] == str(shop["Pan"].pk)
@@ -190,7 +156,7 @@ def test_the_diversity_cap_spreads_a_block_over_categories_and_brands(shop):
     tune("for_you", max_per_category=2, max_per_brand=0)
     v = visitor()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
-    lists(for_you={f"v:{v}": ranked})
+    active_lists(for_you={f"v:{v}": ranked})
     got = ids(serving.recommend("for_you", shopper=f"v:{v}", limit=4))
     assert got == [str(shop[n].pk) for n in ("Pan", "Pot", "Rake", "Hoe")]
 
@@ -198,7 +164,7 @@ def test_the_diversity_cap_spreads_a_block_over_categories_and_brands(shop):
 def test_a_cap_that_would_leave_the_block_short_gives_way(shop):
     tune("for_you", max_per_brand=1, max_per_category=0, fallback=[])
     v = visitor()
-    lists(for_you={f"v:{v}": [(shop[n], 3 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
+    active_lists(for_you={f"v:{v}": [(shop[n], 3 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
     assert ids(serving.recommend("for_you", shopper=f"v:{v}", limit=3)) == [
         str(shop[n].pk) for n in ("Pan", "Pot", "Wok")
     ]
@@ -234,7 +200,7 @@ def test_recently_viewed_is_newest_first_distinct_and_skips_the_page_product(sho
 
 
 def test_buy_again_lists_repeat_products_the_shopper_bought_the_most_due_first(shop):
-    lists(buy_again={"": [(shop["Pan"], 0.8, "repeat", 30.0), (shop["Pot"], 0.8, "repeat", 30.0)]})
+    active_lists(buy_again={"": [(shop["Pan"], 0.8, "repeat", 30.0), (shop["Pot"], 0.8, "repeat", 30.0)]})
     v = visitor()
     store(v, "purchase", shop["Pan"], minutes_ago=60 * 24 * 40)  # 40 days ago: due
     store(v, "purchase", shop["Pot"], minutes_ago=60 * 24 * 2)  # 2 days ago: not yet
@@ -248,7 +214,7 @@ def test_buy_again_lists_repeat_products_the_shopper_bought_the_most_due_first(s
 
 
 def test_bought_together_for_a_product_and_for_a_whole_cart(shop):
-    lists(
+    active_lists(
         bought_together={
             str(shop["Pan"].pk): [(shop["Kettle"], 0.9, f"together:{shop['Pan'].pk}")],
             str(shop["Rake"].pk): [(shop["Hose"], 0.8, f"together:{shop['Rake'].pk}")],
@@ -262,7 +228,7 @@ def test_bought_together_for_a_product_and_for_a_whole_cart(shop):
 
 
 def test_trending_in_a_category_and_shop_wide(shop):
-    lists(
+    active_lists(
         trending={
             "": [(shop["Pan"], 9, "trending")],
             "category:garden": [(shop["Hose"], 3, "trending"), (shop["Hoe"], 2, "trending")],
@@ -284,7 +250,7 @@ def test_an_unknown_placement_is_refused(shop):
 
 def test_past_its_time_budget_a_block_fills_from_the_shared_lists(shop, settings, caplog):
     v = visitor()
-    lists(for_you={f"v:{v}": [(shop["Kettle"], 1.0, "for_you")]}, trending={"": [(shop["Rake"], 9, "trending")]})
+    active_lists(for_you={f"v:{v}": [(shop["Kettle"], 1.0, "for_you")]}, trending={"": [(shop["Rake"], 9, "trending")]})
     settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "SERVING_BUDGET_MS": 0}
     with caplog.at_level(logging.WARNING, logger="recommendations"):
         block = serving.recommend("for_you", shopper=f"v:{v}", limit=1)
@@ -295,7 +261,7 @@ def test_past_its_time_budget_a_block_fills_from_the_shared_lists(shop, settings
 
 def test_one_shoppers_cached_block_is_never_served_to_another(shop):
     a, b = visitor(), visitor()
-    lists(for_you={f"v:{a}": [(shop["Pan"], 1.0, "for_you")], f"v:{b}": [(shop["Rake"], 1.0, "for_you")]})
+    active_lists(for_you={f"v:{a}": [(shop["Pan"], 1.0, "for_you")], f"v:{b}": [(shop["Rake"], 1.0, "for_you")]})
     for _ in range(2):  # the second round comes from the cache
         assert ids(serving.recommend("for_you", shopper=f"v:{a}", limit=1)) == [str(shop["Pan"].pk)]
         assert ids(serving.recommend("for_you", shopper=f"v:{b}", limit=1)) == [str(shop["Rake"].pk)]
@@ -303,7 +269,7 @@ def test_one_shoppers_cached_block_is_never_served_to_another(shop):
 
 def test_a_new_event_invalidates_the_shoppers_cached_block(shop):
     v = visitor()
-    lists(
+    active_lists(
         for_you={f"v:{v}": [(shop["Pan"], 1.0, "for_you")]},
         similar={str(shop["Rake"].pk): [(shop["Hoe"], 1.0, "also")]},
     )
@@ -321,12 +287,6 @@ def test_a_failure_inside_is_answered_by_the_fallback(shop, caplog):
 
 
 # -- the tag ------------------------------------------------------------------------------------------------------
-
-
-def render(source: str, request=None, **context) -> str:
-    from django.template import Context, Template
-
-    return Template(source).render(Context({"request": request, **context}))
 
 
 def test_the_tag_renders_any_placement_and_a_project_template_overrides_one(shop, settings, tmp_path):
@@ -355,7 +315,7 @@ def test_the_tag_with_an_unknown_placement_renders_nothing_and_logs(shop, caplog
 def test_a_reason_is_escaped(shop):
     ProductProfile.objects.filter(product_id=str(shop["Pan"].pk)).update(name="<b>Pan</b>")
     v = visitor()
-    lists(for_you={f"v:{v}": [(shop["Pot"], 1.0, f"because:{shop['Pan'].pk}")]})
+    active_lists(for_you={f"v:{v}": [(shop["Pot"], 1.0, f"because:{shop['Pan'].pk}")]})
     request = RequestFactory().get("/")
     request.COOKIES[rec_settings.VISITOR_COOKIE_NAME] = v
     html = render('{% load recommendations %}{% recommendations "for_you" limit=1 %}', request)
@@ -366,7 +326,7 @@ def test_a_reason_is_escaped(shop):
 
 
 def test_every_rendered_block_is_recorded_as_an_impression_after_the_response(shop):
-    lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Rake"], 8, "trending")]})
+    active_lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Rake"], 8, "trending")]})
     client = Client()
     html = client.get(reverse("home")).content.decode()
     blocks = re.findall(r'data-rec-placement="([^"]+)" data-rec-id="([^"]+)"', html)
@@ -432,7 +392,7 @@ def test_a_click_outside_the_window_attributes_nothing(shop):
 
 
 def test_a_cold_start_rule_changes_what_an_anonymous_visitor_sees_and_leaves_shoppers_with_a_list_alone(shop):
-    lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
+    active_lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
     ColdStartRule.objects.create(
         name="garden week",
         audience="anonymous",
@@ -485,7 +445,9 @@ def test_a_campaign_rule_applies_to_visits_from_that_campaign(shop, client):
 def test_merchandising_excludes_boosts_and_pins_and_names_the_rule(shop):
     v = visitor()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
-    lists(for_you={f"v:{v}": ranked}, trending={"": [(shop["Pot"], 9, "trending"), (shop["Shears"], 1, "trending")]})
+    active_lists(
+        for_you={f"v:{v}": ranked}, trending={"": [(shop["Pot"], 9, "trending"), (shop["Shears"], 1, "trending")]}
+    )
     MerchandisingRule.objects.create(
         name="no pots", action="exclude", target="product", target_value=str(shop["Pot"].pk)
     )
@@ -506,7 +468,7 @@ def test_merchandising_excludes_boosts_and_pins_and_names_the_rule(shop):
 
 def test_a_disabled_placement_renders_nothing_and_a_strategy_replaces_the_model(shop):
     v = visitor()
-    lists(
+    active_lists(
         for_you={f"v:{v}": [(shop["Pan"], 1.0, "for_you")]},
         trending={"": [(shop["Hose"], 9, "trending"), (shop["Rake"], 8, "trending")]},
     )
@@ -520,7 +482,7 @@ def test_a_disabled_placement_renders_nothing_and_a_strategy_replaces_the_model(
 def test_exploration_gives_new_products_a_share_of_the_slots(shop):
     v = visitor()
     ranked = [(shop[n], 10 - i, "for_you") for i, n in enumerate(["Pan", "Pot", "Wok", "Kettle", "Rake", "Hoe"])]
-    lists(for_you={f"v:{v}": ranked})
+    active_lists(for_you={f"v:{v}": ranked})
     fresh = make_product("Seedling kit", category=shop["Rake"].category)
     catalog.sync_products()
     ProductProfile.objects.exclude(product_id=str(fresh.pk)).update(created_at=timezone.now() - timedelta(days=90))
@@ -536,7 +498,7 @@ def test_exploration_gives_new_products_a_share_of_the_slots(shop):
 
 
 def test_an_experiment_arm_serves_its_strategy_and_stamps_the_impression(shop):
-    lists(trending={"": [(shop["Hose"], 9, "trending")]}, for_you={})
+    active_lists(trending={"": [(shop["Hose"], 9, "trending")]}, for_you={})
     experiment = Experiment.objects.create(name="trend test", placement="for_you")
     ExperimentVariant.objects.create(experiment=experiment, name="control", share=0.5, strategy="model")
     ExperimentVariant.objects.create(experiment=experiment, name="newest", share=0.5, strategy="newest")
@@ -558,7 +520,7 @@ def test_an_experiment_arm_serves_its_strategy_and_stamps_the_impression(shop):
 
 def test_the_preview_is_what_the_widget_serves(shop):
     v = visitor()
-    lists(
+    active_lists(
         for_you={f"v:{v}": [(shop["Pan"], 2.0, "for_you"), (shop["Rake"], 1.0, "for_you")]},
         trending={"": [(shop["Hose"], 9, "trending")]},
     )
