@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -36,6 +36,23 @@ ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 def decay(age_days: np.ndarray, half_life_days: float) -> np.ndarray:
     """Halve an event's weight every `half_life_days`."""
     return np.power(0.5, np.asarray(age_days, dtype=np.float64) / float(half_life_days))
+
+
+def check_items(data: Interactions, n_items: int) -> None:
+    """Refuse interactions over another catalog than the model's: item columns would silently mean other products."""
+    if data.n_items != n_items:
+        raise ValueError(f"interactions cover {data.n_items} items, the model {n_items}")
+
+
+def item_id_array(item_ids: list[str]) -> np.ndarray:
+    """Product ids as a numpy str array for an .npz (an empty catalog too, so loading it never needs pickle)."""
+    return np.array(item_ids, dtype=str) if item_ids else np.zeros(0, dtype="<U1")
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of one .npz, read eagerly with pickle refused (artefacts are never pickles)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
 
 
 @dataclass
@@ -234,3 +251,9 @@ class Recommender(ABC):
     @staticmethod
     def _read_params(directory: Path) -> dict[str, Any]:
         return json.loads((Path(directory) / "params.json").read_text())
+
+    @classmethod
+    def _from_params(cls, directory: Path) -> tuple[Self, dict[str, Any]]:
+        """A model built with the parameters `save` recorded, and all of params.json for the rest of `load`."""
+        stored = cls._read_params(directory)
+        return cls(**stored["params"]), stored

@@ -8,34 +8,35 @@ catalog it is given by product id: products the model never saw score 0, removed
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-from recommendations.engine.base import EvalSet, Interactions, ItemFeatures, ProgressCallback, Recommender, decay
-from recommendations.engine.cooccurrence import DEFAULT_ITEM_CHUNK, DEFAULT_SHRINKAGE, item_neighbours
+from recommendations.engine.base import (
+    EvalSet,
+    Interactions,
+    ItemFeatures,
+    ProgressCallback,
+    Recommender,
+    check_items,
+    decay,
+    item_id_array,
+    read_arrays,
+)
+from recommendations.engine.cooccurrence import (
+    DEFAULT_ITEM_CHUNK,
+    DEFAULT_SHRINKAGE,
+    item_neighbours,
+    strongest_signal_scores,
+)
 
 ARRAYS_FILE = "model.npz"
 # EASE inverts an items x items matrix: float64 while that is cheap, float32 above (half the memory).
 EASE_FLOAT64_MAX_ITEMS = 4096
-
-
-def _check_items(data: Interactions, n_items: int) -> None:
-    if data.n_items != n_items:
-        raise ValueError(f"interactions cover {data.n_items} items, the model {n_items}")
-
-
-def _save_arrays(directory: Path, item_ids: list[str], **arrays: np.ndarray) -> None:
-    ids = np.array(item_ids, dtype=str) if item_ids else np.zeros(0, dtype="<U1")
-    np.savez(Path(directory) / ARRAYS_FILE, item_ids=ids, **arrays)
-
-
-def _load_arrays(directory: Path) -> dict[str, np.ndarray]:
-    with np.load(Path(directory) / ARRAYS_FILE, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
 
 
 def align(old_ids: list[str] | np.ndarray, new_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -89,28 +90,21 @@ def realign_dense(matrix: np.ndarray, old_ids: np.ndarray, new_ids: list[str]) -
 
 
 def popularity_scores(data: Interactions, half_life_days: float | None = None) -> np.ndarray:
-    """Per item: Σ over distinct shoppers of their strongest (decayed) event weight on it.
-
-    Each shopper counts once per item, so one bot viewing a product a thousand times weighs like one shopper.
-    """
-    scores = np.zeros(data.n_items, dtype=np.float64)
+    """Per item: Σ over distinct shoppers of their strongest (decayed) event weight on it; one bot counts once."""
     keep = data.weight > 0
-    if not keep.any():
-        return scores
     weight = data.weight[keep].astype(np.float64)
     if half_life_days is not None:
         weight = weight * decay(data.age_days[keep], half_life_days)
-    pair = data.shopper[keep].astype(np.int64) * data.n_items + data.item[keep]
-    order = np.argsort(pair, kind="stable")
-    pair, weight = pair[order], weight[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(pair)) + 1]
-    strongest = np.maximum.reduceat(weight, starts)
-    np.add.at(scores, pair[starts] % data.n_items, strongest)
-    return scores
+    return strongest_signal_scores(data.shopper[keep], data.item[keep], weight, data.n_items)
 
 
 class _Fitted(Recommender):
-    """Shared bookkeeping: the product ids of the item columns, and a guard against scoring unfitted."""
+    """Shared bookkeeping: the product ids of the item columns, a guard against scoring unfitted, and persistence.
+
+    Every baseline learns a few arrays over the item columns from the training events alone, so fit, save and
+    load are written once here: a subclass computes its arrays (`_fit_arrays`), names them (`_arrays`) and moves
+    them to a possibly different catalog (`_restore`).
+    """
 
     item_ids: list[str] | None = None
 
@@ -119,10 +113,48 @@ class _Fitted(Recommender):
             raise RuntimeError(f"{self.name} is not fitted")
         return self.item_ids
 
-    def _start_fit(self, train: Interactions, features: ItemFeatures) -> float:
-        _check_items(train, features.n_items)
+    def fit(
+        self,
+        train: Interactions,
+        features: ItemFeatures,
+        validation: EvalSet | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> dict[str, Any]:
+        """Check the catalog, learn the arrays, and report the seconds taken plus the subclass's own stats."""
+        self._check_catalog(features)
+        check_items(train, features.n_items)
         self.item_ids = list(features.item_ids)
-        return time.perf_counter()
+        started = time.perf_counter()
+        stats = self._fit_arrays(train, on_progress)
+        return {"seconds": time.perf_counter() - started, **stats}
+
+    def _check_catalog(self, features: ItemFeatures) -> None:
+        """Refuse a catalog this model cannot fit, before any state changes (nothing to refuse by default)."""
+
+    @abstractmethod
+    def _fit_arrays(self, train: Interactions, on_progress: ProgressCallback | None) -> dict[str, Any]:
+        """Learn the fitted state from `train` (its items are the catalog's); returns stats worth recording."""
+
+    @abstractmethod
+    def _arrays(self) -> dict[str, Any]:
+        """The fitted state, as the arrays `save` writes (the product ids are added to them)."""
+
+    @abstractmethod
+    def _restore(self, arrays: dict[str, np.ndarray], item_ids: list[str]) -> None:
+        """Set the fitted state from `save`'s arrays, re-aligned from arrays["item_ids"] to `item_ids`."""
+
+    def save(self, directory: Path) -> None:
+        ids = self._require_fit()
+        np.savez(Path(directory) / ARRAYS_FILE, item_ids=item_id_array(ids), **self._arrays())
+        self._write_params(directory)
+
+    @classmethod
+    def load(cls, directory: Path, features: ItemFeatures) -> Self:
+        model, _ = cls._from_params(directory)
+        arrays = read_arrays(Path(directory) / ARRAYS_FILE)
+        model.item_ids = list(features.item_ids)
+        model._restore(arrays, model.item_ids)
+        return model
 
 
 class Popularity(_Fitted):
@@ -135,37 +167,23 @@ class Popularity(_Fitted):
         self.half_life_days = half_life_days
         self.item_scores: np.ndarray | None = None
 
-    def fit(
-        self,
-        train: Interactions,
-        features: ItemFeatures,
-        validation: EvalSet | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
-        started = self._start_fit(train, features)
+    def _fit_arrays(self, train: Interactions, on_progress: ProgressCallback | None) -> dict[str, Any]:
         self.item_scores = popularity_scores(train, self.half_life_days).astype(np.float32)
         if on_progress is not None:
             on_progress("popularity", 1, 1)
-        return {"seconds": time.perf_counter() - started, "n_items": train.n_items, "n_events": train.n_events}
+        return {"n_items": train.n_items, "n_events": train.n_events}
 
     def score(self, history: Interactions) -> np.ndarray:
         self._require_fit()
         assert self.item_scores is not None
-        _check_items(history, self.item_scores.size)
+        check_items(history, self.item_scores.size)
         return np.broadcast_to(self.item_scores, (history.n_shoppers, self.item_scores.size)).copy()
 
-    def save(self, directory: Path) -> None:
-        ids = self._require_fit()
-        _save_arrays(directory, ids, item_scores=self.item_scores)
-        self._write_params(directory)
+    def _arrays(self) -> dict[str, Any]:
+        return {"item_scores": self.item_scores}
 
-    @classmethod
-    def load(cls, directory: Path, features: ItemFeatures) -> Popularity:
-        model = cls(**cls._read_params(directory)["params"])
-        arrays = _load_arrays(directory)
-        model.item_ids = list(features.item_ids)
-        model.item_scores = realign_vector(arrays["item_scores"], arrays["item_ids"], model.item_ids)
-        return model
+    def _restore(self, arrays: dict[str, np.ndarray], item_ids: list[str]) -> None:
+        self.item_scores = realign_vector(arrays["item_scores"], arrays["item_ids"], item_ids)
 
 
 class ItemKNN(_Fitted):
@@ -197,14 +215,7 @@ class ItemKNN(_Fitted):
         self.item_chunk = int(item_chunk)
         self.similarity: sp.csr_matrix | None = None
 
-    def fit(
-        self,
-        train: Interactions,
-        features: ItemFeatures,
-        validation: EvalSet | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
-        started = self._start_fit(train, features)
+    def _fit_arrays(self, train: Interactions, on_progress: ProgressCallback | None) -> dict[str, Any]:
         done = [0]
 
         def chunk_done(n: int) -> None:
@@ -221,30 +232,23 @@ class ItemKNN(_Fitted):
             on_chunk=chunk_done,
         )
         self.similarity = similarity.astype(np.float32)
-        return {"seconds": time.perf_counter() - started, "n_items": train.n_items, "nnz": int(similarity.nnz)}
+        return {"n_items": train.n_items, "nnz": int(similarity.nnz)}
 
     def score(self, history: Interactions) -> np.ndarray:
         self._require_fit()
         assert self.similarity is not None
-        _check_items(history, self.similarity.shape[0])
+        check_items(history, self.similarity.shape[0])
         return (history.matrix(self.history_half_life_days) @ self.similarity).toarray().astype(np.float32)
 
-    def save(self, directory: Path) -> None:
-        ids = self._require_fit()
+    def _arrays(self) -> dict[str, Any]:
         assert self.similarity is not None
         s = self.similarity
-        _save_arrays(directory, ids, indptr=s.indptr, indices=s.indices, data=s.data)
-        self._write_params(directory)
+        return {"indptr": s.indptr, "indices": s.indices, "data": s.data}
 
-    @classmethod
-    def load(cls, directory: Path, features: ItemFeatures) -> ItemKNN:
-        model = cls(**cls._read_params(directory)["params"])
-        arrays = _load_arrays(directory)
+    def _restore(self, arrays: dict[str, np.ndarray], item_ids: list[str]) -> None:
         n = arrays["item_ids"].size
         similarity = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=(n, n))
-        model.item_ids = list(features.item_ids)
-        model.similarity = realign_sparse(similarity, arrays["item_ids"], model.item_ids)
-        return model
+        self.similarity = realign_sparse(similarity, arrays["item_ids"], item_ids)
 
 
 class EASE(_Fitted):
@@ -262,17 +266,13 @@ class EASE(_Fitted):
         self.max_items = int(max_items)
         self.weights: np.ndarray | None = None
 
-    def fit(
-        self,
-        train: Interactions,
-        features: ItemFeatures,
-        validation: EvalSet | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> dict[str, Any]:
+    def _check_catalog(self, features: ItemFeatures) -> None:
         n = features.n_items
         if n > self.max_items:
             raise ValueError(f"catalog of {n} items is too large for EASE (max_items={self.max_items})")
-        started = self._start_fit(train, features)
+
+    def _fit_arrays(self, train: Interactions, on_progress: ProgressCallback | None) -> dict[str, Any]:
+        n = train.n_items
         dtype = np.float64 if n <= EASE_FLOAT64_MAX_ITEMS else np.float32
         x = train.matrix(self.history_half_life_days).astype(dtype)
         gram = (x.T @ x).toarray()
@@ -286,23 +286,16 @@ class EASE(_Fitted):
         self.weights = p.astype(np.float32, copy=False)
         if on_progress is not None:
             on_progress("ease", 1, 1)
-        return {"seconds": time.perf_counter() - started, "n_items": n, "dtype": np.dtype(dtype).name}
+        return {"n_items": n, "dtype": np.dtype(dtype).name}
 
     def score(self, history: Interactions) -> np.ndarray:
         self._require_fit()
         assert self.weights is not None
-        _check_items(history, self.weights.shape[0])
+        check_items(history, self.weights.shape[0])
         return np.asarray(history.matrix(self.history_half_life_days) @ self.weights, dtype=np.float32)
 
-    def save(self, directory: Path) -> None:
-        ids = self._require_fit()
-        _save_arrays(directory, ids, weights=self.weights)
-        self._write_params(directory)
+    def _arrays(self) -> dict[str, Any]:
+        return {"weights": self.weights}
 
-    @classmethod
-    def load(cls, directory: Path, features: ItemFeatures) -> EASE:
-        model = cls(**cls._read_params(directory)["params"])
-        arrays = _load_arrays(directory)
-        model.item_ids = list(features.item_ids)
-        model.weights = realign_dense(arrays["weights"], arrays["item_ids"], model.item_ids)
-        return model
+    def _restore(self, arrays: dict[str, np.ndarray], item_ids: list[str]) -> None:
+        self.weights = realign_dense(arrays["weights"], arrays["item_ids"], item_ids)

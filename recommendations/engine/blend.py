@@ -88,18 +88,22 @@ class Blend(Recommender):
             if validation is not None and validation.n_shoppers:
                 self.weights, stats["validation_ndcg"] = fit_blend_weights(self.components, validation)
             else:
-                self.weights = [1.0 / len(self.components)] * len(self.components)
+                self.weights = self._equal_weights()
             self.params["weights"] = self.weights
         stats["weights"] = self.weights
         return stats
 
     def score(self, history: Interactions) -> np.ndarray:
-        weights = self.weights if self.weights is not None else [1.0 / len(self.components)] * len(self.components)
+        weights = self.weights if self.weights is not None else self._equal_weights()
         standardized = [
             standardize_rows(component.score(history)) if weight else None
             for weight, component in zip(weights, self.components, strict=True)
         ]
         return _weighted_sum(weights, standardized, (history.n_shoppers, history.n_items))
+
+    def _equal_weights(self) -> list[float]:
+        """What a blend weighs its components by until weights are given or searched: no opinion, all alike."""
+        return [1.0 / len(self.components)] * len(self.components)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

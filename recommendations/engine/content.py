@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.base import EvalSet, Interactions, ItemFeatures, ProgressCallback, Recommender
+from recommendations.engine.base import (
+    EvalSet,
+    Interactions,
+    ItemFeatures,
+    ProgressCallback,
+    Recommender,
+    item_id_array,
+    read_arrays,
+)
 
 FACETS = ("category", "brand", "price_band")
 MODEL_FILE = "model.npz"
@@ -174,7 +182,7 @@ class ContentAffinity(Recommender):
         directory = Path(directory)
         np.savez(
             directory / MODEL_FILE,
-            item_ids=np.array(self.item_ids, dtype=np.str_),
+            item_ids=item_id_array(self.item_ids),
             log_share=self.log_share,
             **{f"codes_{k}": v for k, v in self.codes.items()},
             **{f"prior_{k}": v for k, v in self.prior.items()},
@@ -184,14 +192,13 @@ class ContentAffinity(Recommender):
     @classmethod
     def load(cls, directory: Path, features: ItemFeatures) -> ContentAffinity:
         directory = Path(directory)
-        meta = cls._read_params(directory)
-        model = cls(**meta["params"])
+        model, meta = cls._from_params(directory)
         model.chosen = meta["chosen"]
         trained_names: dict[str, list[str]] = meta["names"]
-        with np.load(directory / MODEL_FILE, allow_pickle=False) as saved:
-            trained_ids = [str(x) for x in saved["item_ids"]]
-            log_share = saved["log_share"]
-            model.prior = {k: saved[f"prior_{k}"] for k in FACETS}
+        saved = read_arrays(directory / MODEL_FILE)
+        trained_ids = [str(x) for x in saved["item_ids"]]
+        log_share = saved["log_share"]
+        model.prior = {k: saved[f"prior_{k}"] for k in FACETS}
         # Facet codes follow sorted names, which shift when the catalog gains a category: map through the names.
         new_names = _facet_names(features)
         model.codes = {}

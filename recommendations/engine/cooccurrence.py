@@ -36,26 +36,32 @@ def _top_per_group(groups: np.ndarray, scores: np.ndarray, n: int, tiebreak: np.
     return order[rank < n]
 
 
-def trending_scores(log: EventLog, window_days: float, half_life_days: float) -> np.ndarray:
-    """Per item: Σ over distinct shoppers of their strongest recent signal (type weight x fast decay).
+def strongest_signal_scores(shopper: np.ndarray, item: np.ndarray, weight: np.ndarray, n_items: int) -> np.ndarray:
+    """Per item: Σ over distinct shoppers of their strongest event weight on it (float64).
 
     Each shopper counts once per item, so one bot viewing a product a thousand times weighs like one shopper.
+    Trending (precompute) and the popularity baseline (training) both rank by it.
     """
-    scores = np.zeros(len(log.items), dtype=np.float64)
-    if not log.n_events:
+    scores = np.zeros(n_items, dtype=np.float64)
+    if weight.size == 0:
         return scores
-    age = log.age_days()
-    recent = (age <= float(window_days)) & (log.type_weight > 0)
-    if not recent.any():
-        return scores
-    weight = log.type_weight[recent] * decay(age[recent], half_life_days)
-    pair = log.shopper_idx[recent].astype(np.int64) * len(log.items) + log.item_idx[recent]
+    pair = shopper.astype(np.int64) * n_items + item
     order = np.argsort(pair, kind="stable")
     pair, weight = pair[order], weight[order]
     starts = np.r_[0, np.flatnonzero(np.diff(pair)) + 1]
     strongest = np.maximum.reduceat(weight, starts)
-    np.add.at(scores, pair[starts] % len(log.items), strongest)
+    np.add.at(scores, pair[starts] % n_items, strongest)
     return scores
+
+
+def trending_scores(log: EventLog, window_days: float, half_life_days: float) -> np.ndarray:
+    """Per item: Σ over distinct shoppers of their strongest recent signal (type weight x fast decay)."""
+    if not log.n_events:
+        return np.zeros(len(log.items), dtype=np.float64)
+    age = log.age_days()
+    recent = (age <= float(window_days)) & (log.type_weight > 0)
+    weight = log.type_weight[recent] * decay(age[recent], half_life_days)
+    return strongest_signal_scores(log.shopper_idx[recent], log.item_idx[recent], weight, len(log.items))
 
 
 def top_items(scores: np.ndarray, allowed: np.ndarray, n: int) -> list[tuple[int, float]]:

@@ -34,6 +34,9 @@ from recommendations.engine.base import (
     ItemFeatures,
     ProgressCallback,
     Recommender,
+    check_items,
+    item_id_array,
+    read_arrays,
 )
 
 KERAS_FILE = "model.keras"
@@ -266,8 +269,7 @@ class NeuralRecommender(Recommender):
 
     def score(self, history: Interactions) -> np.ndarray:
         weights, item_vectors = self._require_fit()
-        if history.n_items != item_vectors.shape[0]:
-            raise ValueError(f"interactions cover {history.n_items} items, the model {item_vectors.shape[0]}")
+        check_items(history, item_vectors.shape[0])
         shoppers = shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]))
         # Dividing the (rows x dim) shopper vectors rather than the (rows x items) product saves a pass and a
         # copy over the scores; asarray copies nothing when they are float32 already (they are).
@@ -479,7 +481,7 @@ class NeuralRecommender(Recommender):
         probe = _probe_rows(len(self.item_ids))
         np.savez(
             directory / SERVING_FILE,
-            item_ids=np.array(self.item_ids, dtype=str) if self.item_ids else np.zeros(0, dtype="<U1"),
+            item_ids=item_id_array(self.item_ids),
             item_vectors=item_vectors,
             train_ids=catalog["ids"],
             train_category=catalog["category"],
@@ -498,8 +500,7 @@ class NeuralRecommender(Recommender):
     def load(cls, directory: Path, features: ItemFeatures) -> NeuralRecommender:
         """Numpy-only model for `features`: known products keep their trained vector, new ones get a feature vector."""
         directory = Path(directory)
-        stored = cls._read_params(directory)
-        model = cls(**stored["params"])
+        model, stored = cls._from_params(directory)
         serving = _read_serving(directory)
         model.weights = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
         model.vocabulary = json.loads((directory / VOCABULARY_FILE).read_text())
@@ -661,8 +662,7 @@ def _compare(what: str, keras_values: np.ndarray, numpy_values: np.ndarray) -> N
 
 
 def _read_serving(directory: Path) -> dict[str, np.ndarray]:
-    with np.load(Path(directory) / SERVING_FILE, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+    return read_arrays(Path(directory) / SERVING_FILE)
 
 
 def _probe_rows(n_items: int, count: int = 16) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures, Recommender
-from recommendations.engine.baselines import EASE, ItemKNN, Popularity
+from recommendations.engine.baselines import EASE, ItemKNN, Popularity, popularity_scores
 from recommendations.engine.blend import Blend, fit_blend_weights, standardize_rows
 from recommendations.engine.candidates import RECOMMENDER_CLASSES
 from recommendations.engine.content import ContentAffinity
@@ -166,6 +166,21 @@ def test_load_realigns_to_a_changed_catalog(fitted, tmp_path: Path):
         np.testing.assert_allclose(new_scores[:, new_cols], old_scores[:, old_cols], rtol=1e-5, atol=1e-6)
         if not candidate.scores_new_items:
             assert not new_scores[:, new_ids.index("Z")].any()
+
+
+def test_refuses_a_history_over_another_catalog(fitted):
+    _, model = fitted
+    with pytest.raises(ValueError, match="7 items, the model 8"):
+        model.score(interactions(SCORED, IDS[:-1]))
+
+
+def test_popularity_counts_each_shopper_once_per_item_at_their_strongest_event():
+    bot_then_buyer = [("A", "view", 1.0)] * 50 + [("A", "purchase", 2.0)]
+    data = interactions([bot_then_buyer, [("A", "view", 0.0), ("B", "view", 0.0)]], IDS)
+    assert popularity_scores(data).tolist() == [8.0 + 1.0, 1.0] + [0.0] * 6
+    # Halved every day: the purchase (2 days, 8 -> 2.0) still beats the views (1 day, 1 -> 0.5).
+    assert popularity_scores(data, half_life_days=1.0).tolist() == [2.0 + 1.0, 1.0] + [0.0] * 6
+    assert not popularity_scores(interactions([[]], IDS)).any()
 
 
 def test_ease_refuses_a_catalog_above_max_items():
