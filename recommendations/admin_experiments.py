@@ -199,7 +199,8 @@ class ExperimentAdmin(admin.ModelAdmin):
         result = experiments.report(experiment)
         rows = []
         for arm in result.arms:
-            ctr, conversion = arm.ctr_vs_control, arm.conversion_vs_control
+            clicked, conversion = arm.click_rate_vs_control, arm.conversion_vs_control
+            revenue_per_shopper = arm.revenue_per_shopper
             rows.append(
                 {
                     "variant_id": arm.variant_id,
@@ -211,18 +212,24 @@ class ExperimentAdmin(admin.ModelAdmin):
                     "impressions": f"{arm.impressions:,}",
                     "clicks": f"{arm.clicks:,}",
                     "ctr": _percent(arm.ctr),
-                    "ctr_interval": _rate_interval(arm.ctr_interval),
+                    "shoppers": f"{arm.shoppers:,}",
+                    "clickers": f"{arm.clickers:,}",
+                    "click_rate": _percent(arm.click_rate),
+                    "click_rate_interval": _rate_interval(arm.click_rate_interval),
                     "add_to_carts": f"{arm.add_to_carts:,}",
                     "orders": f"{arm.orders:,}",
+                    "buyers": f"{arm.buyers:,}",
                     "conversion": _percent(arm.conversion),
+                    "conversion_interval": _rate_interval(arm.conversion_interval),
                     "revenue": f"{arm.revenue:,.2f}",
-                    "ctr_difference": _percent(ctr.difference, signed=True),
-                    "ctr_difference_interval": _interval(ctr.low, ctr.high),
-                    "ctr_lift": _percent(ctr.lift, signed=True),
-                    "ctr_lift_interval": _interval(ctr.lift_low, ctr.lift_high),
-                    "ctr_p": _p_value(ctr.p_value),
-                    "ctr_significant": ctr.significant,
-                    "ctr_direction": _direction(ctr.difference),
+                    "revenue_per_shopper": "-" if revenue_per_shopper is None else f"{revenue_per_shopper:,.2f}",
+                    "click_difference": _percent(clicked.difference, signed=True),
+                    "click_difference_interval": _interval(clicked.low, clicked.high),
+                    "click_lift": _percent(clicked.lift, signed=True),
+                    "click_lift_interval": _interval(clicked.lift_low, clicked.lift_high),
+                    "click_p": _p_value(clicked.p_value),
+                    "click_significant": clicked.significant,
+                    "click_direction": _direction(clicked.difference),
                     "conversion_difference": _percent(conversion.difference, signed=True),
                     "conversion_difference_interval": _interval(conversion.low, conversion.high),
                     "conversion_lift": _percent(conversion.lift, signed=True),
@@ -235,11 +242,11 @@ class ExperimentAdmin(admin.ModelAdmin):
         chart = None
         if result.arms:
             chart = charts.interval_bar_chart(
-                {arm.name: arm.ctr for arm in result.arms},
-                {arm.name: arm.ctr_interval for arm in result.arms},
-                title="CTR per variant (95% interval)",
-                series_name="CTR",
-                y_label="clicks per block",
+                {arm.name: arm.click_rate for arm in result.arms},
+                {arm.name: arm.click_rate_interval for arm in result.arms},
+                title="Shoppers who clicked, per variant (95% interval)",
+                series_name="Click rate",
+                y_label="share of the arm's shoppers",
                 y_format=charts.percent,
             )
         return {"report_rows": rows, "report_since": result.since, "report_chart": chart}

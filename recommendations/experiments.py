@@ -9,10 +9,12 @@ conversion attributed to it, so the report counts every arm from the events' `va
 The running experiments are read through one cache key, flushed whenever an experiment or a variant is saved or
 deleted (as `rules` does for placements and rules), so serving pays one cache read per block and no query.
 
-Statistics (docs/architecture.md, "Experiments"): per arm, CTR = clicks / impressions and conversion = attributed
-orders / impressions, each with a Wilson 95 % interval; per arm against the control (the first variant), the absolute
-difference with a Wald (unpooled normal approximation) 95 % interval, which decides significance, and the relative
-lift with a delta-method 95 % interval.
+Statistics (docs/architecture.md, "Experiments"): the unit of analysis is the shopper, because shoppers are what the
+hash randomises; blocks of one shopper are not independent trials. Per arm, the click rate = shoppers who clicked /
+shoppers shown the arm and the conversion = shoppers with an attributed order / shoppers shown the arm, each with a
+Wilson 95 % interval; per arm against the control (the first variant), the absolute difference of those rates with a
+Wald (unpooled normal approximation) 95 % interval, which decides significance, and the relative lift with a
+delta-method 95 % interval. Clicks per block (CTR), orders and revenue per shopper are descriptive figures only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from statistics import NormalDist
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import CharField, Count, Q, Sum, Value
 from django.db.models.expressions import Case, When
 from django.db.models.fields.json import KeyTextTransform
@@ -210,13 +212,12 @@ def start_problems(experiment: Experiment) -> list[str]:
         problems.append("The variants' names must differ.")
     for v in variants:
         problems += variant_problems(v.name, v.share, v.strategy, v.training_run)
-    other = (
+    if (
         Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
         .exclude(pk=experiment.pk)
-        .first()
-    )
-    if other is not None:
-        problems.append(f"“{other.name}” already runs on {experiment.placement}; stop it first.")
+        .exists()
+    ):
+        problems.append(_already_runs(experiment))
     return problems
 
 
@@ -237,8 +238,25 @@ def start(experiment_id: int) -> Experiment:
         experiment.salt = secrets.token_hex(16)
         experiment.started_at = timezone.now()
         experiment.stopped_at = None
-        experiment.save(update_fields=["status", "salt", "started_at", "stopped_at"])
+        try:
+            with transaction.atomic():  # a savepoint, so the lookup below can still read after a refusal
+                experiment.save(update_fields=["status", "salt", "started_at", "stopped_at"])
+        except IntegrityError:
+            # The row locks above cover the experiments that existed when they were taken; one committed as running
+            # since (or by another path) is stopped here by rec_experiment_one_running_per_placement.
+            raise ExperimentError(_already_runs(experiment)) from None
     return experiment
+
+
+def _already_runs(experiment: Experiment) -> str:
+    """The sentence Start gives when another experiment runs on the placement."""
+    other = (
+        Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
+        .exclude(pk=experiment.pk)
+        .first()
+    )
+    name = f"“{other.name}”" if other is not None else "Another experiment"
+    return f"{name} already runs on {experiment.placement}; stop it first."
 
 
 def stop(experiment_id: int) -> Experiment:
@@ -325,7 +343,7 @@ def wilson(successes: int, trials: int) -> tuple[float, float] | None:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One arm against the control on one rate. Every field is None when either arm has no impressions."""
+    """One arm against the control on one rate. Every field is None when either arm has no trials (shoppers)."""
 
     difference: float | None = None  # rate - control rate, absolute
     low: float | None = None  # its 95 % interval (Wald, unpooled)
@@ -344,7 +362,8 @@ class Comparison:
 def compare(control_successes: int, control_trials: int, successes: int, trials: int) -> Comparison:
     """The difference between two rates and the relative lift, with 95 % intervals from the normal approximation.
 
-    Rates above 1 (more orders than impressions, possible in principle) are clamped to 1 in the variances.
+    Rates outside [0, 1] (impossible for the report's per-shopper rates, but callers may pass any counts) are clamped
+    in the variances.
     """
     if control_trials <= 0 or trials <= 0:
         return Comparison()
@@ -378,7 +397,12 @@ def compare(control_successes: int, control_trials: int, successes: int, trials:
 
 @dataclass
 class ArmLine:
-    """One arm's counts since the experiment started, the rates derived from them, and how it compares."""
+    """One arm since the experiment started: event totals (descriptive), the per-shopper counts the statistics use,
+    and how the arm compares with the control.
+
+    Shoppers, not blocks, are what bucketing randomises, so a trial is a shopper who was shown the arm; a shopper who
+    sees fifty blocks and clicks fifty times is one trial and one success, not fifty.
+    """
 
     variant_id: int
     name: str
@@ -386,30 +410,49 @@ class ArmLine:
     strategy: str
     training_run_id: int | None
     share: float
+    # Event totals, as before: every block, click, attributed add-to-cart, distinct order and its revenue.
     impressions: int = 0
     clicks: int = 0
     add_to_carts: int = 0
     orders: int = 0
     revenue: Decimal = Decimal("0")
+    # Per shopper: shown the arm (an impression since the start), and of those, who clicked / ordered, and what
+    # the shown shoppers spent in attributed orders.
+    shoppers: int = 0
+    clickers: int = 0
+    buyers: int = 0
+    shopper_revenue: Decimal = Decimal("0")
     is_control: bool = False
-    ctr_vs_control: Comparison = field(default_factory=Comparison)
+    click_rate_vs_control: Comparison = field(default_factory=Comparison)
     conversion_vs_control: Comparison = field(default_factory=Comparison)
 
     @property
     def ctr(self) -> float | None:
+        """Clicks per block shown: descriptive only (blocks of one shopper are not independent trials)."""
         return self.clicks / self.impressions if self.impressions else None
 
     @property
-    def conversion(self) -> float | None:
-        return self.orders / self.impressions if self.impressions else None
+    def click_rate(self) -> float | None:
+        """Share of the arm's shoppers who clicked at least once."""
+        return self.clickers / self.shoppers if self.shoppers else None
 
     @property
-    def ctr_interval(self) -> tuple[float, float] | None:
-        return wilson(self.clicks, self.impressions)
+    def conversion(self) -> float | None:
+        """Share of the arm's shoppers with at least one attributed order."""
+        return self.buyers / self.shoppers if self.shoppers else None
+
+    @property
+    def revenue_per_shopper(self) -> Decimal | None:
+        """Attributed revenue of the shoppers shown the arm, over those shoppers (descriptive, no interval)."""
+        return (self.shopper_revenue / self.shoppers).quantize(Decimal("0.01")) if self.shoppers else None
+
+    @property
+    def click_rate_interval(self) -> tuple[float, float] | None:
+        return wilson(self.clickers, self.shoppers)
 
     @property
     def conversion_interval(self) -> tuple[float, float] | None:
-        return wilson(self.orders, self.impressions)
+        return wilson(self.buyers, self.shoppers)
 
 
 @dataclass
@@ -429,11 +472,31 @@ def _order_key() -> Case:
     )
 
 
-def report(experiment: Experiment) -> Report:
-    """Every arm's impressions, clicks, attributed add-to-carts, orders and revenue, counted live from the events
-    stamped with it since the experiment (last) started, in one grouped query; then each arm against the control.
+def _arm_aggregates(index: int, stamp: str) -> dict[str, Any]:
+    """The outer aggregates of one arm over the per-(arm, shopper) rows `report` groups the events into."""
+    arm = Q(variant=stamp)
+    shown = arm & Q(shown__gt=0)
+    zero = Decimal("0")
+    return {
+        f"impressions_{index}": Sum("shown", filter=arm, default=0),
+        f"clicks_{index}": Sum("clicked", filter=arm, default=0),
+        f"add_to_carts_{index}": Sum("carted", filter=arm, default=0),
+        f"orders_{index}": Sum("ordered", filter=arm, default=0),
+        f"revenue_{index}": Sum("spent", filter=arm, default=zero),
+        f"shoppers_{index}": Count("shopper", filter=shown),
+        f"clickers_{index}": Count("shopper", filter=shown & Q(clicked__gt=0)),
+        f"buyers_{index}": Count("shopper", filter=shown & Q(ordered__gt=0)),
+        f"shopper_revenue_{index}": Sum("spent", filter=shown, default=zero),
+    }
 
-    Conversions that follow a click made while it ran still count after it stops (they carry the stamp).
+
+def report(experiment: Experiment) -> Report:
+    """Every arm's counts since the experiment (last) started, read live from the events stamped with it in one query
+    (events grouped per arm and shopper, then per arm); then each arm against the control on per-shopper rates.
+
+    Conversions that follow a click made while it ran still count after it stops (they carry the stamp). A shopper
+    counts as a trial of an arm only with an impression of it since the start, so clickers and buyers are always a
+    subset of the trials (a click stamped before a restart's impressions does not make a rate above 1).
     """
     variants = list(experiment.variants.order_by("pk"))
     total = sum(v.share for v in variants if v.share > 0) or 1.0
@@ -452,29 +515,35 @@ def report(experiment: Experiment) -> Report:
     if experiment.started_at is not None and arms:
         attributed = ~Q(recommendation_id="")
         purchase = Q(event_type="purchase") & attributed
-        rows = (
+        per_shopper = (
             Event.objects.filter(
                 variant__in=[a.stamp for a in arms],
                 occurred_at__gte=experiment.started_at,
                 event_type__in=("impression", "click", "add_to_cart", "purchase"),
             )
-            .values("variant")
+            .values("variant", "shopper")
             .annotate(
-                impressions=Count("pk", filter=Q(event_type="impression")),
-                clicks=Count("pk", filter=Q(event_type="click")),
-                add_to_carts=Count("pk", filter=Q(event_type="add_to_cart") & attributed),
-                orders=Count(_order_key(), filter=purchase, distinct=True),
-                revenue=Sum("value", filter=purchase, default=Decimal("0")),
+                shown=Count("pk", filter=Q(event_type="impression")),
+                clicked=Count("pk", filter=Q(event_type="click")),
+                carted=Count("pk", filter=Q(event_type="add_to_cart") & attributed),
+                # The order key starts with the shopper, so the per-shopper distinct counts add up to the arm's.
+                ordered=Count(_order_key(), filter=purchase, distinct=True),
+                spent=Sum("value", filter=purchase, default=Decimal("0")),
             )
             .order_by()
         )
-        by_stamp = {row.pop("variant"): row for row in rows}
-        for arm in arms:
-            for name, value in by_stamp.get(arm.stamp, {}).items():
-                setattr(arm, name, Decimal(value or 0) if name == "revenue" else int(value or 0))
+        aggregates: dict[str, Any] = {}
+        for i, arm in enumerate(arms):
+            aggregates.update(_arm_aggregates(i, arm.stamp))
+        totals = per_shopper.aggregate(**aggregates)
+        for i, arm in enumerate(arms):
+            for name in ("impressions", "clicks", "add_to_carts", "orders", "shoppers", "clickers", "buyers"):
+                setattr(arm, name, int(totals[f"{name}_{i}"] or 0))
+            arm.revenue = Decimal(totals[f"revenue_{i}"] or 0)
+            arm.shopper_revenue = Decimal(totals[f"shopper_revenue_{i}"] or 0)
     if arms:
         control = arms[0]
         for arm in arms[1:]:
-            arm.ctr_vs_control = compare(control.clicks, control.impressions, arm.clicks, arm.impressions)
-            arm.conversion_vs_control = compare(control.orders, control.impressions, arm.orders, arm.impressions)
+            arm.click_rate_vs_control = compare(control.clickers, control.shoppers, arm.clickers, arm.shoppers)
+            arm.conversion_vs_control = compare(control.buyers, control.shoppers, arm.buyers, arm.shoppers)
     return Report(experiment_id=experiment.pk, since=experiment.started_at, arms=arms)

@@ -65,6 +65,11 @@ class Event(models.Model):
             models.Index(fields=["visitor_id"], name="rec_event_visitor"),
             models.Index(fields=["user_id"], name="rec_event_user"),
             models.Index(fields=["recommendation_id"], name="rec_event_rec_id"),
+            # The experiment report reads one experiment's stamped events since its start. Most events carry no
+            # stamp, so the index leaves them out and stays as small as the experiments' own traffic.
+            models.Index(
+                fields=["variant", "occurred_at"], condition=~models.Q(variant=""), name="rec_event_variant_time"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -265,7 +270,35 @@ class RuleWindowQuerySet(models.QuerySet):
         )
 
 
-class ColdStartRule(models.Model):
+class AbstractRule(models.Model):
+    """What cold-start and merchandising rules share: a name staff know them by, an on/off switch, the placements
+    they apply to, a price band, a time window (`objects.live()` reads it) and who changed them when.
+
+    `priority` stays on each rule because it means different things there (which rule wins, which applies last).
+    The fields keep their exact definitions, so the tables (migration 0005) do not change.
+    """
+
+    name = models.CharField(max_length=120)
+    active = models.BooleanField(default=True)
+    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
+    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True, default="")
+
+    objects = RuleWindowQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ColdStartRule(AbstractRule):
     """Who (an audience) sees what (a source of products) where (placements) and when, for shoppers the model
     cannot serve yet. The highest priority live rule that matches a shopper and a placement fills the block first."""
 
@@ -287,10 +320,7 @@ class ColdStartRule(models.Model):
         BRAND = "brand", "A brand's best sellers"
         PRICE_BAND = "price_band", "Best sellers in a price band"
 
-    name = models.CharField(max_length=120)
-    active = models.BooleanField(default=True)
     priority = models.IntegerField(default=0, help_text="Higher wins when several rules match")
-    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
     audience = models.CharField(max_length=20, choices=Audience.choices, default=Audience.EVERYONE)
     audience_number = models.PositiveIntegerField(null=True, blank=True, help_text="N for 'fewer than N' / 'N days'")
     audience_value = models.CharField(
@@ -301,25 +331,13 @@ class ColdStartRule(models.Model):
         max_length=255, blank=True, default="", help_text="The category for trending in a category, or the brand"
     )
     source_days = models.PositiveIntegerField(null=True, blank=True, help_text="Window for top sellers / newest")
-    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     products = models.JSONField(default=list, blank=True, help_text="Hand-picked product ids, in order")
-    starts_at = models.DateTimeField(null=True, blank=True)
-    ends_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.CharField(max_length=150, blank=True, default="")
-
-    objects = RuleWindowQuerySet.as_manager()
 
     class Meta:
         ordering = ["-priority", "pk"]
 
-    def __str__(self) -> str:
-        return self.name
 
-
-class MerchandisingRule(models.Model):
+class MerchandisingRule(AbstractRule):
     """Boost, bury, pin or exclude products after the model has ranked them, before the fallback fills the block."""
 
     class Action(models.TextChoices):
@@ -334,32 +352,17 @@ class MerchandisingRule(models.Model):
         BRAND = "brand", "A brand"
         PRICE_BAND = "price_band", "A price band"
 
-    name = models.CharField(max_length=120)
-    active = models.BooleanField(default=True)
     priority = models.IntegerField(default=0, help_text="Higher is applied later, so it has the last word")
-    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
     action = models.CharField(max_length=10, choices=Action.choices)
     target = models.CharField(max_length=12, choices=Target.choices)
     target_value = models.CharField(
         max_length=255, blank=True, default="", help_text="The product id, category slug or brand name"
     )
-    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     position = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1-based slot for a pin")
     strength = models.FloatField(default=2.0, help_text="How far a boost or bury moves: score x or / this")
-    starts_at = models.DateTimeField(null=True, blank=True)
-    ends_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.CharField(max_length=150, blank=True, default="")
-
-    objects = RuleWindowQuerySet.as_manager()
 
     class Meta:
         ordering = ["priority", "pk"]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class Experiment(models.Model):
@@ -383,6 +386,15 @@ class Experiment(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        constraints = [
+            # Serving splits a placement's traffic between one experiment's arms; `experiments.start` checks this
+            # under row locks and says why, and the database holds it against anything that slips past the check.
+            models.UniqueConstraint(
+                fields=["placement"],
+                condition=models.Q(status="running"),
+                name="rec_experiment_one_running_per_placement",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.placement})"

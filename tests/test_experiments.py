@@ -272,6 +272,8 @@ def bulk(experiment: Experiment, name: str, event_type: str, n: int, **fields) -
 
 
 def test_the_report_on_known_counts():
+    # `bulk` gives event i to shopper s<i>, so here every shopper saw one block: the per-shopper click counts equal
+    # the per-block ones, and the by-hand figures below hold for both.
     experiment = running(shares=(1, 1))
     bulk(experiment, "A", "impression", 1000)
     bulk(experiment, "A", "click", 50)
@@ -281,6 +283,7 @@ def test_the_report_on_known_counts():
     bulk(experiment, "B", "add_to_cart", 30)
     bulk(experiment, "B", "purchase", 20, value=Decimal("5.00"))
     # Two lines of one order count once; an unattributed purchase, an earlier run's and another arm's do not count.
+    # The order o-1 is shopper s0's second: 21 orders, but 20 shoppers who ordered.
     bulk(experiment, "B", "purchase", 1, value=Decimal("1.00"), context={"order_id": "o-1"})
     bulk(experiment, "B", "purchase", 1, value=Decimal("2.00"), context={"order_id": "o-1"})
     bulk(experiment, "B", "purchase", 5, recommendation_id="")
@@ -293,35 +296,45 @@ def test_the_report_on_known_counts():
     assert (control.name, control.is_control, b.is_control) == ("A", True, False)
     assert (control.impressions, control.clicks, control.orders, control.revenue) == (1000, 50, 10, Decimal("100"))
     assert (b.impressions, b.clicks, b.add_to_carts, b.orders, b.revenue) == (1000, 80, 30, 21, Decimal("103"))
-    assert (control.ctr, b.ctr) == (0.05, 0.08)
-    assert (control.conversion, b.conversion) == (0.01, 0.021)
+    assert (control.shoppers, control.clickers, control.buyers) == (1000, 50, 10)
+    assert (b.shoppers, b.clickers, b.buyers) == (1000, 80, 20)
+    assert (control.ctr, b.ctr) == (control.click_rate, b.click_rate) == (0.05, 0.08)
+    assert (control.conversion, b.conversion) == (0.01, 0.02)
+    assert (control.revenue_per_shopper, b.revenue_per_shopper) == (Decimal("0.10"), Decimal("0.10"))
     assert control.share == b.share == 0.5
 
     # By hand: difference 0.08 - 0.05 = 0.03; standard error sqrt(0.05 x 0.95 / 1000 + 0.08 x 0.92 / 1000)
     # = sqrt(0.0000475 + 0.0000736) = sqrt(0.0001211) = 0.0110045; interval 0.03 +- 1.96 x 0.0110045.
-    ctr = b.ctr_vs_control
+    clicked = b.click_rate_vs_control
     se = math.sqrt(0.0001211)
     assert se == pytest.approx(0.0110045, abs=1e-7)
-    assert ctr.difference == pytest.approx(0.03)
-    assert (ctr.low, ctr.high) == (pytest.approx(0.03 - Z * se), pytest.approx(0.03 + Z * se))
-    assert (ctr.low, ctr.high) == (pytest.approx(0.008432, abs=1e-6), pytest.approx(0.051568, abs=1e-6))
-    assert ctr.significant
+    assert clicked.difference == pytest.approx(0.03)
+    assert (clicked.low, clicked.high) == (pytest.approx(0.03 - Z * se), pytest.approx(0.03 + Z * se))
+    assert (clicked.low, clicked.high) == (pytest.approx(0.008432, abs=1e-6), pytest.approx(0.051568, abs=1e-6))
+    assert clicked.significant
     # z = 0.03 / 0.0110045 = 2.726; two-sided p = 0.0064.
-    assert ctr.p_value == pytest.approx(0.0064, abs=1e-4)
+    assert clicked.p_value == pytest.approx(0.0064, abs=1e-4)
     # Relative lift 0.08 / 0.05 - 1 = 0.6; delta method: Var = 0.0000736 / 0.05^2 + 0.08^2 x 0.0000475 / 0.05^4
     # = 0.02944 + 0.04864 = 0.07808, SE 0.279428; interval 0.6 +- 1.96 x 0.279428 = 0.052332 to 1.147668.
-    assert ctr.lift == pytest.approx(0.6)
-    assert (ctr.lift_low, ctr.lift_high) == (pytest.approx(0.052332, abs=1e-6), pytest.approx(1.147668, abs=1e-6))
+    assert clicked.lift == pytest.approx(0.6)
+    assert (clicked.lift_low, clicked.lift_high) == (
+        pytest.approx(0.052332, abs=1e-6),
+        pytest.approx(1.147668, abs=1e-6),
+    )
 
-    # Conversion: 21 vs 10 orders per 1000 blocks; SE sqrt(0.0000099 + 0.000020559) = sqrt(0.000030459) = 0.0055190,
-    # interval 0.011 +- 1.96 x 0.0055190 = 0.000183 to 0.021817: significant, barely.
+    # Conversion per shopper: 20 vs 10 of 1000 shoppers ordered; SE sqrt(0.01 x 0.99 / 1000 + 0.02 x 0.98 / 1000)
+    # = sqrt(0.0000099 + 0.0000196) = sqrt(0.0000295) = 0.0054314, interval 0.01 +- 1.96 x 0.0054314 = -0.000645 to
+    # 0.020645: not significant. (Per block, 21 orders per 1000 blocks gave 0.000183 to 0.021817, significant: the
+    # second order of one shopper was counted as a second trial's success.)
     conversion = b.conversion_vs_control
-    se = math.sqrt(0.01 * 0.99 / 1000 + 0.021 * 0.979 / 1000)
-    assert conversion.difference == pytest.approx(0.011)
-    assert (conversion.low, conversion.high) == (pytest.approx(0.011 - Z * se), pytest.approx(0.011 + Z * se))
-    assert (conversion.low, conversion.high) == (pytest.approx(0.000183, abs=1e-6), pytest.approx(0.021817, abs=1e-6))
-    assert conversion.significant
-    assert conversion.lift == pytest.approx(1.1)
+    se = math.sqrt(0.01 * 0.99 / 1000 + 0.02 * 0.98 / 1000)
+    assert se == pytest.approx(0.0054314, abs=1e-7)
+    assert conversion.difference == pytest.approx(0.01)
+    assert (conversion.low, conversion.high) == (pytest.approx(0.01 - Z * se), pytest.approx(0.01 + Z * se))
+    assert (conversion.low, conversion.high) == (pytest.approx(-0.000645, abs=1e-6), pytest.approx(0.020645, abs=1e-6))
+    assert not conversion.significant
+    assert conversion.lift == pytest.approx(1.0)
+    assert compare(10, 1000, 21, 1000).significant  # the per-block verdict it replaces
 
 
 def test_the_wilson_interval_of_one_rate():
@@ -352,7 +365,8 @@ def test_zero_counts_do_not_crash():
     experiment = running(shares=(1, 1, 1))
     report = experiments.report(experiment)
     assert [(a.impressions, a.ctr, a.conversion) for a in report.arms] == [(0, None, None)] * 3
-    assert report.arms[1].ctr_vs_control == experiments.Comparison()
+    assert report.arms[1].click_rate_vs_control == experiments.Comparison()
+    assert [(a.shoppers, a.click_rate, a.revenue_per_shopper) for a in report.arms] == [(0, None, None)] * 3
     draft = Experiment.objects.create(name="d", placement="for_you")
     assert experiments.report(draft).arms == []
 
@@ -534,12 +548,13 @@ def test_the_report_shows_on_the_change_page(client):
 
     page = viewer.get(url("change", experiment.pk)).content.decode()
 
-    assert "5.00%" in page and "8.00%" in page  # CTRs
+    assert "5.00%" in page and "8.00%" in page  # click rates (and CTRs: one block per shopper here)
     assert "+3.00%" in page and "+0.84% to +5.16%" in page  # the difference and its interval
     assert "+60.00%" in page and "+5.23% to +114.77%" in page  # the relative lift and its interval
     assert 'class="num significant better"' in page
+    assert "A shopper who sees fifty blocks counts once" in page and "independent trials" not in page
     assert "Promote the winner" not in page  # a viewer has no buttons
-    assert "CTR per variant" in page and 'class="whisker"' in page
+    assert "Shoppers who clicked, per variant" in page and 'class="whisker"' in page
 
 
 def test_promoting_a_strategy_sets_the_placement_and_is_logged(client):
