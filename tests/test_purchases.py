@@ -18,7 +18,8 @@ from django.core.management import call_command
 from django.test import override_settings
 
 from recommendations import catalog, tracking
-from recommendations.engine import purchases, training
+from recommendations.conf import rec_settings
+from recommendations.engine import dataset, purchases, training
 from recommendations.engine.cooccurrence import CatalogView
 from recommendations.engine.precompute import finish_sharded, run_precompute, run_shard
 from recommendations.models import RecommendationSet, StoredList
@@ -294,3 +295,136 @@ def test_the_sharded_path_writes_the_shared_lists_once_like_an_unsharded_run():
     assert shared_lists(run.recommendation_set_id) == expected
     assert finished.stats["lists"]["bought_together"] == whole.stats["lists"]["bought_together"]
     assert active_list("bought_together", main) == expected["bought_together", main]
+
+
+# ---- bots: the training definition, applied to the purchase lists ----------------------------------------------------
+
+
+def viewed(shopper: str, products: list[Any], at: datetime) -> list:
+    return [
+        tracking.build_event("view", visitor_id=shopper, product_id=str(getattr(p, "pk", p)), occurred_at=at)
+        for p in products
+    ]
+
+
+def test_a_bot_buying_pairs_in_bulk_makes_no_bought_together_pair(products):
+    camera, tripod, case = products["Camera"], products["Tripod"], products["Case"]
+    # 40 orders of camera + tripod inside one minute: 80 events in a calendar minute, over the limit of 60.
+    bulk = [bought("script", [camera, tripod], START + timedelta(seconds=s)) for s in range(40)]
+    people = [bought(f"k{n}", [camera, case], START + timedelta(days=n)) for n in range(3)]
+    store(*bulk, *people)
+
+    run = run_precompute()
+    assert ids(active_list("bought_together", camera.pk)) == [str(case.pk)]
+    assert active_list("bought_together", tripod.pk) == []
+    assert run.stats["purchases"]["bot_shoppers_left_out"] == 1
+    assert run.stats["purchases"]["bot_purchases_left_out"] == 80
+    # The same orders under a limit the script stays within: the pair is there, so the filter is what removed it.
+    with with_settings(BOT_MAX_EVENTS_PER_MINUTE=100):
+        run_precompute()
+    assert ids(active_list("bought_together", camera.pk))[0] == str(tripod.pk)
+    assert ids(active_list("bought_together", tripod.pk)) == [str(camera.pk)]
+
+
+def test_a_scraper_is_a_bot_by_its_views_and_its_few_orders_count_for_nothing(products):
+    camera, bag = products["Camera"], products["Bag"]
+    everything = list(products.values())
+    # 72 views in one minute (9 sweeps of the 8 products) make it a bot, as they do for training.
+    scraping = [viewed("scraper", everything, START + timedelta(seconds=sweep)) for sweep in range(9)]
+    # Its orders, on other days and at a human pace, look like ordinary ones: three camera + bag baskets.
+    orders = [bought("scraper", [camera, bag], START + timedelta(days=d)) for d in (1, 2, 3)]
+    store(*scraping, *orders)
+
+    run = run_precompute()
+    assert active_list("bought_together", camera.pk) == []
+    assert run.stats["purchases"]["bot_purchases_left_out"] == 6
+    # Purchases alone would not have caught it: judged by its orders it is a person, and the pair is there.
+    with with_settings(BOT_MAX_EVENTS_PER_MINUTE=100):
+        run_precompute()
+    assert ids(active_list("bought_together", camera.pk)) == [str(bag.pk)]
+
+
+def test_the_purchase_lists_leave_out_exactly_the_shoppers_training_drops(products):
+    camera, case = products["Camera"], products["Case"]
+    store(
+        *(viewed("fast", [camera, case], START + timedelta(seconds=s)) for s in range(31)),  # 62 in a minute
+        *(viewed("quick", [camera, case], START + timedelta(seconds=s)) for s in range(30)),  # 60: a person
+        bought("fast", [camera], START + timedelta(days=1)),
+        bought("quick", [camera], START + timedelta(days=1)),
+    )
+    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    item_ids = sorted(str(p.pk) for p in products.values())
+    log = dataset.load_event_log(item_ids, weights)
+    cleaned, cleaning = dataset.clean_log(log, 0.0, 60)
+    bots = dataset.bot_shoppers(log, 60)
+    assert bots == {"v:fast"}
+    assert cleaning.bot_shoppers == 1
+    assert {cleaned.shoppers[i] for i in np.unique(cleaned.shopper_idx)} == {"v:quick"}
+    purchase_log = purchases.load_purchase_log(item_ids, leave_out=bots)
+    assert purchase_log.shoppers == ["v:quick"] and purchase_log.left_out_events == 1
+
+
+# ---- buy_again: buyers too recent to have re-bought yet ------------------------------------------------------------
+
+
+DAY = timedelta(days=1)
+
+
+def test_recent_first_time_buyers_do_not_count_against_the_repeat_rate():
+    rows = []
+    # Four buyers since day 0, two of them re-buying every 10 days: the habit is 2 in 4.
+    for n in range(4):
+        rows += [(f"old{n}", "0", START + k * 10 * DAY, None) for k in range(3 if n < 2 else 1)]
+    # Ten first-time buyers in the last five days (the data ends at the newest, day 29.5): too new to have re-bought.
+    rows += [(f"new{n}", "0", START + (25 + n / 2) * DAY, None) for n in range(10)]
+    # A buyer on day 18: observed 11.5 days, longer than the 10-day interval, so it counts (and did not re-buy).
+    rows += [("day18", "0", START + 18 * DAY, None)]
+    # A recent buyer who already re-bought is left out too: its peers who have not re-bought yet are.
+    rows += [("fast", "0", START + 26 * DAY, None), ("fast", "0", START + 29 * DAY, None)]
+    log = log_of(rows, 1)
+
+    stats = purchases.repeat_stats(log, shrinkage=0.0)
+    assert stats.interval_days[0] == pytest.approx(10.0)  # medians 10, 10 and 3: the fast buyer's gap is real
+    assert (stats.buyers[0], stats.repeat_buyers[0], stats.recent_buyers[0]) == (5, 2, 11)
+    assert stats.score[0] == pytest.approx(2 / 5)
+    # Counting everyone, as before, would make it 3 in 16: the new customers would read as "nobody re-buys".
+    everyone = purchases.repeat_stats(log, shrinkage=0.0, min_observation_days=0.0, observed_until_us=10**18)
+    assert (everyone.buyers[0], everyone.repeat_buyers[0]) == (16, 3)
+
+    # Where the data ends is the caller's to say: with ten more quiet days, the newcomers have had their chance.
+    later = purchases.repeat_stats(log, 0.0, observed_until_us=dataset.micros(START + 40 * DAY))
+    assert (later.buyers[0], later.repeat_buyers[0], later.recent_buyers[0]) == (16, 3, 0)
+
+
+def test_a_short_interval_still_needs_the_minimum_observation():
+    # Re-bought every 2 days by two buyers since day 0; one buyer on day 6 of data that ends on day 10.
+    rows = [(f"r{n}", "0", START + k * 2 * DAY, None) for n in range(2) for k in range(6)]
+    rows += [("newish", "0", START + 6 * DAY, None)]
+    log = log_of(rows, 1)
+    assert purchases.repeat_stats(log, 0.0).interval_days[0] == pytest.approx(2.0)
+    # Four days is twice the interval but less than the seven-day minimum: not yet judged.
+    default = purchases.repeat_stats(log, 0.0)
+    assert (default.buyers[0], default.recent_buyers[0]) == (2, 1)
+    assert purchases.MIN_OBSERVATION_DAYS == 7.0
+    shorter = purchases.repeat_stats(log, 0.0, min_observation_days=3.0)
+    assert (shorter.buyers[0], shorter.recent_buyers[0]) == (3, 0)
+    assert shorter.score[0] == pytest.approx(2 / 3)
+
+
+def test_a_product_with_many_new_buyers_keeps_its_buy_again_place(products):
+    coffee = products["Coffee"]
+    batches = []
+    # Four regulars re-buy every 14 days; two early buyers bought once.
+    for n in range(4):
+        batches += [bought(f"r{n}", [coffee], START + (n + 14 * k) * DAY) for k in range(3)]
+    batches += [bought(f"once{n}", [coffee], START + n * DAY) for n in range(2)]
+    # A promotion brings 30 first-time buyers in the last five days of the data (day 55 to 59).
+    batches += [bought(f"new{n}", [coffee], START + (55 + n / 6) * DAY) for n in range(30)]
+    store(*batches)
+
+    run = run_precompute()
+    # 4 repeat buyers of the 6 observed for 14 days or more, shrunk by 5: 4 / 11. Counting the 30 newcomers would
+    # give 4 / 41, under BUY_AGAIN_MIN_SCORE (0.1): coffee would drop out of buy_again.
+    [item] = active_list("buy_again")
+    assert item == [str(coffee.pk), round(4 / (6 + 5.0), 6), "repeat", 14.0]
+    assert run.stats["purchases"]["repeat_buyers_too_recent"] == 30

@@ -189,6 +189,24 @@ class CleaningStats:
         return dict(self.__dict__)
 
 
+def bot_shopper_codes(log: EventLog, max_events_per_minute: int) -> np.ndarray:
+    """Codes of the shoppers with more than `max_events_per_minute` events in any one calendar minute, ascending.
+
+    The one definition of a bot: training drops them in `clean_log`, and the purchase lists leave out their
+    purchases (`bot_shoppers`), so a scraper or a bulk-buying script shapes neither.
+    """
+    if not log.n_events:
+        return np.zeros(0, dtype=np.int64)
+    key = np.stack([log.shopper_idx.astype(np.int64), log.occurred_us // MICROS_PER_MINUTE])
+    shopper_minutes, counts = np.unique(key, axis=1, return_counts=True)
+    return np.unique(shopper_minutes[0, counts > max_events_per_minute])
+
+
+def bot_shoppers(log: EventLog, max_events_per_minute: int) -> set[str]:
+    """The bots of `bot_shopper_codes` by shopper key, for filtering another log of the same shoppers."""
+    return {log.shoppers[int(code)] for code in bot_shopper_codes(log, max_events_per_minute)}
+
+
 def clean_log(log: EventLog, burst_seconds: float, bot_max_events_per_minute: int) -> tuple[EventLog, CleaningStats]:
     """Drop bots and collapse bursts, and sort the events by shopper, then time (the order sequences need).
 
@@ -201,11 +219,7 @@ def clean_log(log: EventLog, burst_seconds: float, bot_max_events_per_minute: in
     order = np.lexsort((log.occurred_us, log.shopper_idx))
     arrays = _take(log, order)
     if log.n_events:
-        minute = arrays.occurred_us // MICROS_PER_MINUTE
-        key = np.stack([arrays.shopper_idx.astype(np.int64), minute])
-        _, inverse, counts = np.unique(key, axis=1, return_inverse=True, return_counts=True)
-        too_fast = counts[inverse.ravel()] > bot_max_events_per_minute
-        bots = np.unique(arrays.shopper_idx[too_fast])
+        bots = bot_shopper_codes(arrays, bot_max_events_per_minute)
         is_bot = np.isin(arrays.shopper_idx, bots)
         stats.bot_shoppers = int(bots.size)
         stats.bot_events_dropped = int(is_bot.sum())

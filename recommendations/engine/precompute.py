@@ -179,13 +179,21 @@ def purchase_params() -> purchases.PurchaseParams:
 
 
 def _write_purchase_lists(
-    writer: _ListWriter, catalog_view: cooccurrence.CatalogView, progress: RunProgress
+    writer: _ListWriter, catalog_view: cooccurrence.CatalogView, progress: RunProgress, events: dataset.EventLog
 ) -> dict[str, Any]:
-    """bought_together and buy_again: shared lists, written once per precompute (never by a shard)."""
+    """bought_together and buy_again: shared lists, written once per precompute (never by a shard).
+
+    The bots are those training drops, found in `events` (the whole event log, not purchases alone: a scraper's
+    views make it a bot as much as its orders); `events` also says where the data ends, for buy_again's censoring.
+    """
+    bots = dataset.bot_shoppers(events, int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
     progress.start("purchases", purchases.count_purchase_events() + len(catalog_view.item_ids))
-    log = purchases.load_purchase_log(catalog_view.item_ids, on_row_chunk=progress.advance)
-    stats: dict[str, Any] = {}
-    for placement, subject, items in purchases.compute_lists(log, catalog_view, purchase_params(), progress, stats):
+    log = purchases.load_purchase_log(catalog_view.item_ids, on_row_chunk=progress.advance, leave_out=bots)
+    stats: dict[str, Any] = {"bot_shoppers_left_out": len(bots)}
+    lists = purchases.compute_lists(
+        log, catalog_view, purchase_params(), progress, stats, observed_until_us=events.newest_us
+    )
+    for placement, subject, items in lists:
         writer.add(placement, subject, items)
     writer.flush()
     return stats
@@ -199,7 +207,7 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
     log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
 
     writer = _ListWriter(new_set)
-    purchase_stats = _write_purchase_lists(writer, catalog_view, progress)
+    purchase_stats = _write_purchase_lists(writer, catalog_view, progress, log)
     placement = ""
     lists = cooccurrence.compute_lists(log, catalog_view, list_params(), progress, for_you=served is None)
     for placement_now, subject, items in lists:

@@ -19,12 +19,28 @@ repurchase interval: each repeat buyer's median days between occasions, then the
 very frequent buyer does not set the interval for everyone). Stored as one list, [[pid, score, "repeat",
 interval_days], ...]; serving ranks a shopper's own past purchases by it.
 
+Buyers too recent to have re-bought yet (right-censoring) are left out of the repeat rate. A buyer counts, in the
+denominator and, if they re-bought, in the numerator, only when their first purchase of the product is at least
+the product's observation window before the end of the data; the window is the product's typical repurchase
+interval, and never less than `min_observation_days` (PurchaseParams; MIN_OBSERVATION_DAYS by default). The end of
+the data is the newest event the precompute loaded (the newest purchase when none is given), as ages are elsewhere.
+Without this, a coffee bought last week by a hundred new customers would look like nobody re-buys it. Recent
+buyers who already re-bought are left out as well: counting them while their peers who have not re-bought *yet*
+are left out would inflate the rate, most of all for a new product, all of whose buyers are recent. The rule is
+applied per buyer, not per product, so an old product's long-standing buyers count while its newest ones wait.
+The interval is a median, so a buyer observed for exactly that long has had about half a chance to re-buy:
+the rule is a floor that removes the bulk of the bias, not a full survival estimate.
+
+Bots (dataset.bot_shopper_codes: more than BOT_MAX_EVENTS_PER_MINUTE events in a calendar minute, the definition
+training uses) are left out when the log is loaded, so a script buying pairs in bulk shapes neither list.
+
 Pure numpy/scipy except `load_purchase_log`; ties break on item index, so the same data gives the same lists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,6 +60,8 @@ MAX_BASKET_ITEMS = 50
 REPEAT_GAP_HOURS = 12.0
 # A shop-wide repeat habit needs at least this many shoppers who re-bought the product.
 MIN_REPEAT_BUYERS = 2
+# A buyer counts toward a product's repeat rate once observed for its repurchase interval, and at least this long.
+MIN_OBSERVATION_DAYS = 7.0
 # The buy_again list is one JSON row read on every request; past this length the tail is dropped (lowest scores).
 MAX_BUY_AGAIN_ITEMS = 5000
 DEFAULT_ITEM_CHUNK = 512
@@ -64,6 +82,7 @@ class PurchaseLog:
     occurred_us: np.ndarray  # int64 microseconds since the epoch
     order_idx: np.ndarray  # int64 code of (shopper, order id); -1 when the event names no order
     n_orders: int
+    left_out_events: int = 0  # purchases of the shoppers the loader was told to leave out (bots)
 
     @property
     def n_events(self) -> int:
@@ -71,9 +90,13 @@ class PurchaseLog:
 
 
 def purchase_log_from_rows(
-    rows: Iterable[PurchaseRow], item_ids: Sequence[str], on_row_chunk: Callable[[int], None] | None = None
+    rows: Iterable[PurchaseRow],
+    item_ids: Sequence[str],
+    on_row_chunk: Callable[[int], None] | None = None,
+    leave_out: AbstractSet[str] = frozenset(),
 ) -> PurchaseLog:
-    """Arrays from (shopper, product_id, occurred_at, order_id) rows; unknown products are skipped.
+    """Arrays from (shopper, product_id, occurred_at, order_id) rows; unknown products and the shoppers in
+    `leave_out` (bots) are skipped.
 
     Orders are keyed per shopper, so two integrations that both number their orders from 1 never merge baskets.
     """
@@ -84,13 +107,16 @@ def purchase_log_from_rows(
     i_idx: list[int] = []
     when: list[int] = []
     orders: list[int] = []
-    seen = 0
+    seen = left_out = 0
     for shopper, product_id, occurred_at, order_id in rows:
         seen += 1
         if on_row_chunk is not None and seen % LOAD_CHUNK == 0:
             on_row_chunk(LOAD_CHUNK)
         item = item_code.get(product_id)
         if item is None or not shopper:
+            continue
+        if shopper in leave_out:
+            left_out += 1
             continue
         code = shopper_code.setdefault(shopper, len(shopper_code))
         s_idx.append(code)
@@ -110,6 +136,7 @@ def purchase_log_from_rows(
         occurred_us=np.asarray(when, dtype=np.int64),
         order_idx=np.asarray(orders, dtype=np.int64),
         n_orders=len(order_code),
+        left_out_events=left_out,
     )
 
 
@@ -119,8 +146,13 @@ def count_purchase_events() -> int:
     return Event.objects.filter(event_type="purchase").exclude(product_id="").exclude(shopper="").count()
 
 
-def load_purchase_log(item_ids: Sequence[str], on_row_chunk: Callable[[int], None] | None = None) -> PurchaseLog:
-    """Every purchase event with its order id (a JSON key read by the database, not by Python)."""
+def load_purchase_log(
+    item_ids: Sequence[str],
+    on_row_chunk: Callable[[int], None] | None = None,
+    leave_out: AbstractSet[str] = frozenset(),
+) -> PurchaseLog:
+    """Every purchase event with its order id (a JSON key read by the database, not by Python), except those of
+    the shoppers in `leave_out`: the precompute passes the bots of its event log (`dataset.bot_shoppers`)."""
     from recommendations.models import Event
 
     qs = (
@@ -129,7 +161,7 @@ def load_purchase_log(item_ids: Sequence[str], on_row_chunk: Callable[[int], Non
         .exclude(shopper="")
         .values_list("shopper", "product_id", "occurred_at", "context__order_id")
     )
-    return purchase_log_from_rows(qs.iterator(chunk_size=LOAD_CHUNK), item_ids, on_row_chunk)
+    return purchase_log_from_rows(qs.iterator(chunk_size=LOAD_CHUNK), item_ids, on_row_chunk, leave_out)
 
 
 # ---- bought_together -------------------------------------------------------------------------------------------------
@@ -228,10 +260,11 @@ def together_scores(
 class RepeatStats:
     """Per item (index-aligned with the log's items)."""
 
-    buyers: np.ndarray  # int64, distinct shoppers who bought it
+    buyers: np.ndarray  # int64, distinct shoppers who bought it, observed long enough to have re-bought
     repeat_buyers: np.ndarray  # int64, of those, shoppers who bought it on 2+ occasions
     score: np.ndarray  # float64, repeat_buyers / (buyers + shrinkage)
     interval_days: np.ndarray  # float64, median over repeat buyers of their median gap; nan without repeat buyers
+    recent_buyers: np.ndarray  # int64, buyers left out as too recent to judge (see the module docstring)
 
 
 def _group_medians(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,11 +278,22 @@ def _group_medians(groups: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, 
     return groups[starts], (low + high) / 2.0
 
 
-def repeat_stats(log: PurchaseLog, shrinkage: float, gap_hours: float = REPEAT_GAP_HOURS) -> RepeatStats:
-    """How often, and how many days apart, each product's buyers buy it again (see the module docstring)."""
+def repeat_stats(
+    log: PurchaseLog,
+    shrinkage: float,
+    gap_hours: float = REPEAT_GAP_HOURS,
+    min_observation_days: float = MIN_OBSERVATION_DAYS,
+    observed_until_us: int | None = None,
+) -> RepeatStats:
+    """How often, and how many days apart, each product's buyers buy it again (see the module docstring).
+
+    `observed_until_us` is the end of the data (default: the newest purchase in the log); a buyer whose first
+    purchase of a product is less than max(its interval, `min_observation_days`) before it is left out of the rate.
+    """
     n_items = len(log.items)
     buyers = np.zeros(n_items, dtype=np.int64)
     repeaters = np.zeros(n_items, dtype=np.int64)
+    recent = np.zeros(n_items, dtype=np.int64)
     interval = np.full(n_items, np.nan)
     if log.n_events:
         pair = log.shopper_idx * max(n_items, 1) + log.item_idx
@@ -263,18 +307,28 @@ def repeat_stats(log: PurchaseLog, shrinkage: float, gap_hours: float = REPEAT_G
         occasion = first_of_pair | (gap >= int(gap_hours * 3600 * 1_000_000))
         pair, when, first_of_pair = pair[occasion], when[occasion], first_of_pair[occasion]
         item_of_pair = pair % max(n_items, 1)
-        np.add.at(buyers, item_of_pair[first_of_pair], 1)
-        # Days since the pair's previous occasion, for every occasion after the first.
+        # Days since the pair's previous occasion, for every occasion after the first: the interval reads every
+        # repeat buyer, recent or not (a gap that happened is known, whoever had it).
         repeat = ~first_of_pair
         if repeat.any():
             days = np.diff(when, prepend=when[0]).astype(np.float64) / MICROS_PER_DAY
             repeat_pairs, per_buyer = _group_medians(pair[repeat], days[repeat])
-            repeat_items = repeat_pairs % max(n_items, 1)
-            np.add.at(repeaters, repeat_items, 1)
-            items, medians = _group_medians(repeat_items, per_buyer)
+            items, medians = _group_medians(repeat_pairs % max(n_items, 1), per_buyer)
             interval[items] = medians
+        # One entry per (buyer, product): its item, first purchase, and whether it was bought on 2+ occasions.
+        starts = np.flatnonzero(first_of_pair)
+        item, first_us = item_of_pair[starts], when[starts]
+        rebought = np.diff(np.r_[starts, pair.size]) > 1
+        until = int(when.max()) if observed_until_us is None else int(observed_until_us)
+        window_days = np.fmax(interval, float(min_observation_days))  # fmax: no interval yet means the minimum
+        observed = (until - first_us) >= np.round(window_days[item] * MICROS_PER_DAY)
+        np.add.at(buyers, item[observed], 1)
+        np.add.at(repeaters, item[observed & rebought], 1)
+        np.add.at(recent, item[~observed], 1)
     score = repeaters / (buyers + float(shrinkage))
-    return RepeatStats(buyers=buyers, repeat_buyers=repeaters, score=score, interval_days=interval)
+    return RepeatStats(
+        buyers=buyers, repeat_buyers=repeaters, score=score, interval_days=interval, recent_buyers=recent
+    )
 
 
 # ---- both, for a precompute ------------------------------------------------------------------------------------------
@@ -290,6 +344,7 @@ class PurchaseParams:
     repeat_shrinkage: float = 5.0
     min_repeat_score: float = 0.1
     min_repeat_buyers: int = MIN_REPEAT_BUYERS
+    min_observation_days: float = MIN_OBSERVATION_DAYS
     item_chunk: int = DEFAULT_ITEM_CHUNK
 
 
@@ -299,11 +354,13 @@ def compute_lists(
     params: PurchaseParams,
     progress: StageProgress | None = None,
     stats: dict[str, Any] | None = None,
+    observed_until_us: int | None = None,
 ) -> Iterator[PurchaseListRow]:
     """bought_together lists (one per active product that has any), then the shared buy_again list.
 
     Only active products are listed or recommended (inactive ones still count in the baskets); stock is left to
     serving, as for the similar lists. `stats`, when given, receives counts for the run's report.
+    `observed_until_us`: the end of the data for buy_again's censoring rule (default: the newest purchase).
     """
     progress = progress or _Silent()
     ids = catalog.item_ids
@@ -312,6 +369,7 @@ def compute_lists(
     if stats is not None:
         stats.update(
             purchase_events=log.n_events,
+            bot_purchases_left_out=log.left_out_events,
             baskets=int(matrix.shape[0]),
             baskets_by_window=window_baskets,
             multi_item_baskets=int((np.diff(matrix.indptr) > 1).sum()),
@@ -337,7 +395,12 @@ def compute_lists(
             [(ids[int(other[r])], float(score[r]), f"together:{anchor}") for r in ranked],
         )
 
-    repeats = repeat_stats(log, params.repeat_shrinkage)
+    repeats = repeat_stats(
+        log,
+        params.repeat_shrinkage,
+        min_observation_days=params.min_observation_days,
+        observed_until_us=observed_until_us,
+    )
     listed = np.flatnonzero(
         catalog.active
         & (repeats.repeat_buyers >= params.min_repeat_buyers)
@@ -345,6 +408,7 @@ def compute_lists(
     )
     if stats is not None:
         stats["repeat_products"] = int(listed.size)
+        stats["repeat_buyers_too_recent"] = int(repeats.recent_buyers.sum())
     if listed.size:
         best = listed[_top_per_group(np.zeros(listed.size, dtype=np.int64), repeats.score[listed], MAX_BUY_AGAIN_ITEMS)]
         yield (
