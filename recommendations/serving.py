@@ -388,16 +388,12 @@ def _read_shopper_state(shopper: str) -> ShopperState:
     return _state_from(shopper, rows)
 
 
-def _session_start(now: datetime) -> datetime:
-    return now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
-
-
 def _state_from(shopper: str, rows: list[tuple[str, str, datetime]]) -> ShopperState:
     """A shopper's state from their newest events, newest first (their purchases are read apart if cut off)."""
     state = ShopperState()
     state.n_events = len(rows)
     now = timezone.now()
-    session_start = _session_start(now)
+    session_start = now - timedelta(minutes=float(rec_settings.SESSION_MINUTES))
     cart_start = now - timedelta(days=float(rec_settings.CART_DAYS))
     weights = rec_settings.EVENT_WEIGHTS
     settled: set[str] = set()  # newest first: a removal or purchase settles every older add of that product
@@ -680,9 +676,6 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
     pairs = [pair for pair in pairs if pair not in held]
     if not pairs:
         return
-    # for_you re-ranks around the session's products: their similar lists come in the same statement.
-    weighted = [event_type for event_type, weight in rec_settings.EVENT_WEIGHTS.items() if weight > 0]
-    session = (_session_start(timezone.now()), weighted) if "for_you" in placements else None
     events, lists = serving_sql.events_and_lists(
         connection,
         req.shopper,
@@ -690,11 +683,8 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
         set_id,
         list(dict.fromkeys(placement for placement, _ in pairs)),
         list(dict.fromkeys(subject for _, subject in pairs)),
-        session,
     )
-    state = memo.states[req.shopper] = _state_from(req.shopper, events)
-    if session is not None:  # the statement read the similar list of every product of the session: the rest have none
-        pairs += [("similar", anchor) for anchor in _session_anchors(state)]
+    memo.states[req.shopper] = _state_from(req.shopper, events)
     _hold_lists(set_id, pairs, lists)
     found = {(placement, subject): items for placement, subject, items in lists}
     for pair in pairs:

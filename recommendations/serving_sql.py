@@ -47,34 +47,18 @@ def newest_events(connection: Any, shopper: str, limit: int) -> list[tuple[str, 
 
 
 def events_and_lists(
-    connection: Any,
-    shopper: str,
-    limit: int,
-    set_id: int,
-    placements: list[str],
-    subjects: list[str],
-    session: tuple[datetime, list[str]] | None = None,
+    connection: Any, shopper: str, limit: int, set_id: int, placements: list[str], subjects: list[str]
 ) -> tuple[list[tuple[str, str, datetime]], list[tuple[str, str, list[list[Any]]]]]:
-    """`newest_events` and `stored_lists` in one statement: what a built block reads first costs one round trip.
-
-    With `session` (since when, which event types), it also reads the similar list of every product of those of the
-    events that are that recent and of those types: a superset of the products serving re-ranks for_you around, whose
-    lists it would otherwise read next.
-    """
+    """`newest_events` and `stored_lists` in one statement: what a built block reads first costs one round trip."""
     events, lists = _table(connection, Event), _table(connection, StoredList)
-    since, types = session if session is not None else (None, [])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH ev AS MATERIALIZED (SELECT product_id, event_type, occurred_at, id FROM {events} "  # noqa: S608
+            f"(SELECT product_id, event_type, occurred_at, id, NULL FROM {events} "  # noqa: S608
             "WHERE shopper = %s AND NOT (product_id = '') AND NOT (event_type IN ('impression', 'search')) "
             "ORDER BY occurred_at DESC, id DESC LIMIT %s) "
-            "(SELECT product_id, event_type, occurred_at, id, NULL FROM ev) "
             f"UNION ALL (SELECT placement, subject, NULL, NULL, items::text FROM {lists} "
-            "WHERE placement = ANY(%s) AND recommendation_set_id = %s AND subject = ANY(%s)) "
-            f"UNION ALL (SELECT placement, subject, NULL, NULL, items::text FROM {lists} "
-            "WHERE %s AND recommendation_set_id = %s AND placement = 'similar' AND subject = ANY(ARRAY("
-            "SELECT product_id FROM ev WHERE occurred_at >= %s AND event_type = ANY(%s))))",
-            [shopper, limit, placements, set_id, subjects, session is not None, set_id, since, types],
+            "WHERE placement = ANY(%s) AND recommendation_set_id = %s AND subject = ANY(%s))",
+            [shopper, limit, placements, set_id, subjects],
         )
         rows = cursor.fetchall()
     newest = sorted(

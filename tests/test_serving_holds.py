@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from recommendations import catalog, serving, tracking
+from recommendations import catalog, serving
 from recommendations.engine.precompute import activate_set
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 from shop.models import Product
@@ -179,20 +179,3 @@ def test_a_shoppers_refreshed_for_you_list_is_served_on_their_next_block(shop):
         items=[[str(products["Ladle"].pk), 1.0, "for_you"], [str(products["Wok"].pk), 0.5, "for_you"]]
     )
     assert built(first)[0][:2] == [str(products["Ladle"].pk), str(products["Wok"].pk)]
-
-
-def test_a_browsing_shoppers_session_lists_come_with_their_events(shop):
-    products, (first, *_) = shop
-    pan, hoe = products["Pan"], make_product("Hoe", category=make_category(slug="garden"))
-    catalog.sync_products()
-    active = RecommendationSet.objects.get(status=RecommendationSet.Status.ACTIVE)
-    StoredList.objects.create(
-        recommendation_set=active, placement="similar", subject=str(pan.pk), items=[[str(hoe.pk), 1.0, "also"]]
-    )
-    visitor = first.removeprefix("v:")
-    tracking.insert_events([tracking.build_event("view", visitor_id=visitor, product_id=str(pan.pk))])
-    with CaptureQueriesContext(connection) as queries:
-        block = serving.recommend("for_you", shopper=first, limit=5)
-    assert block.items[0].product_id == str(hoe.pk) and block.items[0].reason == f"session:{pan.pk}"
-    reads_similar = [sql for sql in list_reads(queries) if "'similar'" in sql]
-    assert len(reads_similar) == 1 and "'for_you'" in reads_similar[0]  # with the events and the for_you list
