@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.cache import cache
+from django.test import Client
+
+from tests.factories import make_user
 
 
 @pytest.fixture(autouse=True)
@@ -24,3 +29,23 @@ def _model_dir(settings, tmp_path_factory):
     serving_model.forget()
     yield directory
     serving_model.forget()
+
+
+@pytest.fixture
+def admin_username() -> str | None:
+    """The username `admin_user` gets; None lets the factory number it. A module that asserts the name overrides it."""
+    return None
+
+
+@pytest.fixture
+def admin_user(db: None, admin_username: str | None) -> Any:
+    """A staff superuser: every admin page and action is open to it, so a test is about the page, not permissions
+    (tests about permissions use `factories.staff_with`). Tests also read it to check who an action was logged under."""
+    return make_user(admin_username, is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def staff_client(client: Client, admin_user: Any) -> Client:
+    """The test client, logged in as `admin_user`."""
+    client.force_login(admin_user)
+    return client

@@ -20,7 +20,7 @@ from django_celery_beat.models import PeriodicTask
 from recommendations.engine import serving_model, training
 from recommendations.engine.precompute import run_precompute
 from recommendations.models import PrecomputeRun, RecommendationSet, TrainingRun
-from tests.factories import make_user, serving_pk, staff_with, train_two_runs, write_synthetic_shop
+from tests.factories import serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -43,17 +43,6 @@ def two_runs(shop):
     first, second = train_two_runs()
     assert second.is_serving and first.activated_at < second.activated_at
     return first, second
-
-
-@pytest.fixture
-def admin_user():
-    return make_user(is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def staff_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
 
 
 def activate_url(run: TrainingRun) -> str:

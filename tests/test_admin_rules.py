@@ -12,7 +12,6 @@ from html import unescape
 
 import pytest
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -31,7 +30,16 @@ from recommendations.models import (
     ProductProfile,
     TrainingRun,
 )
-from tests.factories import active_lists, block_html, make_small_shop, make_user, render, rendered_ids, visitor
+from tests.factories import (
+    active_lists,
+    block_html,
+    make_small_shop,
+    make_user,
+    render,
+    rendered_ids,
+    staff_with,
+    visitor,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -52,26 +60,9 @@ def pid(shop, *names: str) -> list[str]:
 
 
 @pytest.fixture
-def admin_user():
-    return make_user("rules-admin", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def staff_client(admin_user):
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-def staff_with(*codenames: str) -> Client:
-    """A logged-in staff member holding only these recommendations permissions."""
-    user = make_user(is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="recommendations", codename__in=codenames)
-    )
-    client = Client()
-    client.force_login(user)
-    return client
+def admin_username() -> str:
+    """Rules and placements record who changed them by username; the tests here assert this one."""
+    return "rules-admin"
 
 
 def rule_form(**fields) -> dict:
@@ -636,7 +627,7 @@ def test_staff_without_change_permission_get_403_on_every_post(shop):
     rule = ColdStartRule.objects.create(name="garden", source="hand_picked", products=pid(shop, "Rake"))
     merch = MerchandisingRule.objects.create(name="up", action="boost", target="brand", target_value="Leaf")
     placement = Placement.objects.get(name="for_you")
-    viewer = staff_with("view_coldstartrule", "view_merchandisingrule", "view_placement")
+    viewer, _ = staff_with(Client(), "view_coldstartrule", "view_merchandisingrule", "view_placement")
 
     for url in (
         reverse(PLACEMENT_CHANGE, args=[placement.pk]),
@@ -672,11 +663,11 @@ def test_staff_without_change_permission_get_403_on_every_post(shop):
     # The preview page needs only the view permission on placements, and is read with GET.
     assert viewer.get(reverse(PREVIEW), {"placement": "for_you"}).status_code == 200
     assert viewer.post(reverse(PREVIEW), {"placement": "for_you"}).status_code == 405
-    outsider = staff_with("view_coldstartrule")
+    outsider, _ = staff_with(Client(), "view_coldstartrule")
     assert outsider.get(reverse(PREVIEW), {"placement": "for_you"}).status_code == 403
 
     # A rule editor may preview edits (the button POSTs like Save does).
-    editor = staff_with("view_coldstartrule", "change_coldstartrule")
+    editor, _ = staff_with(Client(), "view_coldstartrule", "change_coldstartrule")
     response = editor.post(
         reverse(RULE_CHANGE, args=[rule.pk]),
         rule_form(source="hand_picked", products=str(shop["Hoe"].pk), _preview="1"),

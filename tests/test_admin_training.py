@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from recommendations.engine import training
 from recommendations.models import PrecomputeRun, TrainingRun
-from tests.factories import make_user, serving_pk, staff_with, train_two_runs, write_synthetic_shop
+from tests.factories import serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -23,17 +23,6 @@ RETRAIN_NOW = "admin:recommendations_trainingrun_retrain_now"
 @pytest.fixture
 def shop():
     return write_synthetic_shop()
-
-
-@pytest.fixture
-def admin_user():
-    return make_user(is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
-def staff_client(client, admin_user):
-    client.force_login(admin_user)
-    return client
 
 
 def serve(client, run: TrainingRun, *more: TrainingRun):

@@ -15,7 +15,6 @@ import pytest
 from celery import current_app
 from django.apps import apps as django_apps
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.contrib.contenttypes.models import ContentType
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -24,7 +23,7 @@ from django_celery_beat.models import PeriodicTask
 from recommendations import analytics
 from recommendations.models import PlacementDay, TrainingRun
 from recommendations.tasks import refresh_analytics
-from tests.factories import make_event, make_user
+from tests.factories import make_event, staff_with
 
 pytestmark = pytest.mark.django_db
 
@@ -316,21 +315,6 @@ def test_the_command_exits_non_zero_with_one_line_on_bad_input():
 # ---- the admin report ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def staff_client(client):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
-
-
-def staff_with(client, *codenames: str):
-    user = make_user(is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="recommendations", codename__in=codenames)
-    )
-    client.force_login(user)
-    return client
-
-
 def section(html: str, element_id: str) -> str:
     """The markup of the element with this id, up to its closing tag (tables here are not nested)."""
     start = html.index(f'id="{element_id}"')
@@ -424,7 +408,7 @@ def test_names_are_escaped_in_the_table_and_the_charts(staff_client):
 
 
 def test_staff_may_view_but_not_refresh_without_the_change_permission(history, client):
-    viewer = staff_with(client, "view_placementday")
+    viewer, _ = staff_with(client, "view_placementday")
     response = page(viewer)
     assert response.status_code == 200
     assert "Refresh now</button>" not in response.content.decode()
@@ -434,7 +418,7 @@ def test_staff_may_view_but_not_refresh_without_the_change_permission(history, c
 
 
 def test_staff_without_the_view_permission_see_nothing(client):
-    nobody = staff_with(client)
+    nobody, _ = staff_with(client)
     assert page(nobody).status_code == 403
     assert nobody.get(reverse(EXPORT)).status_code == 403
 

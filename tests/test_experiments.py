@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.contrib.auth.models import Permission
 from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
@@ -27,7 +26,7 @@ from recommendations.engine import training
 from recommendations.experiments import Arm, assign, bucket_point, compare, running_for
 from recommendations.models import Event, Experiment, ExperimentVariant, Placement, ProductProfile, TrainingRun
 from tests.engine.synthetic import make_shop
-from tests.factories import make_user, write_shop
+from tests.factories import staff_with, write_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -372,15 +371,6 @@ def test_zero_counts_do_not_crash():
 
 
 # --- the admin ---------------------------------------------------------------------------------------------------
-
-
-def staff_with(client, *codenames: str):
-    user = make_user(is_staff=True)
-    user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="recommendations", codename__in=codenames)
-    )
-    client.force_login(user)
-    return client, user
 
 
 def url(name: str, *args) -> str:

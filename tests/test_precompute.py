@@ -241,12 +241,6 @@ def test_the_default_schedule_runs_precompute_hourly_and_is_reversible():
     assert PeriodicTask.objects.get(name=task.name).interval.every == 1
 
 
-@pytest.fixture
-def staff_client(client):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
-
-
 def test_admin_run_now_enqueues_and_reports(shop, staff_client, eager_celery, django_capture_on_commit_callbacks):
     url = reverse("admin:recommendations_precomputerun_run_now")
     assert staff_client.get(url).status_code == 405

@@ -16,17 +16,10 @@ from django.utils import timezone
 
 from recommendations.admin import RecommendationSetAdmin
 from recommendations.models import RecommendationSet, StoredList
-from tests.factories import make_user
 
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:recommendations_recommendationset_changelist"
-
-
-@pytest.fixture
-def staff_client(client):
-    client.force_login(make_user(is_staff=True, is_superuser=True))
-    return client
 
 
 def make_set(status: str = RecommendationSet.Status.RETIRED, **lists: int) -> RecommendationSet:

@@ -88,6 +88,45 @@ def top_items_by_group(
     return result
 
 
+# One block of anchor items scored against candidates: (anchor item, candidate item, score), parallel int64,
+# int64 and float64 arrays; anchors are absolute item indices, not offsets into the block.
+ScoredPairs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def top_k_per_item(
+    n_items: int,
+    k: int,
+    score_block: Callable[[int, int], ScoredPairs],
+    chunk_size: int = DEFAULT_ITEM_CHUNK,
+    on_chunk: Callable[[int], None] | None = None,
+) -> sp.csr_matrix:
+    """Item x item sparse matrix holding each anchor item's `k` best-scored candidates (ties by item index).
+
+    `score_block(start, stop)` scores the anchors start..stop-1. The similar lists (`item_neighbours`) and the
+    bought_together lists (`purchases.together_scores`) differ only in that scoring; sharing the rest keeps their
+    blocking (memory follows the block, not the catalog squared), tie-breaking and matrix layout the same.
+    """
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for start in range(0, n_items, chunk_size):
+        stop = min(start + chunk_size, n_items)
+        anchor, candidate, score = score_block(start, stop)
+        best = _top_per_group(anchor, score, k, tiebreak=candidate)
+        rows.append(anchor[best])
+        cols.append(candidate[best])
+        vals.append(score[best])
+        if on_chunk is not None:
+            on_chunk(stop - start)
+    if not vals:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float64)
+    result = sp.coo_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
+    ).tocsr()
+    result.sort_indices()
+    return result
+
+
 def item_neighbours(
     matrix: sp.csr_matrix,
     k: int,
@@ -113,11 +152,7 @@ def item_neighbours(
     inv_norm = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
     allowed = np.asarray(allowed, dtype=bool)
 
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    for start in range(0, n_items, chunk_size):
-        stop = min(start + chunk_size, n_items)
+    def score_block(start: int, stop: int) -> ScoredPairs:
         dots = (x_t[start:stop] @ x).tocsr()
         support = (binary_t[start:stop] @ binary).tocsr()
         support.data = support.data / (support.data + shrinkage)
@@ -127,18 +162,9 @@ def item_neighbours(
         subject, neighbour = subject[keep], sims.col[keep].astype(np.int64)
         score = sims.data[keep] * inv_norm[subject] * inv_norm[neighbour]
         positive = score > 0
-        subject, neighbour, score = subject[positive], neighbour[positive], score[positive]
-        best = _top_per_group(subject, score, k, tiebreak=neighbour)
-        rows.append(subject[best])
-        cols.append(neighbour[best])
-        vals.append(score[best])
-        if on_chunk is not None:
-            on_chunk(stop - start)
-    result = sp.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
-    ).tocsr()
-    result.sort_indices()
-    return result
+        return subject[positive], neighbour[positive], score[positive]
+
+    return top_k_per_item(n_items, k, score_block, chunk_size=chunk_size, on_chunk=on_chunk)
 
 
 def neighbour_list(neighbours: sp.csr_matrix, item: int) -> list[tuple[int, float]]:

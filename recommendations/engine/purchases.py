@@ -48,7 +48,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.cooccurrence import CatalogView, StageProgress, _Silent, _top_per_group
+from recommendations.engine.cooccurrence import (
+    CatalogView,
+    ScoredPairs,
+    StageProgress,
+    _Silent,
+    _top_per_group,
+    top_k_per_item,
+)
 from recommendations.engine.dataset import LOAD_CHUNK, MICROS_PER_DAY, micros
 
 MICROS_PER_MINUTE = 60 * 1_000_000
@@ -224,11 +231,8 @@ def together_scores(
     x_t = x.T.tocsr()
     count = np.asarray(x.sum(axis=0)).ravel()
     allowed = np.asarray(allowed, dtype=bool)
-    rows: list[np.ndarray] = []
-    cols: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    for start in range(0, n_items, chunk_size):
-        stop = min(start + chunk_size, n_items)
+
+    def score_block(start: int, stop: int) -> ScoredPairs:
         co = (x_t[start:stop] @ x).tocoo()
         anchor = co.row.astype(np.int64) + start
         other = co.col.astype(np.int64)
@@ -240,17 +244,9 @@ def together_scores(
             / (count[anchor] ** alpha * count[other] ** (1.0 - alpha))
             * (together / (together + float(shrinkage)))
         )
-        best = _top_per_group(anchor, score, k, tiebreak=other)
-        rows.append(anchor[best])
-        cols.append(other[best])
-        vals.append(score[best])
-        if on_chunk is not None:
-            on_chunk(stop - start)
-    result = sp.coo_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_items, n_items)
-    ).tocsr()
-    result.sort_indices()
-    return result
+        return anchor, other, score
+
+    return top_k_per_item(n_items, k, score_block, chunk_size=chunk_size, on_chunk=on_chunk)
 
 
 # ---- buy_again -------------------------------------------------------------------------------------------------------
