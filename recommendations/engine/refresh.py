@@ -22,6 +22,7 @@ from django.db import transaction
 
 from recommendations import experiments
 from recommendations.conf import rec_settings
+from recommendations.engine import serving_model
 from recommendations.engine.artefacts import ArtefactError
 from recommendations.engine.dataset import (
     MIN_CELL_WEIGHT,
@@ -32,7 +33,12 @@ from recommendations.engine.dataset import (
     to_interactions,
 )
 from recommendations.engine.model_lists import recommend_chunks
-from recommendations.engine.serving_model import ServedModel, load_run_model, load_serving_model
+from recommendations.engine.serving_model import (
+    RefusedArtefact,
+    ServedModel,
+    load_run_model,
+    load_serving_model,
+)
 from recommendations.models import Event, ExperimentVariant, RecommendationSet, StoredList, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -162,7 +168,10 @@ def refresh_shopper(shopper: str) -> int | None:
 
 def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> None:
     """Rescore the shopper's "for_you@run<id>" list when their for_you arm serves a model version other than the
-    serving one; a version whose model is refused is left alone (serving falls back to the serving model's list)."""
+    serving one; a version whose model is refused is left alone (serving falls back to the serving model's list).
+
+    The refusal is remembered per run (see `load_run_model`): a busy shop's events do not each re-hash the broken
+    artefact, and the warning comes once per breakage, not once per event; a repaired artefact is picked up again."""
     arm = experiments.assign("for_you", shopper)
     if arm is None or arm.strategy != ExperimentVariant.Strategy.MODEL_VERSION or arm.training_run_id is None:
         return
@@ -172,9 +181,18 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
     if run is None:
         return
     try:
-        model = load_run_model(run)
+        model = load_run_model(run, remember_refusal=True)
+    except RefusedArtefact as exc:
+        logger.debug("model of training run #%s still refused; %s keeps its arm's list: %s", run.pk, shopper, exc)
+        return
     except ArtefactError as exc:
-        logger.warning("model of training run #%s refused; %s keeps its arm's list: %s", run.pk, shopper, exc)
+        logger.warning(
+            "model of training run #%s refused; its arm's shoppers keep their lists until its artefact changes "
+            "(or for %ds): %s",
+            run.pk,
+            int(serving_model.REFUSAL_SECONDS),
+            exc,
+        )
         return
     _replace_list(set_id, f"for_you@run{run.pk}", shopper, model_items(model, shopper, rec_settings.TOP_N))
 
