@@ -29,6 +29,19 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
+def _comparison_cells(prefix: str, comparison: experiments.Comparison) -> dict[str, Any]:
+    """One arm-against-control comparison as the page's formatted cells, keyed `<prefix>_difference` and so on."""
+    return {
+        f"{prefix}_difference": _percent(comparison.difference, signed=True),
+        f"{prefix}_difference_interval": _interval(comparison.low, comparison.high),
+        f"{prefix}_lift": _percent(comparison.lift, signed=True),
+        f"{prefix}_lift_interval": _interval(comparison.lift_low, comparison.lift_high),
+        f"{prefix}_p": _p_value(comparison.p_value),
+        f"{prefix}_significant": comparison.significant,
+        f"{prefix}_direction": _direction(comparison.difference),
+    }
+
+
 def _percent(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
@@ -223,20 +236,8 @@ class ExperimentAdmin(admin.ModelAdmin):
                     "conversion_interval": _rate_interval(arm.conversion_interval),
                     "revenue": f"{arm.revenue:,.2f}",
                     "revenue_per_shopper": "-" if revenue_per_shopper is None else f"{revenue_per_shopper:,.2f}",
-                    "click_difference": _percent(clicked.difference, signed=True),
-                    "click_difference_interval": _interval(clicked.low, clicked.high),
-                    "click_lift": _percent(clicked.lift, signed=True),
-                    "click_lift_interval": _interval(clicked.lift_low, clicked.lift_high),
-                    "click_p": _p_value(clicked.p_value),
-                    "click_significant": clicked.significant,
-                    "click_direction": _direction(clicked.difference),
-                    "conversion_difference": _percent(conversion.difference, signed=True),
-                    "conversion_difference_interval": _interval(conversion.low, conversion.high),
-                    "conversion_lift": _percent(conversion.lift, signed=True),
-                    "conversion_lift_interval": _interval(conversion.lift_low, conversion.lift_high),
-                    "conversion_p": _p_value(conversion.p_value),
-                    "conversion_significant": conversion.significant,
-                    "conversion_direction": _direction(conversion.difference),
+                    **_comparison_cells("click", clicked),
+                    **_comparison_cells("conversion", conversion),
                 }
             )
         chart = None

@@ -189,3 +189,40 @@ def block_html(html: str, placement: str) -> str:
 def rendered_ids(html: str) -> list[str]:
     """The product ids a rendered block shows, in order."""
     return re.findall(r'data-rec-product="([^"]+)"', html)
+
+
+def serving_and_candidate_runs(n_shoppers: int, n_items: int, seed: int) -> tuple[Any, Any]:
+    """Two trained runs on a synthetic shop: A (popularity) serves; B (item_knn, which scores each shopper's own
+    history) does not, so B can be an experiment's model version."""
+    from recommendations.engine import training
+    from tests.engine.synthetic import make_shop
+
+    data, features = make_shop(n_shoppers=n_shoppers, n_items=n_items, seed=seed)
+    write_shop(data, features)
+    b = training.run_training(candidates=["item_knn"])
+    a = training.run_training(candidates=["popularity"])
+    training.activate(a.pk, by="test")
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert a.is_serving and not b.is_serving and b.has_artefact
+    return a, b
+
+
+def model_version_experiment(run: Any, salt: str) -> Any:
+    """A running for_you experiment: control on the serving model, treatment on `run`'s model."""
+    from django.utils import timezone
+
+    from recommendations.models import Experiment, ExperimentVariant
+
+    running = Experiment.objects.create(
+        name="B on for_you",
+        placement="for_you",
+        status=Experiment.Status.RUNNING,
+        salt=salt,
+        started_at=timezone.now() - timedelta(days=1),
+    )
+    ExperimentVariant.objects.create(experiment=running, name="control", share=1, strategy="model")
+    ExperimentVariant.objects.create(
+        experiment=running, name="treatment", share=1, strategy="model_version", training_run=run
+    )
+    return running

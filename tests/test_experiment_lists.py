@@ -5,54 +5,30 @@ refresh keeps the arm's list as fresh as the control's. Real PostgreSQL, Redis a
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from recommendations import experiments, serving
 from recommendations.conf import rec_settings
 from recommendations.engine import refresh, serving_model, training
 from recommendations.engine.precompute import finish_sharded, run_precompute, run_shard
-from recommendations.models import Event, Experiment, ExperimentVariant, RecommendationSet, StoredList
-from tests.engine.synthetic import make_shop
-from tests.factories import T_END, write_shop
+from recommendations.models import Event, RecommendationSet, StoredList
+from tests.factories import T_END, model_version_experiment, serving_and_candidate_runs
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def runs():
-    """A (popularity) serves and B (item_knn, which scores each shopper's own history) does not: B wins the gate,
-    then staff roll back to A."""
-    data, features = make_shop(n_shoppers=200, n_items=80, seed=1)
-    write_shop(data, features)
-    b = training.run_training(candidates=["item_knn"])
-    a = training.run_training(candidates=["popularity"])
-    training.activate(a.pk, by="test")
-    a.refresh_from_db()
-    b.refresh_from_db()
-    assert a.is_serving and not b.is_serving and b.has_artefact
-    return a, b
+    """A (popularity) serves and B (item_knn) does not: B wins the gate, then staff roll back to A."""
+    return serving_and_candidate_runs(n_shoppers=200, n_items=80, seed=1)
 
 
 @pytest.fixture
 def experiment(runs):
     """A running for_you experiment: control on the serving model, treatment on model version B."""
-    _, b = runs
-    running = Experiment.objects.create(
-        name="B on for_you",
-        placement="for_you",
-        status=Experiment.Status.RUNNING,
-        salt="a" * 32,
-        started_at=timezone.now() - timedelta(days=1),
-    )
-    ExperimentVariant.objects.create(experiment=running, name="control", share=1, strategy="model")
-    ExperimentVariant.objects.create(
-        experiment=running, name="treatment", share=1, strategy="model_version", training_run=b
-    )
-    return running
+    return model_version_experiment(runs[1], salt="a" * 32)
 
 
 def arm_of(shopper: str) -> str:

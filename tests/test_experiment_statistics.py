@@ -43,16 +43,20 @@ def show(experiment: Experiment, arm: str, shopper: str, *, click: bool = False,
     return rec_id
 
 
-def test_one_heavy_shopper_does_not_make_a_confident_winner():
+def one_heavy_shopper_in_b():
+    """A: 200 shoppers, one block each, 10 of them click (5 %). B: 200 shoppers alike, 10 clicking, and one shopper
+    who was shown 50 blocks and clicked every one."""
     experiment = running()
-    # A: 200 shoppers, one block each, 10 of them click (5 %).
-    for i in range(200):
-        show(experiment, "A", f"v:a{i}", click=i < 10)
-    # B: 200 shoppers alike, 10 clicking, and one shopper who was shown 50 blocks and clicked every one.
-    for i in range(200):
-        show(experiment, "B", f"v:b{i}", click=i < 10)
+    for arm in ("A", "B"):
+        for i in range(200):
+            show(experiment, arm, f"v:{arm.lower()}{i}", click=i < 10)
     for _ in range(50):
         show(experiment, "B", "v:heavy", click=True)
+    return experiment
+
+
+def test_one_heavy_shopper_does_not_make_a_confident_winner():
+    experiment = one_heavy_shopper_in_b()
     assert Event.objects.filter(variant=f"{experiment.pk}:B", event_type="click").count() == 60  # stamped by attribute
 
     control, b = experiments.report(experiment).arms
@@ -75,13 +79,7 @@ def test_one_heavy_shopper_does_not_make_a_confident_winner():
 
 
 def test_the_page_decides_on_shoppers(client):
-    experiment = running()
-    for i in range(200):
-        show(experiment, "A", f"v:a{i}", click=i < 10)
-    for i in range(200):
-        show(experiment, "B", f"v:b{i}", click=i < 10)
-    for _ in range(50):
-        show(experiment, "B", "v:heavy", click=True)
+    experiment = one_heavy_shopper_in_b()
     client.force_login(make_user(is_staff=True, is_superuser=True))
 
     page = client.get(reverse("admin:recommendations_experiment_change", args=[experiment.pk])).content.decode()

@@ -10,18 +10,16 @@ import logging
 import os
 import time
 import weakref
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.utils import timezone
 
 from recommendations.conf import rec_settings
 from recommendations.engine import refresh, serving_model, training
 from recommendations.engine.precompute import run_precompute
-from recommendations.models import Event, Experiment, ExperimentVariant, StoredList, TrainingRun
+from recommendations.models import Event, StoredList, TrainingRun
 from tests.engine.synthetic import make_shop
-from tests.factories import T_END, write_shop
+from tests.factories import T_END, model_version_experiment, serving_and_candidate_runs, write_shop
 
 pytestmark = pytest.mark.django_db
 
@@ -31,32 +29,14 @@ REFRESH_LOGGER = "recommendations.engine.refresh"
 @pytest.fixture
 def runs() -> tuple[TrainingRun, TrainingRun]:
     """A (popularity) serves; B (item_knn, which scores each shopper's own history) is the treatment's version."""
-    data, features = make_shop(n_shoppers=120, n_items=60, seed=3)
-    write_shop(data, features)
-    b = training.run_training(candidates=["item_knn"])
-    a = training.run_training(candidates=["popularity"])
-    training.activate(a.pk, by="test")
-    a.refresh_from_db()
-    b.refresh_from_db()
-    assert a.is_serving and not b.is_serving and b.has_artefact
-    return a, b
+    return serving_and_candidate_runs(n_shoppers=120, n_items=60, seed=3)
 
 
 @pytest.fixture
 def arm(runs: tuple[TrainingRun, TrainingRun]) -> tuple[TrainingRun, int, dict[str, list]]:
     """A running for_you experiment with B in the treatment arm, precomputed: (B, the set id, B's arm lists)."""
     _, b = runs
-    running = Experiment.objects.create(
-        name="B on for_you",
-        placement="for_you",
-        status=Experiment.Status.RUNNING,
-        salt="b" * 32,
-        started_at=timezone.now() - timedelta(days=1),
-    )
-    ExperimentVariant.objects.create(experiment=running, name="control", share=1, strategy="model")
-    ExperimentVariant.objects.create(
-        experiment=running, name="treatment", share=1, strategy="model_version", training_run=b
-    )
+    model_version_experiment(b, salt="b" * 32)
     set_id = run_precompute().recommendation_set_id
     stored = arm_lists(set_id, b)
     assert len(stored) >= 4
