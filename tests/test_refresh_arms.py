@@ -181,3 +181,46 @@ def test_the_worker_keeps_the_most_recently_used_models_and_frees_the_evicted_on
 
     assert dropped() is None and dropped_model() is None, "an evicted model is referenced nowhere else"
     assert kept() is not None and serving_model.load_run_model(runs[0]) is kept(), "the recently used one stays"
+
+
+def serving_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == REFRESH_LOGGER and r.levelno >= logging.WARNING and "serving model refused" in r.getMessage()
+    ]
+
+
+def test_a_broken_serving_model_is_logged_once_and_a_repair_is_picked_up(arm, caplog):
+    _, set_id, _ = arm
+    a = TrainingRun.objects.get(is_serving=True)
+    shoppers = sorted(
+        StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you").values_list("subject", flat=True)
+    )[:3]
+    lists = dict(
+        StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you", subject__in=shoppers).values_list(
+            "subject", "items"
+        )
+    )
+    bought = buy_their_top_item(lists, shoppers)
+    victim, good, _ = break_artefact(a)
+
+    with caplog.at_level(logging.DEBUG, logger=REFRESH_LOGGER):
+        for _ in range(3):
+            for shopper in shoppers:
+                assert refresh.refresh_shopper(shopper) is None
+    assert len(serving_errors(caplog)) == 1
+    after = dict(
+        StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you", subject__in=shoppers).values_list(
+            "subject", "items"
+        )
+    )
+    assert after == lists, "they keep the lists the last good precompute wrote"
+
+    victim.write_bytes(good)  # repaired: a new mtime, so the next refresh loads it
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger=REFRESH_LOGGER):
+        assert refresh.refresh_shopper(shoppers[0]) is not None
+    assert not serving_errors(caplog)
+    fresh = StoredList.objects.get(recommendation_set_id=set_id, placement="for_you", subject=shoppers[0]).items
+    assert bought[shoppers[0]] not in [row[0] for row in fresh], "refreshed: what they just bought is left out"

@@ -147,9 +147,16 @@ def refresh_shopper(shopper: str) -> int | None:
     if set_id is None or not shopper:
         return None
     try:
-        served = load_serving_model()
+        # Remembered: a broken artefact is tried again when its files change (or after a while), not on every event.
+        served = load_serving_model(remember_refusal=True)
+    except RefusedArtefact as exc:
+        logger.debug("serving model still refused; %s keeps the precomputed list: %s", shopper, exc)
+        return None
     except ArtefactError:
-        logger.exception("serving model refused; %s keeps the precomputed list", shopper)
+        logger.exception(
+            "serving model refused; shoppers keep their precomputed lists until its artefact changes (or for %ds)",
+            int(serving_model.REFUSAL_SECONDS),
+        )
         return None
     if served is not None:
         items = model_items(served, shopper, rec_settings.TOP_N)

@@ -72,12 +72,12 @@ def serving_run() -> TrainingRun | None:
     return TrainingRun.objects.filter(is_serving=True).exclude(artefact_path="").first()
 
 
-def load_serving_model(item_ids: list[str] | None = None) -> ServedModel | None:
+def load_serving_model(item_ids: list[str] | None = None, *, remember_refusal: bool = False) -> ServedModel | None:
     """The serving model aligned to the catalog (`item_ids` in product id order; read from profiles if None)."""
     run = serving_run()
     if run is None:
         return None
-    return load_run_model(run, item_ids)
+    return load_run_model(run, item_ids, remember_refusal=remember_refusal)
 
 
 def artefact_fingerprint(run: TrainingRun) -> tuple:
