@@ -942,18 +942,17 @@ def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
     if not session:
         return stored
     weight = float(rec_settings.SESSION_WEIGHT)
-    combined: dict[str, list[Any]] = {}
-    n = len(stored)
-    for rank, (pid, _, reason, source) in enumerate(stored):
-        combined[pid] = [(1 - weight) * (1 - rank / max(n, 1)), reason, source]
+    n = max(len(stored), 1)
+    scores = {pid: (1 - weight) * (1 - rank / n) for rank, (pid, *_) in enumerate(stored)}
+    why = {pid: (reason, source) for pid, _, reason, source in stored}
     for pid, (score, anchor) in session.items():
-        entry = combined.setdefault(pid, [0.0, f"session:{anchor}", "session"])
-        from_stored = entry[0]
-        entry[0] += weight * score
-        if weight * score > from_stored:  # the session contributed most: it is the reason
-            entry[1], entry[2] = f"session:{anchor}", "session"
-    ranked = sorted(combined.items(), key=lambda kv: (-kv[1][0], kv[0]))
-    return [(pid, round(score, 6), reason, source) for pid, (score, reason, source) in ranked]
+        from_stored = scores.get(pid, 0.0)
+        scores[pid] = from_stored + weight * score
+        if weight * score > from_stored or pid not in why:  # the session contributed most: it is the reason
+            why[pid] = (f"session:{anchor}", "session")
+    # Best first, ties by id: a stable sort by id, then by score (reverse keeps ties in order); no tuple per key.
+    ranked = sorted(sorted(scores), key=scores.__getitem__, reverse=True)
+    return [(pid, round(scores[pid], 6), *why[pid]) for pid in ranked]
 
 
 def _session_anchors(state: ShopperState) -> list[str]:
