@@ -885,7 +885,8 @@ def _held_profiles(version: int) -> dict[str, Profile | None]:
     if changed is None:
         held = _HeldProfiles(version, now, {})
     else:
-        held = _HeldProfiles(version, held.since, {pid: row for pid, row in held.rows.items() if pid not in changed})
+        rows = held.rows.copy()  # one C call: another thread may be adding to held.rows while this one filters
+        held = _HeldProfiles(version, held.since, {pid: row for pid, row in rows.items() if pid not in changed})
     _held = held
     return held.rows
 
