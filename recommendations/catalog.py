@@ -284,7 +284,8 @@ def _make_plain_loader(
             converters.append((index, column, found))
 
     def load(keys: list[Any]) -> list[models.Model]:
-        with connections[alias].cursor() as cursor:
+        connection = connections[alias]  # this thread's
+        with connection.cursor() as cursor:
             cursor.execute(statement, [keys])
             rows = cursor.fetchall()
         objs = []
@@ -293,7 +294,7 @@ def _make_plain_loader(
                 values = list(row)
                 for index, column, functions in converters:
                     for convert in functions:
-                        values[index] = convert(values[index], column, connections[alias])
+                        values[index] = convert(values[index], column, connection)
                 row = values
             objs.append(model.from_db(alias, names, row))
         return objs

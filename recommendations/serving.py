@@ -43,9 +43,9 @@ ACTIVE_SET_TTL = 30  # seconds; precompute clears it on switch, the TTL only cov
 SHARED_TTL = 60  # seconds a shared list (trending, popular, buy_again rates) is cached for everyone
 SHOPPER_VERSION_TTL = 24 * 3600
 HELD_PLACEMENTS = frozenset({"similar", "bought_together", "trending", "buy_again"})  # never rewritten in a set
-LIST_HOLD_MAX = 5_000  # lists a process keeps before it starts over (~10 MB at 20 items each)
+LIST_HOLD_MAX = 5_000  # lists a process keeps before it starts over (~25 MB at 20 items each, measured)
 PROFILE_HOLD_SECONDS = 600  # a process keeps profiles at most this long: heals a write made around catalog
-PROFILE_HOLD_MAX = 50_000  # profiles a process keeps before it starts over (~10 MB)
+PROFILE_HOLD_MAX = 50_000  # profiles a process keeps before it starts over (~24 MB, measured)
 RECENT_EVENTS = 200  # the newest events of a shopper that serving reads (session, cart, recently viewed)
 SESSION_ANCHORS = 10  # the newest distinct products of the session that steer for_you
 
@@ -240,12 +240,8 @@ def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
 def _list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
     """(placement, subject, items) of the set's lists in any of `placements` for any of `subjects`: what the process
     holds, and the rest in one query."""
-    held = _lists_held(set_id)
-    asked = [(placement, subject) for placement in placements for subject in subjects]
-    missing = [pair for pair in asked if pair not in held]
-    rows = [
-        (placement, subject, held[placement, subject]) for placement, subject in asked if (placement, subject) in held
-    ]
+    in_hold, missing = _from_hold(set_id, [(placement, subject) for placement in placements for subject in subjects])
+    rows = [(placement, subject, items) for (placement, subject), items in in_hold.items()]
     if missing:
         read = _read_list_rows(
             set_id, list(dict.fromkeys(p for p, _ in missing)), list(dict.fromkeys(s for _, s in missing))
@@ -285,6 +281,14 @@ def _lists_held(set_id: int) -> dict[tuple[str, str], list[list[Any]]]:
     if held.set_id != set_id or len(held.rows) > LIST_HOLD_MAX:
         held = _held_lists = _HeldLists(set_id, {})
     return held.rows
+
+
+def _from_hold(
+    set_id: int, pairs: list[tuple[str, str]]
+) -> tuple[dict[tuple[str, str], list[list[Any]]], list[tuple[str, str]]]:
+    """Of these (placement, subject) lists, those the process holds, and the ones it must read."""
+    held = _lists_held(set_id)
+    return {pair: held[pair] for pair in pairs if pair in held}, [pair for pair in pairs if pair not in held]
 
 
 def _hold_lists(set_id: int, asked: list[tuple[str, str]], read: Iterable[tuple[str, str, list[list[Any]]]]) -> None:
@@ -656,6 +660,8 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
     if memo is None or connection is None or not req.shopper or req.shopper in memo.states:
         return
     set_id = active_set_id()
+    if set_id is None:
+        return
     strategy = arm.strategy if arm is not None else config.strategy
     placements: list[str] = []
     subjects: list[str] = []
@@ -667,13 +673,8 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
     if req.product_id:
         placements += ["similar", "bought_together"]
         subjects.append(req.product_id)
-    pairs = [(placement, subject) for placement in placements for subject in subjects]
-    pairs = [pair for pair in pairs if pair not in memo.lists]
-    if set_id is None:
-        return
-    held = _lists_held(set_id)
-    memo.lists.update({pair: held[pair] for pair in pairs if pair in held})
-    pairs = [pair for pair in pairs if pair not in held]
+    in_hold, pairs = _from_hold(set_id, [(p, s) for p in placements for s in subjects if (p, s) not in memo.lists])
+    memo.lists.update(in_hold)
     if not pairs:
         return
     events, lists = serving_sql.events_and_lists(

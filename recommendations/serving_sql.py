@@ -30,6 +30,13 @@ def usable(model: type[Model]) -> Any:
     return connection if connection.vendor == "postgresql" else None
 
 
+# A shopper's newest events that name a product, impressions and searches left out (shopper, limit).
+_NEWEST_EVENTS = (
+    "WHERE shopper = %s AND NOT (product_id = '') AND NOT (event_type IN ('impression', 'search')) "
+    "ORDER BY occurred_at DESC, id DESC LIMIT %s"
+)
+
+
 def _table(connection: Any, model: type[Model]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
@@ -38,9 +45,7 @@ def newest_events(connection: Any, shopper: str, limit: int) -> list[tuple[str, 
     """(product, type, when) of the shopper's newest events that name a product, impressions and searches left out."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT product_id, event_type, occurred_at FROM {_table(connection, Event)} "  # noqa: S608 - our own table name
-            "WHERE shopper = %s AND NOT (product_id = '') AND NOT (event_type IN ('impression', 'search')) "
-            "ORDER BY occurred_at DESC, id DESC LIMIT %s",
+            f"SELECT product_id, event_type, occurred_at FROM {_table(connection, Event)} {_NEWEST_EVENTS}",  # noqa: S608
             [shopper, limit],
         )
         return cursor.fetchall()
@@ -53,9 +58,7 @@ def events_and_lists(
     events, lists = _table(connection, Event), _table(connection, StoredList)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"(SELECT product_id, event_type, occurred_at, id, NULL FROM {events} "  # noqa: S608
-            "WHERE shopper = %s AND NOT (product_id = '') AND NOT (event_type IN ('impression', 'search')) "
-            "ORDER BY occurred_at DESC, id DESC LIMIT %s) "
+            f"(SELECT product_id, event_type, occurred_at, id, NULL FROM {events} {_NEWEST_EVENTS}) "  # noqa: S608
             f"UNION ALL (SELECT placement, subject, NULL, NULL, items::text FROM {lists} "
             "WHERE placement = ANY(%s) AND recommendation_set_id = %s AND subject = ANY(%s))",
             [shopper, limit, placements, set_id, subjects],
