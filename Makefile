@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?= --users 300 --products 240 --days 60 --seed 7
+SERVE_ADDR ?= 127.0.0.1:8000
 
 # The suite talks to real services; override these to point elsewhere.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/recommendations
@@ -31,11 +32,11 @@ demo-setup: $(BIN)/.installed
 	$(BIN)/python manage.py generate_demo_data $(DEMO_ARGS) --if-empty
 	@echo "==> training the recommender (its lists are computed as soon as it serves)"
 	$(BIN)/python manage.py train_recommender
-	$(BIN)/python manage.py create_demo_logins
+	$(BIN)/python manage.py create_demo_logins --site http://$(SERVE_ADDR)
 
 serve: $(BIN)/.installed
-	@echo "==> serving the shop at http://127.0.0.1:8000 (Ctrl-C to stop)"
-	$(BIN)/python manage.py runserver 127.0.0.1:8000
+	@echo "==> serving the shop at http://$(SERVE_ADDR) (Ctrl-C to stop)"
+	$(BIN)/python manage.py runserver $(SERVE_ADDR)
 
 test: $(BIN)/.installed-dev
 	$(BIN)/ruff check .

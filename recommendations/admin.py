@@ -20,6 +20,8 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import catalog
 from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList, TrainingRun
@@ -278,21 +280,16 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         return request.user.has_perm("recommendations.add_precomputerun")
 
     def run_now_view(self, request: HttpRequest) -> HttpResponse:
-        from recommendations.tasks import enqueue_precompute
+        """Precompute now (POST only): queued on the broker, or without one in a background process; says which."""
+        from recommendations.background import start_precompute
 
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self._may_run(request):
             # The button is hidden without the add permission; a direct POST is refused outright.
             raise PermissionDenied
-        run = enqueue_precompute()
-        logger.info("precompute run #%s queued from the admin by %s", run.pk, request.user.get_username())
-        self.log_addition(request, run, "Queued a precompute from the admin.")
-        self.message_user(
-            request,
-            f"Precompute run #{run.pk} queued (task {run.task_id}). Its progress shows below; reload to follow.",
-            messages.SUCCESS,
-        )
+        run, launch = start_precompute()
+        report_launch(self, request, run, launch, "precompute")
         return HttpResponseRedirect(reverse("admin:recommendations_precomputerun_changelist"))
 
     @admin.display(description="progress", ordering="progress")
@@ -316,7 +313,9 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         from celery import current_app
         from celery.result import AsyncResult
 
-        if current_app.conf.task_always_eager:
+        from recommendations.tasks import runs_inline
+
+        if runs_inline() or current_app.conf.task_always_eager:
             return "-"  # tasks run in-process; there is no broker or result backend to ask
         try:
             return AsyncResult(obj.task_id).state
@@ -332,6 +331,45 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
             "<table>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", ((k, f"{v:.2f}") for k, v in seconds.items())),
         )
+
+
+# ---- starting runs from the admin ------------------------------------------------------------------------------------
+
+LAUNCH_MESSAGES = {
+    "queued": gettext_lazy("%(run)s queued (task %(task)s). Its progress shows below; reload to follow."),
+    "background": gettext_lazy(
+        "%(run)s started in a background process (pid %(pid)s); this page shows its progress, reload to follow."
+    ),
+    "deferred": gettext_lazy(
+        "%(run)s will start in a background process once this request's changes are saved; this page shows its "
+        "progress, reload to follow."
+    ),
+    "failed": gettext_lazy(
+        "%(run)s was not started: no background process could be started (%(error)s). Run %(command)s instead."
+    ),
+}
+LAUNCH_LOG = {
+    "queued": "Queued a %s from the admin.",
+    "background": "Started a %s in a background process from the admin.",
+    "deferred": "Started a %s in a background process from the admin.",
+    "failed": "Could not start a %s from the admin: no background process could be started.",
+}
+
+
+def report_launch(model_admin: admin.ModelAdmin, request: HttpRequest, run: Any, launch: Any, kind: str) -> None:
+    """Say what starting `run` really did: queued on the broker, running in a background process, or not started
+    (and the command to run instead); log it in the server log and the admin history under the user."""
+    name = _("Training run #%(pk)s") if kind == "retrain" else _("Precompute run #%(pk)s")
+    text = LAUNCH_MESSAGES[launch.how] % {
+        "run": name % {"pk": run.pk},
+        "task": run.task_id,
+        "pid": launch.pid,
+        "error": launch.error,
+        "command": launch.command,
+    }
+    logger.info("%s run #%s from the admin by %s: %s", kind, run.pk, request.user.get_username(), launch.how)
+    model_admin.log_addition(request, run, LAUNCH_LOG[launch.how] % kind)
+    model_admin.message_user(request, text, messages.ERROR if launch.how == "failed" else messages.SUCCESS)
 
 
 # ---- training runs: the model registry ------------------------------------------------------------------------------
@@ -460,21 +498,16 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         return request.user.has_perm("recommendations.change_trainingrun")
 
     def retrain_now_view(self, request: HttpRequest) -> HttpResponse:
-        """Queue a retrain (POST only); the button is hidden without the add permission, a direct POST gets 403."""
-        from recommendations.tasks import enqueue_retrain
+        """Retrain now (POST only): queued on the broker, or without one in a background process, never in this
+        one (TensorFlow stays out of the web process); says which. Without the add permission a POST gets 403."""
+        from recommendations.background import start_retrain
 
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self.has_retrain_permission(request):
             raise PermissionDenied
-        run = enqueue_retrain()
-        logger.info("training run #%s queued from the admin by %s", run.pk, request.user.get_username())
-        self.log_addition(request, run, "Queued a retrain from the admin.")
-        self.message_user(
-            request,
-            f"Training run #{run.pk} queued (task {run.task_id}). Its progress shows below; reload to follow.",
-            messages.SUCCESS,
-        )
+        run, launch = start_retrain()
+        report_launch(self, request, run, launch, "retrain")
         return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
 
     def change_view(
@@ -587,7 +620,9 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         from celery import current_app
         from celery.result import AsyncResult
 
-        if current_app.conf.task_always_eager:
+        from recommendations.tasks import runs_inline
+
+        if runs_inline() or current_app.conf.task_always_eager:  # no broker or result backend to ask
             return "-"
         try:
             return AsyncResult(obj.task_id).state

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 from recommendations import analytics, charts
 from recommendations.models import PlacementDay, TrainingRun
@@ -164,8 +165,12 @@ class PlacementDayAdmin(admin.ModelAdmin):
         }
 
     def refresh_view(self, request: HttpRequest) -> HttpResponse:
-        """Queue a rebuild of the shown days (POST only; 403 without the change permission), logged in the history."""
-        from recommendations.tasks import enqueue_analytics_refresh
+        """Rebuild the shown days (POST only; 403 without the change permission), logged in the history.
+
+        With a broker the rebuild is queued; without one (tasks.task_mode() "inline") it runs here, in the request:
+        a roll-up of at most MAX_RANGE_DAYS days in SQL, no model loaded, and the message then says it is done.
+        """
+        from recommendations.tasks import enqueue_analytics_refresh, runs_inline
 
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
@@ -177,21 +182,40 @@ class PlacementDayAdmin(admin.ModelAdmin):
         except analytics.PeriodError as exc:
             self.message_user(request, f"Nothing was refreshed: {exc}", messages.ERROR)
             return HttpResponseRedirect(changelist)
-        enqueue_analytics_refresh(start.isoformat(), end.isoformat())
+        if runs_inline():
+            try:
+                rows = analytics.rebuild_days(start, end)
+            except Exception as exc:
+                logger.exception("analytics rebuild of %s..%s failed", start, end)
+                self.message_user(
+                    request,
+                    _("The analytics for %(start)s to %(end)s were not rebuilt (%(error)s); run %(command)s.")
+                    % {"start": start, "end": end, "error": exc, "command": "python manage.py refresh_analytics"},
+                    messages.ERROR,
+                )
+                return HttpResponseRedirect(changelist)
+            done = f"Rebuilt the analytics for {start} to {end} from the admin ({rows} rows)."
+            said = _("The analytics for %(start)s to %(end)s were rebuilt from the events: %(rows)s rows.") % {
+                "start": start,
+                "end": end,
+                "rows": rows,
+            }
+        else:
+            enqueue_analytics_refresh(start.isoformat(), end.isoformat())
+            done = f"Queued a rebuild of the analytics for {start} to {end} from the admin."
+            said = _(
+                "The analytics for %(start)s to %(end)s are being rebuilt from the events; reload in a moment."
+            ) % {"start": start, "end": end}
         LogEntry.objects.create(
             user_id=request.user.pk,
             content_type=ContentType.objects.get_for_model(PlacementDay),
             object_id=None,
             object_repr=f"Analytics {start} to {end}",
             action_flag=CHANGE,
-            change_message=f"Queued a rebuild of the analytics for {start} to {end} from the admin.",
+            change_message=done,
         )
-        logger.info("analytics rebuild of %s..%s queued by %s", start, end, request.user.get_username())
-        self.message_user(
-            request,
-            f"The analytics for {start} to {end} are being rebuilt from the events; reload in a moment.",
-            messages.SUCCESS,
-        )
+        logger.info("%s (by %s)", done, request.user.get_username())
+        self.message_user(request, said, messages.SUCCESS)
         query = {"from": start.isoformat(), "to": end.isoformat()}
         placement = request.POST.get("placement", "")
         if placement:

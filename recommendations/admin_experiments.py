@@ -20,6 +20,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext as _
 
 from recommendations import charts, experiments, serving
 from recommendations.models import Experiment, ExperimentVariant, TrainingRun
@@ -29,9 +30,24 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _comparison_cells(prefix: str, comparison: experiments.Comparison) -> dict[str, Any]:
-    """One arm-against-control comparison as the page's formatted cells, keyed `<prefix>_difference` and so on."""
+def _comparison_cells(prefix: str, comparison: experiments.Comparison, enough: bool = True) -> dict[str, Any]:
+    """One arm-against-control comparison as the page's formatted cells, keyed `<prefix>_difference` and so on.
+
+    Without enough data (`experiments.enough_data`) the cells say so rather than show an interval that means nothing.
+    """
+    if not enough:
+        return {
+            f"{prefix}_enough": False,
+            f"{prefix}_difference": _("not enough data"),
+            f"{prefix}_difference_interval": "",
+            f"{prefix}_lift": "-",
+            f"{prefix}_lift_interval": "",
+            f"{prefix}_p": "-",
+            f"{prefix}_significant": False,
+            f"{prefix}_direction": "",
+        }
     return {
+        f"{prefix}_enough": True,
         f"{prefix}_difference": _percent(comparison.difference, signed=True),
         f"{prefix}_difference_interval": _interval(comparison.low, comparison.high),
         f"{prefix}_lift": _percent(comparison.lift, signed=True),
@@ -210,6 +226,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def report_context(experiment: Experiment) -> dict[str, Any]:
         """The report's rows (formatted) and its chart, for the change page."""
         result = experiments.report(experiment)
+        winner = result.winner
         rows = []
         for arm in result.arms:
             clicked, conversion = arm.click_rate_vs_control, arm.conversion_vs_control
@@ -236,8 +253,11 @@ class ExperimentAdmin(admin.ModelAdmin):
                     "conversion_interval": _rate_interval(arm.conversion_interval),
                     "revenue": f"{arm.revenue:,.2f}",
                     "revenue_per_shopper": "-" if revenue_per_shopper is None else f"{revenue_per_shopper:,.2f}",
-                    **_comparison_cells("click", clicked),
-                    **_comparison_cells("conversion", conversion),
+                    **_comparison_cells("click", clicked, arm.click_enough),
+                    **_comparison_cells("conversion", conversion, arm.conversion_enough),
+                    # Only the arm the data picks is offered as "the winner"; any other arm may still be promoted
+                    # by hand, under a plain label.
+                    "is_clear_winner": winner is not None and arm.variant_id == winner.variant_id,
                 }
             )
         chart = None
@@ -250,7 +270,14 @@ class ExperimentAdmin(admin.ModelAdmin):
                 y_label="share of the arm's shoppers",
                 y_format=charts.percent,
             )
-        return {"report_rows": rows, "report_since": result.since, "report_chart": chart}
+        return {
+            "report_rows": rows,
+            "report_since": result.since,
+            "report_chart": chart,
+            "report_has_winner": winner is not None,
+            "report_min_shoppers": experiments.MIN_SHOPPERS_PER_ARM,
+            "report_min_outcomes": experiments.MIN_OUTCOMES,
+        }
 
     # -- operations ---------------------------------------------------------------------------------------------
 

@@ -23,13 +23,14 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
 
 from recommendations import rules, serving, tracking
 from recommendations.conf import FALLBACK_STEPS, rec_settings
@@ -507,9 +508,19 @@ def preview_block(data: dict[str, Any]) -> dict[str, Any]:
                 user_url = _admin_url(f"admin:{user_model._meta.app_label}_{user_model._meta.model_name}_change", key)
         except (ValueError, ValidationError):  # an imported shopper whose id is not a local user's
             user_url = ""
+    # Live pins of this placement that cannot show: the preview says why a pinned slot is not where staff expect it.
+    unshown_pins = []
+    for rule in MerchandisingRule.objects.live().filter(action=MerchandisingRule.Action.PIN):
+        if rule.placements and placement not in rule.placements:
+            continue
+        problem = pin_problem(rule)
+        if problem:
+            url = _admin_url("admin:recommendations_merchandisingrule_change", rule.pk)
+            unshown_pins.append((rule.name, url, problem))
     return {
         "block": block,
         "rows": rows,
+        "unshown_pins": unshown_pins,
         "config": config,
         "shopper": shopper,
         "anonymous": anonymous,
@@ -809,6 +820,45 @@ def _price_band(low: Decimal | None, high: Decimal | None) -> str:
 # -- merchandising rules -----------------------------------------------------------------------------------------
 
 
+def pin_problem(rule: MerchandisingRule) -> str:
+    """Why a pin can never show right now, in a sentence, or "" when it can (or the rule is no pin).
+
+    Serving leaves out inactive and out-of-stock products before pins are placed, so a pin on such a product (or on a
+    category, brand or price band with no product left to show) is saved, reads "live" and silently never shows.
+    """
+    Action, Target = MerchandisingRule.Action, MerchandisingRule.Target
+    if rule.action != Action.PIN:
+        return ""
+    showable = ProductProfile.objects.filter(active=True, in_stock=True)
+    if rule.target == Target.PRODUCT:
+        profile = ProductProfile.objects.filter(product_id=rule.target_value).values("name", "active", "in_stock")
+        row = profile.first()
+        if row is None:
+            return _("No product has the id “%(id)s”, so the pin never shows.") % {"id": rule.target_value}
+        name = row["name"] or rule.target_value
+        if not row["active"]:
+            return _("“%(name)s” is inactive, so the pin never shows until it is active again.") % {"name": name}
+        if not row["in_stock"]:
+            return _("“%(name)s” is out of stock, so the pin never shows until it is back in stock.") % {"name": name}
+        return ""
+    if rule.target in (Target.CATEGORY, Target.BRAND):
+        column = "category" if rule.target == Target.CATEGORY else "brand"
+        if not showable.filter(**{column: rule.target_value}).exists():
+            return _("No product of the %(what)s “%(value)s” is active and in stock, so the pin never shows.") % {
+                "what": column,
+                "value": rule.target_value,
+            }
+        return ""
+    if rule.target == Target.PRICE_BAND:
+        if rule.price_min is not None:
+            showable = showable.filter(price__gte=rule.price_min)
+        if rule.price_max is not None:
+            showable = showable.filter(price__lte=rule.price_max)
+        if not showable.exists():
+            return _("No product in the price band is active and in stock, so the pin never shows.")
+    return ""
+
+
 class MerchandisingRuleForm(forms.ModelForm):
     placements = PlacementsField()
 
@@ -896,10 +946,21 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: MerchandisingRule, form: Any, change: bool) -> None:
         obj.updated_by = _username(request)
         super().save_model(request, obj, form, change)
+        problem = pin_problem(obj) if _status(obj) in ("live", "scheduled") else ""
+        if problem:
+            self.message_user(
+                request,
+                _("Saved, but “%(name)s” will not show: %(why)s") % {"name": obj.name, "why": problem},
+                messages.WARNING,
+            )
 
     @admin.display(description="status")
     def status(self, obj: MerchandisingRule) -> str:
-        return _status(obj)
+        """What serving does with the rule now; a live pin that cannot show says so instead of reading "live"."""
+        status = _status(obj)
+        if status in ("live", "scheduled") and pin_problem(obj):
+            return _("%(status)s — never shows: nothing it pins is active and in stock") % {"status": status}
+        return status
 
     @admin.display(description="target", ordering="target")
     def target_text(self, obj: MerchandisingRule) -> str:

@@ -1,4 +1,4 @@
-"""App config: wires the product-profile sync and the login merge to signals."""
+"""App config: wires the product-profile sync, the login merge and the erasure of deleted users to signals."""
 
 from django.apps import AppConfig
 
@@ -10,5 +10,7 @@ class RecommendationsConfig(AppConfig):
 
     def ready(self) -> None:
         from recommendations import conf, experiments, rules, signals  # noqa: F401 - registers the check, receivers
+        from recommendations.api import throttling  # noqa: F401 - registers the throttle rates' check
 
         signals.connect_product_signals()
+        signals.connect_user_signals()

@@ -16,6 +16,8 @@ from typing import Any
 
 from django.apps import apps
 from django.core.cache import cache
+from django.core.checks import Error, register
+from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models, router, transaction
 
 from recommendations.conf import rec_settings
@@ -65,13 +67,84 @@ def _coerce(key: str, value: Any) -> Any:
     return value
 
 
+class ProductFieldsError(ValueError):
+    """PRODUCT_FIELDS names a lookup the sync cannot read as one value per product; the message names it."""
+
+
+def to_many_lookups(model: type[models.Model], mapping: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """The PRODUCT_FIELDS keys whose lookup crosses a to-many relation: key -> (lookup, the relation's name).
+
+    Such a lookup gives one row per related object, so a product with two categories would come back twice (and
+    PostgreSQL refuses to upsert one profile twice in a statement). Parts that are not fields (a transform such as
+    `__year`) end the walk: they do not multiply rows.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for key, lookup in mapping.items():
+        if not isinstance(lookup, str):
+            continue
+        opts = model._meta
+        for part in lookup.split("__"):
+            try:
+                field = opts.get_field(part)
+            except FieldDoesNotExist:
+                break
+            if field.many_to_many or field.one_to_many:
+                found[key] = (lookup, part)
+                break
+            if not field.is_relation or field.related_model is None:
+                break
+            opts = field.related_model._meta
+    return found
+
+
+def to_many_message(key: str, lookup: str, relation: str) -> str:
+    return (
+        f"RECOMMENDATIONS['PRODUCT_FIELDS'][{key!r}] = {lookup!r} follows the to-many relation {relation!r}; "
+        "to-many lookups are not supported yet: map a field with one value per product."
+    )
+
+
+def check_product_fields_model(model: type[models.Model]) -> None:
+    """Raise ProductFieldsError, naming the first to-many field, before anything is read or written."""
+    for key, (lookup, relation) in to_many_lookups(model, rec_settings.PRODUCT_FIELDS).items():
+        raise ProductFieldsError(to_many_message(key, lookup, relation))
+
+
+@register()
+def check_product_fields(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Start-up check: a to-many lookup in PRODUCT_FIELDS would make every sync fail (E009)."""
+    mapping = rec_settings.PRODUCT_FIELDS
+    if not rec_settings.PRODUCT_MODEL or not isinstance(mapping, dict):
+        return []  # conf's check reports these
+    try:
+        model = get_product_model()
+    except (LookupError, ValueError):
+        return []
+    return [
+        Error(
+            to_many_message(key, lookup, relation),
+            hint="Until to-many fields are supported, map a field or a to-one lookup (e.g. a main category).",
+            id="recommendations.E009",
+        )
+        for key, (lookup, relation) in to_many_lookups(model, mapping).items()
+    ]
+
+
 def iter_product_rows(queryset: models.QuerySet | None = None) -> Iterator[dict[str, Any]]:
-    """Yield one profile dict per host product, reading only the mapped columns."""
+    """Yield one profile dict per host product, reading only the mapped columns.
+
+    Raises ProductFieldsError before reading when a mapped lookup is to-many (see to_many_lookups).
+    """
     mapping: dict[str, str] = rec_settings.PRODUCT_FIELDS
     qs = queryset if queryset is not None else get_product_model()._default_manager.all()
+    check_product_fields_model(qs.model)
     id_lookup = _id_lookup()
     lookups = [id_lookup, *mapping.values()]
+    last = None
     for row in qs.order_by(id_lookup).values(*dict.fromkeys(lookups)).iterator(chunk_size=SYNC_BATCH):
+        if row[id_lookup] == last:
+            continue  # one profile per product, whatever a lookup joins (rows come ordered by id)
+        last = row[id_lookup]
         profile = {"product_id": str(row[id_lookup])}
         for key in PROFILE_FIELDS:
             if key in mapping:

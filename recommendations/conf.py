@@ -54,9 +54,20 @@ DEFAULTS: dict[str, Any] = {
     # Server-to-server ingestion: a request with this key in the header may write any shopper's events.
     "WRITE_KEY": "",
     "WRITE_KEY_HEADER": "X-Recommendations-Key",
+    # Where the app's tasks run (tasks.task_mode): "celery" (a broker and workers), "inline" (in-process, after
+    # commit) or "auto": inline when the project has no Celery app, no broker_url or task_always_eager set.
+    "TASKS": "auto",
+    # API rate limits by throttle scope (api/throttling.py); a scope left out here comes from REST_FRAMEWORK's
+    # DEFAULT_THROTTLE_RATES, else the app's own default there, so the API works with no configuration.
+    "THROTTLE_RATES": {},
     # Ingest API limits.
     "INGEST_MAX_EVENTS": 500,
     "INGEST_MAX_BYTES": 512 * 1024,
+    # The oldest event time accepted, in days before the server's clock: an event timestamped earlier is refused
+    # (API: a 400 naming the event's index and "timestamp"; import_events: a bad row). The newest is the server's
+    # clock plus api.validation.CLOCK_SKEW (five minutes): the API stores an event from a clock further ahead at the
+    # time it was received, import_events refuses the row. docs/operations.md says why.
+    "EVENT_MAX_AGE_DAYS": 3650,
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
@@ -95,7 +106,12 @@ DEFAULTS: dict[str, Any] = {
     # max_per_brand: diversity caps (0 = none); fallback: what fills a short block, in order (rules = the cold-start
     # rules staff set in the admin, similar = the page product's similar list, trending_category = trending in the
     # page's category, trending, popular). The personal-history surfaces have no fallback: they render nothing rather
-    # than pretend. After the first migrate, each placement's row in the admin (seeded from this) takes precedence.
+    # than pretend; nor has bought_together (a filler under "Frequently bought together" would say what is not so).
+    # for_you falls back to best sellers, not trending, so a new visitor is not shown the trending list twice
+    # under two titles (and a page never fills a block from a list a block above showed under another title).
+    # min_size: a block with fewer items (and fewer than its size) is not shown; bought_together needs 2.
+    # After the first migrate, each placement's row in the admin (seeded from this) takes precedence (min_size
+    # comes from here only).
     "PLACEMENTS": {
         "for_you": {
             "title": "Recommended for you",
@@ -103,7 +119,7 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": False,
             "max_per_category": 3,
             "max_per_brand": 3,
-            "fallback": ["rules", "trending_category", "trending", "popular"],
+            "fallback": ["rules", "popular"],
         },
         "similar": {
             "title": "Similar products",
@@ -119,7 +135,8 @@ DEFAULTS: dict[str, Any] = {
             "allow_bought": False,
             "max_per_category": 0,
             "max_per_brand": 2,
-            "fallback": ["rules", "similar", "trending_category", "trending", "popular"],
+            "fallback": [],
+            "min_size": 2,
         },
         "trending": {
             "title": "Trending now",
@@ -243,6 +260,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         "SERVING_BUDGET_MS",
         "BURST_SECONDS",
         "BOT_MAX_EVENTS_PER_MINUTE",
+        "EVENT_MAX_AGE_DAYS",
     ):
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int | float) or value <= 0:
@@ -285,6 +303,19 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
     errors += _check_purchase_settings(user)
     errors.extend(_check_serving(user))
+    errors.extend(_check_tasks_and_rates(user))
+    return errors
+
+
+def _check_tasks_and_rates(user: dict[str, Any]) -> list[Error]:
+    """TASKS and the shape of THROTTLE_RATES (api/throttling.py checks each rate): a typo is caught at start-up."""
+    errors: list[Error] = []
+    if user.get("TASKS", DEFAULTS["TASKS"]) not in ("auto", "celery", "inline"):
+        errors.append(
+            Error("RECOMMENDATIONS['TASKS'] must be 'auto', 'celery' or 'inline'.", id="recommendations.E007")
+        )
+    if not isinstance(user.get("THROTTLE_RATES", {}), dict):
+        errors.append(Error("RECOMMENDATIONS['THROTTLE_RATES'] must be a dict.", id="recommendations.E007"))
     return errors
 
 
@@ -305,7 +336,7 @@ def _check_purchase_settings(user: dict[str, Any]) -> list[Error]:
 
 
 FALLBACK_STEPS = ("rules", "similar", "trending_category", "trending", "popular")
-PLACEMENT_INT_KEYS = ("size", "max_per_category", "max_per_brand")
+PLACEMENT_INT_KEYS = ("size", "max_per_category", "max_per_brand", "min_size")
 
 
 def _check_serving(user: dict[str, Any]) -> list[Error]:

@@ -15,6 +15,11 @@ shoppers shown the arm and the conversion = shoppers with an attributed order / 
 Wilson 95 % interval; per arm against the control (the first variant), the absolute difference of those rates with a
 Wald (unpooled normal approximation) 95 % interval, which decides significance, and the relative lift with a
 delta-method 95 % interval. Clicks per block (CTR), orders and revenue per shopper are descriptive figures only.
+
+Those normal intervals mean nothing on a handful of shoppers (3 against 3, nobody clicking, gives "0.00 % to 0.00 %"),
+so a comparison is only read once it has enough data: MIN_SHOPPERS_PER_ARM shoppers in each of the two arms and, over
+both together, MIN_OUTCOMES successes and MIN_OUTCOMES failures (the usual rule of thumb for the normal
+approximation). Until then the report says "not enough data", nothing is significant and no arm is called the winner.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ CACHE_KEY = "recommendations:experiments:running"
 CACHE_TTL = 300  # seconds; saves and deletes flush at once, the TTL only bounds other processes' stale reads
 CONFIDENCE = 0.95
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.959963984540054
+MIN_SHOPPERS_PER_ARM = 30  # per arm, before a comparison with the control is read at all
+MIN_OUTCOMES = 5  # successes and failures each, over both arms of a comparison
 # What promoting an arm of each strategy sets as the placement's strategy (model versions serve through "model").
 PLACEMENT_STRATEGY = {
     ExperimentVariant.Strategy.MODEL: Placement.Strategy.MODEL,
@@ -392,6 +399,16 @@ def compare(control_successes: int, control_trials: int, successes: int, trials:
     )
 
 
+def enough_data(control_successes: int, control_trials: int, successes: int, trials: int) -> bool:
+    """Whether a comparison has the data its normal interval needs (see the module docstring); False shows as
+    "not enough data" instead of a zero-width or meaningless interval."""
+    if min(control_trials, trials) < MIN_SHOPPERS_PER_ARM:
+        return False
+    total_successes = control_successes + successes
+    total_failures = control_trials + trials - total_successes
+    return total_successes >= MIN_OUTCOMES and total_failures >= MIN_OUTCOMES
+
+
 # -- the report --------------------------------------------------------------------------------------------------
 
 
@@ -425,6 +442,25 @@ class ArmLine:
     is_control: bool = False
     click_rate_vs_control: Comparison = field(default_factory=Comparison)
     conversion_vs_control: Comparison = field(default_factory=Comparison)
+    # Whether each comparison has enough data to be read (`enough_data`); the control's are False.
+    click_enough: bool = False
+    conversion_enough: bool = False
+
+    @property
+    def clicks_better(self) -> bool:
+        """Read and significantly above the control on click rate."""
+        c = self.click_rate_vs_control
+        return self.click_enough and c.significant and (c.difference or 0) > 0
+
+    @property
+    def clicks_worse(self) -> bool:
+        c = self.click_rate_vs_control
+        return self.click_enough and c.significant and (c.difference or 0) < 0
+
+    @property
+    def converts_worse(self) -> bool:
+        c = self.conversion_vs_control
+        return self.conversion_enough and c.significant and (c.difference or 0) < 0
 
     @property
     def ctr(self) -> float | None:
@@ -460,6 +496,24 @@ class Report:
     experiment_id: int
     since: datetime | None
     arms: list[ArmLine]
+
+    @property
+    def winner(self) -> ArmLine | None:
+        """The arm the data picks, or None while it picks none (too little data, or no significant difference).
+
+        A challenger wins with a significantly higher click rate than the control and no significantly lower
+        conversion (the best such difference if several); the control wins when every challenger is significantly
+        worse on click rate. Staff may still promote any arm, but only this one is offered as "the winner".
+        """
+        challengers = self.arms[1:]
+        if not challengers:
+            return None
+        better = [arm for arm in challengers if arm.clicks_better and not arm.converts_worse]
+        if better:
+            return max(better, key=lambda arm: arm.click_rate_vs_control.difference or 0.0)
+        if all(arm.clicks_worse for arm in challengers):
+            return self.arms[0]
+        return None
 
 
 def _order_key() -> Case:
@@ -546,4 +600,6 @@ def report(experiment: Experiment) -> Report:
         for arm in arms[1:]:
             arm.click_rate_vs_control = compare(control.clickers, control.shoppers, arm.clickers, arm.shoppers)
             arm.conversion_vs_control = compare(control.buyers, control.shoppers, arm.buyers, arm.shoppers)
+            arm.click_enough = enough_data(control.clickers, control.shoppers, arm.clickers, arm.shoppers)
+            arm.conversion_enough = enough_data(control.buyers, control.shoppers, arm.buyers, arm.shoppers)
     return Report(experiment_id=experiment.pk, since=experiment.started_at, arms=arms)

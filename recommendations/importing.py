@@ -6,7 +6,8 @@ pass holds more than one batch of rows, so a file of a million events never sits
 first pass spools the valid events, already in COPY format, to a temporary file on disk so the file is parsed once).
 Field rules follow the ingest API's (`recommendations.api.validation`) so an event the API refuses is refused here
 too, with two differences that suit history: the timestamp is required, and a timestamp in the future is an error
-rather than replaced by "now".
+rather than replaced by "now". Like the API, an event older than EVENT_MAX_AGE_DAYS is refused (a bad row, reported
+with its line; --skip-invalid imports the others): clamping it would invent a time the file never said.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from recommendations.api.validation import (
     MAX_QUANTITY,
     MAX_VALUE,
     NEEDS_PRODUCT,
+    oldest_event_time,
     parse_timestamp,
+    too_old,
 )
 from recommendations.conf import EVENT_TYPES
 from recommendations.models import Event, shopper_key
@@ -366,8 +369,9 @@ def parse_quantity(raw: Any) -> int:
     return raw
 
 
-def parse_time(raw: Any, now: datetime | None = None) -> datetime:
-    """ISO-8601 (naive means UTC) or Unix seconds; a moment beyond the allowed clock skew of `now` is refused."""
+def parse_time(raw: Any, now: datetime | None = None, oldest: datetime | None = None) -> datetime:
+    """ISO-8601 (naive means UTC) or Unix seconds; a moment beyond the allowed clock skew of `now`, or before
+    `oldest` (events: EVENT_MAX_AGE_DAYS ago), is refused."""
     if _blank(raw):
         raise ValueError("is required")
     try:
@@ -376,6 +380,8 @@ def parse_time(raw: Any, now: datetime | None = None) -> datetime:
         raise ValueError(f"{exc} ({raw!r})") from None
     if now is not None and moment > now + CLOCK_SKEW:
         raise ValueError(f"{moment.isoformat()} is in the future")
+    if oldest is not None and moment < oldest:
+        raise ValueError(too_old(moment, oldest))
     return moment
 
 
@@ -528,6 +534,7 @@ def derived_event_id(
 
 def event_validator(now: datetime) -> Validator:
     """A validator of event rows giving EventValues ready for the writer (received_at = `now`)."""
+    oldest = oldest_event_time(now)
 
     def validate(record: Record, line: int) -> tuple[EventValues | None, list[tuple[str, str]]]:
         row = _Row(record)
@@ -543,7 +550,7 @@ def event_validator(now: datetime) -> Validator:
         product_id = row.get("product_id", parse_text, MAX_ID_LENGTH)
         if event_type in NEEDS_PRODUCT and not product_id and not row.has_problem("product_id"):
             row.problem("product_id", f"is required for {event_type} events")
-        moment = row.get("timestamp", parse_time, now)
+        moment = row.get("timestamp", parse_time, now, oldest)
         quantity = row.optional("quantity", parse_quantity, 1)
         value = row.optional("value", parse_decimal, None)
         query = (row.get("query", parse_text, MAX_QUERY_INPUT) or "")[:MAX_QUERY]

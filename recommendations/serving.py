@@ -31,6 +31,7 @@ from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from recommendations import catalog, experiments, rules, serving_sql
 from recommendations.conf import rec_settings
@@ -63,6 +64,12 @@ class Recommendation:
     reason_text: str = ""
     source: str = ""  # the stage that produced it: stored, session, history, trending, popular, rule:<id>, ...
     rules: list[str] = field(default_factory=list)  # merchandising rules that moved or pinned it
+    # From the engine's product profile (attach_products): what the default card shows, so a host model whose
+    # fields have other names still renders; a template may read `product` instead.
+    name: str = ""
+    price: Any = None
+    brand: str = ""
+    category: str = ""
 
 
 @dataclass
@@ -91,6 +98,7 @@ class Placement:
     strategy: str = "model"
     exploration_share: float = 0.0
     exploration_max_age_days: int = 14
+    min_size: int = 1  # fewer items than this (or than the block's size, if smaller): the block is not shown
 
 
 def placement_config(name: str, tunables: rules.Bundle | None = None) -> Placement:
@@ -114,6 +122,7 @@ def placement_config(name: str, tunables: rules.Bundle | None = None) -> Placeme
         strategy=str(raw.get("strategy") or "model"),
         exploration_share=float(raw.get("exploration_share") or 0.0),
         exploration_max_age_days=int(raw.get("exploration_max_age_days") or 14),
+        min_size=int(raw.get("min_size") or 1),
     )
 
 
@@ -144,6 +153,9 @@ class RenderPass:
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
     lists: dict[tuple[str, ...], list[list[Any]]] = field(default_factory=dict)
     pending: dict[str, dict[str, Any]] | None = None  # block cache key -> value, not written yet
+    # Shared source ("trending", "trending:<category>", "popular", ...) -> the title of the first block that showed
+    # it: a later block with another title does not fill from it (`_shared_source`).
+    source_titles: dict[str, str] = field(default_factory=dict)
 
 
 _current_pass: ContextVar[RenderPass | None] = ContextVar("recommendations_render_pass", default=None)
@@ -478,6 +490,7 @@ class Request:
     cart: frozenset[str] | None = None  # None: derived from the shopper's events
     limit: int | None = None
     campaign: str = ""
+    taken: frozenset[tuple[str, str]] = frozenset()  # (shared source, title) shown higher on the page
 
 
 Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source)
@@ -501,6 +514,7 @@ def recommend(
     """
     if placement not in rec_settings.PLACEMENTS:
         raise UnknownPlacement(placement)
+    page = _current_pass.get()  # the page's blocks so far, when the tag renders this one
     req = Request(
         placement=placement,
         shopper=shopper or "",
@@ -510,6 +524,7 @@ def recommend(
         cart=None if cart is None else frozenset(str(p) for p in cart),
         limit=limit,
         campaign=campaign or "",
+        taken=frozenset(page.source_titles.items()) if page is not None else frozenset(),
     )
     block = Block(placement)
     config: Placement | None = None
@@ -520,6 +535,7 @@ def recommend(
                 block.source, block.title = cached["source"], cached["title"]
                 block.variant, block.model = cached.get("variant", ""), cached.get("model", "")
                 block.items = [Recommendation(*row) for row in cached["items"]]
+                _note_sources(block)
                 return block
             tunables = rules.bundle(stamp[2])
             config = placement_config(placement, tunables)
@@ -552,7 +568,39 @@ def recommend(
             config = None
         block.title = block.title or (config.title if config else "")
         block.items = _safe_fallback(config, _size(req, config), req) if config else []
+    _note_sources(block)
     return block
+
+
+def _shared_source(step_or_source: str, reason: str = "", category: str = "", product_id: str = "") -> str:
+    """The shared list an item (its source and reason) or a fallback step draws from, or "" for anything personal.
+
+    One page shows each shared list under one title only: a new visitor's "Recommended for you" filled with trending
+    products right above "Trending now" told them the same thing twice, under two names.
+    """
+    if step_or_source in ("trending", "popular", "similar", "newest"):  # an item: its reason names the list
+        return reason or step_or_source
+    if step_or_source == "trending_category":
+        return f"trending:{category}" if category else ""
+    return ""
+
+
+def _step_source(step: str, category: str, product_id: str) -> str:
+    """The shared list a fallback step reads (the key `_shared_source` gives its items)."""
+    if step == "similar":
+        return f"similar:{product_id}" if product_id else ""
+    return _shared_source(step, step if step in ("trending", "popular") else "", category, product_id)
+
+
+def _note_sources(block: Block) -> None:
+    """Remember, for the blocks below on this page, which title showed which shared list."""
+    memo = _current_pass.get()
+    if memo is None:
+        return
+    for item in block.items:
+        key = _shared_source(item.source, item.reason)
+        if key:
+            memo.source_titles.setdefault(key, block.title)
 
 
 def _cache_block(key: str, value: dict[str, Any]) -> None:
@@ -619,6 +667,7 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
     picker.excluding = merchandising
     picker.offer(candidates)
     block.source = "stored" if picker.chosen else "fallback"
+    taken = dict(req.taken)
     for step in config.fallback:
         if picker.full:
             break
@@ -635,6 +684,8 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
                 picker.offer(rules.rule_candidates(rule, page_category(), size + len(blocked)))
             continue
         category = page_category() if step == "trending_category" else ""
+        if taken.get(_step_source(step, category, req.product_id), block.title) != block.title:
+            continue  # a block higher on the page showed this list under its own title
         picker.offer(_fallback_candidates(step, size + len(blocked), category, req.product_id))
     picker.relax()
     items = picker.chosen
@@ -645,6 +696,8 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
     for item in items:
         item.rules = notes.get(item.product_id, [])
     block.items = items[:size]
+    if len(block.items) < min(config.min_size, size):
+        block.items = []  # too few to stand under the title (one "frequently bought together" product): no block
     _name_reasons(block.items)
 
 
@@ -1082,40 +1135,56 @@ def _name_reasons(items: list[Recommendation]) -> None:
         item.reason_text = reason_text(item.reason, names)
 
 
+_REASON_TEXTS = {  # lazy: translated in the shopper's language when a block is built
+    "trending": gettext_lazy("Trending now"),
+    "popular": gettext_lazy("Popular"),
+    "also": gettext_lazy("Often viewed together"),
+    "for_you": gettext_lazy("Picked for your taste"),
+    "viewed": gettext_lazy("You viewed this"),
+    "repeat": gettext_lazy("You bought this before"),
+    "new": gettext_lazy("New arrival"),
+    "featured": gettext_lazy("Featured"),
+    "rule": gettext_lazy("Selected for you"),
+}
+
+
 def reason_text(reason: str, names: dict[str, str]) -> str:
-    """A shopper-facing sentence for a reason code, so wording can change without a recompute."""
+    """A shopper-facing sentence for a reason code, so wording (and language) can change without a recompute."""
     kind, _, arg = reason.partition(":")
     if kind in ("because", "session"):  # the stored list's anchor or this session's: the same to a shopper
         anchor = names.get(arg)
-        return f"Because you looked at {anchor}" if anchor else "Based on your browsing"
+        return (
+            gettext("Because you looked at %(name)s") % {"name": anchor}
+            if anchor
+            else gettext("Based on your browsing")
+        )
     if kind == "together":
         anchor = names.get(arg)
-        return f"Bought together with {anchor}" if anchor else "Often bought together"
+        return (
+            gettext("Bought together with %(name)s") % {"name": anchor} if anchor else gettext("Often bought together")
+        )
     if kind == "similar":
         anchor = names.get(arg)
-        return f"Similar to {anchor}" if anchor else "Similar"
+        return gettext("Similar to %(name)s") % {"name": anchor} if anchor else gettext("Similar")
     if kind == "trending" and arg:
-        return f"Trending in {arg.replace('-', ' ').replace('_', ' ').title()}"
-    return {
-        "trending": "Trending now",
-        "popular": "Popular",
-        "also": "Often viewed together",
-        "for_you": "Picked for your taste",
-        "viewed": "You viewed this",
-        "repeat": "You bought this before",
-        "new": "New arrival",
-        "featured": "Featured",
-        "rule": "Selected for you",
-    }.get(kind, "")
+        return gettext("Trending in %(category)s") % {"category": arg.replace("-", " ").replace("_", " ").title()}
+    return str(_REASON_TEXTS.get(kind, ""))
 
 
 def attach_products(block: Block) -> Block:
-    """Load the host's product objects for rendering; drops ids the host no longer has."""
-    products = catalog.get_products(item.product_id for item in block.items)
+    """Load the host's product objects and the engine's profile (name, price, brand, category) for rendering; drops
+    ids the host no longer has. The default card reads the profile, which sync_products filled through
+    PRODUCT_FIELDS, because the host's model may call its fields anything (`title`, `amount`)."""
+    ids = [item.product_id for item in block.items]
+    products = catalog.get_products(ids)
+    profiles = _profiles(ids)  # read by the build already: from the pass or the process' hold
     kept = []
     for item in block.items:
         item.product = products.get(item.product_id)
         if item.product is not None:
+            profile = profiles.get(item.product_id)
+            if profile is not None:
+                item.category, item.brand, item.name, item.price = profile[0], profile[1], profile[4], profile[5]
             kept.append(item)
     block.items = kept
     if any(not item.reason_text for item in kept):
@@ -1164,6 +1233,7 @@ def _block_key(req: Request) -> str:
                 ",".join(sorted(req.exclude)),
                 "-" if req.cart is None else ",".join(sorted(req.cart)),
                 req.campaign,
+                ",".join(sorted(f"{source}={title}" for source, title in req.taken)),
             ]
         ).encode()
     ).hexdigest()[:16]

@@ -1,15 +1,16 @@
-"""Receivers that keep product profiles in step with the host catalog and link visitors at login."""
+"""Receivers: product profiles in step with the host catalog, visitors linked at login, deleted users forgotten."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from recommendations import catalog, tracking
+from recommendations import catalog, privacy, tracking
 from recommendations.conf import rec_settings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,13 @@ def connect_product_signals() -> None:
         return  # reported by the system check
     post_save.connect(_on_product_saved, sender=model, dispatch_uid="recommendations_product_saved")
     post_delete.connect(_on_product_deleted, sender=model, dispatch_uid="recommendations_product_deleted")
+
+
+def connect_user_signals() -> None:
+    """Deleting a user (settings.AUTH_USER_MODEL) deletes what the app keeps about them (see privacy.py)."""
+    post_delete.connect(
+        privacy.on_user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="recommendations_user_deleted"
+    )
 
 
 def _on_profile_written(sender: Any, instance: Any, **kwargs: Any) -> None:

@@ -4,6 +4,12 @@
 TRAINING_QUEUE, served by a worker started with `-Q recommendations-training --pool solo` (or
 `--max-tasks-per-child 1`), so a TensorFlow-using process never forks. Everything else, precompute and refresh
 included, scores with numpy and runs on the default queue.
+
+Where the work runs is decided in one place, `task_mode()`, from the app's own RECOMMENDATIONS["TASKS"] setting:
+"celery" sends every task to the broker, "inline" runs it in this process after commit, and "auto" (the default)
+runs inline when the host has no Celery app of its own, no broker_url, or task_always_eager set, so a host without
+Celery never waits on a connection to a broker nobody runs. Staff-started heavy work (retrain, precompute) never runs
+inline in a web process: `recommendations.background` starts it in a process of its own.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from celery import _state as celery_state
 from celery import chord, current_app, shared_task
 from django.core.cache import cache
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from recommendations.conf import rec_settings
 from recommendations.models import PrecomputeRun, TrainingRun
@@ -23,6 +30,63 @@ from recommendations.models import PrecomputeRun, TrainingRun
 logger = logging.getLogger(__name__)
 
 TRAINING_QUEUE = "recommendations-training"
+
+CELERY, INLINE = "celery", "inline"
+NO_APP, NO_BROKER = "auto: the project has no Celery app", "auto: the Celery app has no broker_url"
+_announced: tuple[str, str] | None = None
+
+
+def task_mode() -> str:
+    """Where the app's tasks run: "celery" (a broker and workers) or "inline" (in this process, after commit).
+
+    The one place that decides, from RECOMMENDATIONS["TASKS"]; every caller asks here, so a host without Celery
+    never publishes to a broker it does not run. Logged once per process (and again only if the answer changes).
+    """
+    mode, reason = _decide_task_mode()
+    global _announced
+    if _announced != (mode, reason):
+        _announced = (mode, reason)
+        if mode == INLINE:
+            # A warning when the host may not know (no Celery app, no broker); a note when it chose this (eager, TASKS).
+            log = logger.warning if reason in (NO_APP, NO_BROKER) else logger.info
+            log(
+                "recommendations: tasks run in-process, not on a Celery broker (%s); RECOMMENDATIONS['TASKS'] "
+                "= 'celery' sends them to workers.",
+                reason,
+            )
+    return mode
+
+
+def _decide_task_mode() -> tuple[str, str]:
+    setting = rec_settings.TASKS
+    if setting in (CELERY, INLINE):
+        return setting, f"RECOMMENDATIONS['TASKS'] is {setting!r}"
+    app = current_app._get_current_object()
+    # Celery makes a fallback app named "default" (no Django fix-up, no configuration) when the host created none.
+    if app is celery_state.default_app and app.main == "default" and not app.fixups:
+        return INLINE, NO_APP
+    if app.conf.task_always_eager:
+        return INLINE, "auto: the Celery app runs tasks eagerly (task_always_eager)"
+    if not app.conf.broker_url:
+        return INLINE, NO_BROKER
+    return CELERY, "auto: the Celery app has a broker"
+
+
+def runs_inline() -> bool:
+    """True when the app's tasks run in this process (see task_mode)."""
+    return task_mode() == INLINE
+
+
+def _send(task: Any, *, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+    """Send a task the way task_mode() says: to the broker, or run now in this process.
+
+    Inline calls `apply`, never `apply_async`: even eager Celery acquires a broker connection (and kombu warns about
+    memory:// having no hostname) before it runs the task locally.
+    """
+    if runs_inline():
+        options.pop("countdown", None)
+        return task.apply(args=args, kwargs=kwargs, task_id=options.get("task_id"))
+    return task.apply_async(args=args, kwargs=kwargs, **options)
 
 
 @shared_task(bind=True, name="recommendations.tasks.retrain", queue=TRAINING_QUEUE)
@@ -49,7 +113,7 @@ def enqueue_retrain() -> TrainingRun:
     """Record a pending training run now and send it to the training queue when the transaction commits."""
     task_id = uuid.uuid4().hex
     run = TrainingRun.objects.create(status=TrainingRun.Status.PENDING, task_id=task_id)
-    transaction.on_commit(lambda: retrain.apply_async(args=[run.pk], task_id=task_id), robust=True)
+    transaction.on_commit(lambda: _send(retrain, args=[run.pk], task_id=task_id), robust=True)
     return run
 
 
@@ -61,7 +125,7 @@ def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
     """
     from recommendations.engine.precompute import run_precompute
 
-    shards = 1 if current_app.conf.task_always_eager else int(rec_settings.PRECOMPUTE_SHARDS)
+    shards = 1 if runs_inline() else int(rec_settings.PRECOMPUTE_SHARDS)
     try:
         run = run_precompute(run_id, task_id=self.request.id or "", shards=shards)
     except PrecomputeRun.DoesNotExist:
@@ -95,7 +159,7 @@ def enqueue_precompute() -> PrecomputeRun:
     task_id = uuid.uuid4().hex
     run = PrecomputeRun.objects.create(status=PrecomputeRun.Status.PENDING, task_id=task_id)
     # robust: a broker hiccup is logged, never turned into an error page; the run then stays visibly pending.
-    transaction.on_commit(lambda: precompute.apply_async(args=[run.pk], task_id=task_id), robust=True)
+    transaction.on_commit(lambda: _send(precompute, args=[run.pk], task_id=task_id), robust=True)
     return run
 
 
@@ -126,12 +190,12 @@ def schedule_refresh(shoppers: Iterable[str]) -> None:
     With a broker: one task per call for the shoppers not already waiting; events inside a window ride on the task
     already scheduled, which runs after the window closes and reads every event committed by then. Two cache
     round trips and one message per call, whatever the batch size, so ingest stays fast.
-    Run eagerly (the demo): a small batch refreshes at once, in-process.
+    Inline (no broker, see task_mode): a small batch refreshes in-process once the request's transaction commits.
     """
     shoppers = [s for s in dict.fromkeys(shoppers) if s]
     if not shoppers or not rec_settings.REALTIME_REFRESH:
         return
-    if current_app.conf.task_always_eager:
+    if runs_inline():
         if len(shoppers) <= EAGER_REFRESH_MAX_SHOPPERS:
             transaction.on_commit(lambda: _refresh_quietly(shoppers), robust=True)
         return
@@ -144,16 +208,24 @@ def schedule_refresh(shoppers: Iterable[str]) -> None:
         return
     cache.set_many(dict.fromkeys(due, 1), timeout=max(1, int(window)))
     transaction.on_commit(
-        lambda: refresh_shoppers.apply_async(args=[list(due.values())], countdown=window + 0.5), robust=True
+        lambda: _send(refresh_shoppers, args=[list(due.values())], countdown=window + 0.5), robust=True
     )
 
 
 def _refresh_quietly(shoppers: list[str]) -> None:
-    # In-process refresh must never turn a page view into an error page.
-    try:
-        refresh_shoppers.apply(args=[shoppers])
-    except Exception:
-        logger.exception("refresh of %s failed", shoppers)
+    # In-process refresh must never turn a page view into an error page. On SQLite a click's write can collide with
+    # the next page's ("database is locked"): that refresh is tried once more instead of being lost.
+    for attempt in (1, 2):
+        try:
+            refresh_shoppers(shoppers)
+            return
+        except OperationalError as exc:
+            if attempt == 1 and "database is locked" in str(exc):
+                continue
+            logger.exception("refresh of %s failed", shoppers)
+        except Exception:
+            logger.exception("refresh of %s failed", shoppers)
+        return
 
 
 @shared_task(name="recommendations.tasks.refresh_analytics", ignore_result=True)
@@ -166,4 +238,4 @@ def refresh_analytics(start: str | None = None, end: str | None = None) -> int:
 
 def enqueue_analytics_refresh(start: str, end: str) -> None:
     """Send an analytics rebuild of these days once the surrounding transaction commits."""
-    transaction.on_commit(lambda: refresh_analytics.apply_async(kwargs={"start": start, "end": end}), robust=True)
+    transaction.on_commit(lambda: _send(refresh_analytics, kwargs={"start": start, "end": end}), robust=True)

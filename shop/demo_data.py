@@ -15,6 +15,10 @@ The model, in short:
   rebuy them; a durable product a shopper already bought is only looked at, not bought again. Some main products
   have an accessory (a grinder for coffee, a headlamp for a tent) that often goes into the same order.
   About 30% of sessions are anonymous visitors (visitor id only; they may check out as guests).
+- The pages carry recommendation blocks, so the analytics have a history to show: the landing page a "for_you"
+  block (a "trending" one for visitors), each product page a "similar" block. Some views come through the block on
+  the page before (a click on it); an add to cart or purchase of a clicked product is attributed to that block as
+  `tracking.attribute` does it. These draws use their own random stream, so every other draw of a seed is as it was.
 
 Shoppers are generated and written a chunk at a time, so 100k shoppers never sit in memory at once.
 """
@@ -34,6 +38,7 @@ from django.db import transaction
 from django.utils.text import slugify
 
 from recommendations import catalog
+from recommendations.conf import rec_settings
 from recommendations.importing import EventWriter
 from recommendations.models import ProductProfile
 from recommendations.tracking import build_event
@@ -68,6 +73,13 @@ ACCESSORIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
     ("skincare", ("Cleanser", "Face Cream"), "skincare", ("Toner", "Serum", "Night Cream")),
     ("fitness", ("Yoga Mat",), "fitness", ("Foam Roller", "Resistance Bands")),
 )
+# Recommendation blocks: items per block, the share of views that came through the block on the page before, and
+# what the block's items are stamped with as their source (as serving stamps them).
+BLOCK_SIZE = {"for_you": 8, "trending": 8, "similar": 6}
+BLOCK_SOURCE = {"for_you": "stored", "trending": "trending", "similar": "similar"}
+BLOCK_CLICK_SHARE = 0.1  # so a block is clicked about one time in ten, a plausible CTR
+LANDING_SECONDS = 20.0  # the landing page (and its block) comes this long before a session's first product view
+ATTRIBUTED = ("add_to_cart", "purchase")
 
 
 @dataclass(frozen=True)
@@ -274,6 +286,10 @@ class DemoShopGenerator:
         self.rng = np.random.default_rng(seed)
         # Accessories draw from their own stream, so adding them left every other draw of a seed as it was.
         self.accessory_rng = np.random.default_rng([seed, 1])
+        self.block_rng = np.random.default_rng([seed, 2])  # recommendation blocks and clicks on them, likewise
+        self.block_counter = 0
+        # (shopper ref, product) -> clicks on it in a block: (seconds, placement, recommendation id), per chunk
+        self.block_clicks: dict[tuple[int, int], list[tuple[float, str, str]]] = {}
         self.now = now
         self.start = now - timedelta(days=days)
         self.period = days * DAY
@@ -488,7 +504,9 @@ class DemoShopGenerator:
         c = int(np.searchsorted(shopper.taste_cdf, rng.random() * shopper.taste_cdf[-1], side="right"))
         c = min(c, len(cat.specs) - 1)
         t = when
+        searched = False
         if rng.random() < SEARCH_RATE:
+            searched = True
             terms = cat.search_terms[c]
             query = terms[rng.integers(len(terms))]
             available = int(np.searchsorted(cat.created_sorted[c], t, side="right"))
@@ -498,8 +516,21 @@ class DemoShopGenerator:
         # The cart as drawn. A durable product the shopper already bought is only looked at: it stays out of the
         # events and the order, but its draws are still made, so every other draw of a seed is as it was.
         cart: list[tuple[int, int]] = []
-        for p in viewed:
+        # The page each view is reached from: the landing page's block first, then the last product page's.
+        page_at, page_block, previous = max(when - LANDING_SECONDS, 0.0), "for_you" if is_user else "trending", -1
+        for i, p in enumerate(viewed):
             price = cat.prices[p]
+            through = not (i == 0 and searched) and self.block_rng.random() < BLOCK_CLICK_SHARE
+            rec_id = self.show_block(
+                cat, shopper_ref, shopper, c, page_at, page_block, events, p if through else -1, previous
+            )
+            if through and rec_id:
+                click_at = max(t - 1.0, page_at, float(cat.created[p]))
+                events.append(
+                    ("click", shopper_ref, p, 1, None, "", click_at, -1, {"placement": page_block, "rec": rec_id})
+                )
+                self.block_clicks.setdefault((shopper_ref, p), []).append((click_at, page_block, rec_id))
+            page_at, page_block, previous = t, "similar", p
             events.append(("view", shopper_ref, p, 1, price, "", t, -1, None))
             t += 10 + rng.exponential(50)
             if is_user and rng.random() < FAVORITE_RATE and (shopper_ref, p) not in favorites:
@@ -528,6 +559,49 @@ class DemoShopGenerator:
                 for p, _quantity in cart:
                     if cat.consumable[p] and rng.random() < REBUY_RATE:
                         rebuys.append((p, t))
+
+    def show_block(
+        self,
+        cat: Catalog,
+        shopper_ref: int,
+        shopper: Shopper,
+        c: int,
+        at: float,
+        placement: str,
+        events: list[SimEvent],
+        include: int = -1,
+        exclude: int = -1,
+    ) -> str:
+        """One block of `placement` shown at `at`: popular products of category c then available (with `include`, the
+        product about to be clicked, and without `exclude`, the page's own); returns its recommendation id."""
+        available = int(np.searchsorted(cat.created_sorted[c], at, side="right"))
+        if available == 0:
+            return ""
+        size = BLOCK_SIZE[placement]
+        cumulative = self.product_weights(cat, shopper, c)[:available]
+        draws = self.block_rng.random(2 * size) * cumulative[-1]
+        positions = np.minimum(np.searchsorted(cumulative, draws, side="right"), available - 1)
+        items = [p for p in dict.fromkeys(int(cat.by_category[c][q]) for q in positions) if p not in (exclude, include)]
+        items = items[: size - 1] if include >= 0 else items[:size]
+        if include >= 0:
+            items.insert(int(self.block_rng.integers(len(items) + 1)), include)
+        if not items:
+            return ""
+        rec_id = f"demo-{self.seed}-block-{self.block_counter}"
+        self.block_counter += 1
+        sources = [BLOCK_SOURCE[placement]] * len(items)
+        context = {"placement": placement, "rec": rec_id, "items": items, "sources": sources}
+        events.append(("impression", shopper_ref, -1, 1, None, "", at, -1, context))
+        return rec_id
+
+    def block_click(self, shopper_ref: int, p: int, t: float) -> tuple[str, str] | None:
+        """The latest click on product p by this shopper within ATTRIBUTION_HOURS before t: (placement, rec id)."""
+        window = float(rec_settings.ATTRIBUTION_HOURS) * 3600.0
+        best = None
+        for click_at, placement, rec_id in self.block_clicks.get((shopper_ref, p), ()):
+            if t - window <= click_at <= t and (best is None or click_at >= best[0]):
+                best = (click_at, placement, rec_id)
+        return (best[1], best[2]) if best else None
 
     def add_accessories(
         self,
@@ -608,6 +682,7 @@ class DemoShopGenerator:
         first_seen: list[float] = []
         last_seen: list[float] = []
         user_sessions = 0
+        self.block_clicks = {}
         for u in range(count):
             shopper = self.new_shopper(cat, user_index=u)
             shoppers.append(shopper)
@@ -713,6 +788,19 @@ class DemoShopGenerator:
         for event_type, ref, p, quantity, value, query, t, order_index, context in events:
             shopper = shoppers[ref]
             moment = self.at(min(t, self.period))  # the rare very long session ends at "now", not after
+            placement = rec_id = ""
+            if order_index >= 0:
+                context = {"order_id": order_pks[order_index]}
+            if event_type in ("impression", "click") and context:
+                context = dict(context)
+                placement, rec_id = context.pop("placement"), context.pop("rec")
+                if "items" in context:
+                    context["items"] = [str(cat.pks[item]) for item in context["items"]]
+            elif event_type in ATTRIBUTED and p >= 0:
+                clicked = self.block_click(ref, p, t)
+                if clicked is not None:
+                    placement, rec_id = clicked
+                    context = {**(context or {}), "attributed": "click"}
             event = build_event(
                 event_type,
                 user_id=str(user_pks[shopper.user_index]) if shopper.user_index is not None else "",
@@ -721,7 +809,9 @@ class DemoShopGenerator:
                 quantity=quantity,
                 value=value,
                 query=query,
-                context={"order_id": order_pks[order_index]} if order_index >= 0 else context,
+                placement=placement,
+                recommendation_id=rec_id,
+                context=context,
                 event_id=f"demo-{self.seed}-{self.event_counter}",
                 occurred_at=moment,
                 client_time=moment,

@@ -74,12 +74,23 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "shop.wsgi.application"
 
+# SQLite (the demo) serves a click's write and the next page's at once: IMMEDIATE transactions take the write lock
+# up front, so a second writer waits its turn (up to `timeout` seconds) instead of failing at once with "database is
+# locked" (a deferred transaction that read first cannot wait: upgrading its lock would deadlock); WAL lets pages
+# read while one writes. Django 5.1+ reads these OPTIONS (docs: databases, "SQLite notes").
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+}
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # A shared cache (Redis) when configured: throttling and cached reads must agree across processes.

@@ -349,9 +349,17 @@ def test_hand_picked_products_keep_their_order_and_the_form_shows_them_one_per_l
 # -- cold-start rules: what shoppers see ------------------------------------------------------------------------
 
 
+def tune_fallback(name: str, fallback: list[str]) -> None:
+    """Set a placement's fallback as staff would in the admin (its row overrides the settings)."""
+    row = Placement.objects.get(name=name)
+    row.fallback = fallback
+    row.save()
+
+
 def test_a_rule_saved_in_the_admin_changes_the_home_page_at_once_for_anonymous_visitors_only(
     shop, staff_client, admin_user
 ):
+    tune_fallback("for_you", ["rules", "trending"])  # anonymous visitors see trending here (the default: popular)
     member = make_user()
     stored = ["Pan", "Pot", "Rake", "Hoe", "Wok", "Kettle", "Hose", "Shears"]
     active_lists(
@@ -511,6 +519,7 @@ def test_merchandising_rule_validation_shows_on_the_field(shop, staff_client, fi
 
 def test_a_pin_saved_in_the_admin_leads_the_block_even_for_a_new_visitor(shop, staff_client):
     """A new visitor's for_you comes from the fallback alone; a product pin still takes its slot there."""
+    tune_fallback("for_you", ["rules", "trending"])
     active_lists(trending={"": [(shop[n], 9 - i, "trending") for i, n in enumerate(["Pan", "Pot", "Wok"])]})
     now = timezone.now()
     response = staff_client.post(

@@ -64,6 +64,7 @@ def shop():
 
 
 def test_a_view_a_moment_ago_moves_for_you_to_its_category_without_any_recompute(shop):
+    tune("for_you", fallback=["trending"])  # a visitor with no events yet sees trending here (the default: popular)
     active_lists(
         similar={str(shop["Rake"].pk): [(shop["Hoe"], 0.9, "also"), (shop["Hose"], 0.5, "also")]},
         trending={
@@ -249,6 +250,7 @@ def test_an_unknown_placement_is_refused(shop):
 
 
 def test_past_its_time_budget_a_block_fills_from_the_shared_lists(shop, settings, caplog):
+    tune("for_you", fallback=["trending"])
     v = visitor()
     active_lists(for_you={f"v:{v}": [(shop["Kettle"], 1.0, "for_you")]}, trending={"": [(shop["Rake"], 9, "trending")]})
     settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "SERVING_BUDGET_MS": 0}
@@ -392,6 +394,7 @@ def test_a_click_outside_the_window_attributes_nothing(shop):
 
 
 def test_a_cold_start_rule_changes_what_an_anonymous_visitor_sees_and_leaves_shoppers_with_a_list_alone(shop):
+    tune("for_you", fallback=["rules", "trending"])
     active_lists(trending={"": [(shop["Pan"], 9, "trending"), (shop["Pot"], 8, "trending")]})
     ColdStartRule.objects.create(
         name="garden week",

@@ -516,11 +516,11 @@ def test_product_page_shows_similar_products_and_list_shows_category_trending(cl
     a = synced("Pan", category=kitchen)
     others = [synced(f"Pot {n}", category=kitchen) for n in range(12)]
     html = client.get(a.get_absolute_url()).content.decode()
-    # Frequently bought together first (next to the buy box), then similar products; no product twice on the page.
-    assert html.index('data-rec-placement="bought_together"') < html.index('data-rec-placement="similar"')
+    # Nothing was ever bought with it: no "Frequently bought together" made of fillers, only similar products.
+    assert 'data-rec-placement="bought_together"' not in html
     shown = re.findall(r'data-rec-product="([^"]+)"', html)
-    assert len(shown) == len(set(shown)) == 12
-    assert set(shown) == {str(p.pk) for p in others}
+    assert len(shown) == len(set(shown)) == 8
+    assert set(shown) <= {str(p.pk) for p in others}
     assert f'data-rec-product="{a.pk}"' not in html  # never recommends the page's own product
     listing = client.get(reverse("product_list"), {"category": "kitchen"}).content.decode()
     assert 'data-rec-placement="trending"' in listing

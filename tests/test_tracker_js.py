@@ -141,6 +141,11 @@ function loadPage({ endpoint = "/api/events/", fetchMode = "ok", loads = 1 } = {
   page.similar = body.append(block("similar", "rec-2", ["s1", "s2"]));
   page.other = body.append(new El("a", { class: "rec-link", href: "/elsewhere" }, [new El("span")]));
   page.plain = page.forYou.children[0].children[0].append(new El("a", { class: "more", href: "/p/p1#reviews" }));
+  // A shop's own card inside an item: the title link carries no rec class, the form's button is no link.
+  const card = page.similar.children[0].children[1].append(new El("article", { class: "card" }));
+  const titleLink = new El("a", { href: "/p/s2" }, [new El("span")]);
+  page.cardTitle = card.append(new El("h3", { class: "card-title" }, [titleLink]));
+  page.button = card.append(new El("form", {}, [new El("button", { type: "submit" })])).children[0];
   // Half-built markup: a block with no recommendation id, an item with no product id.
   page.noRecId = body.append(new El("section", { class: "rec-block", "data-rec-placement": "for_you" },
     [new El("div", { class: "rec-item", "data-rec-product": "n1" }, [new El("a", { class: "rec-link" })])]));
@@ -192,7 +197,7 @@ const scenarios = {
   async clicks_outside_rec_links() {
     const page = loadPage();
     page.click(page.other.children[0]);  // a rec-link outside any block
-    page.click(page.plain);  // another link inside a rec item
+    page.click(page.button);  // a button (a card's "add to cart" form) inside a rec item
     page.click(page.forYou);  // the block itself
     page.click(page.noRecId.children[0].children[0]);
     page.click(page.noProduct.children[0].children[0]);
@@ -200,6 +205,12 @@ const scenarios = {
     page.click(null);
     page.click({ nodeType: 3 });  // a text node: no closest()
     return { sent: (await page.sentEvents()).length, pending: page.pending() };
+  },
+  async any_link_inside_an_item_counts() {
+    const page = loadPage();
+    page.click(page.plain);  // a second link of the first for_you item
+    page.click(page.cardTitle.children[0].children[0]);  // the span inside a card's title link, second similar item
+    return { events: await page.sentEvents(), pending: page.pending() };
   },
   async without_an_endpoint() {
     const page = loadPage({ endpoint: null });
@@ -379,6 +390,15 @@ def test_refused_or_throwing_beacon_falls_back_to_keepalive_fetch(report):
 
 def test_clicks_outside_a_rec_link_in_a_block_send_nothing(report):
     assert scenario(report, "clicks_outside_rec_links") == {"sent": 0, "pending": 0}
+
+
+def test_any_link_inside_an_item_counts_not_only_a_rec_link(report):
+    r = scenario(report, "any_link_inside_an_item_counts")
+    assert r["pending"] == 0
+    assert [(e["placement"], e["product_id"], e["context"]["rank"]) for e in r["events"]] == [
+        ("for_you", "p1", 1),
+        ("similar", "s2", 2),
+    ]
 
 
 def test_without_a_data_endpoint_the_tracker_does_nothing(report):

@@ -35,7 +35,10 @@ class InboundEventSerializer(serializers.Serializer):
         required=False, max_length=64, help_text="Makes a replay harmless; generated when absent."
     )
     timestamp = StringOrNumberField(
-        required=False, help_text="ISO-8601 (naive means UTC) or Unix seconds; the receive time when absent."
+        required=False,
+        help_text="ISO-8601 (naive means UTC) or Unix seconds; the receive time when absent. At most "
+        "EVENT_MAX_AGE_DAYS (3650) days old, else an error for this event; more than five minutes ahead of the "
+        "server's clock means the event is stored at its receive time.",
     )
     quantity = serializers.IntegerField(required=False, min_value=1, default=1)
     value = StringOrNumberField(required=False, help_text="A non-negative decimal, e.g. the line total.")

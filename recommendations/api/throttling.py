@@ -5,9 +5,10 @@ that fetches several blocks never eats into the budget of the events it sends.
 
 Two departures from DRF's `SimpleRateThrottle`, both deliberate:
 
-- The rate is read from `api_settings` on every request instead of the class attribute `THROTTLE_RATES`, which
-  DRF evaluates once at import. `api_settings` is reloaded when REST_FRAMEWORK changes, so `override_settings`
-  and deploy-time environment changes both take effect.
+- The rate is read on every request instead of the class attribute `THROTTLE_RATES`, which DRF evaluates once at
+  import: RECOMMENDATIONS["THROTTLE_RATES"] first, then REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] (`api_settings` is
+  reloaded when it changes), then the app's own DEFAULT_RATES, so a host that configured nothing gets a working,
+  throttled API instead of a 500 per request, and `override_settings` takes effect.
 - Counting uses two fixed windows in the shared cache, weighted as a sliding window: one atomic `incr` plus one
   read per request. DRF keeps a list of every request's timestamp per client and rewrites it on each request,
   which is slow at server rates (thousands a minute) and loses counts when gunicorn workers race.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.checks import Error, register
 from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
@@ -26,6 +27,65 @@ from rest_framework.throttling import SimpleRateThrottle
 from recommendations.api.authentication import has_write_key
 from recommendations.conf import rec_settings
 from recommendations.tracking import valid_visitor_id
+
+# Used when neither RECOMMENDATIONS["THROTTLE_RATES"] nor REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] names the scope.
+DEFAULT_RATES: dict[str, str] = {
+    "recommendations_ingest": "120/min",  # a browser's own events
+    "recommendations_ingest_key": "6000/min",  # servers holding the write key, together
+    "recommendations_read": "300/min",  # a page may fetch several blocks
+    "recommendations_read_key": "6000/min",
+}
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def valid_rate(rate: Any) -> bool:
+    """A rate DRF can parse ("120/min", "5/s"), or None for no limit."""
+    if rate is None:
+        return True
+    if not isinstance(rate, str) or rate.count("/") != 1:
+        return False
+    number, period = rate.split("/")
+    return number.strip().isdigit() and period.strip()[:1] in _PERIODS
+
+
+def rate_for(scope: str) -> str | None:
+    """The rate of a scope: the app's setting, else DRF's DEFAULT_THROTTLE_RATES, else DEFAULT_RATES."""
+    ours = rec_settings.THROTTLE_RATES or {}
+    if scope in ours:
+        return ours[scope]
+    drf = api_settings.DEFAULT_THROTTLE_RATES or {}
+    if scope in drf:
+        return drf[scope]
+    return DEFAULT_RATES.get(scope)
+
+
+@register()
+def check_throttle_rates(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """A rate DRF cannot parse would answer 500 on every API call; say so at start-up, naming the setting."""
+    errors: list[Error] = []
+    ours = rec_settings.THROTTLE_RATES
+    if not isinstance(ours, dict):
+        return errors  # conf's check reports the shape
+    for scope in ours:
+        if scope not in DEFAULT_RATES:
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS['THROTTLE_RATES'] names unknown scope {scope!r}.",
+                    hint=f"Known: {', '.join(DEFAULT_RATES)}.",
+                    id="recommendations.E007",
+                )
+            )
+    for scope in DEFAULT_RATES:
+        rate = rate_for(scope)
+        if not valid_rate(rate):
+            where = "RECOMMENDATIONS['THROTTLE_RATES']" if scope in ours else "REST_FRAMEWORK['DEFAULT_THROTTLE_RATES']"
+            errors.append(
+                Error(
+                    f"{where}[{scope!r}] is {rate!r}: a rate must be like '120/min', or None for no limit.",
+                    id="recommendations.E007",
+                )
+            )
+    return errors
 
 
 class SlidingWindowThrottle(SimpleRateThrottle):
@@ -38,10 +98,7 @@ class SlidingWindowThrottle(SimpleRateThrottle):
         self._wait: float | None = None
 
     def get_rate(self) -> str | None:
-        try:
-            return api_settings.DEFAULT_THROTTLE_RATES[self.scope]
-        except KeyError:
-            raise ImproperlyConfigured(f"No throttle rate set for scope {self.scope!r}") from None
+        return rate_for(self.scope)
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if self.rate is None:

@@ -16,11 +16,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from recommendations.conf import EVENT_TYPES
+from django.utils.translation import gettext as _
+
+from recommendations.conf import EVENT_TYPES, rec_settings
 from recommendations.models import Event
 from recommendations.tracking import build_event
 
-# How far ahead of the server clock a client's timestamp may be before we stop believing it.
+# How far ahead of the server clock a client's timestamp may be before we stop believing it. The other end of the
+# window is RECOMMENDATIONS["EVENT_MAX_AGE_DAYS"] (`oldest_event_time`).
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_CONTEXT_BYTES = 2048
 MAX_ID_LENGTH = 64
@@ -49,8 +52,30 @@ class Identity:
     visitor_id: str = ""
 
 
+def oldest_event_time(now: datetime) -> datetime:
+    """The earliest timestamp an event may carry: EVENT_MAX_AGE_DAYS before `now`.
+
+    Without a floor a client could store a time PostgreSQL keeps but Python cannot read (1 BC), and every
+    training and precompute that reads it would stop; history older than the window says nothing about today anyway.
+    """
+    return now - timedelta(days=float(rec_settings.EVENT_MAX_AGE_DAYS))
+
+
+def too_old(moment: datetime, oldest: datetime) -> str:
+    """The message for a timestamp before `oldest` (shared by the API and import_events)."""
+    return _("%(moment)s is before %(oldest)s, the oldest time accepted (EVENT_MAX_AGE_DAYS is %(days)s days)") % {
+        "moment": moment.isoformat(),
+        "oldest": oldest.date().isoformat(),
+        "days": rec_settings.EVENT_MAX_AGE_DAYS,
+    }
+
+
 def parse_timestamp(raw: Any) -> datetime:
-    """ISO-8601 (naive means UTC) or Unix seconds as a number or a digit string; ValueError otherwise."""
+    """ISO-8601 (naive means UTC) or Unix seconds as a number or a digit string, in UTC; ValueError otherwise.
+
+    Normalised to UTC here so a time that exists only with its offset (0001-01-01T00:00:00+05:00 is 1 BC in UTC,
+    which the database would store and Python could never read back) is refused as out of range.
+    """
     if isinstance(raw, bool):
         raise ValueError("must be an ISO-8601 string or Unix seconds")
     if isinstance(raw, str) and _UNIX_STRING.match(raw.strip()):
@@ -69,7 +94,12 @@ def parse_timestamp(raw: Any) -> datetime:
             parsed = datetime.fromisoformat(raw.strip())
         except ValueError:
             raise ValueError("is not an ISO-8601 date-time or Unix seconds") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if not parsed.tzinfo:
+            return parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(_("is out of range: in UTC it falls outside the years 1 to 9999")) from None
     raise ValueError("must be an ISO-8601 string or Unix seconds")
 
 
@@ -189,6 +219,8 @@ def validate_event(raw: Any, index: int, identity: Identity, now: datetime) -> t
             problem("recommendation_id", f"is required for {event_type} events")
     context = optional("context", _context, {})
     client_time = optional("timestamp", parse_timestamp, None)
+    if client_time is not None and client_time < (oldest := oldest_event_time(now)):
+        problem("timestamp", too_old(client_time, oldest))
     user_id, visitor_id = _shopper(raw, identity, problem)
 
     if errors:

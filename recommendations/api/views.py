@@ -6,17 +6,22 @@ batch size: one query for known products, one INSERT for the events.
 
 Recommendations answers one placement's block as JSON, through the same serving pipeline as the template tags, and
 records the impression the same way, so clicks an API client sends back with the block's recommendation_id count.
+Unlike a tag, which renders nothing when the database is down, it answers 503 with Retry-After then: an empty 200
+would tell a client the shopper has no recommendations, hiding the outage.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import InterfaceError, OperationalError, connection
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import (
@@ -53,11 +58,27 @@ from recommendations.conf import DEFAULTS, rec_settings
 from recommendations.models import ProductProfile
 from recommendations.tracking import get_visitor_id, valid_visitor_id
 
+logger = logging.getLogger(__name__)
+
 
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Request body too large."
     default_code = "payload_too_large"
+
+
+# How long a client is asked to wait when the database cannot be reached: long enough not to pile retries onto a
+# recovering server, short enough that blocks come back soon after it does.
+UNAVAILABLE_RETRY_SECONDS = 30
+
+
+class EventsUnavailable(APIException):
+    """The database cannot be reached: a 503 with Retry-After (DRF sets it from `wait`), so the sender tries again."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = gettext_lazy("Events cannot be stored right now; please send the batch again later.")
+    default_code = "unavailable"
+    wait = UNAVAILABLE_RETRY_SECONDS
 
 
 def refusal(exc_class: type[APIException], field: str, message: str) -> APIException:
@@ -123,6 +144,7 @@ class EventIngestView(APIView):
             413: _refused("Over INGEST_MAX_BYTES or INGEST_MAX_EVENTS."),
             415: _refused("The body is not application/json."),
             429: _refused("Throttled; the Retry-After header says when to try again."),
+            503: _refused("The database cannot be reached; the Retry-After header says when to send again."),
         },
         tags=["events"],
     )
@@ -195,7 +217,13 @@ class EventIngestView(APIView):
         return Identity(trusted=False, user_id=user_id, visitor_id=get_visitor_id(request._request))
 
     def handle_exception(self, exc: Exception) -> Response:
-        """Give refusals (400, 403, 413, 415, 429) the same shape as a batch answer, keeping DRF's `detail`."""
+        """Give refusals (400, 403, 413, 415, 429, 503) the same shape as a batch answer, keeping DRF's `detail`.
+
+        A database that cannot be reached is a 503 with Retry-After, so a sender keeps its batch and tries again.
+        """
+        if isinstance(exc, OperationalError | InterfaceError):
+            logger.warning("event ingest: the database cannot be reached: %s", exc)
+            exc = EventsUnavailable()
         response = super().handle_exception(exc)
         detail = response.data.get("detail") if isinstance(response.data, dict) else None
         if detail is not None:
@@ -212,6 +240,28 @@ MAX_LIMIT = 50
 MAX_CATEGORY_LENGTH = 255  # ProductProfile.category
 # Control characters never belong in an id or a slug, and PostgreSQL cannot even compare a string holding NUL.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class RecommendationsUnavailable(APIException):
+    """The database cannot be reached: a 503 with Retry-After (DRF sets the header from `wait`)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = gettext_lazy("Recommendations are temporarily unavailable; please try again shortly.")
+    default_code = "unavailable"
+    wait = UNAVAILABLE_RETRY_SECONDS
+
+
+def database_reachable() -> bool:
+    """Whether the default database answers now (connects if need be, then one SELECT 1 on PostgreSQL).
+
+    Asked only when a block came back empty: serving never raises (a tag must render nothing rather than fail), so an
+    empty block is the one sign, cheap to confirm, that it may have been the database rather than the shopper.
+    """
+    try:
+        connection.ensure_connection()
+        return connection.is_usable()
+    except (OperationalError, InterfaceError):
+        return False
 
 
 class InvalidParameters(ValidationError):
@@ -375,6 +425,7 @@ class RecommendationsView(APIView):
             403: _error("shopper names someone else without the write key or a staff session, or a wrong key."),
             404: _error("Unknown placement or product."),
             429: _error("Throttled; the Retry-After header says when to try again."),
+            503: _error("The database cannot be reached; the Retry-After header says when to try again."),
         },
         tags=["recommendations"],
     )
@@ -404,6 +455,8 @@ class RecommendationsView(APIView):
             limit=query.limit,
             campaign=rules.campaign_of(django_request),
         )
+        if not block.items and not database_reachable():
+            raise RecommendationsUnavailable()
         block = serving.attach_products(block)
         if not on_behalf:
             tracking.queue_impression(django_request, block)
@@ -412,7 +465,11 @@ class RecommendationsView(APIView):
         return Response(block_answer(block))
 
     def handle_exception(self, exc: Exception) -> Response:
-        """Every refusal as `{"errors": [{"field", "message"}], "detail"}`, like the ingest API's."""
+        """Every refusal as `{"errors": [{"field", "message"}], "detail"}`, like the ingest API's; a database that
+        cannot be reached anywhere in the request (the session, the product check) is a 503, not a 500."""
+        if isinstance(exc, OperationalError | InterfaceError):
+            logger.warning("recommendations API: the database cannot be reached: %s", exc)
+            exc = RecommendationsUnavailable()
         response = super().handle_exception(exc)
         if isinstance(exc, InvalidParameters):
             response.data = {"errors": exc.errors, "detail": str(exc.detail[0])}

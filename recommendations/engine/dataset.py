@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +23,25 @@ MICROS_PER_DAY = 86_400 * 1_000_000
 LOAD_CHUNK = 10_000
 
 EventRow = tuple[str, str, str, datetime]  # (shopper, product_id, event_type, occurred_at)
+
+# PostgreSQL keeps times from 4713 BC; Python reads years 1 to 9999 only, and the driver fails the whole fetch on one
+# row outside them ("year -1 is out of range"). The ingest API refuses such times now, but a row stored before it did
+# (or written by raw SQL) must not stop every training and precompute: readers leave those rows out in SQL and count
+# them. A day inside each end, so no session time zone can push a kept row over the edge.
+READABLE_FROM = datetime(1, 1, 2, tzinfo=UTC)
+READABLE_UNTIL = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def readable(events: Any) -> Any:
+    """`events` (an Event queryset) without the rows whose occurred_at Python cannot read."""
+    return events.filter(occurred_at__gte=READABLE_FROM, occurred_at__lte=READABLE_UNTIL)
+
+
+def unreadable(events: Any) -> Any:
+    """The rows of `events` that `readable` leaves out (two index range scans on occurred_at)."""
+    from django.db.models import Q
+
+    return events.filter(Q(occurred_at__lt=READABLE_FROM) | Q(occurred_at__gt=READABLE_UNTIL))
 
 
 @dataclass
@@ -123,9 +143,7 @@ def load_event_log(
 
     `shopper_range` (low inclusive, high exclusive or None for no end) limits it to one shard's shoppers.
     """
-    from recommendations.models import Event
-
-    qs = Event.objects.filter(event_type__in=loaded_event_types(weights)).exclude(product_id="").exclude(shopper="")
+    qs = readable(training_events(weights))
     if shopper_range is not None:
         low, high = shopper_range
         qs = qs.filter(shopper__gte=low)
@@ -135,16 +153,21 @@ def load_event_log(
     return event_log_from_rows(qs.iterator(chunk_size=LOAD_CHUNK), item_ids, weights, on_row_chunk)
 
 
-def count_training_events(weights: dict[str, float]) -> int:
-    """How many rows `load_event_log` will read, for an honest progress bar."""
+def training_events(weights: dict[str, float]) -> Any:
+    """Every Event row training and precompute read (product events of known shoppers), readable or not."""
     from recommendations.models import Event
 
-    return (
-        Event.objects.filter(event_type__in=loaded_event_types(weights))
-        .exclude(product_id="")
-        .exclude(shopper="")
-        .count()
-    )
+    return Event.objects.filter(event_type__in=loaded_event_types(weights)).exclude(product_id="").exclude(shopper="")
+
+
+def count_training_events(weights: dict[str, float]) -> int:
+    """How many rows `load_event_log` will read, for an honest progress bar."""
+    return readable(training_events(weights)).count()
+
+
+def count_unreadable_events(weights: dict[str, float]) -> int:
+    """How many rows `load_event_log` leaves out because their time cannot be read (see READABLE_FROM)."""
+    return unreadable(training_events(weights)).count()
 
 
 def interaction_matrix(log: EventLog, half_life_days: float) -> sp.csr_matrix:
@@ -353,16 +376,7 @@ def load_profile_rows() -> list[ProfileRow]:
 
 def shard_bounds(weights: dict[str, float], shards: int) -> list[tuple[str, str | None]]:
     """Split the shoppers with training events into `shards` contiguous key ranges of about equal size."""
-    from recommendations.models import Event
-
-    keys = list(
-        Event.objects.filter(event_type__in=loaded_event_types(weights))
-        .exclude(product_id="")
-        .exclude(shopper="")
-        .order_by("shopper")
-        .values_list("shopper", flat=True)
-        .distinct()
-    )
+    keys = list(readable(training_events(weights)).order_by("shopper").values_list("shopper", flat=True).distinct())
     if not keys:
         return [("", None)]
     shards = max(1, min(shards, len(keys)))

@@ -5,6 +5,11 @@ versions its arms serve ("for_you@run<id>"), for those arms' shoppers only.
 Every run is recorded as a PrecomputeRun (status, stage, progress, stats, error). The new set is written
 while the old one keeps serving; only a complete set is activated, in one transaction, so a reader never
 sees half a set, and a failed run deletes its partial set and leaves the old one active.
+
+A serving model whose artefact is refused (missing, truncated, hash mismatch) costs only the for_you lists: the
+shared lists (trending, similar, bought_together, buy_again) need no model and are computed as usual, the active
+set's for_you lists are copied into the new set unchanged, and the run succeeds with the refusal in its stats,
+its `error` text (the admin shows both) and the log. Event rows whose time cannot be read are left out and counted.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
@@ -118,6 +123,9 @@ def run_precompute(
             PrecomputeRun.objects.filter(pk=run.pk).update(stage="for_you", stats=stats)
             run.refresh_from_db()
             return run
+        if "model_refused" in stats:
+            new_set.algorithm = _kept_for_you_algorithm(stats["model_refused"])
+            RecommendationSet.objects.filter(pk=new_set.pk).update(algorithm=new_set.algorithm)
         progress.start("sales counts")
         stats["sales_counts_changed"] = update_sales_counts()
         # Last, so that any failure above leaves the old set serving.
@@ -146,6 +154,8 @@ def run_precompute(
         progress=1.0,
         stage="done",
         stats=stats,
+        # A run that succeeded with something staff must fix says so where a failure would (the admin shows it).
+        error="\n".join(stats.get("warnings", [])),
     )
     run.refresh_from_db()
     return run
@@ -202,14 +212,30 @@ def _write_purchase_lists(
 def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards: int = 1) -> dict[str, Any]:
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     catalog_view = load_catalog()
-    served = serving_model.load_serving_model(catalog_view.item_ids)
+    warnings: list[str] = []
+    refused: dict[str, Any] | None = None
+    try:
+        served = serving_model.load_serving_model(catalog_view.item_ids)
+    except ArtefactError as exc:
+        # Only for_you needs the model: the shared lists still refresh, and shoppers keep their last for_you lists.
+        served = None
+        run = serving_model.serving_run()
+        refused = {"training_run": run.pk if run else None, "reason": str(exc), "kept_from_set": _active_set_id()}
+    unreadable = dataset.count_unreadable_events(weights)
+    if unreadable:
+        warnings.append(
+            f"{unreadable} events were left out: their time cannot be read (outside the years 1 to 9999 in UTC)."
+        )
+        logger.warning("precompute: %s", warnings[-1])
     progress.start("load events", dataset.count_training_events(weights))
     log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
 
     writer = _ListWriter(new_set)
     purchase_stats = _write_purchase_lists(writer, catalog_view, progress, log)
     placement = ""
-    lists = cooccurrence.compute_lists(log, catalog_view, list_params(), progress, for_you=served is None)
+    # With a refused model and a set to keep for_you from, co-occurrence does not replace the model's lists.
+    cooccurrence_for_you = served is None and (refused is None or refused["kept_from_set"] is None)
+    lists = cooccurrence.compute_lists(log, catalog_view, list_params(), progress, for_you=cooccurrence_for_you)
     for placement_now, subject, items in lists:
         if placement_now != placement:
             writer.flush()
@@ -231,9 +257,26 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
     elif served is not None:
         model_stats = _model_for_you(served, log, catalog_view, writer, progress, log.newest_us)
         writer.flush()
+    elif refused is not None:
+        model_stats = {"model_refused": refused}
+        if refused["kept_from_set"] is not None:
+            progress.start("for_you")
+            writer.flush()
+            copied = _copy_lists(refused["kept_from_set"], new_set, "for_you")
+            refused["for_you_lists"] = writer.counts["for_you"] = copied
+            kept = f"for_you lists kept from set #{refused['kept_from_set']} ({refused['for_you_lists']} shoppers)"
+        else:
+            kept = "for_you lists from co-occurrence (there was no earlier set to keep them from)"
+        warnings.append(
+            f"The serving model (training run #{refused['training_run']}) was refused: {refused['reason']}. "
+            f"Trending, similar and purchase lists are new; {kept}. Retrain, or serve another model in the admin."
+        )
+        logger.error("precompute: %s", warnings[-1])
     # Once for the whole log, sharded or not: the arms' shoppers are a share of everyone and this process holds
     # their events already; the shards write only "for_you" and so never touch these lists.
-    experiment_stats = _experiment_lists(served, log, catalog_view, writer, progress)
+    experiment_stats = _experiment_lists(
+        served, log, catalog_view, writer, progress, refused["training_run"] if refused else None
+    )
 
     newest = log.newest_us
     return {
@@ -246,9 +289,44 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
         else (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)).isoformat(),
         "lists": writer.counts,
         "purchases": purchase_stats,
+        "unreadable_events_skipped": unreadable,
         **model_stats,
         **experiment_stats,
+        **({"warnings": warnings} if warnings else {}),
     }
+
+
+def _active_set_id() -> int | None:
+    return (
+        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
+        .order_by(F("activated_at").desc(nulls_last=True), "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
+def _copy_lists(from_set_id: int, new_set: RecommendationSet, placement: str) -> int:
+    """Copy one placement's lists from another set into `new_set` inside the database (one INSERT ... SELECT, no
+    rows through Python: a million for_you lists copy in seconds); returns how many were copied."""
+    opts = StoredList._meta
+    qn = connection.ops.quote_name
+    set_col, placement_col, subject_col, items_col = (
+        qn(opts.get_field(name).column) for name in ("recommendation_set", "placement", "subject", "items")
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {qn(opts.db_table)} ({set_col}, {placement_col}, {subject_col}, {items_col}) "  # noqa: S608
+            f"SELECT %s, {placement_col}, {subject_col}, {items_col} FROM {qn(opts.db_table)} "
+            f"WHERE {set_col} = %s AND {placement_col} = %s",
+            [new_set.pk, from_set_id, placement],
+        )
+        return max(cursor.rowcount, 0)
+
+
+def _kept_for_you_algorithm(refused: dict[str, Any]) -> str:
+    if refused.get("kept_from_set") is None:
+        return "cooccurrence (serving model refused)"
+    return f"cooccurrence; for_you kept from set #{refused['kept_from_set']}"[:60]
 
 
 def _model_for_you(
@@ -299,6 +377,7 @@ def _experiment_lists(
     catalog_view: cooccurrence.CatalogView,
     writer: _ListWriter,
     progress: RunProgress,
+    refused_serving_id: int | None = None,
 ) -> dict[str, Any]:
     """for_you lists, as "for_you@run<id>", from each model version that an arm of the running for_you experiment
     serves (the serving run's arm reads "for_you" itself), for the shoppers bucketed into that arm only: nobody
@@ -307,7 +386,8 @@ def _experiment_lists(
     """
     progress.start("experiment lists")
     variants = experiments.running_for("for_you") or []
-    serving_id = served.run_id if served is not None else None
+    # A refused serving model's arm reads "for_you" (kept from the last set), like the serving model's own arm.
+    serving_id = served.run_id if served is not None else refused_serving_id
     codes_of: dict[int, list[int]] = {
         v["training_run_id"]: []
         for v in variants

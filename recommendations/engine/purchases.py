@@ -56,7 +56,7 @@ from recommendations.engine.cooccurrence import (
     _top_per_group,
     top_k_per_item,
 )
-from recommendations.engine.dataset import LOAD_CHUNK, MICROS_PER_DAY, micros
+from recommendations.engine.dataset import LOAD_CHUNK, MICROS_PER_DAY, micros, readable
 
 MICROS_PER_MINUTE = 60 * 1_000_000
 # Support shrinkage of a pair, as for the similar lists: a pair seen in 3 baskets keeps half its association.
@@ -150,7 +150,7 @@ def purchase_log_from_rows(
 def count_purchase_events() -> int:
     from recommendations.models import Event
 
-    return Event.objects.filter(event_type="purchase").exclude(product_id="").exclude(shopper="").count()
+    return readable(Event.objects.filter(event_type="purchase").exclude(product_id="").exclude(shopper="")).count()
 
 
 def load_purchase_log(
@@ -163,7 +163,7 @@ def load_purchase_log(
     from recommendations.models import Event
 
     qs = (
-        Event.objects.filter(event_type="purchase")
+        readable(Event.objects.filter(event_type="purchase"))
         .exclude(product_id="")
         .exclude(shopper="")
         .values_list("shopper", "product_id", "occurred_at", "context__order_id")

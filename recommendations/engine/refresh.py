@@ -30,6 +30,7 @@ from recommendations.engine.dataset import (
     event_log_from_rows,
     loaded_event_types,
     micros,
+    readable,
     to_interactions,
 )
 from recommendations.engine.model_lists import recommend_chunks
@@ -48,9 +49,10 @@ MAX_HISTORY_EVENTS = 500
 
 
 def _newest_training_event(types: list[str]) -> datetime | None:
-    """Decay is measured from the newest event in the data, as in the batch engine."""
+    """Decay is measured from the newest event in the data, as in the batch engine (rows it cannot read left out,
+    as there: one far-future row stored before ingest was bounded would otherwise stop every refresh)."""
     return (
-        Event.objects.filter(event_type__in=types)
+        readable(Event.objects.filter(event_type__in=types))
         .exclude(product_id="")
         .order_by("-occurred_at")
         .values_list("occurred_at", flat=True)
@@ -63,7 +65,7 @@ def shopper_weights(shopper: str) -> tuple[dict[str, float], set[str]]:
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     types = loaded_event_types(weights)
     rows = list(
-        Event.objects.filter(shopper=shopper, event_type__in=types)
+        readable(Event.objects.filter(shopper=shopper, event_type__in=types))
         .exclude(product_id="")
         .order_by("-occurred_at")
         .values_list("product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]
@@ -107,7 +109,7 @@ def model_items(served: ServedModel, shopper: str, n: int) -> list[list]:
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     types = loaded_event_types(weights)
     rows = list(
-        Event.objects.filter(shopper=shopper, event_type__in=types)
+        readable(Event.objects.filter(shopper=shopper, event_type__in=types))
         .exclude(product_id="")
         .order_by("-occurred_at")
         .values_list("shopper", "product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]

@@ -89,8 +89,19 @@ class Choice:
 
 
 def build_training_data(progress: RunProgress | None = None) -> TrainingData:
-    """Read events and profiles from the database into cleaned Interactions and ItemFeatures."""
+    """Read events and profiles from the database into cleaned Interactions and ItemFeatures.
+
+    Rows whose time cannot be read (see dataset.READABLE_FROM) are left out and counted in the cleaning stats
+    (`unreadable_time_skipped`) and the log, so one bad row costs itself, not the run.
+    """
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    unreadable = dataset.count_unreadable_events(weights)
+    if unreadable:
+        logger.warning(
+            "training leaves out %d events whose time cannot be read (outside the years 1 to 9999 in UTC); "
+            "docs/operations.md says how to find and delete them",
+            unreadable,
+        )
     rows = dataset.load_profile_rows()
     item_ids = [r[0] for r in rows]
     if progress:
@@ -102,12 +113,13 @@ def build_training_data(progress: RunProgress | None = None) -> TrainingData:
         log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE)
     )
     interactions, shoppers = dataset.to_interactions(log)
+    cleaning_stats = {"unreadable_time_skipped": unreadable, **cleaning.as_dict()}
     newest = log.newest_us
     data_until = None if newest is None else datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=newest)
     if progress:
         progress.start("features")
     features = dataset.item_features(rows, interactions, reference=data_until)
-    return TrainingData(interactions, shoppers, features, cleaning.as_dict(), data_until)
+    return TrainingData(interactions, shoppers, features, cleaning_stats, data_until)
 
 
 # ---- candidates, choice ---------------------------------------------------------------------------------------------

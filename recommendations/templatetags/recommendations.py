@@ -11,9 +11,12 @@ One tag for every surface, the form a Django developer reads at a glance::
     {% recommendations "buy_again" %}
 
 A block renders `recommendations/blocks/<placement>.html` when the project has one, else
-`recommendations/block.html`. The older one-surface tags (`recommended_for_you`, `similar_products`,
-`trending_products`) remain as shortcuts. A tag never raises: an error is logged and the block renders from the
-fallback or not at all, because a broken recommendation must never take a shop page down.
+`recommendations/block.html`, which renders each item with `recommendations/block_item.html` (a neutral card of the
+engine's name, price and reason; a shop overrides that one file to show its own product card). Blocks render with the
+request's context (context processors, a CSRF token for a form in a card). The older one-surface tags
+(`recommended_for_you`, `similar_products`, `trending_products`) remain as shortcuts. A tag never raises: an error
+is logged and the block renders from the fallback or not at all, because a broken recommendation must never take a
+shop page down.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def render_block(
         shown.update(item.product_id for item in block.items)
         tracking.queue_impression(request, block)
         html = select_template([f"recommendations/blocks/{placement}.html", BLOCK_TEMPLATE]).render(
-            block_context(request, block, placement)
+            block_context(request, block, placement), request
         )
         return mark_safe(html)  # noqa: S308 - the template itself autoescapes every value
     except Exception:

@@ -80,6 +80,7 @@ JOURNEY_BRANDS = [*BRANDS, "Hearthstone", "Bramble"]
 QUIET_CATEGORY = "Camping"  # browsed only 10 to 13 days ago: on its own shelf, but not trending shop-wide
 REPEAT_PRODUCT = "Espresso Roast"  # the coffee beans people buy again
 PARTNER_PRODUCT = "Burr Grinder"  # bought in the same order as the beans, more than once
+SECOND_PARTNER = "Pour-over Dripper"  # bought with the beans twice: "Frequently bought together" needs two items
 STAFF_USERNAME, STAFF_PASSWORD = "e2e-staff", "staff-horse-battery"
 
 
@@ -97,9 +98,10 @@ def build_journey_shop(visitors_per_category: int = 6, seed: int = 0) -> Journey
 
     Past orders (all older than the trending window, so they shape the purchase lists, not trending):
     the registered shopper bought the beans alone three times, 20 days apart (so they are due again); four other
-    shoppers bought them twice each, three of those with the grinder in the first order. That gives a shared
-    buy-again list holding the beans (5 of 5 buyers re-bought them) and bought-together lists pairing beans and
-    grinder (3 orders, over the minimum of 2). The shopper never bought the grinder, so it may be recommended.
+    shoppers bought them twice each, three of those with the grinder in the first order, two with the dripper. That
+    gives a shared buy-again list holding the beans (5 of 5 buyers re-bought them) and bought-together lists pairing
+    beans and grinder (3 orders, over the minimum of 2) and beans and dripper (2 orders): the beans' "Frequently bought
+    together" has the two items a block needs. The shopper never bought the grinder, so it may be recommended.
     """
     rng = random.Random(seed)
     categories, products = _make_catalog(JOURNEY_CATALOG, JOURNEY_BRANDS)
@@ -120,6 +122,8 @@ def build_journey_shop(visitors_per_category: int = 6, seed: int = 0) -> Journey
     for n in range(4):
         buyer = f"e2e-buyer-{n + 1}"
         first = [repeat, partner] if n < 3 else [repeat]
+        if n in (0, 3):
+            first.append(by_name[SECOND_PARTNER])
         events += _past_order(now - timedelta(days=40 + n), first, buyer=buyer, order_id=f"past-{n + 1}-a")
         events += _past_order(now - timedelta(days=20 + n), [repeat], buyer=buyer, order_id=f"past-{n + 1}-b")
     tracking.store_events(events)

@@ -149,7 +149,7 @@ def test_staff_read_the_analytics_with_charts_filter_export_and_refresh(page: Pa
     # "Refresh now" rebuilds the shown days from the events: a row deleted by hand comes back.
     PlacementDay.objects.filter(placement="similar", day=today).delete()
     page.get_by_role("button", name="Refresh now").click()
-    expect(page.locator(".messagelist")).to_contain_text("are being rebuilt")
+    expect(page.locator(".messagelist")).to_contain_text("were rebuilt")
     assert PlacementDay.objects.filter(placement="similar", day=today).exists()
     assert page_errors == []
 

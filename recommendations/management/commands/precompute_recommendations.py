@@ -53,5 +53,7 @@ class Command(BaseCommand):
         ]
         width = max(len(name) for name, _ in rows)
         lines = [f"Precompute run #{run_id} succeeded; set #{set_id} is active.", ""]
+        lines += [f"warning: {warning}" for warning in stats.get("warnings", [])]
+        lines += [""] if stats.get("warnings") else []
         lines += [f"{name:<{width}}  {value}" for name, value in rows]
         return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from django.core.exceptions import FieldError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
@@ -17,6 +18,8 @@ from recommendations import catalog
 
 class Command(BaseCommand):
     help = "Copy every host product into the engine's product profiles; profiles of deleted products become inactive."
+    # What the sync needs it checks itself and refuses in one line (the system checks' report is a page of text).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
@@ -30,7 +33,12 @@ class Command(BaseCommand):
         with tqdm(
             total=total, desc="products", unit=" products", file=sys.stderr, disable=options["no_progress"]
         ) as bar:
-            counts = catalog.sync_products(progress=bar)
+            try:
+                counts = catalog.sync_products(progress=bar)
+            except catalog.ProductFieldsError as exc:
+                raise CommandError(str(exc)) from None
+            except FieldError as exc:
+                raise CommandError(f"RECOMMENDATIONS['PRODUCT_FIELDS'] is not usable: {exc}") from None
         self.stdout.write(
             f"Synced {counts['synced']} product profiles; {counts['deactivated']} profiles of products "
             "no longer in the catalog were deactivated."

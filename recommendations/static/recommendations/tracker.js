@@ -5,8 +5,9 @@
  * (tracking.queue_impression), so counting them again in the browser would double them.
  *
  * Markup (recommendations/block.html): `.rec-block[data-rec-placement][data-rec-id]` holding
- * `.rec-item[data-rec-product][data-rec-rank]` items, each with an `a.rec-link`.
- * A click is recorded when a shopper follows a rec link (left click, or middle click to open a new tab) and leaves
+ * `.rec-item[data-rec-product][data-rec-rank]` items. Any link inside an item counts (its image, title or a "more"
+ * link: a shop's own card has several and none need a class); buttons and forms do not.
+ * A click is recorded when a shopper follows such a link (left click, or middle click to open a new tab) and leaves
  * at once with navigator.sendBeacon, which survives the page unloading (fetch with keepalive where a beacon is
  * unavailable or refused). Events that no transport accepted stay queued (the newest MAX_QUEUE) and go with the next
  * click or when the page is hidden or unloads; the server ignores a replayed event_id, so a retry never double-counts.
@@ -27,6 +28,7 @@
   var MAX_QUEUE = 500; // a page that cannot send keeps at most this many, dropping the oldest
   var BLOCK_SELECTOR = ".rec-block[data-rec-placement][data-rec-id]";
   var ITEM_SELECTOR = ".rec-item[data-rec-product]";
+  var LINK_SELECTOR = "a[href]";
 
   var queue = [];
 
@@ -122,7 +124,7 @@
         return; // only the middle button opens a link
       }
       var target = event.target;
-      var link = target && target.closest ? target.closest("a.rec-link") : null;
+      var link = target && target.closest ? target.closest(LINK_SELECTOR) : null;
       if (!link) {
         return;
       }

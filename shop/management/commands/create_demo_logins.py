@@ -7,6 +7,7 @@ precomputed "Recommended for you" list is already there; without generated data 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -25,7 +26,9 @@ STAFF = "staff"
 SHOPPER = "shopper"
 DEFAULT_STAFF_PASSWORD = "staff-demo-password"
 DEFAULT_SHOPPER_PASSWORD = "shopper-demo-password"
+# The address `make serve` serves; the Makefile passes its own with --site, so the printed links are the served ones.
 SITE = "http://127.0.0.1:8000"
+SITE_ENV = "DEMO_SITE_URL"
 
 
 class Command(BaseCommand):
@@ -38,6 +41,11 @@ class Command(BaseCommand):
         parser.add_argument("--staff-password", default=DEFAULT_STAFF_PASSWORD)
         parser.add_argument("--shopper-password", default=DEFAULT_SHOPPER_PASSWORD)
         parser.add_argument("--force", action="store_true", help="Run even with DEBUG off (not for real shops).")
+        parser.add_argument(
+            "--site",
+            default=os.environ.get(SITE_ENV) or SITE,
+            help=f"The address the shop is served at, printed with the logins (default ${SITE_ENV} or {SITE}).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.DEBUG and not options["force"]:
@@ -45,14 +53,15 @@ class Command(BaseCommand):
                 "DEBUG is off: this looks like a real deployment, and demo logins with printed passwords do not "
                 "belong there. Pass --force if you really want them."
             )
+        site = site_url(options["site"])
         with transaction.atomic():
             self.staff(options["staff_password"])
             shopper, note = self.shopper(options["shopper_password"])
-        events = Event.objects.filter(user_id=str(shopper.pk)).count()
+        events = Event.objects.filter(user_id=str(shopper.pk)).exclude(event_type="impression").count()
         orders = Order.objects.filter(user=shopper).count()
         width = max(len(options["staff_password"]), len(options["shopper_password"]))
         lines = [
-            f"Demo logins. The shop: {SITE}/  The admin: {SITE}/admin/",
+            f"Demo logins. The shop: {site}/  The admin: {site}/admin/",
             f"  username: {STAFF:<8} password: {options['staff_password']:<{width}}   superuser, for the admin",
             f"  username: {SHOPPER:<8} password: {options['shopper_password']:<{width}}   "
             f"{events} events, {orders} orders; its home page shows personal recommendations",
@@ -103,6 +112,20 @@ class Command(BaseCommand):
             .first()
         )
         return User.objects.get(pk=row["user"]) if row else None
+
+
+def site_url(value: str) -> str:
+    """The served address as given (http:// added to a bare host:port), without a trailing slash.
+
+    An unusable value is a CommandError: one line, non-zero exit.
+    """
+    site = (value or "").strip().rstrip("/")
+    if site and "://" not in site:
+        site = f"http://{site}"
+    scheme, _, rest = site.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c.isspace() for c in rest):
+        raise CommandError(f"--site must be an http(s) address such as {SITE}, not {value!r}")
+    return site
 
 
 def give_history(user: Any) -> bool:
