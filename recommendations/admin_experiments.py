@@ -22,7 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 
-from recommendations import charts, experiments, serving
+from recommendations import charts, experiments, rules
 from recommendations.models import Experiment, ExperimentVariant, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ class ExperimentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "placement" not in self.fields:  # read-only once started
             return
-        names = serving.placement_names()
+        names = rules.placement_names()
         current = self.instance.placement if self.instance.pk else ""
         choices = [(n, n) for n in names]
         if current and current not in names:  # a placement since removed from the settings: show it, refuse it
@@ -169,7 +169,7 @@ class ExperimentForm(forms.ModelForm):
 
     def clean_placement(self) -> str:
         placement = self.cleaned_data["placement"]
-        if placement not in serving.placement_names():
+        if placement not in rules.placement_names():
             raise ValidationError(f"There is no placement called “{placement}”.")
         return placement
 

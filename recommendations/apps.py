@@ -9,8 +9,8 @@ class RecommendationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from recommendations import conf, experiments, rules, signals  # noqa: F401 - registers the check, receivers
+        from recommendations import conf, experiments, receivers, rules  # noqa: F401 - registers the check, receivers
         from recommendations.api import throttling  # noqa: F401 - registers the throttle rates' check
 
-        signals.connect_product_signals()
-        signals.connect_user_signals()
+        receivers.connect_product_signals()
+        receivers.connect_user_signals()

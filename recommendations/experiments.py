@@ -24,7 +24,6 @@ approximation). Until then the report says "not enough data", nothing is signifi
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from decimal import Decimal
 from statistics import NormalDist
 from typing import Any
 
-from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import CharField, Count, Q, Sum, Value
 from django.db.models.expressions import Case, When
@@ -44,10 +42,18 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from recommendations import arms, rules
+from recommendations.arms import (  # noqa: F401 - experiments' public names since before arms.py
+    CACHE_KEY,
+    Arm,
+    arm_for,
+    assign,
+    bucket_point,
+    running_for,
+    stamp_of,
+)
 from recommendations.models import Event, Experiment, ExperimentVariant, Placement
 
-CACHE_KEY = "recommendations:experiments:running"
-CACHE_TTL = 300  # seconds; saves and deletes flush at once, the TTL only bounds other processes' stale reads
 CONFIDENCE = 0.95
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.959963984540054
 MIN_SHOPPERS_PER_ARM = 30  # per arm, before a comparison with the control is read at all
@@ -67,111 +73,8 @@ class ExperimentError(Exception):
     """An operation staff asked for that cannot be done; the message is the sentence they see."""
 
 
-def stamp_of(experiment_id: int, name: str) -> str:
-    """What goes into Event.variant for an arm."""
-    return f"{experiment_id}:{name}"
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What serving needs to serve one variant."""
-
-    experiment_id: int
-    name: str
-    strategy: str  # an ExperimentVariant.Strategy value: model, model_version, trending, popular, newest
-    training_run_id: int | None
-
-    @property
-    def stamp(self) -> str:
-        return stamp_of(self.experiment_id, self.name)
-
-
-# -- bucketing ---------------------------------------------------------------------------------------------------
-
-
-def _running() -> dict[str, list[dict[str, Any]]]:
-    """{placement: its running experiment's variants}, cached for everyone."""
-    rows = cache.get(CACHE_KEY)
-    if rows is None:
-        rows = {}
-        running = Experiment.objects.filter(status=Experiment.Status.RUNNING)
-        variants = (
-            ExperimentVariant.objects.filter(experiment__in=running, share__gt=0)
-            .order_by("experiment__started_at", "experiment_id", "pk")
-            .values(
-                "experiment_id",
-                "experiment__placement",
-                "experiment__salt",
-                "name",
-                "share",
-                "strategy",
-                "training_run_id",
-            )
-        )
-        by_experiment: dict[int, list[dict[str, Any]]] = {}
-        for row in variants:
-            by_experiment.setdefault(row["experiment_id"], []).append(row)
-        for experiment_id, arms in by_experiment.items():
-            placement = arms[0]["experiment__placement"]
-            if placement in rows:  # at most one runs per placement (Start refuses a second); the older one wins
-                continue
-            total = sum(float(a["share"]) for a in arms)
-            upper = 0.0
-            rows[placement] = []
-            for arm in arms:
-                share = float(arm["share"]) / total
-                upper += share
-                rows[placement].append(
-                    {
-                        "experiment_id": experiment_id,
-                        "salt": arm["experiment__salt"],
-                        "name": arm["name"],
-                        "strategy": arm["strategy"],
-                        "training_run_id": arm["training_run_id"],
-                        "share": share,
-                        "upper": upper,
-                    }
-                )
-            rows[placement][-1]["upper"] = 1.0  # rounding must not leave a sliver of [0, 1) unassigned
-        cache.set(CACHE_KEY, rows, CACHE_TTL)
-    return rows
-
-
-def running_for(placement: str) -> list[dict[str, Any]] | None:
-    """The running experiment of a placement as its variants, in order (the first is the control), or None.
-
-    Each variant is {"experiment_id", "salt", "name", "strategy", "training_run_id", "share", "upper"}: `share` is
-    normalised over the variants, `upper` is the cumulative share up to and including it (the last one is 1.0).
-    """
-    return _running().get(placement) or None
-
-
-def bucket_point(salt: str, shopper: str) -> float:
-    """A shopper's point in [0, 1): the first 8 bytes of sha256(salt + shopper) over 2**64."""
-    digest = hashlib.sha256((salt + shopper).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def assign(placement: str, shopper: str) -> Arm | None:
-    """The arm this shopper sees in this placement, or None when no experiment runs there or the shopper is unknown."""
-    if not shopper:
-        return None
-    return arm_for(running_for(placement), shopper)
-
-
-def arm_for(variants: list[dict[str, Any]] | None, shopper: str) -> Arm | None:
-    """`assign` over variants already read (serving reads them with the rules bundle)."""
-    if not variants or not shopper:
-        return None
-    point = bucket_point(variants[0]["salt"], shopper)
-    chosen = next((v for v in variants if point < v["upper"]), variants[-1])
-    return Arm(chosen["experiment_id"], chosen["name"], chosen["strategy"], chosen["training_run_id"])
-
-
 def flush() -> None:
-    from recommendations import rules
-
-    cache.delete(CACHE_KEY)
+    arms.forget()
     rules.flush()  # serving reads experiments through the rules bundle and its version
 
 
@@ -206,10 +109,8 @@ def variant_problems(name: str, share: float | None, strategy: str, training_run
 def start_problems(experiment: Experiment) -> list[str]:
     """Why this experiment cannot start now (empty when it can): the checks the admin form makes, made again at Start
     (a training run's artefact may have been pruned since), plus one running experiment per placement."""
-    from recommendations import serving
-
     problems = []
-    if experiment.placement not in serving.placement_names():
+    if experiment.placement not in rules.placement_names():
         problems.append(f"There is no placement called “{experiment.placement}”.")
     variants = list(experiment.variants.select_related("training_run").order_by("pk"))
     if len(variants) < 2:

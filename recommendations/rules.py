@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -21,13 +20,16 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
 
+from recommendations import arms, store
+from recommendations.conf import rec_settings
 from recommendations.models import (
     ColdStartRule,
     Event,
     MerchandisingRule,
-    Placement,
     ProductProfile,
 )
+from recommendations.models import Placement as PlacementRow
+from recommendations.tracking import CAMPAIGN_COOKIE, CAMPAIGN_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +38,62 @@ PLACEMENTS_KEY = "recommendations:rules:placements"
 COLD_START_KEY = "recommendations:rules:cold_start"
 MERCHANDISING_KEY = "recommendations:rules:merchandising"
 SOURCE_TTL = 60  # a rule's product list (top sellers, newest, ...) is shared by every shopper it matches
-CAMPAIGN_COOKIE = "rec_campaign"
-CAMPAIGN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source), as in serving
+Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source): what every source offers serving
 
 
 # -- placements ------------------------------------------------------------------------------------------------
+
+
+class UnknownPlacement(LookupError):
+    """A placement name that is not configured."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How one surface behaves: conf.PLACEMENTS, overridden per field by its row in the admin (models.Placement)."""
+
+    name: str
+    title: str
+    size: int
+    allow_bought: bool
+    max_per_category: int  # 0: no cap
+    max_per_brand: int
+    fallback: tuple[str, ...]
+    enabled: bool = True
+    strategy: str = "model"
+    exploration_share: float = 0.0
+    exploration_max_age_days: int = 14
+    min_size: int = 1  # fewer items than this (or than the block's size, if smaller): the block is not shown
+
+
+def placement_config(name: str, tunables: Bundle | None = None) -> Placement:
+    configured = rec_settings.PLACEMENTS
+    if name not in configured:
+        raise UnknownPlacement(name)
+    raw = {**configured[name]}
+    row = (tunables or current_bundle()).placements.get(name)
+    if row is not None:
+        raw.update({key: value for key, value in row.items() if key != "title" or value})
+    title = rec_settings.TITLES.get(name) if row is None or not row.get("title") else row["title"]
+    return Placement(
+        name=name,
+        title=str(title or raw.get("title", "")),
+        size=int(raw.get("size", rec_settings.BLOCK_SIZE)),
+        allow_bought=bool(raw.get("allow_bought", False)),
+        max_per_category=int(raw.get("max_per_category", 0) or 0),
+        max_per_brand=int(raw.get("max_per_brand", 0) or 0),
+        fallback=tuple(raw.get("fallback", ())),
+        enabled=bool(raw.get("enabled", True)),
+        strategy=str(raw.get("strategy") or "model"),
+        exploration_share=float(raw.get("exploration_share") or 0.0),
+        exploration_max_age_days=int(raw.get("exploration_max_age_days") or 14),
+        min_size=int(raw.get("min_size") or 1),
+    )
+
+
+def placement_names() -> list[str]:
+    return list(rec_settings.PLACEMENTS)
 
 
 def placement_rows() -> dict[str, dict[str, Any]]:
@@ -51,7 +102,7 @@ def placement_rows() -> dict[str, dict[str, Any]]:
     if rows is None:
         rows = {
             row["name"]: row
-            for row in Placement.objects.values(
+            for row in PlacementRow.objects.values(
                 "name",
                 "title",
                 "enabled",
@@ -186,16 +237,14 @@ def _servable() -> Any:
 
 
 def _source_rows(rule: dict[str, Any], category: str, limit: int) -> list[tuple[str, float]]:
-    from recommendations import serving
-
     source, value, days = rule["source"], rule["source_value"], rule["source_days"]
     if source == ColdStartRule.Source.TRENDING:
-        return [(str(r[0]), float(r[1])) for r in serving.shared_items("trending")][: limit * 2]
+        return [(str(r[0]), float(r[1])) for r in store.shared_items("trending")][: limit * 2]
     if source == ColdStartRule.Source.TRENDING_CATEGORY:
         scope = value or category
         if not scope:
             return []
-        rows = serving.shared_items("trending", f"category:{scope}")
+        rows = store.shared_items("trending", f"category:{scope}")
         if rows:
             return [(str(r[0]), float(r[1])) for r in rows][: limit * 2]
         ranked = _servable().filter(category=scope).order_by("-sales_count", "-created_at", "product_id")
@@ -393,14 +442,12 @@ def bundle(version: str) -> Bundle:
     held = _local.get("bundle")
     if held is not None and held.version == version:
         return held
-    from recommendations import experiments
-
     fresh = Bundle(
         version=version,
         placements=placement_rows(),
         cold_start=cold_start_rows(),
         merchandising=merchandising_rows(),
-        experiments=experiments._running(),
+        experiments=arms.running(),
     )
     _local["bundle"] = fresh
     return fresh
@@ -432,8 +479,8 @@ def flush() -> None:
     _local.pop("bundle", None)
 
 
-@receiver(post_save, sender=Placement)
-@receiver(post_delete, sender=Placement)
+@receiver(post_save, sender=PlacementRow)
+@receiver(post_delete, sender=PlacementRow)
 @receiver(post_save, sender=ColdStartRule)
 @receiver(post_delete, sender=ColdStartRule)
 @receiver(post_save, sender=MerchandisingRule)

@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,26 +30,33 @@ from django.core.cache import cache
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy
 
-from recommendations import catalog, experiments, rules, serving_sql
+from recommendations import arms, catalog, keys, rules, serving_sql, store
 from recommendations.conf import rec_settings
-from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList
+from recommendations.models import Event, ProductProfile
+from recommendations.rules import (  # noqa: F401 - part of serving's public surface
+    Candidate,
+    Placement,
+    UnknownPlacement,
+    placement_config,
+    placement_names,
+)
+from recommendations.store import (  # noqa: F401 - part of serving's public surface
+    RenderPass,
+    active_set_id,
+    forget_active_set,
+    render_pass,
+    shared_items,
+    stored_items,
+    stored_lists,
+)
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_SET_CACHE_KEY = "recommendations:active_set"
-ACTIVE_SET_TTL = 30  # seconds; precompute clears it on switch, the TTL only covers other processes' caches
-SHARED_TTL = 60  # seconds a shared list (trending, popular, buy_again rates) is cached for everyone
 SHOPPER_VERSION_TTL = 24 * 3600
-HELD_PLACEMENTS = frozenset({"similar", "bought_together", "trending", "buy_again"})  # never rewritten in a set
-LIST_HOLD_MAX = 5_000  # lists a process keeps before it starts over (~25 MB at 20 items each, measured)
 PROFILE_HOLD_SECONDS = 600  # a process keeps profiles at most this long: heals a write made around catalog
 PROFILE_HOLD_MAX = 50_000  # profiles a process keeps before it starts over (~24 MB, measured)
 RECENT_EVENTS = 200  # the newest events of a shopper that serving reads (session, cart, recently viewed)
 SESSION_ANCHORS = 10  # the newest distinct products of the session that steer for_you
-
-
-class UnknownPlacement(LookupError):
-    """A placement name that is not configured."""
 
 
 @dataclass
@@ -83,286 +87,6 @@ class Block:
     model: str = ""  # what produced the candidates: "serving model", "run #12", "trending", ...
 
 
-@dataclass(frozen=True)
-class Placement:
-    """How one surface behaves: conf.PLACEMENTS, overridden per field by its row in the admin (models.Placement)."""
-
-    name: str
-    title: str
-    size: int
-    allow_bought: bool
-    max_per_category: int  # 0: no cap
-    max_per_brand: int
-    fallback: tuple[str, ...]
-    enabled: bool = True
-    strategy: str = "model"
-    exploration_share: float = 0.0
-    exploration_max_age_days: int = 14
-    min_size: int = 1  # fewer items than this (or than the block's size, if smaller): the block is not shown
-
-
-def placement_config(name: str, tunables: rules.Bundle | None = None) -> Placement:
-    configured = rec_settings.PLACEMENTS
-    if name not in configured:
-        raise UnknownPlacement(name)
-    raw = {**configured[name]}
-    row = (tunables or rules.current_bundle()).placements.get(name)
-    if row is not None:
-        raw.update({key: value for key, value in row.items() if key != "title" or value})
-    title = rec_settings.TITLES.get(name) if row is None or not row.get("title") else row["title"]
-    return Placement(
-        name=name,
-        title=str(title or raw.get("title", "")),
-        size=int(raw.get("size", rec_settings.BLOCK_SIZE)),
-        allow_bought=bool(raw.get("allow_bought", False)),
-        max_per_category=int(raw.get("max_per_category", 0) or 0),
-        max_per_brand=int(raw.get("max_per_brand", 0) or 0),
-        fallback=tuple(raw.get("fallback", ())),
-        enabled=bool(raw.get("enabled", True)),
-        strategy=str(raw.get("strategy") or "model"),
-        exploration_share=float(raw.get("exploration_share") or 0.0),
-        exploration_max_age_days=int(raw.get("exploration_max_age_days") or 14),
-        min_size=int(raw.get("min_size") or 1),
-    )
-
-
-def placement_names() -> list[str]:
-    return list(rec_settings.PLACEMENTS)
-
-
-# -- one render pass -----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RenderPass:
-    """What the blocks rendered together (one page, or one `recommend` call) read once and share.
-
-    Nothing they read changes while one page renders, so reading it once per page answers what reading it per block
-    would, with fewer round trips: a product page's three blocks used to read the same shopper's events three times.
-    The template tag keeps one per request; outside a pass nothing is memoised. The blocks it builds are cached at
-    once, or, when `pending` is a dict, kept there for `cache_pending` to write after the response (the tag's pass,
-    when VisitorMiddleware will call it): one round trip per page, off the page's time.
-    """
-
-    set_id: int | None = None
-    set_known: bool = False
-    rules_version: str | None = None
-    profiles_version: int | None = None  # None: not read yet; 0: none in the cache, profiles come from the database
-    versions: dict[str, str] = field(default_factory=dict)
-    states: dict[str, ShopperState] = field(default_factory=dict)
-    profiles: dict[str, Profile | None] = field(default_factory=dict)  # None: the product has no profile
-    lists: dict[tuple[str, ...], list[list[Any]]] = field(default_factory=dict)
-    pending: dict[str, dict[str, Any]] | None = None  # block cache key -> value, not written yet
-    # Shared source ("trending", "trending:<category>", "popular", ...) -> the title of the first block that showed
-    # it: a later block with another title does not fill from it (`_shared_source`).
-    source_titles: dict[str, str] = field(default_factory=dict)
-
-
-_current_pass: ContextVar[RenderPass | None] = ContextVar("recommendations_render_pass", default=None)
-
-
-@contextmanager
-def render_pass(shared: RenderPass | None = None) -> Iterator[RenderPass]:
-    """Share reads between the blocks inside; an inner pass joins the one already open."""
-    current = _current_pass.get()
-    if current is not None:
-        yield current
-        return
-    token = _current_pass.set(shared if shared is not None else RenderPass())
-    try:
-        yield _current_pass.get()  # type: ignore[misc]
-    finally:
-        _current_pass.reset(token)
-
-
-# -- stored lists --------------------------------------------------------------------------------------------------
-
-
-def active_set_id() -> int | None:
-    memo = _current_pass.get()
-    if memo is not None and memo.set_known:
-        return memo.set_id
-    cached = cache.get(ACTIVE_SET_CACHE_KEY)
-    row = _active_set_from(cached)
-    if memo is not None:
-        memo.set_id, memo.set_known = row, True
-    return row
-
-
-def _active_set_from(cached: Any) -> int | None:
-    """The active set id from its cached value, or from the database (and cached) when the cache has none."""
-    if cached is not None:
-        return cached or None
-    row = (
-        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
-        .order_by("-activated_at", "-pk")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    cache.set(ACTIVE_SET_CACHE_KEY, row or 0, ACTIVE_SET_TTL)
-    return row
-
-
-def forget_active_set() -> None:
-    cache.delete(ACTIVE_SET_CACHE_KEY)
-
-
-def stored_items(placement: str, subject: str = "") -> list[list[Any]]:
-    """The raw [[product_id, score, reason, ...], ...] list stored for a subject, or [] if none."""
-    set_id = active_set_id()
-    if set_id is None:
-        return []
-    memo = _current_pass.get()
-    if memo is not None and (placement, subject) in memo.lists:
-        return memo.lists[placement, subject]
-    rows = _list_rows(set_id, [placement], [subject])
-    items = (rows[0][2] if rows else None) or []
-    if memo is not None:
-        memo.lists[placement, subject] = items
-    return items
-
-
-def stored_lists(placement: str, subjects: Iterable[str]) -> dict[str, list[list[Any]]]:
-    """Several subjects' lists of one placement in one query."""
-    subjects = list(dict.fromkeys(s for s in subjects if s))
-    set_id = active_set_id()
-    if set_id is None or not subjects:
-        return {}
-    memo = _current_pass.get()
-    if memo is not None and all((placement, s) in memo.lists for s in subjects):
-        return {s: items for s in subjects if (items := memo.lists[placement, s])}
-    return {subject: items for _, subject, items in _list_rows(set_id, [placement], subjects)}
-
-
-def _read_lists(pairs: Iterable[tuple[str, str]]) -> None:
-    """Read several (placement, subject) lists into the pass in one query; one with no row is kept as []."""
-    memo = _current_pass.get()
-    set_id = active_set_id()
-    wanted = [pair for pair in dict.fromkeys(pairs) if memo is not None and pair not in memo.lists]
-    if memo is None or set_id is None or not wanted:
-        return
-    rows = _list_rows(
-        set_id, list(dict.fromkeys(placement for placement, _ in wanted)), list(dict.fromkeys(s for _, s in wanted))
-    )
-    found = {(placement, subject): items for placement, subject, items in rows}
-    for pair in wanted:
-        memo.lists[pair] = found.get(pair) or []
-
-
-def _list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
-    """(placement, subject, items) of the set's lists in any of `placements` for any of `subjects`: what the process
-    holds, and the rest in one query."""
-    in_hold, missing = _from_hold(set_id, [(placement, subject) for placement in placements for subject in subjects])
-    rows = [(placement, subject, items) for (placement, subject), items in in_hold.items()]
-    if missing:
-        read = _read_list_rows(
-            set_id, list(dict.fromkeys(p for p, _ in missing)), list(dict.fromkeys(s for _, s in missing))
-        )
-        _hold_lists(set_id, missing, read)
-        wanted = set(missing)
-        rows += [row for row in read if (row[0], row[1]) in wanted]
-    return [row for row in rows if row[2]]
-
-
-def _read_list_rows(set_id: int, placements: list[str], subjects: list[str]) -> list[tuple[str, str, list[list[Any]]]]:
-    connection = serving_sql.usable(StoredList)
-    if connection is not None:
-        return serving_sql.stored_lists(connection, set_id, placements, subjects)
-    rows = StoredList.objects.filter(recommendation_set_id=set_id, placement__in=placements, subject__in=subjects)
-    return list(rows.values_list("placement", "subject", "items"))
-
-
-@dataclass
-class _HeldLists:
-    set_id: int
-    rows: dict[tuple[str, str], list[list[Any]]]
-
-
-_held_lists = _HeldLists(0, {})
-
-
-def _lists_held(set_id: int) -> dict[tuple[str, str], list[list[Any]]]:
-    """The lists of products and the shared lists of the active set this process has read ([]: the set has none).
-
-    Precompute writes them before it activates the set and nothing writes them after (refresh rewrites only
-    shoppers' lists), so they hold for as long as the set is active: the similar lists of a shopper's session and
-    a product page's lists are then read from memory. A new set, or LIST_HOLD_MAX lists, starts over.
-    """
-    global _held_lists
-    held = _held_lists
-    if held.set_id != set_id or len(held.rows) > LIST_HOLD_MAX:
-        held = _held_lists = _HeldLists(set_id, {})
-    return held.rows
-
-
-def _from_hold(
-    set_id: int, pairs: list[tuple[str, str]]
-) -> tuple[dict[tuple[str, str], list[list[Any]]], list[tuple[str, str]]]:
-    """Of these (placement, subject) lists, those the process holds, and the ones it must read."""
-    held = _lists_held(set_id)
-    return {pair: held[pair] for pair in pairs if pair in held}, [pair for pair in pairs if pair not in held]
-
-
-def _hold_lists(set_id: int, asked: list[tuple[str, str]], read: Iterable[tuple[str, str, list[list[Any]]]]) -> None:
-    """Keep what was read of `asked` in the placements whose lists never change in a set (none found: [])."""
-    found = {(placement, subject): items for placement, subject, items in read}
-    held = _lists_held(set_id)
-    for pair in asked:
-        if pair[0] in HELD_PLACEMENTS:
-            held[pair] = found.get(pair) or []
-
-
-def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
-    """A list every shopper shares (trending, buy_again rates), cached for everyone per active set."""
-    set_id = active_set_id()
-    if set_id is None:
-        return []
-    memo = _current_pass.get()
-    if memo is not None and ("shared", placement, subject) in memo.lists:
-        return memo.lists["shared", placement, subject]
-    held = _lists_held(set_id)
-    items = held.get((placement, subject))
-    if items is None:
-        key = _key("shared", set_id, placement, subject)
-        items = cache.get(key)
-        if items is None:
-            items = stored_items(placement, subject)
-            cache.set(key, items, SHARED_TTL)
-        _hold_lists(set_id, [(placement, subject)], [(placement, subject, items)])
-    if memo is not None:
-        memo.lists["shared", placement, subject] = items
-    return items
-
-
-def _prefetch_shared(placement: str, subjects: Iterable[str]) -> None:
-    """Several shared lists from the cache in one round trip, into the pass (what is not cached, shared_items reads)."""
-    memo = _current_pass.get()
-    set_id = active_set_id()
-    if memo is None or set_id is None:
-        return
-    held = _lists_held(set_id)
-    subjects = [s for s in subjects if ("shared", placement, s) not in memo.lists and (placement, s) not in held]
-    keys = {_key("shared", set_id, placement, s): s for s in subjects}
-    if len(keys) > 1:
-        for key, items in cache.get_many(list(keys)).items():
-            memo.lists["shared", placement, keys[key]] = items
-            _hold_lists(set_id, [(placement, keys[key])], [(placement, keys[key], items)])
-
-
-def _popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
-    """Last resort when nothing is precomputed yet: best sellers, then newest; cached for everyone."""
-    key = _key("popular", category or "", limit)
-    rows = cache.get(key)
-    if rows is None:
-        qs = ProductProfile.objects.filter(active=True, in_stock=True)
-        if category:
-            qs = qs.filter(category=category)
-        ranked = qs.order_by("-sales_count", "-created_at", "product_id").values_list("product_id", "sales_count")
-        rows = [[pid, float(sales), "popular"] for pid, sales in ranked[:limit]]
-        cache.set(key, rows, SHARED_TTL)
-    return rows
-
-
 # -- the shopper ---------------------------------------------------------------------------------------------------
 
 
@@ -378,7 +102,7 @@ class ShopperState:
 
 
 def shopper_state(shopper: str) -> ShopperState:
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     if memo is not None and shopper in memo.states:
         return memo.states[shopper]
     state = _read_shopper_state(shopper)
@@ -455,10 +179,10 @@ def bought_by(shopper: str, limit: int = 200) -> set[str]:
 def shopper_version(shopper: str) -> str:
     if not shopper:
         return "0"
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     if memo is not None and shopper in memo.versions:
         return memo.versions[shopper]
-    version = str(cache.get(_key("shopper", shopper)) or "0")
+    version = str(cache.get(keys.cache_key("shopper", shopper)) or "0")
     if memo is not None:
         memo.versions[shopper] = version
     return version
@@ -467,12 +191,12 @@ def shopper_version(shopper: str) -> str:
 def touch_shoppers(shoppers: Iterable[str]) -> None:
     """A shopper did something: their cached blocks are stale (the key carries this version)."""
     stamp = time.time_ns()
-    keys = {_key("shopper", s): stamp for s in set(shoppers) if s}
-    if keys:
+    stamps = {keys.cache_key("shopper", s): stamp for s in set(shoppers) if s}
+    if stamps:
         try:
-            cache.set_many(keys, SHOPPER_VERSION_TTL)
+            cache.set_many(stamps, SHOPPER_VERSION_TTL)
         except Exception:
-            logger.exception("could not mark %d shoppers' cached blocks stale", len(keys))
+            logger.exception("could not mark %d shoppers' cached blocks stale", len(stamps))
 
 
 # -- the request -------------------------------------------------------------------------------------------------
@@ -493,9 +217,6 @@ class Request:
     taken: frozenset[tuple[str, str]] = frozenset()  # (shared source, title) shown higher on the page
 
 
-Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source)
-
-
 def recommend(
     placement: str,
     *,
@@ -514,7 +235,7 @@ def recommend(
     """
     if placement not in rec_settings.PLACEMENTS:
         raise UnknownPlacement(placement)
-    page = _current_pass.get()  # the page's blocks so far, when the tag renders this one
+    page = store.current_pass.get()  # the page's blocks so far, when the tag renders this one
     req = Request(
         placement=placement,
         shopper=shopper or "",
@@ -594,7 +315,7 @@ def _step_source(step: str, category: str, product_id: str) -> str:
 
 def _note_sources(block: Block) -> None:
     """Remember, for the blocks below on this page, which title showed which shared list."""
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     if memo is None:
         return
     for item in block.items:
@@ -604,7 +325,7 @@ def _note_sources(block: Block) -> None:
 
 
 def _cache_block(key: str, value: dict[str, Any]) -> None:
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     if memo is not None and memo.pending is not None:
         memo.pending[key] = value
     else:
@@ -629,7 +350,7 @@ def _size(req: Request, config: Placement | None) -> int:
 
 def _build(block: Block, req: Request, config: Placement, size: int, tunables: rules.Bundle) -> None:
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
-    arm = experiments.arm_for(tunables.experiments.get(config.name), req.shopper)
+    arm = arms.arm_for(tunables.experiments.get(config.name), req.shopper)
     block.variant = arm.stamp if arm is not None else ""
     _read_ahead(req, config, arm)
     state = shopper_state(req.shopper) if req.shopper else ShopperState()
@@ -701,14 +422,14 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
     _name_reasons(block.items)
 
 
-def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) -> None:
+def _read_ahead(req: Request, config: Placement, arm: arms.Arm | None) -> None:
     """On PostgreSQL, read the shopper's newest events and the stored lists the block starts from in one statement.
 
     A built block reads both first, one after the other; together they cost one round trip. The lists are the
     shopper's for_you (and their experiment arm's), or for a product both of its lists, which a product page shows
     together. Anything else, and the other databases, is read where it is needed.
     """
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     connection = serving_sql.usable(Event)
     if memo is None or connection is None or not req.shopper or req.shopper in memo.states:
         return
@@ -721,12 +442,12 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
     if config.name == "for_you" and strategy not in STRATEGY_SOURCES:
         placements.append("for_you")
         if strategy == "model_version" and arm is not None and arm.training_run_id:
-            placements.append(f"for_you@run{arm.training_run_id}")
+            placements.append(keys.arm_list("for_you", arm.training_run_id))
         subjects.append(req.shopper)
     if req.product_id:
         placements += ["similar", "bought_together"]
         subjects.append(req.product_id)
-    in_hold, pairs = _from_hold(set_id, [(p, s) for p in placements for s in subjects if (p, s) not in memo.lists])
+    in_hold, pairs = store.from_hold(set_id, [(p, s) for p in placements for s in subjects if (p, s) not in memo.lists])
     memo.lists.update(in_hold)
     if not pairs:
         return
@@ -739,7 +460,7 @@ def _read_ahead(req: Request, config: Placement, arm: experiments.Arm | None) ->
         list(dict.fromkeys(subject for _, subject in pairs)),
     )
     memo.states[req.shopper] = _state_from(req.shopper, events)
-    _hold_lists(set_id, pairs, lists)
+    store.hold_lists(set_id, pairs, lists)
     found = {(placement, subject): items for placement, subject, items in lists}
     for pair in pairs:
         memo.lists[pair] = found.get(pair) or []
@@ -750,7 +471,7 @@ def _needs_category(cold_start: list[dict[str, Any]]) -> bool:
 
 
 def _candidates(
-    req: Request, state: ShopperState, config: Placement, arm: experiments.Arm | None
+    req: Request, state: ShopperState, config: Placement, arm: arms.Arm | None
 ) -> tuple[list[Candidate], str]:
     """The placement's own candidates, or what its strategy (or the shopper's experiment arm) says instead."""
     strategy = arm.strategy if arm is not None else config.strategy
@@ -758,7 +479,7 @@ def _candidates(
         return STRATEGY_SOURCES[strategy](req), strategy
     if strategy == "model_version" and arm is not None and arm.training_run_id and config.name == "for_you":
         # Lists a precompute wrote for the arm's model; until one has, the serving model's (and say so).
-        rows = stored_items(f"for_you@run{arm.training_run_id}", req.shopper) if req.shopper else []
+        rows = stored_items(keys.arm_list("for_you", arm.training_run_id), req.shopper) if req.shopper else []
         if rows:
             return _as_candidates(rows, "stored"), f"run #{arm.training_run_id}"
     source = SOURCES.get(config.name)
@@ -886,7 +607,7 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
     ids = list(dict.fromkeys(product_ids))
     if not ids:
         return {}
-    memo = _current_pass.get()
+    memo = store.current_pass.get()
     known = memo.profiles if memo is not None else {}
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
     held = _held_profiles(memo.profiles_version) if wanted and memo is not None and memo.profiles_version else None
@@ -952,12 +673,12 @@ def _fallback_candidates(step: str, limit: int, category: str, product_id: str =
     if step == "trending_category":
         if not category:
             return []
-        rows = shared_items("trending", f"category:{category}") or _popular_items(limit, category)
+        rows = shared_items("trending", f"category:{category}") or store.popular_items(limit, category)
         return [(str(r[0]), float(r[1]), f"trending:{category}", "trending") for r in rows]
     if step == "trending":
         return [(str(r[0]), float(r[1]), "trending", "trending") for r in shared_items("trending")]
     if step == "popular":
-        return [(str(r[0]), float(r[1]), "popular", "popular") for r in _popular_items(limit)]
+        return [(str(r[0]), float(r[1]), "popular", "popular") for r in store.popular_items(limit)]
     logger.warning("unknown fallback step %r ignored", step)
     return []
 
@@ -968,7 +689,7 @@ def _safe_fallback(config: Placement, size: int, req: Request) -> list[Recommend
     try:
         blocked = set(req.exclude) | ({req.product_id} if req.product_id else set())
         chosen = []
-        for pid, score, reason in _popular_items(size + len(blocked)):
+        for pid, score, reason in store.popular_items(size + len(blocked)):
             if len(chosen) >= size:
                 break
             if pid not in blocked:
@@ -991,7 +712,7 @@ def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
     """The stored list, re-ranked toward what this session looked at: a view a second ago counts on the next page."""
     anchors = _session_anchors(state)
     if req.shopper and anchors:  # the stored list and the anchors' similar lists in one query
-        _read_lists([("for_you", req.shopper), *(("similar", anchor) for anchor in anchors)])
+        store.read_lists([("for_you", req.shopper), *(("similar", anchor) for anchor in anchors)])
     stored = _as_candidates(stored_items("for_you", req.shopper), "stored") if req.shopper else []
     session = _session_scores(state)
     if not session:
@@ -1028,7 +749,7 @@ def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
         return {}
     neighbours = stored_lists("similar", anchors)
     categories = _profiles(anchors)
-    _prefetch_shared("trending", [f"category:{profile[0]}" for profile in categories.values() if profile[0]])
+    store.prefetch_shared("trending", [f"category:{profile[0]}" for profile in categories.values() if profile[0]])
     excluded = set(anchors)
     scores: dict[str, float] = {}
     best: dict[str, tuple[float, str]] = {}  # the largest single contribution and its anchor: the reason
@@ -1210,16 +931,6 @@ def trending(limit: int, category: str | None = None, exclude: Iterable[str] = (
 # -- cache keys ----------------------------------------------------------------------------------------------------
 
 
-_UNSAFE_KEY_CHARACTER = re.compile(r"[\x00-\x20\s]")  # whitespace or control: not allowed in a cache key
-
-
-def _key(*parts: Any) -> str:
-    raw = ":".join(str(p) for p in parts)
-    if len(raw) > 200 or _UNSAFE_KEY_CHARACTER.search(raw):
-        raw = hashlib.sha256(raw.encode()).hexdigest()
-    return f"recommendations:{raw}"
-
-
 def _block_key(req: Request) -> str:
     """Per shopper; the shared lists underneath are cached apart.
 
@@ -1237,7 +948,7 @@ def _block_key(req: Request) -> str:
             ]
         ).encode()
     ).hexdigest()[:16]
-    return _key("block", req.placement, req.shopper, req.product_id, req.category, req.limit or 0, digest)
+    return keys.cache_key("block", req.placement, req.shopper, req.product_id, req.category, req.limit or 0, digest)
 
 
 def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, Any] | None]:
@@ -1245,18 +956,18 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
     cached block if it is. One round trip reads all of them (the versions and set come from the pass when an earlier
     block read them); a new event, a new set or a rule saved in the admin retires the cached blocks it affects."""
     key = _block_key(req)
-    memo = _current_pass.get() or RenderPass()
-    version_key = _key("shopper", req.shopper) if req.shopper and req.shopper not in memo.versions else None
+    memo = store.current_pass.get() or RenderPass()
+    version_key = keys.cache_key("shopper", req.shopper) if req.shopper and req.shopper not in memo.versions else None
     wanted = [
         key,
-        *([] if memo.set_known else [ACTIVE_SET_CACHE_KEY]),
+        *([] if memo.set_known else [keys.ACTIVE_SET]),
         *([version_key] if version_key else []),
         *([] if memo.rules_version is not None else [rules.VERSION_KEY]),
         *([] if memo.profiles_version is not None else [catalog.PROFILES_VERSION_KEY]),
     ]
     found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
     if not memo.set_known:
-        memo.set_id, memo.set_known = _active_set_from(found.get(ACTIVE_SET_CACHE_KEY)), True
+        memo.set_id, memo.set_known = store.active_set_from(found.get(keys.ACTIVE_SET)), True
     if version_key:
         memo.versions[req.shopper] = str(found.get(version_key) or "0")
     if memo.rules_version is None:

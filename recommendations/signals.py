@@ -1,65 +1,19 @@
-"""Receivers: product profiles in step with the host catalog, visitors linked at login, deleted users forgotten."""
+"""What the app tells itself happened: Signal objects only, no receivers.
 
-from __future__ import annotations
+Lower layers (training, the lists, tracking) send these instead of importing what must react; the receivers in
+`recommendations.receivers`, wired in `AppConfig.ready()`, act on them. So a layer never reaches up, not even
+inside a function.
+"""
 
-import logging
-from typing import Any
+from django.dispatch import Signal
 
-from django.conf import settings
-from django.contrib.auth.signals import user_logged_in
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+# A trained model now serves (the gate passed, or staff put an earlier one back). kwargs: run_id.
+# Sent inside the activating transaction; the receiver queues a precompute for when it commits.
+model_activated = Signal()
 
-from recommendations import catalog, privacy, tracking
-from recommendations.conf import rec_settings
+# A recommendation set became the one readers see. kwargs: set_id. Sent after the switch committed.
+set_activated = Signal()
 
-logger = logging.getLogger(__name__)
-
-
-def _on_product_saved(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
-    if raw:  # loaddata: the fixture's own profiles (if any) are authoritative
-        return
-    transaction.on_commit(lambda: _safe(catalog.sync_product, instance))
-
-
-def _on_product_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
-    # The id now: once the delete has run, Django has set the instance's pk to None.
-    product_id = catalog.product_id_of(instance)
-    transaction.on_commit(lambda: _safe(catalog.deactivate_product, product_id))
-
-
-def _safe(func: Any, instance: Any) -> None:
-    # A profile that lags one save is harmless; a product save that fails because of us is not.
-    try:
-        func(instance)
-    except Exception:
-        logger.exception("product profile sync failed for %r", instance)
-
-
-def connect_product_signals() -> None:
-    if not rec_settings.PRODUCT_MODEL:
-        return
-    try:
-        model = catalog.get_product_model()
-    except (LookupError, ValueError):
-        return  # reported by the system check
-    post_save.connect(_on_product_saved, sender=model, dispatch_uid="recommendations_product_saved")
-    post_delete.connect(_on_product_deleted, sender=model, dispatch_uid="recommendations_product_deleted")
-
-
-def connect_user_signals() -> None:
-    """Deleting a user (settings.AUTH_USER_MODEL) deletes what the app keeps about them (see privacy.py)."""
-    post_delete.connect(
-        privacy.on_user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="recommendations_user_deleted"
-    )
-
-
-def _on_profile_written(sender: Any, instance: Any, **kwargs: Any) -> None:
-    catalog.profiles_changed([instance.product_id])
-
-
-post_save.connect(_on_profile_written, sender="recommendations.ProductProfile", dispatch_uid="recommendations_profile")
-post_delete.connect(
-    _on_profile_written, sender="recommendations.ProductProfile", dispatch_uid="recommendations_profile"
-)
-user_logged_in.connect(tracking.on_user_logged_in, dispatch_uid="recommendations_merge_visitor")
+# Events were stored. kwargs: shoppers (whose cached blocks are now stale) and tasted (those whose events say
+# something about their taste, so their lists should be refreshed). Receivers mark and schedule.
+events_stored = Signal()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable
@@ -20,12 +21,16 @@ from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from recommendations import signals
 from recommendations.conf import EVENT_TYPES, rec_settings
 from recommendations.models import Event, shopper_key
 
 logger = logging.getLogger(__name__)
 
 VISITOR_ATTR = "recommendations_visitor_id"
+# The visit's utm_campaign, kept for later pages so cold-start rules (rules.py) can match on it.
+CAMPAIGN_COOKIE = "rec_campaign"
+CAMPAIGN_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def new_visitor_id() -> str:
@@ -130,8 +135,6 @@ def build_event(
 
 def _remember_campaign(request: HttpRequest, response: HttpResponse) -> None:
     """Keep the visit's utm_campaign in a session cookie, so cold-start rules see it on later pages too."""
-    from recommendations.rules import CAMPAIGN_COOKIE, CAMPAIGN_PATTERN
-
     campaign = request.GET.get("utm_campaign", "")
     if campaign and CAMPAIGN_PATTERN.match(campaign) and request.COOKIES.get(CAMPAIGN_COOKIE) != campaign:
         response.set_cookie(CAMPAIGN_COOKIE, campaign, httponly=True, samesite="Lax")
@@ -407,13 +410,12 @@ def on_event_recorded(event: Event) -> None:
 
 def on_events_stored(events: list[Event]) -> None:
     """Called once per ingest batch with the events it stored: one debounced refresh per shopper who showed taste."""
-    from recommendations.serving import touch_shoppers
-    from recommendations.tasks import schedule_refresh
-
-    touch_shoppers(e.shopper for e in events if e.event_type != "impression")
-
     training = {t for t, w in rec_settings.EVENT_WEIGHTS.items() if w > 0}
-    schedule_refresh(e.shopper for e in events if e.event_type in training and e.product_id)
+    signals.events_stored.send(
+        sender=Event,
+        shoppers=list(dict.fromkeys(e.shopper for e in events if e.event_type != "impression")),
+        tasted=list(dict.fromkeys(e.shopper for e in events if e.event_type in training and e.product_id)),
+    )
 
 
 def merge_visitor(visitor_id: str, user_id: str) -> int:
@@ -430,10 +432,7 @@ def on_user_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwa
         return
     try:
         if merge_visitor(get_visitor_id(request), str(user.pk)):
-            from recommendations.serving import touch_shoppers
-            from recommendations.tasks import schedule_refresh
-
-            touch_shoppers([shopper_key(str(user.pk), "")])
-            schedule_refresh([shopper_key(str(user.pk), "")])
+            shopper = shopper_key(str(user.pk), "")
+            signals.events_stored.send(sender=Event, shoppers=[shopper], tasted=[shopper])
     except Exception:
         logger.exception("could not merge visitor events at login")

@@ -19,7 +19,7 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from recommendations import catalog, serving, serving_sql, tracking
+from recommendations import catalog, serving, serving_sql, store, tracking
 from recommendations.conf import rec_settings
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 from shop.models import Product
@@ -92,7 +92,7 @@ def test_stored_lists_and_profiles_read_the_same_both_ways(monkeypatch):
     ids = [str(p.pk) for p in products] + ["imported", "unknown"]
 
     lists_fast, lists_slow = both_ways(
-        monkeypatch, lambda: serving._list_rows(active.pk, ["for_you", "similar"], ["v:a", "v:b", "v:c"])
+        monkeypatch, lambda: store.list_rows(active.pk, ["for_you", "similar"], ["v:a", "v:b", "v:c"])
     )
     assert sorted(lists_fast) == sorted(lists_slow)
     assert len(lists_fast) == 3

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from recommendations import experiments
+from recommendations import arms, keys, signals
 from recommendations.conf import check_settings, rec_settings
 from recommendations.engine import cooccurrence, dataset, model_lists, purchases, serving_model
 from recommendations.engine.artefacts import ArtefactError
@@ -385,7 +385,7 @@ def _experiment_lists(
     a note in the stats: its arm's shoppers get the serving model's list, and the precompute goes on.
     """
     progress.start("experiment lists")
-    variants = experiments.running_for("for_you") or []
+    variants = arms.running_for("for_you") or []
     # A refused serving model's arm reads "for_you" (kept from the last set), like the serving model's own arm.
     serving_id = served.run_id if served is not None else refused_serving_id
     codes_of: dict[int, list[int]] = {
@@ -398,7 +398,7 @@ def _experiment_lists(
     if not codes_of:
         return {}
     for code, shopper in enumerate(log.shoppers):
-        arm = experiments.arm_for(variants, shopper)
+        arm = arms.arm_for(variants, shopper)
         if (
             arm is not None
             and arm.strategy == ExperimentVariant.Strategy.MODEL_VERSION
@@ -409,7 +409,7 @@ def _experiment_lists(
     runs: dict[str, dict[str, int]] = {}
     skipped: dict[str, str] = {}
     for run_id, codes in sorted(codes_of.items()):
-        placement = f"for_you@run{run_id}"
+        placement = keys.arm_list("for_you", run_id)
         run = TrainingRun.objects.filter(pk=run_id).first()
         try:
             if run is None:
@@ -569,8 +569,6 @@ def activate_set(set_id: int) -> RecommendationSet:
 
 
 def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
-    from recommendations import serving
-
     with transaction.atomic():
         target = RecommendationSet.objects.select_for_update().get(pk=set_id)
         if finished_only and target.status == RecommendationSet.Status.BUILDING:
@@ -583,7 +581,7 @@ def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
         target.activated_at = timezone.now()
         target.save(update_fields=["status", "activated_at"])
     # After the commit: a reader that refills the cache now finds the new set.
-    serving.forget_active_set()
+    signals.set_activated.send(sender=RecommendationSet, set_id=target.pk)
     return target
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from django.db import transaction
 
-from recommendations import experiments
+from recommendations import arms, keys
 from recommendations.conf import rec_settings
 from recommendations.engine import serving_model
 from recommendations.engine.artefacts import ArtefactError
@@ -181,7 +181,7 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
 
     The refusal is remembered per run (see `load_run_model`): a busy shop's events do not each re-hash the broken
     artefact, and the warning comes once per breakage, not once per event; a repaired artefact is picked up again."""
-    arm = experiments.assign("for_you", shopper)
+    arm = arms.assign("for_you", shopper)
     if arm is None or arm.strategy != ExperimentVariant.Strategy.MODEL_VERSION or arm.training_run_id is None:
         return
     if served is not None and arm.training_run_id == served.run_id:
@@ -203,7 +203,7 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
             exc,
         )
         return
-    _replace_list(set_id, f"for_you@run{run.pk}", shopper, model_items(model, shopper, rec_settings.TOP_N))
+    _replace_list(set_id, keys.arm_list("for_you", run.pk), shopper, model_items(model, shopper, rec_settings.TOP_N))
 
 
 def _replace_list(set_id: int, placement: str, shopper: str, items: list[list]) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
 
+from recommendations import signals
 from recommendations.conf import rec_settings
 from recommendations.engine import artefacts, dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
@@ -542,10 +543,8 @@ def _register(
             run.message = f"Old model kept. {gate['reason']}"
         run.save()
         if gate["passed"]:
-            from recommendations.tasks import enqueue_precompute
-
-            # New lists from the new model; enqueued on commit, so the worker sees it serving.
-            enqueue_precompute()
+            # New lists from the new model (a receiver queues a precompute for when this commits).
+            signals.model_activated.send(sender=TrainingRun, run_id=run.pk)
     return run
 
 
@@ -559,9 +558,7 @@ def activate(run_id: int, by: str) -> TrainingRun:
     with transaction.atomic():
         TrainingRun.objects.filter(is_serving=True).update(is_serving=False)
         TrainingRun.objects.filter(pk=run.pk).update(is_serving=True, activated_at=timezone.now(), activated_by=by)
-        from recommendations.tasks import enqueue_precompute
-
-        enqueue_precompute()
+        signals.model_activated.send(sender=TrainingRun, run_id=run.pk)
     run.refresh_from_db()
     return run
 

@@ -31,6 +31,7 @@ from django.db.models import Count
 from tqdm import tqdm
 
 from recommendations import serving
+from recommendations.keys import base_placement
 from recommendations.models import StoredList
 
 ALL = "all"
@@ -46,11 +47,6 @@ EXTRA_COLUMNS = {"buy_again": ("interval_days",)}
 ALL_HEADER = ("placement", "subject", "rank", "product_id", "score", "reason", "interval_days")
 FORMATS = ("csv", "jsonl")
 CHUNK = 2000
-
-
-def base_placement(placement: str) -> str:
-    """The placement an arm's lists stand in for ("for_you" for "for_you@run<id>"): they have its shape."""
-    return placement.split("@", 1)[0]
 
 
 def header_for(placement: str) -> tuple[str, ...]:

@@ -1,0 +1,36 @@
+"""Every shared-cache key and stored-list name the app spells, built in one place.
+
+A key read in one module and deleted in another must be the same string; writing each one once here means a
+rename cannot leave a reader behind. Nothing here imports the rest of the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+PREFIX = "recommendations"
+ACTIVE_SET = f"{PREFIX}:active_set"
+EXPERIMENTS_RUNNING = f"{PREFIX}:experiments:running"
+ARM_LIST_SEPARATOR = "@run"
+
+_UNSAFE_KEY_CHARACTER = re.compile(r"[\x00-\x20\s]")  # whitespace or control: not allowed in a cache key
+
+
+def cache_key(*parts: Any) -> str:
+    """`recommendations:<parts joined by ':'>`, hashed when too long or unsafe for memcached-style backends."""
+    raw = ":".join(str(p) for p in parts)
+    if len(raw) > 200 or _UNSAFE_KEY_CHARACTER.search(raw):
+        raw = hashlib.sha256(raw.encode()).hexdigest()
+    return f"{PREFIX}:{raw}"
+
+
+def arm_list(placement: str, training_run_id: int) -> str:
+    """The stored-list name of an experiment arm that serves a given model version: "for_you@run<id>"."""
+    return f"{placement}{ARM_LIST_SEPARATOR}{training_run_id}"
+
+
+def base_placement(name: str) -> str:
+    """The placement a stored list stands in for ("for_you" for "for_you@run7")."""
+    return name.split("@", 1)[0]
