@@ -50,7 +50,7 @@ HISTORY_DAYS = 90
 TASTE_SHARE = 0.85  # share of a shopper's events inside their favourite categories; the rest follow global taste
 EVENT_MIX = [("view", 0.72), ("add_to_cart", 0.12), ("favorite", 0.06), ("purchase", 0.06), ("search", 0.04)]
 QUERIES = ["red shoes", "coffee beans", "desk lamp", "yoga mat", "rain jacket", "usb cable", "teapot", "backpack"]
-# The precompute's stages in the order it runs them (recommendations/engine/precompute.py STAGES).
+# The precompute's stages in the order it runs them (recommendations/lists/precompute.py STAGES).
 STAGES = [
     "load events",
     "purchases",

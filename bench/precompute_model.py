@@ -86,7 +86,7 @@ def prepare(size: str, seed: int, work: Path) -> dict[str, Any]:
     from recommendations.conf import rec_settings
     from recommendations.engine import cooccurrence, dataset
     from recommendations.engine.base import EVENT_TYPE_CODES
-    from recommendations.engine.precompute import _bought_by
+    from recommendations.lists.precompute import _bought_by
 
     started = time.perf_counter()
     shop = generate(PRESETS[size], seed)
@@ -257,7 +257,7 @@ def child_engine(work: Path, write_db: bool) -> dict[str, Any]:
     shopper_names = [f"s{i}" for i in range(interactions.n_shoppers)]
     writer, new_set = None, None
     if write_db:
-        from recommendations.engine.precompute import _ListWriter
+        from recommendations.lists.precompute import _ListWriter
         from recommendations.models import RecommendationSet
 
         new_set = RecommendationSet.objects.create(algorithm="bench precompute_model")
@@ -301,7 +301,7 @@ def child_engine(work: Path, write_db: bool) -> dict[str, Any]:
     parts["matmul (rest of score)"] = parts.pop("score (tower + matmul)") - parts["tower"]
     parts["gathers + row building (rest)"] = seconds - sum(parts.values())
     if new_set is not None:
-        from recommendations.engine.precompute import _delete_sets
+        from recommendations.lists.precompute import _delete_sets
 
         _delete_sets([new_set.pk])
     return {"seconds": seconds, "consume": consume, "lists": lists, "items": items, "parts": parts}

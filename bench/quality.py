@@ -12,7 +12,7 @@ the mode is --split, default the SPLIT setting), then:
   builds it, fitted on the training part (the validation set is given to `fit`, as in a retrain);
 - implicit ALS (the `implicit` package, dev-only) as an outside reference: a small bench-only Recommender whose
   factors, regularization and alpha are picked from a small grid by validation NDCG@10;
-- the engine's pick: `engine.training.choose` over the candidates' validation scores (the best one, or a blend of
+- the engine's pick: `training.runs.choose` over the candidates' validation scores (the best one, or a blend of
   the best few when that scores higher), i.e. what a retrain would serve.
 
 Under each table, the pick's test NDCG@10 minus the best baseline's (and the best other row's) with the paired
@@ -177,7 +177,7 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     from recommendations.engine.candidates import build_candidate
     from recommendations.engine.metrics import evaluate
     from recommendations.engine.split import temporal_split
-    from recommendations.engine.training import CandidateResult, class_params
+    from recommendations.training.runs import CandidateResult, class_params
 
     started = time.perf_counter()
     split = temporal_split(
@@ -217,11 +217,11 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     rows.append(_als_row(data.name, split, features, seed))
 
     # ---- the engine's pick ------------------------------------------------------------------------------------------
-    # What a retrain would serve: engine.training.choose over the same candidates' validation scores. Its fit
+    # What a retrain would serve: training.runs.choose over the same candidates' validation scores. Its fit
     # seconds are the components' plus the blend weight search. (Lead: if choose's signature changes, wire it here.)
     choice = None
     try:
-        from recommendations.engine.training import choose
+        from recommendations.training.runs import choose
 
         t0 = time.perf_counter()
         choice = choose(results, split, bool(rec_settings.BLEND))

@@ -50,7 +50,7 @@ ML100K_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 ML100K_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 ML100K_MEMBERS = ("recbole/dataset_example/ml-100k/ml-100k.inter", "recbole/dataset_example/ml-100k/ml-100k.item")
 
-ProfileRow = tuple[str, str, str, str, object, str, datetime | None]  # as recommendations.engine.dataset reads them
+ProfileRow = tuple[str, str, str, str, object, str, datetime | None]  # as recommendations.training.loading reads them
 EventRow = tuple[str, str, str, datetime]
 
 
@@ -73,7 +73,7 @@ class BenchData:
 
 
 def setup_django() -> None:
-    """The engine's data path and training module read Django settings (and shop.demo_data imports models)."""
+    """rec_settings, training.runs and shop.demo_data need Django set up (the engine's own data path does not)."""
     common.setup_django()
 
 

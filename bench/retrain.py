@@ -418,7 +418,7 @@ def empty_broker(url: str) -> None:
 def child() -> None:
     """In a fresh process: one run_training() call; its run id and the call's wall time as JSON on stdout."""
     setup_django()
-    from recommendations.engine.training import run_training
+    from recommendations.training.runs import run_training
 
     started = time.perf_counter()
     run = run_training()

@@ -147,7 +147,7 @@ class RecommendationSetAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Activate this set (roll back or forward to it)", permissions=["activate"])
     def activate_set(self, request: HttpRequest, queryset: QuerySet) -> None:
-        from recommendations.engine.precompute import activate_set
+        from recommendations.lists.precompute import activate_set
 
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one set to activate.", messages.ERROR)
@@ -530,14 +530,14 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def rollback_view(self, request: HttpRequest) -> HttpResponse:
         """The "Roll back" button: put back the model that served before the serving one (POST; 403 without it)."""
-        from recommendations.engine import training
+        from recommendations.training import runs
 
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         if not self.has_serve_permission(request):
             raise PermissionDenied
         serving = TrainingRun.objects.filter(is_serving=True).first()
-        target = training.previous_model()
+        target = runs.previous_model()
         if serving is None:
             self.message_user(
                 request, "No model serves, so there is nothing to roll back; activate a run instead.", messages.WARNING
@@ -563,7 +563,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def _make_serve(self, request: HttpRequest, run: TrainingRun, done: str, prefix: str = "") -> bool:
         """Activate `run`, say so (or why not) and log it under the user; the serving model moves only on success."""
-        from recommendations.engine import artefacts, training
+        from recommendations.training import artefacts, runs
 
         by = request.user.get_username()
         if run.is_serving:
@@ -571,8 +571,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             return False
         previous = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
         try:
-            run = training.activate(run.pk, by=by)
-        except (training.TrainingError, artefacts.ArtefactError) as exc:
+            run = runs.activate(run.pk, by=by)
+        except (runs.TrainingError, artefacts.ArtefactError) as exc:
             logger.warning("%s could not make training run #%s serve: %s", by, run.pk, exc)
             self.message_user(
                 request, f"Run #{run.pk} was not activated: {exc}. The serving model is unchanged.", messages.ERROR

@@ -190,7 +190,7 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
 def profiles_changed(product_ids: Iterable[str] | None = None) -> None:
     """Note that these products' profiles changed (None: any may have), so serving processes drop what they hold.
 
-    Serving keeps profiles between pages (`serving._held_profiles`); each write moves a counter in the shared cache and
+    Serving keeps profiles between pages (`serving.PROFILE_HOLD`); each write moves a counter in the shared cache and
     records which products it touched under the counter's new number, and a process catches up from those records
     the next time it sees the counter move. Every write of profiles goes through here: bulk writes fire no signals,
     single saves reach it through a receiver. Now and again after commit: a reader between the two would otherwise

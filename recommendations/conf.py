@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
-    # Training (engine.training). Candidates fit side by side on one temporal split; the best by validation
+    # Training (training.runs). Candidates fit side by side on one temporal split; the best by validation
     # NDCG@10 (or a blend of the best, when BLEND) becomes the new model if it passes the gate.
     "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "content", "neural"],
     "BLEND": True,

@@ -197,15 +197,15 @@ def promote(experiment_id: int, variant_id: int, by: str) -> str:
             raise ExperimentError("It has not run yet, so there is no winner to promote.")
         done = []
         if variant.strategy == ExperimentVariant.Strategy.MODEL_VERSION:
-            from recommendations.engine import artefacts, training
+            from recommendations.training import artefacts, runs
 
             if variant.training_run_id is None:
                 raise ExperimentError(f"Variant “{variant.name}” names no training run.")
             run = variant.training_run
             if not run.is_serving:
                 try:
-                    training.activate(run.pk, by=by)
-                except (training.TrainingError, artefacts.ArtefactError) as exc:
+                    runs.activate(run.pk, by=by)
+                except (runs.TrainingError, artefacts.ArtefactError) as exc:
                     raise ExperimentError(f"Training run #{run.pk} was not activated: {exc}.") from None
                 done.append(f"activated training run #{run.pk}")
             else:

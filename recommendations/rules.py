@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from recommendations import arms, store
 from recommendations.conf import rec_settings
+from recommendations.holds import Hold
 from recommendations.models import (
     ColdStartRule,
     Event,
@@ -302,19 +303,19 @@ def live_merchandising(placement: str, now: datetime | None = None) -> list[dict
     return merchandising_in(merchandising_rows(), placement, now)
 
 
-def _hits(rule: dict[str, Any], profile: tuple[Any, ...] | None, product_id: str) -> bool:
-    """Does the rule's target cover this product? `profile` is (category, brand, active, in_stock, name, price)."""
+def _hits(rule: dict[str, Any], profile: store.Profile | None, product_id: str) -> bool:
+    """Does the rule's target cover this product (its profile, or None when it has none)?"""
     target, value = rule["target"], rule["target_value"]
     if target == MerchandisingRule.Target.PRODUCT:
         return product_id == value
     if profile is None:
         return False
     if target == MerchandisingRule.Target.CATEGORY:
-        return profile[0] == value
+        return profile.category == value
     if target == MerchandisingRule.Target.BRAND:
-        return profile[1] == value
+        return profile.brand == value
     if target == MerchandisingRule.Target.PRICE_BAND:
-        price = profile[5] if len(profile) > 5 else None
+        price = profile.price
         if price is None:
             return False
         price = Decimal(str(price))
@@ -324,7 +325,7 @@ def _hits(rule: dict[str, Any], profile: tuple[Any, ...] | None, product_id: str
 
 
 def apply_merchandising(
-    candidates: list[Candidate], rules: list[dict[str, Any]], profiles: dict[str, Any]
+    candidates: list[Candidate], rules: list[dict[str, Any]], profiles: dict[str, store.Profile]
 ) -> tuple[list[Candidate], dict[int, str], dict[str, list[str]]]:
     """Exclude, boost and bury by score; returns (candidates, pins {position: product id}, notes per product).
 
@@ -361,7 +362,7 @@ def apply_merchandising(
     return [entry[1] for entry in ranked], pins, notes
 
 
-def excluded_by(rules: list[dict[str, Any]], profile: tuple[Any, ...] | None, product_id: str) -> bool:
+def excluded_by(rules: list[dict[str, Any]], profile: store.Profile | None, product_id: str) -> bool:
     """Whether an exclude rule covers a product (fallback items are excluded too, not only the model's)."""
     return any(r["action"] == MerchandisingRule.Action.EXCLUDE and _hits(r, profile, product_id) for r in rules)
 
@@ -428,7 +429,8 @@ class Bundle:
     experiments: dict[str, list[dict[str, Any]]]
 
 
-_local: dict[str, Bundle] = {}
+BUNDLE_HOLD: Hold[str, Bundle] = Hold("rules bundle", 1, owner=__name__)
+"""The last bundle this process read (one entry, "bundle"); `bundle` reads the rows again when the version moved."""
 
 
 def version_from(value: Any) -> str:
@@ -439,7 +441,7 @@ def bundle(version: str) -> Bundle:
     """The tunables at `version` (read with the block cache, in the same round trip). A process keeps the last bundle
     and reads the rows again only when the version moved, so a rule saved in the admin shows on the next page in every
     process, and an unchanged one costs no cache read at all."""
-    held = _local.get("bundle")
+    held = BUNDLE_HOLD.get("bundle")
     if held is not None and held.version == version:
         return held
     fresh = Bundle(
@@ -449,7 +451,7 @@ def bundle(version: str) -> Bundle:
         merchandising=merchandising_rows(),
         experiments=arms.running(),
     )
-    _local["bundle"] = fresh
+    BUNDLE_HOLD.put("bundle", fresh)
     return fresh
 
 
@@ -476,7 +478,7 @@ def flush() -> None:
 
     cache.delete_many([PLACEMENTS_KEY, COLD_START_KEY, MERCHANDISING_KEY])
     cache.set(VERSION_KEY, str(time.time_ns()), None)
-    _local.pop("bundle", None)
+    BUNDLE_HOLD.discard("bundle")
 
 
 @receiver(post_save, sender=PlacementRow)

@@ -32,6 +32,7 @@ from django.utils.translation import gettext, gettext_lazy
 
 from recommendations import arms, catalog, keys, rules, serving_sql, store
 from recommendations.conf import rec_settings
+from recommendations.holds import Hold
 from recommendations.models import Event, ProductProfile
 from recommendations.rules import (  # noqa: F401 - part of serving's public surface
     Candidate,
@@ -54,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 SHOPPER_VERSION_TTL = 24 * 3600
 PROFILE_HOLD_SECONDS = 600  # a process keeps profiles at most this long: heals a write made around catalog
-PROFILE_HOLD_MAX = 50_000  # profiles a process keeps before it starts over (~24 MB, measured)
+PROFILE_HOLD_MAX = 50_000  # profiles a process keeps, least recently used out first (~24 MB, measured)
 RECENT_EVENTS = 200  # the newest events of a shopper that serving reads (session, cart, recently viewed)
 SESSION_ANCHORS = 10  # the newest distinct products of the session that steer for_you
 
@@ -361,7 +362,7 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
         nonlocal context_category
         if context_category is None:
             profile = _profiles([req.product_id]).get(req.product_id)
-            context_category = profile[0] if profile else ""
+            context_category = profile.category if profile else ""
         return context_category
 
     candidates, block.model = _candidates(req, state, config, arm)
@@ -510,7 +511,7 @@ def _pin(items: list[Recommendation], pins: dict[int, str], picker: _Picker, siz
         existing = next((i for i in items if i.product_id == pid), None)
         if existing is None:
             profile = _profiles([pid]).get(pid)
-            if profile is None or not (profile[2] and profile[3]) or pid in picker.initially_blocked:
+            if profile is None or not (profile.active and profile.in_stock) or pid in picker.initially_blocked:
                 continue
             existing = Recommendation(product_id=pid, score=0.0, reason="featured", source="pinned")
         else:
@@ -576,13 +577,13 @@ class _Picker:
                 if pid in self.blocked:
                     continue
                 profile = profiles.get(pid)
-                if profile is None or not (profile[2] and profile[3]):
+                if profile is None or not (profile.active and profile.in_stock):
                     continue
                 if self.excluding and rules.excluded_by(self.excluding, profile, pid):
                     continue
                 self.blocked.add(pid)
                 item = Recommendation(product_id=pid, score=float(score), reason=reason, source=source)
-                category, brand = profile[0], profile[1]
+                category, brand = profile.category, profile.brand
                 cap_c, cap_b = self.category_cap, self.config.max_per_brand
                 if (cap_c and category and self.per_category[category] >= cap_c) or (
                     cap_b and brand and self.per_brand[brand] >= cap_b
@@ -599,7 +600,7 @@ class _Picker:
             self.chosen.append(self.deferred.pop(0))
 
 
-Profile = tuple[str, str, bool, bool, str, Any]  # (category, brand, active, in stock, name, price)
+Profile = store.Profile  # (category, brand, active, in_stock, name, price), by name
 
 
 def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str, Profile]:
@@ -610,9 +611,9 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
     memo = store.current_pass.get()
     known = memo.profiles if memo is not None else {}
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
-    held = _held_profiles(memo.profiles_version) if wanted and memo is not None and memo.profiles_version else None
-    if held is not None:
-        known.update({pid: held[pid] for pid in wanted if pid in held})
+    version = _hold_profiles_at(memo.profiles_version) if wanted and memo is not None and memo.profiles_version else 0
+    if version:
+        known.update(PROFILE_HOLD.get_many(wanted, generation=version))
         wanted = [pid for pid in wanted if pid not in known]
     if wanted:
         connection = serving_sql.usable(ProductProfile)
@@ -622,48 +623,45 @@ def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str,
             rows = ProductProfile.objects.filter(product_id__in=wanted).values_list(
                 "product_id", "category", "brand", "active", "in_stock", "name", "price"
             )
-        found = {pid: (cat, brand, active, stock, name, price) for pid, cat, brand, active, stock, name, price in rows}
+        found = {row[0]: Profile._make(row[1:]) for row in rows}  # (product, category, ..., price)
         if memo is None:
             return {pid: found[pid] for pid in ids if pid in found}
         for pid in wanted:
             known[pid] = found.get(pid)
-        if held is not None:
-            held.update({pid: known[pid] for pid in wanted})
+        if version:
+            PROFILE_HOLD.put_many([(pid, known[pid]) for pid in wanted], generation=version)
     return {pid: profile for pid in ids if (profile := known.get(pid)) is not None}
 
 
-@dataclass
-class _HeldProfiles:
-    version: int
-    since: float
-    rows: dict[str, Profile | None]
+PROFILE_HOLD: Hold[str, Profile | None] = Hold(
+    "profiles", PROFILE_HOLD_MAX, owner=__name__, max_age=PROFILE_HOLD_SECONDS
+)
+"""The profiles this process keeps between pages (None: the product has none), as of a profiles version.
+
+Profiles change rarely and every block reads dozens, so a process keeps what it read and a built block reads none
+from the database. Its generation is `catalog`'s profiles version (`_hold_profiles_at`); past PROFILE_HOLD_MAX
+profiles it forgets those used longest ago."""
 
 
-_held = _HeldProfiles(0, 0.0, {})
+def _hold_profiles_at(version: int) -> int:
+    """Bring the profile hold to `version` (read with the block cache, in one round trip); the generation to read and
+    write it under.
 
-
-def _held_profiles(version: int) -> dict[str, Profile | None]:
-    """The profiles this process keeps between pages, as of `version` (read with the block cache, in one round trip).
-
-    Profiles change rarely and every block reads dozens, so a process keeps what it read and a built block reads
-    none from the database. When the version moved, it drops the products the writes since touched (one cache read:
-    `catalog.profile_changes`), or everything when that cannot tell; it starts over past PROFILE_HOLD_SECONDS or
-    PROFILE_HOLD_MAX. A catch-up makes a new dict, so a reader that began before it cannot put back an old row.
+    When the version moved, it drops the products the writes since touched (one cache read:
+    `catalog.profile_changes`), or everything when that cannot tell; it starts over PROFILE_HOLD_SECONDS after it
+    last did. A reader that began before a catch-up reads and writes under the old version, so it finds nothing and
+    cannot put back an old row.
     """
-    global _held
-    held = _held
-    now = time.monotonic()
-    fresh = now - held.since <= PROFILE_HOLD_SECONDS and len(held.rows) <= PROFILE_HOLD_MAX
-    if held.version == version and fresh:
-        return held.rows
-    changed = catalog.profile_changes(held.version, version) if held.version and fresh else None
+    hold = PROFILE_HOLD
+    held, fresh = hold.generation, not hold.expired
+    if held == version and fresh:
+        return version
+    changed = catalog.profile_changes(held, version) if held and fresh else None
     if changed is None:
-        held = _HeldProfiles(version, now, {})
+        hold.start(version)
     else:
-        rows = held.rows.copy()  # one C call: another thread may be adding to held.rows while this one filters
-        held = _HeldProfiles(version, held.since, {pid: row for pid, row in rows.items() if pid not in changed})
-    _held = held
-    return held.rows
+        hold.advance(held, version, changed)
+    return version
 
 
 def _fallback_candidates(step: str, limit: int, category: str, product_id: str = "") -> list[Candidate]:
@@ -749,7 +747,7 @@ def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
         return {}
     neighbours = stored_lists("similar", anchors)
     categories = _profiles(anchors)
-    store.prefetch_shared("trending", [f"category:{profile[0]}" for profile in categories.values() if profile[0]])
+    store.prefetch_shared("trending", [f"category:{p.category}" for p in categories.values() if p.category])
     excluded = set(anchors)
     scores: dict[str, float] = {}
     best: dict[str, tuple[float, str]] = {}  # the largest single contribution and its anchor: the reason
@@ -758,7 +756,8 @@ def _session_scores(state: ShopperState) -> dict[str, tuple[float, str]]:
         rows = neighbours.get(anchor, [])
         top = max((float(r[1]) for r in rows), default=0.0)
         contributions = [(str(r[0]), recency * float(r[1]) / top) for r in rows] if top > 0 else []
-        category = categories.get(anchor, ("", "", False, False))[0]
+        profile = categories.get(anchor)
+        category = profile.category if profile is not None else ""
         if category:
             trending = shared_items("trending", f"category:{category}")
             n = max(len(trending), 1)
@@ -851,7 +850,7 @@ def _anchors(reasons: Iterable[str]) -> set[str]:
 
 def _name_reasons(items: list[Recommendation]) -> None:
     anchors = _anchors(item.reason for item in items)
-    names = {pid: profile[4] for pid, profile in _profiles(anchors).items()} if anchors else {}
+    names = {pid: profile.name for pid, profile in _profiles(anchors).items()} if anchors else {}
     for item in items:
         item.reason_text = reason_text(item.reason, names)
 
@@ -905,7 +904,8 @@ def attach_products(block: Block) -> Block:
         if item.product is not None:
             profile = profiles.get(item.product_id)
             if profile is not None:
-                item.category, item.brand, item.name, item.price = profile[0], profile[1], profile[4], profile[5]
+                item.category, item.brand = profile.category, profile.brand
+                item.name, item.price = profile.name, profile.price
             kept.append(item)
     block.items = kept
     if any(not item.reason_text for item in kept):

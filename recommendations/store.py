@@ -11,20 +11,33 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.cache import cache
 
 from recommendations import keys, serving_sql
+from recommendations.holds import Hold
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 
 if TYPE_CHECKING:
-    from recommendations.serving import Profile, ShopperState
+    from recommendations.serving import ShopperState
 
 ACTIVE_SET_TTL = 30  # seconds; precompute clears it on switch, the TTL only covers other processes' caches
 SHARED_TTL = 60  # seconds a shared list (trending, popular, buy_again rates) is cached for everyone
 HELD_PLACEMENTS = frozenset({"similar", "bought_together", "trending", "buy_again"})  # never rewritten in a set
-LIST_HOLD_MAX = 5_000  # lists a process keeps before it starts over (~25 MB at 20 items each, measured)
+LIST_HOLD_MAX = 5_000  # lists a process keeps, least recently used out first (~25 MB at 20 items each, measured)
+
+
+class Profile(NamedTuple):
+    """What serving reads of a product's profile, by name: the picker's filters and caps, merchandising's targets,
+    the card's fields. A tuple underneath (one row of the profile query), so it is as cheap to keep and compare."""
+
+    category: str
+    brand: str
+    active: bool
+    in_stock: bool
+    name: str
+    price: Any  # Decimal, or None when the shop gave none
 
 
 # -- one render pass -----------------------------------------------------------------------------------------------
@@ -169,44 +182,31 @@ def _read_list_rows(set_id: int, placements: list[str], subjects: list[str]) -> 
     return list(rows.values_list("placement", "subject", "items"))
 
 
-@dataclass
-class _HeldLists:
-    set_id: int
-    rows: dict[tuple[str, str], list[list[Any]]]
+LIST_HOLD: Hold[tuple[str, str], list[list[Any]]] = Hold("lists", LIST_HOLD_MAX, owner=__name__)
+"""The lists of products and the shared lists of the active set this process has read ([]: the set has none).
 
-
-_held_lists = _HeldLists(0, {})
-
-
-def lists_held(set_id: int) -> dict[tuple[str, str], list[list[Any]]]:
-    """The lists of products and the shared lists of the active set this process has read ([]: the set has none).
-
-    Precompute writes them before it activates the set and nothing writes them after (refresh rewrites only
-    shoppers' lists), so they hold for as long as the set is active: the similar lists of a shopper's session and
-    a product page's lists are then read from memory. A new set, or LIST_HOLD_MAX lists, starts over.
-    """
-    global _held_lists
-    held = _held_lists
-    if held.set_id != set_id or len(held.rows) > LIST_HOLD_MAX:
-        held = _held_lists = _HeldLists(set_id, {})
-    return held.rows
+Precompute writes them before it activates the set and nothing writes them after (refresh rewrites only shoppers'
+lists), so they hold for as long as the set is active: the similar lists of a shopper's session and a product page's
+lists are then read from memory. Its generation is the active set's id: a new set starts it over; past LIST_HOLD_MAX
+lists it forgets those used longest ago."""
 
 
 def from_hold(
     set_id: int, pairs: list[tuple[str, str]]
 ) -> tuple[dict[tuple[str, str], list[list[Any]]], list[tuple[str, str]]]:
     """Of these (placement, subject) lists, those the process holds, and the ones it must read."""
-    held = lists_held(set_id)
-    return {pair: held[pair] for pair in pairs if pair in held}, [pair for pair in pairs if pair not in held]
+    LIST_HOLD.start_unless_at(set_id)
+    held = LIST_HOLD.get_many(pairs, generation=set_id)
+    return held, [pair for pair in pairs if pair not in held]
 
 
 def hold_lists(set_id: int, asked: list[tuple[str, str]], read: Iterable[tuple[str, str, list[list[Any]]]]) -> None:
-    """Keep what was read of `asked` in the placements whose lists never change in a set (none found: [])."""
+    """Keep what was read of `asked` in the placements whose lists never change in a set (none found: []); dropped if
+    another set became active meanwhile."""
     found = {(placement, subject): items for placement, subject, items in read}
-    held = lists_held(set_id)
-    for pair in asked:
-        if pair[0] in HELD_PLACEMENTS:
-            held[pair] = found.get(pair) or []
+    LIST_HOLD.put_many(
+        ((pair, found.get(pair) or []) for pair in asked if pair[0] in HELD_PLACEMENTS), generation=set_id
+    )
 
 
 def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
@@ -217,8 +217,8 @@ def shared_items(placement: str, subject: str = "") -> list[list[Any]]:
     memo = current_pass.get()
     if memo is not None and ("shared", placement, subject) in memo.lists:
         return memo.lists["shared", placement, subject]
-    held = lists_held(set_id)
-    items = held.get((placement, subject))
+    LIST_HOLD.start_unless_at(set_id)
+    items = LIST_HOLD.get((placement, subject), generation=set_id)
     if items is None:
         key = keys.cache_key("shared", set_id, placement, subject)
         items = cache.get(key)
@@ -237,8 +237,8 @@ def prefetch_shared(placement: str, subjects: Iterable[str]) -> None:
     set_id = active_set_id()
     if memo is None or set_id is None:
         return
-    held = lists_held(set_id)
-    subjects = [s for s in subjects if ("shared", placement, s) not in memo.lists and (placement, s) not in held]
+    LIST_HOLD.start_unless_at(set_id)
+    subjects = [s for s in subjects if ("shared", placement, s) not in memo.lists and (placement, s) not in LIST_HOLD]
     wanted = {keys.cache_key("shared", set_id, placement, s): s for s in subjects}
     if len(wanted) > 1:
         for key, items in cache.get_many(list(wanted)).items():

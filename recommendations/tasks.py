@@ -25,6 +25,7 @@ from django.core.cache import cache
 from django.db import OperationalError, transaction
 
 from recommendations.conf import rec_settings
+from recommendations.holds import Hold
 from recommendations.models import PrecomputeRun, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ TRAINING_QUEUE = "recommendations-training"
 
 CELERY, INLINE = "celery", "inline"
 NO_APP, NO_BROKER = "auto: the project has no Celery app", "auto: the Celery app has no broker_url"
-_announced: tuple[str, str] | None = None
+ANNOUNCED: Hold[str, tuple[str, str]] = Hold("task mode announced", 1, owner=__name__)
+"""The (mode, reason) this process last logged, under "mode": said once, and again only if the answer changes."""
 
 
 def task_mode() -> str:
@@ -43,9 +45,8 @@ def task_mode() -> str:
     never publishes to a broker it does not run. Logged once per process (and again only if the answer changes).
     """
     mode, reason = _decide_task_mode()
-    global _announced
-    if _announced != (mode, reason):
-        _announced = (mode, reason)
+    if ANNOUNCED.get("mode") != (mode, reason):
+        ANNOUNCED.put("mode", (mode, reason))
         if mode == INLINE:
             # A warning when the host may not know (no Celery app, no broker); a note when it chose this (eager, TASKS).
             log = logger.warning if reason in (NO_APP, NO_BROKER) else logger.info
@@ -95,7 +96,7 @@ def retrain(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
 
     A redelivered message for a finished run does nothing; one for a run whose worker died starts it over.
     """
-    from recommendations.engine.training import TrainingError, run_training
+    from recommendations.training.runs import TrainingError, run_training
 
     try:
         run = run_training(run_id, task_id=self.request.id or "")
@@ -123,7 +124,7 @@ def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
 
     Redelivery of a finished run does nothing, so acks_late retries are safe.
     """
-    from recommendations.engine.precompute import run_precompute
+    from recommendations.lists.precompute import run_precompute
 
     shards = 1 if runs_inline() else int(rec_settings.PRECOMPUTE_SHARDS)
     try:
@@ -139,8 +140,8 @@ def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
 
 @shared_task(bind=True, name="recommendations.tasks.precompute_shard")
 def precompute_shard(self: Any, run_id: int, shard: int) -> dict[str, Any]:
-    """One shard of a precompute's for_you stage (see engine.precompute.run_shard)."""
-    from recommendations.engine.precompute import run_shard
+    """One shard of a precompute's for_you stage (see lists.precompute.run_shard)."""
+    from recommendations.lists.precompute import run_shard
 
     return run_shard(run_id, shard, worker=self.request.hostname or "")
 
@@ -148,7 +149,7 @@ def precompute_shard(self: Any, run_id: int, shard: int) -> dict[str, Any]:
 @shared_task(name="recommendations.tasks.finish_precompute")
 def finish_precompute(run_id: int) -> dict[str, Any]:
     """After the last shard: activate the set the shards wrote."""
-    from recommendations.engine.precompute import finish_sharded
+    from recommendations.lists.precompute import finish_sharded
 
     run = finish_sharded(run_id)
     return {"run_id": run.pk, "status": run.status, "set_id": run.recommendation_set_id}
@@ -170,8 +171,8 @@ EAGER_REFRESH_MAX_SHOPPERS = 3
 
 @shared_task(name="recommendations.tasks.refresh_shoppers", ignore_result=True)
 def refresh_shoppers(shoppers: list[str]) -> int:
-    """Rewrite these shoppers' for_you lists from their newest events (see engine.refresh)."""
-    from recommendations.engine.refresh import refresh_shopper
+    """Rewrite these shoppers' for_you lists from their newest events (see lists.refresh)."""
+    from recommendations.lists.refresh import refresh_shopper
 
     return sum(1 for shopper in shoppers if refresh_shopper(shopper) is not None)
 
@@ -179,7 +180,7 @@ def refresh_shoppers(shoppers: list[str]) -> int:
 @shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True)
 def refresh_shopper(shopper: str) -> int | None:
     """Rewrite one shopper's for_you list now (for back ends that know a shopper just did something big)."""
-    from recommendations.engine.refresh import refresh_shopper as refresh
+    from recommendations.lists.refresh import refresh_shopper as refresh
 
     return refresh(shopper)
 

@@ -8,6 +8,7 @@ import pytest
 from django.core.cache import cache
 from django.test import Client
 
+from recommendations import holds
 from tests.factories import make_user
 
 
@@ -20,11 +21,19 @@ def _clear_cache():
 
 
 @pytest.fixture(autouse=True)
+def _clear_holds():
+    """What a process keeps between requests (lists, profiles, the rules' bundle) never carries over between tests."""
+    holds.clear_all()
+    yield
+    holds.clear_all()
+
+
+@pytest.fixture(autouse=True)
 def _model_dir(settings, tmp_path_factory):
     """Trained models go to a fresh temporary directory per test, never into the checkout."""
     directory = tmp_path_factory.mktemp("models")
     settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "MODEL_DIR": str(directory)}
-    from recommendations.engine import serving_model
+    from recommendations.lists import serving_model
 
     serving_model.forget()
     yield directory

@@ -21,10 +21,10 @@ from django.test import Client
 from django.utils import timezone
 
 from recommendations import catalog, serving
-from recommendations.engine import training
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList, TrainingRun
 from recommendations.tracking import attribute, build_event
+from recommendations.training import runs as training
 from shop.models import Brand, Category, Product
 from tests.engine.synthetic import make_shop
 
@@ -194,7 +194,7 @@ def rendered_ids(html: str) -> list[str]:
 def serving_and_candidate_runs(n_shoppers: int, n_items: int, seed: int) -> tuple[Any, Any]:
     """Two trained runs on a synthetic shop: A (popularity) serves; B (item_knn, which scores each shopper's own
     history) does not, so B can be an experiment's model version."""
-    from recommendations.engine import training
+    from recommendations.training import runs as training
     from tests.engine.synthetic import make_shop
 
     data, features = make_shop(n_shoppers=n_shoppers, n_items=n_items, seed=seed)

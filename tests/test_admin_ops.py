@@ -17,9 +17,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from recommendations.engine import serving_model, training
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists import serving_model
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import PrecomputeRun, RecommendationSet, TrainingRun
+from recommendations.training import runs as training
 from tests.factories import serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db

@@ -9,8 +9,8 @@ from celery import current_app
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.urls import reverse
 
-from recommendations.engine import training
 from recommendations.models import PrecomputeRun, TrainingRun
+from recommendations.training import runs as training
 from tests.factories import serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
 pytestmark = pytest.mark.django_db

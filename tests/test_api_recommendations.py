@@ -23,7 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from recommendations import catalog, serving, tracking
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event
 from tests.factories import make_brand, make_category, make_product, make_user
 

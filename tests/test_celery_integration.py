@@ -24,7 +24,7 @@ from django.urls import reverse
 
 from recommendations import catalog, serving, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event, PrecomputeRun, RecommendationSet, TrainingRun
 from recommendations.tasks import TRAINING_QUEUE, enqueue_precompute, enqueue_retrain
 from shop.celery import app as celery_app
@@ -219,7 +219,7 @@ def test_a_sharded_precompute_spreads_over_two_worker_processes(transactional_db
     """Two workers share the for_you stage of one precompute (a Celery chord of shards), then the set switches."""
     data, features = make_synthetic_shop(n_shoppers=150, n_items=60, seed=8)
     write_shop(data, features)
-    from recommendations.engine.training import run_training
+    from recommendations.training.runs import run_training
 
     run_training(candidates=["item_knn"])
     shards = {"RECOMMENDATIONS_PRECOMPUTE_SHARDS": "4"}

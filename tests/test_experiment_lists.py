@@ -11,9 +11,10 @@ import pytest
 
 from recommendations import experiments, serving
 from recommendations.conf import rec_settings
-from recommendations.engine import refresh, serving_model, training
-from recommendations.engine.precompute import finish_sharded, run_precompute, run_shard
+from recommendations.lists import refresh, serving_model
+from recommendations.lists.precompute import finish_sharded, run_precompute, run_shard
 from recommendations.models import Event, RecommendationSet, StoredList
+from recommendations.training import runs as training
 from tests.factories import T_END, model_version_experiment, serving_and_candidate_runs
 
 pytestmark = pytest.mark.django_db
@@ -113,7 +114,7 @@ def test_a_corrupt_artefact_skips_the_arms_lists_and_serving_falls_back(runs, ex
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     serving_model.forget()
 
-    with caplog.at_level(logging.WARNING, logger="recommendations.engine.precompute"):
+    with caplog.at_level(logging.WARNING, logger="recommendations.lists.precompute"):
         run = run_precompute()
 
     assert run.status == "succeeded"

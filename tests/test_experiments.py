@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from recommendations import experiments, serving, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine import training
 from recommendations.experiments import Arm, assign, bucket_point, compare, running_for
 from recommendations.models import Event, Experiment, ExperimentVariant, Placement, ProductProfile, TrainingRun
+from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
 from tests.factories import staff_with, write_shop
 

@@ -20,7 +20,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from recommendations import catalog
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import RecommendationSet, StoredList
 from tests.factories import make_category, make_product
 from tests.test_purchases import START, bought, store

@@ -96,7 +96,17 @@ def test_a_lower_layer_importing_serving_inside_a_function_breaks_the_contract(a
 
 def test_serving_reaching_training_breaks_the_web_contract(app_copy: Path) -> None:
     store = app_copy / "recommendations" / "store.py"
-    store.write_text(store.read_text() + "\n\ndef _heavy():\n    from recommendations.engine import training\n")
+    store.write_text(store.read_text() + "\n\ndef _heavy():\n    from recommendations.training import runs\n")
     result = _lint_imports(app_copy)
     assert result.returncode != 0
     assert "never reaches training or TensorFlow BROKEN" in result.stdout, result.stdout
+
+
+def test_an_engine_module_importing_django_inside_a_function_breaks_the_engine_contract(app_copy: Path) -> None:
+    dataset = app_copy / "recommendations" / "engine" / "dataset.py"
+    django_edge = "\n\ndef _from_the_database():\n    from django.db.models import Q\n\n    return Q\n"
+    dataset.write_text(dataset.read_text() + django_edge)
+    result = _lint_imports(app_copy)
+    assert result.returncode != 0
+    assert "The engine is pure: no Django, no ORM, no settings, no Celery BROKEN" in result.stdout, result.stdout
+    assert "recommendations.engine.dataset -> django" in result.stdout, result.stdout

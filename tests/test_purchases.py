@@ -19,10 +19,13 @@ from django.test import override_settings
 
 from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine import dataset, purchases, training
+from recommendations.engine import dataset, purchases
 from recommendations.engine.cooccurrence import CatalogView
-from recommendations.engine.precompute import finish_sharded, run_precompute, run_shard
+from recommendations.lists import purchases as purchase_rows
+from recommendations.lists.precompute import finish_sharded, run_precompute, run_shard
 from recommendations.models import RecommendationSet, StoredList
+from recommendations.training import loading
+from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
 from tests.factories import T_END, make_category, make_product, write_shop
 
@@ -354,13 +357,13 @@ def test_the_purchase_lists_leave_out_exactly_the_shoppers_training_drops(produc
     )
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     item_ids = sorted(str(p.pk) for p in products.values())
-    log = dataset.load_event_log(item_ids, weights)
+    log = loading.load_event_log(item_ids, weights)
     cleaned, cleaning = dataset.clean_log(log, 0.0, 60)
     bots = dataset.bot_shoppers(log, 60)
     assert bots == {"v:fast"}
     assert cleaning.bot_shoppers == 1
     assert {cleaned.shoppers[i] for i in np.unique(cleaned.shopper_idx)} == {"v:quick"}
-    purchase_log = purchases.load_purchase_log(item_ids, leave_out=bots)
+    purchase_log = purchase_rows.load_purchase_log(item_ids, leave_out=bots)
     assert purchase_log.shoppers == ["v:quick"] and purchase_log.left_out_events == 1
 
 

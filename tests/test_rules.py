@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from recommendations import catalog, rules, tracking
+from recommendations import catalog, rules, store, tracking
 from recommendations.models import ColdStartRule, MerchandisingRule, Placement, ProductProfile
 from tests.factories import make_brand, make_category, make_product, make_user
 
@@ -140,7 +140,7 @@ def test_newest_arrivals_newest_first(shop):
 
 def profiles(shop):
     rows = ProductProfile.objects.values_list("product_id", "category", "brand", "active", "in_stock", "name", "price")
-    return {pid: (cat, brand, act, stock, name, price) for pid, cat, brand, act, stock, name, price in rows}
+    return {row[0]: store.Profile._make(row[1:]) for row in rows}  # as serving reads them
 
 
 def test_merchandising_boosts_buries_excludes_and_pins(shop):

@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from recommendations import catalog, serving
-from recommendations.engine.precompute import activate_set
+from recommendations.lists.precompute import activate_set
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 from shop.models import Product
 from tests.factories import make_category, make_product

@@ -33,7 +33,7 @@ from django.urls import reverse
 from recommendations import background, catalog, privacy, serving, tasks, tracking
 from recommendations.api import throttling
 from recommendations.conf import rec_settings
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event, PrecomputeRun, ProductProfile, StoredList, TrainingRun
 from recommendations.serving import stored_items
 from tests.factories import active_lists, make_category, make_product, make_small_shop, make_user
@@ -129,7 +129,7 @@ def shop() -> dict[str, Any]:
 @pytest.fixture
 def fresh_announcement(monkeypatch):
     """The start-up line is said once per process: start from a process that has not said it yet."""
-    monkeypatch.setattr(tasks, "_announced", None)
+    tasks.ANNOUNCED.clear()
 
 
 @pytest.fixture
@@ -359,7 +359,7 @@ def no_broker(monkeypatch, settings, _model_dir):
     monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
     monkeypatch.setenv("RECOMMENDATIONS_MODEL_DIR", str(_model_dir))
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the child runs the demo's no-broker settings
-    monkeypatch.setattr(tasks, "_announced", None)
+    tasks.ANNOUNCED.clear()
 
 
 def wait_until_finished(model: Any, pk: int, seconds: float) -> Any:
@@ -383,7 +383,7 @@ def test_retrain_now_without_a_broker_runs_in_a_background_process(no_broker, st
     def not_here(*args, **kwargs):
         raise AssertionError("the web process ran the training itself")
 
-    monkeypatch.setattr("recommendations.engine.training.run_training", not_here)
+    monkeypatch.setattr("recommendations.training.runs.run_training", not_here)
     started = time.monotonic()
     response = staff_client.post(reverse("admin:recommendations_trainingrun_retrain_now"), follow=True)
     seconds = time.monotonic() - started
@@ -405,7 +405,7 @@ def test_retrain_now_without_a_broker_runs_in_a_background_process(no_broker, st
 @pytest.mark.django_db(transaction=True)
 def test_precompute_now_without_a_broker_runs_in_a_background_process(no_broker, staff_client, monkeypatch):
     make_small_shop()
-    monkeypatch.setattr("recommendations.engine.precompute.run_precompute", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr("recommendations.lists.precompute.run_precompute", lambda *a, **k: 1 / 0)
     response = staff_client.post(reverse("admin:recommendations_precomputerun_run_now"), follow=True)
     run = PrecomputeRun.objects.get()
     assert f"Precompute run #{run.pk} started in a background process" in response.content.decode()

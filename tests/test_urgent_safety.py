@@ -23,10 +23,11 @@ from django.test import Client, RequestFactory, override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations.engine import serving_model, training
-from recommendations.engine.precompute import run_precompute
-from recommendations.engine.refresh import refresh_shopper
+from recommendations.lists import serving_model
+from recommendations.lists.precompute import run_precompute
+from recommendations.lists.refresh import refresh_shopper
 from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList, TrainingRun
+from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
 from tests.factories import T_END, write_shop
 

@@ -265,7 +265,7 @@ def test_an_in_process_refresh_that_meets_database_is_locked_is_tried_once_more(
             raise OperationalError("database is locked")
         return 1
 
-    monkeypatch.setattr("recommendations.engine.refresh.refresh_shopper", refresh_shopper)
+    monkeypatch.setattr("recommendations.lists.refresh.refresh_shopper", refresh_shopper)
     with caplog.at_level(logging.ERROR, logger="recommendations"):
         tasks._refresh_quietly(["v:a"])
     assert calls == ["v:a", "v:a"]
@@ -279,7 +279,7 @@ def test_an_in_process_refresh_that_keeps_failing_is_logged_and_never_raises(mon
         calls.append(shopper)
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr("recommendations.engine.refresh.refresh_shopper", refresh_shopper)
+    monkeypatch.setattr("recommendations.lists.refresh.refresh_shopper", refresh_shopper)
     with caplog.at_level(logging.ERROR, logger="recommendations"):
         tasks._refresh_quietly(["v:b"])
     assert calls == ["v:b", "v:b"]

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from tests.factories import make_category, make_product, make_user
 
 pytestmark = pytest.mark.django_db

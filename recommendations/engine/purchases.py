@@ -34,7 +34,8 @@ the rule is a floor that removes the bulk of the bias, not a full survival estim
 Bots (dataset.bot_shopper_codes: more than BOT_MAX_EVENTS_PER_MINUTE events in a calendar minute, the definition
 training uses) are left out when the log is loaded, so a script buying pairs in bulk shapes neither list.
 
-Pure numpy/scipy except `load_purchase_log`; ties break on item index, so the same data gives the same lists.
+Pure numpy/scipy (the rows come from `recommendations.lists.purchases`, which reads them from the database); ties
+break on item index, so the same data gives the same lists.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from recommendations.engine.cooccurrence import (
     _top_per_group,
     top_k_per_item,
 )
-from recommendations.engine.dataset import LOAD_CHUNK, MICROS_PER_DAY, micros, readable
+from recommendations.engine.dataset import LOAD_CHUNK, MICROS_PER_DAY, micros
 
 MICROS_PER_MINUTE = 60 * 1_000_000
 # Support shrinkage of a pair, as for the similar lists: a pair seen in 3 baskets keeps half its association.
@@ -145,30 +146,6 @@ def purchase_log_from_rows(
         n_orders=len(order_code),
         left_out_events=left_out,
     )
-
-
-def count_purchase_events() -> int:
-    from recommendations.models import Event
-
-    return readable(Event.objects.filter(event_type="purchase").exclude(product_id="").exclude(shopper="")).count()
-
-
-def load_purchase_log(
-    item_ids: Sequence[str],
-    on_row_chunk: Callable[[int], None] | None = None,
-    leave_out: AbstractSet[str] = frozenset(),
-) -> PurchaseLog:
-    """Every purchase event with its order id (a JSON key read by the database, not by Python), except those of
-    the shoppers in `leave_out`: the precompute passes the bots of its event log (`dataset.bot_shoppers`)."""
-    from recommendations.models import Event
-
-    qs = (
-        readable(Event.objects.filter(event_type="purchase"))
-        .exclude(product_id="")
-        .exclude(shopper="")
-        .values_list("shopper", "product_id", "occurred_at", "context__order_id")
-    )
-    return purchase_log_from_rows(qs.iterator(chunk_size=LOAD_CHUNK), item_ids, on_row_chunk, leave_out)
 
 
 # ---- bought_together -------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from playwright.sync_api import BrowserContext, Page
 
 from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event
 from shop.models import Category, Order, OrderLine, Product
 from tests.factories import make_brand, make_category, make_product, make_user

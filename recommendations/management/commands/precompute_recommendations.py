@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from recommendations.engine.precompute import STAGES, run_precompute
+from recommendations.lists.precompute import STAGES, run_precompute
 from recommendations.management.stage_bars import StageBars
 
 PLACEMENTS = ("for_you", "similar", "trending", "bought_together", "buy_again")

@@ -7,9 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from recommendations.engine.candidates import CANDIDATE_SPECS
-from recommendations.engine.training import TrainingError, run_training
 from recommendations.management.stage_bars import StageBars
 from recommendations.models import TrainingRun
+from recommendations.training.runs import TrainingError, run_training
 
 METRICS = ("ndcg", "recall", "hr", "mrr", "coverage", "cold_recall")
 

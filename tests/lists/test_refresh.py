@@ -13,8 +13,8 @@ from django.test import Client, RequestFactory, override_settings
 
 from recommendations import catalog, tracking
 from recommendations.conf import rec_settings
-from recommendations.engine.precompute import run_precompute
-from recommendations.engine.refresh import refresh_shopper
+from recommendations.lists.precompute import run_precompute
+from recommendations.lists.refresh import refresh_shopper
 from recommendations.models import StoredList
 from recommendations.serving import stored_items
 from recommendations.tasks import EAGER_REFRESH_MAX_SHOPPERS, schedule_refresh

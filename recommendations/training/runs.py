@@ -25,12 +25,13 @@ from django.utils import timezone
 
 from recommendations import signals
 from recommendations.conf import rec_settings
-from recommendations.engine import artefacts, dataset, metrics
+from recommendations.engine import dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
 from recommendations.engine.candidates import build_candidate
-from recommendations.engine.progress import ProgressCallback, RunProgress
 from recommendations.engine.split import Split, temporal_split
 from recommendations.models import TrainingRun
+from recommendations.training import artefacts, loading
+from recommendations.training.progress import ProgressCallback, RunProgress
 
 logger = logging.getLogger(__name__)
 
@@ -92,22 +93,22 @@ class Choice:
 def build_training_data(progress: RunProgress | None = None) -> TrainingData:
     """Read events and profiles from the database into cleaned Interactions and ItemFeatures.
 
-    Rows whose time cannot be read (see dataset.READABLE_FROM) are left out and counted in the cleaning stats
+    Rows whose time cannot be read (see loading.READABLE_FROM) are left out and counted in the cleaning stats
     (`unreadable_time_skipped`) and the log, so one bad row costs itself, not the run.
     """
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
-    unreadable = dataset.count_unreadable_events(weights)
+    unreadable = loading.count_unreadable_events(weights)
     if unreadable:
         logger.warning(
             "training leaves out %d events whose time cannot be read (outside the years 1 to 9999 in UTC); "
             "docs/operations.md says how to find and delete them",
             unreadable,
         )
-    rows = dataset.load_profile_rows()
+    rows = loading.load_profile_rows()
     item_ids = [r[0] for r in rows]
     if progress:
-        progress.start("load events", dataset.count_training_events(weights))
-    log = dataset.load_event_log(item_ids, weights, on_row_chunk=progress.advance if progress else None)
+        progress.start("load events", loading.count_training_events(weights))
+    log = loading.load_event_log(item_ids, weights, on_row_chunk=progress.advance if progress else None)
     if progress:
         progress.start("clean")
     log, cleaning = dataset.clean_log(
@@ -580,7 +581,7 @@ def previous_model() -> TrainingRun | None:
 
 def current_features() -> ItemFeatures:
     """The current catalog's features (no events needed): what a loaded model is aligned to."""
-    return dataset.item_features(dataset.load_profile_rows())
+    return dataset.item_features(loading.load_profile_rows())
 
 
 def _prune_artefacts() -> None:

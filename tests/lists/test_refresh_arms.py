@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 
 from recommendations.conf import rec_settings
-from recommendations.engine import refresh, serving_model, training
-from recommendations.engine.precompute import run_precompute
+from recommendations.lists import refresh, serving_model
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event, StoredList, TrainingRun
+from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
 from tests.factories import T_END, model_version_experiment, serving_and_candidate_runs, write_shop
 
 pytestmark = pytest.mark.django_db
 
-REFRESH_LOGGER = "recommendations.engine.refresh"
+REFRESH_LOGGER = "recommendations.lists.refresh"
 
 
 @pytest.fixture

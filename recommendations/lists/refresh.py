@@ -22,25 +22,25 @@ from django.db import transaction
 
 from recommendations import arms, keys
 from recommendations.conf import rec_settings
-from recommendations.engine import serving_model
-from recommendations.engine.artefacts import ArtefactError
 from recommendations.engine.dataset import (
     MIN_CELL_WEIGHT,
     clean_log,
     event_log_from_rows,
     loaded_event_types,
     micros,
-    readable,
     to_interactions,
 )
 from recommendations.engine.model_lists import recommend_chunks
-from recommendations.engine.serving_model import (
+from recommendations.lists import serving_model
+from recommendations.lists.serving_model import (
     RefusedArtefact,
     ServedModel,
     load_run_model,
     load_serving_model,
 )
 from recommendations.models import Event, ExperimentVariant, RecommendationSet, StoredList, TrainingRun
+from recommendations.training.artefacts import ArtefactError
+from recommendations.training.loading import readable
 
 logger = logging.getLogger(__name__)
 

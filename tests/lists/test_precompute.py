@@ -18,7 +18,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from recommendations import catalog, serving, tracking
-from recommendations.engine.precompute import STAGES, activate_set, run_precompute
+from recommendations.lists.precompute import STAGES, activate_set, run_precompute
 from recommendations.models import PrecomputeRun, ProductProfile, RecommendationSet, StoredList
 from recommendations.tasks import enqueue_precompute, precompute
 from shop.celery import app as celery_app

@@ -14,10 +14,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from recommendations.engine import artefacts, serving_model, training
-from recommendations.engine.precompute import run_precompute
-from recommendations.engine.refresh import refresh_shopper
+from recommendations.lists import serving_model
+from recommendations.lists.precompute import run_precompute
+from recommendations.lists.refresh import refresh_shopper
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList, TrainingRun
+from recommendations.training import artefacts
+from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
 from tests.factories import T_END, write_shop
 
@@ -307,7 +309,7 @@ def test_the_command_prints_the_candidate_table(shop):
 
 
 def test_shards_write_exactly_the_lists_of_an_unsharded_precompute(shop):
-    from recommendations.engine.precompute import finish_sharded, run_shard
+    from recommendations.lists.precompute import finish_sharded, run_shard
 
     training.run_training(candidates=["item_knn"])
     whole = run_precompute()
@@ -388,7 +390,7 @@ def test_a_model_whose_artefact_fails_verification_never_serves(shop, monkeypatc
             super().save(directory)
             (Path(directory) / "extra.pkl").write_bytes(b"\x80\x04N.")
 
-    monkeypatch.setitem(candidates.RECOMMENDER_PATHS, "pickler", "tests.test_training:Pickler")
+    monkeypatch.setitem(candidates.RECOMMENDER_PATHS, "pickler", "tests.training.test_runs:Pickler")
     monkeypatch.setitem(candidates.CANDIDATE_SPECS, "pickler", ("pickler", {}))
     monkeypatch.setitem(globals(), "Pickler", Pickler)
     with pytest.raises(artefacts.ArtefactError, match=r"only \.npz, \.json and \.keras"):

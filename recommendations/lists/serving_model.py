@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from django.db.models import Count, Max
 
-from recommendations.engine import artefacts, dataset
+from recommendations.engine import dataset
 from recommendations.engine.base import Recommender
 from recommendations.models import ProductProfile, TrainingRun
+from recommendations.training import artefacts, loading
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _load_run_model(run: TrainingRun, item_ids: list[str] | None) -> ServedModel
             _cache[key] = _cache.pop(key)
     if cached is not None and (item_ids is None or cached.item_ids == list(item_ids)):
         return cached
-    rows = dataset.load_profile_rows()
+    rows = loading.load_profile_rows()
     ids = [r[0] for r in rows]
     if item_ids is not None and list(item_ids) != ids:
         # The caller's catalog view and the profiles differ (a product added in between): align to the caller's.

@@ -28,9 +28,9 @@ from django.utils import timezone
 
 from recommendations import arms, keys, signals
 from recommendations.conf import check_settings, rec_settings
-from recommendations.engine import cooccurrence, dataset, model_lists, purchases, serving_model
-from recommendations.engine.artefacts import ArtefactError
-from recommendations.engine.progress import ProgressCallback, RunProgress
+from recommendations.engine import cooccurrence, dataset, model_lists, purchases
+from recommendations.lists import serving_model
+from recommendations.lists.purchases import count_purchase_events, load_purchase_log
 from recommendations.models import (
     Event,
     ExperimentVariant,
@@ -40,6 +40,9 @@ from recommendations.models import (
     StoredList,
     TrainingRun,
 )
+from recommendations.training import loading
+from recommendations.training.artefacts import ArtefactError
+from recommendations.training.progress import ProgressCallback, RunProgress
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +200,8 @@ def _write_purchase_lists(
     views make it a bot as much as its orders); `events` also says where the data ends, for buy_again's censoring.
     """
     bots = dataset.bot_shoppers(events, int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
-    progress.start("purchases", purchases.count_purchase_events() + len(catalog_view.item_ids))
-    log = purchases.load_purchase_log(catalog_view.item_ids, on_row_chunk=progress.advance, leave_out=bots)
+    progress.start("purchases", count_purchase_events() + len(catalog_view.item_ids))
+    log = load_purchase_log(catalog_view.item_ids, on_row_chunk=progress.advance, leave_out=bots)
     stats: dict[str, Any] = {"bot_shoppers_left_out": len(bots)}
     lists = purchases.compute_lists(
         log, catalog_view, purchase_params(), progress, stats, observed_until_us=events.newest_us
@@ -221,14 +224,14 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
         served = None
         run = serving_model.serving_run()
         refused = {"training_run": run.pk if run else None, "reason": str(exc), "kept_from_set": _active_set_id()}
-    unreadable = dataset.count_unreadable_events(weights)
+    unreadable = loading.count_unreadable_events(weights)
     if unreadable:
         warnings.append(
             f"{unreadable} events were left out: their time cannot be read (outside the years 1 to 9999 in UTC)."
         )
         logger.warning("precompute: %s", warnings[-1])
-    progress.start("load events", dataset.count_training_events(weights))
-    log = dataset.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
+    progress.start("load events", loading.count_training_events(weights))
+    log = loading.load_event_log(catalog_view.item_ids, weights, on_row_chunk=progress.advance)
 
     writer = _ListWriter(new_set)
     purchase_stats = _write_purchase_lists(writer, catalog_view, progress, log)
@@ -248,7 +251,7 @@ def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards
             "model_run": served.run_id,
             "model": served.chosen,
             "shard_plan": {
-                "bounds": dataset.shard_bounds(weights, shards),
+                "bounds": loading.shard_bounds(weights, shards),
                 "reference_us": log.newest_us,
                 "model_sha256": served.sha256,
             },
@@ -460,7 +463,7 @@ def run_shard(run_id: int, shard: int, worker: str = "", on_progress: ProgressCa
         if served is None or served.sha256 != plan["model_sha256"]:
             raise RuntimeError("the serving model changed while the precompute ran")
         weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
-        log = dataset.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
+        log = loading.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
         # A redelivered shard starts from a clean slate: its shoppers' rows from an earlier try go first.
         mine = StoredList.objects.filter(recommendation_set=new_set, placement="for_you", subject__gte=low)
         (mine.filter(subject__lt=high) if high is not None else mine).delete()
