@@ -481,6 +481,21 @@ def render(case: Case, page: dict[str, Any], request: Any) -> str:
     return case.template.render(Context({"request": request, "product": page["product"]}))
 
 
+_LABELS: dict[str, dict[int, str]] = {}
+
+
+def card_labels() -> dict[str, dict[int, str]]:
+    """Brand names and category slugs by id, read once. The shop's card shows a brand and a category initial; serving
+    gives them from its profile hold, so the floor gives them from memory too (reading each card's brand and category
+    rows instead would cost the floor two queries a card, 16 a block, and flatter the ratio)."""
+    if not _LABELS:
+        from shop.models import Brand, Category
+
+        _LABELS["brand"] = dict(Brand.objects.values_list("pk", "name"))
+        _LABELS["category"] = dict(Category.objects.values_list("pk", "slug"))
+    return _LABELS
+
+
 def render_floor(case: Case, index: int, request: Any, set_id: int, raw: bool = False) -> str:
     """Per block: one indexed StoredList read, the host products of the shown ids, block.html with those items."""
     from django.db import connection
@@ -490,6 +505,7 @@ def render_floor(case: Case, index: int, request: Any, set_id: int, raw: bool = 
     from recommendations.models import StoredList
     from recommendations.templatetags.recommendations import block_context
 
+    labels = card_labels()
     html = []
     for placement, title, list_placement, subject, items in case.blocks[index]:
         if raw:
@@ -511,13 +527,16 @@ def render_floor(case: Case, index: int, request: Any, set_id: int, raw: bool = 
         products = catalog.get_products(row[0] for row in items)
         block = serving.Block(placement, title=title)
         block.items = [serving.Recommendation(*row[:3], products[row[0]], *row[3:]) for row in items]
+        for item in block.items:  # the card's brand and category initial, from memory as serving has them
+            item.brand = labels["brand"].get(item.product.brand_id, "")
+            item.category = labels["category"].get(item.product.category_id, "")
         html.append(get_template("recommendations/block.html").render(block_context(request, block, placement)))
     return "".join(html)
 
 
 def learn_blocks(case: Case, touch: Callable[[str], None]) -> None:
     """Render every sampled page once (untimed): warms up, and records each block's items for its floor."""
-    from recommendations import serving
+    from recommendations import catalog, serving
 
     original = serving.attach_products
     seen: list[serving.Block] = []
@@ -537,7 +556,7 @@ def learn_blocks(case: Case, touch: Callable[[str], None]) -> None:
             for block in seen:
                 if not block.items:
                     continue
-                product_id = serving.catalog.product_id_of(page["product"]) if page["product"] is not None else ""
+                product_id = catalog.product_id_of(page["product"]) if page["product"] is not None else ""
                 if block.placement in ("similar", "bought_together"):
                     list_placement, subject = block.placement, product_id
                 else:  # for_you, and recently_viewed (no stored list): the shopper's for_you row

@@ -362,7 +362,7 @@ def _check_serving(user: dict[str, Any]) -> list[Error]:
             errors.append(
                 Error(
                     f"{where}: unknown placement.",
-                    hint=f"Known: {', '.join(sorted(known))}; a new surface needs a source in serving.SOURCES.",
+                    hint=f"Known: {', '.join(sorted(known))}; a new surface needs a source in serving.sources.SOURCES.",
                     id="recommendations.E008",
                 )
             )

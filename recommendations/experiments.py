@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -179,12 +180,17 @@ def stop(experiment_id: int) -> Experiment:
     return experiment
 
 
-def promote(experiment_id: int, variant_id: int, by: str) -> str:
+def promote(experiment_id: int, variant_id: int, by: str, start_activation: Callable[[int], str] | None = None) -> str:
     """Stop the experiment, record the winner and make its arm the placement's behaviour; returns what changed.
 
     trending / popular / newest set the placement's strategy; a model version is activated (hash-checked and loaded
     first; it then serves every placement, and a precompute is queued) and the placement goes back to "model"; the
     serving model's arm only puts the placement back on "model". Nothing changes when any step fails.
+
+    `start_activation(run_id)`, when given, starts that activation elsewhere and says what it started (the admin's
+    does so in a training worker or a background process, so the web process never loads a model); it is called
+    inside this transaction, so work it defers to the commit starts only if the promotion is saved. Without it the
+    model is loaded and activated here, in this process.
     """
     from recommendations.conf import rec_settings
 
@@ -202,7 +208,13 @@ def promote(experiment_id: int, variant_id: int, by: str) -> str:
             if variant.training_run_id is None:
                 raise ExperimentError(f"Variant “{variant.name}” names no training run.")
             run = variant.training_run
-            if not run.is_serving:
+            if not run.is_serving and start_activation is not None:
+                if not run.has_artefact:
+                    raise ExperimentError(
+                        f"Training run #{run.pk} was not activated: run #{run.pk} has no model to serve."
+                    )
+                done.append(start_activation(run.pk))
+            elif not run.is_serving:
                 try:
                     runs.activate(run.pk, by=by)
                 except (runs.TrainingError, artefacts.ArtefactError) as exc:

@@ -1,15 +1,15 @@
 """Celery tasks: thin, idempotent, ids in; each is one call into the engine.
 
-`retrain` is the only task that imports TensorFlow (inside the neural model's fit): it goes to its own queue,
-TRAINING_QUEUE, served by a worker started with `-Q recommendations-training --pool solo` (or
+`retrain` and `activate_model` are the tasks that import TensorFlow (fitting or loading a neural model): they go to
+their own queue, TRAINING_QUEUE, served by a worker started with `-Q recommendations-training --pool solo` (or
 `--max-tasks-per-child 1`), so a TensorFlow-using process never forks. Everything else, precompute and refresh
 included, scores with numpy and runs on the default queue.
 
 Where the work runs is decided in one place, `task_mode()`, from the app's own RECOMMENDATIONS["TASKS"] setting:
 "celery" sends every task to the broker, "inline" runs it in this process after commit, and "auto" (the default)
 runs inline when the host has no Celery app of its own, no broker_url, or task_always_eager set, so a host without
-Celery never waits on a connection to a broker nobody runs. Staff-started heavy work (retrain, precompute) never runs
-inline in a web process: `recommendations.background` starts it in a process of its own.
+Celery never waits on a connection to a broker nobody runs. Staff-started heavy work (retrain, precompute, activating
+a model) never runs inline in a web process: `recommendations.background` starts it in a process of its own.
 """
 
 from __future__ import annotations
@@ -116,6 +116,45 @@ def enqueue_retrain() -> TrainingRun:
     run = TrainingRun.objects.create(status=TrainingRun.Status.PENDING, task_id=task_id)
     transaction.on_commit(lambda: _send(retrain, args=[run.pk], task_id=task_id), robust=True)
     return run
+
+
+@shared_task(bind=True, name="recommendations.tasks.activate_model", queue=TRAINING_QUEUE)
+def activate_model(self: Any, run_id: int) -> dict[str, Any]:
+    """Make run `run_id`'s model serve as staff asked in the admin (the request's token is this task's id).
+
+    On the training queue, because loading a neural model imports TensorFlow: the web process only records the
+    request. The outcome is recorded on the run; a success is logged in the admin history under who asked.
+    """
+    from recommendations.training.runs import activate_requested
+
+    outcome = activate_requested(run_id, self.request.id or "")
+    if outcome.state == "activated" and outcome.run is not None:
+        _log_activation(outcome.run, outcome.request, outcome.before)
+    return {"run_id": run_id, "state": outcome.state, "reason": outcome.reason}
+
+
+def _log_activation(run: TrainingRun, request: dict[str, Any], before: int | None) -> None:
+    # The admin's LogEntry, as when the activation ran inside the admin's request: the run's history says who did it.
+    from django.apps import apps
+
+    if not request.get("user_id") or not apps.is_installed("django.contrib.admin"):
+        return
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    was = f"run #{before}" if before is not None else "no model"
+    note = request.get("note") or "Made this run's model serve"
+    LogEntry.objects.log_actions(
+        user_id=request["user_id"],
+        queryset=[run],
+        action_flag=CHANGE,
+        change_message=f"{note} (before: {was}).",
+        single_object=True,
+    )
+
+
+def enqueue_activation(run_id: int, token: str) -> None:
+    """Send staff's activation request `token` for run `run_id` to the training queue once the transaction commits."""
+    transaction.on_commit(lambda: _send(activate_model, args=[run_id], task_id=token), robust=True)
 
 
 @shared_task(bind=True, name="recommendations.tasks.precompute")

@@ -58,3 +58,46 @@ def staff_client(client: Client, admin_user: Any) -> Client:
     """The test client, logged in as `admin_user`."""
     client.force_login(admin_user)
     return client
+
+
+class TrainingWorker:
+    """Stands in for the worker on the training queue: the activation messages the admin sends are kept, and carried
+    out here (the task's own code, in this test's transaction) only when the test says so, after the request returned.
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def post(self, client: Client, url: str, data: dict[str, Any] | None = None) -> Any:
+        """POST as staff do; the request's on-commit work (sending the task) runs as if its transaction committed."""
+        from django.test import TestCase
+
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return client.post(url, data or {}, follow=True)
+
+    def run(self) -> list[dict[str, Any]]:
+        """Carry out every message sent so far, in order, as the worker would; returns the tasks' results."""
+        from recommendations import tasks
+
+        sent, self.sent = self.sent, []
+        return [tasks.activate_model.apply(args=m["args"], task_id=m["task_id"], throw=True).get() for m in sent]
+
+
+@pytest.fixture
+def training_worker(settings: Any, monkeypatch: Any) -> TrainingWorker:
+    """The app's tasks go to Celery (RECOMMENDATIONS["TASKS"] = "celery"); activation messages stop at a
+    `TrainingWorker` instead of the broker, so a test sees the web request alone, then the worker's part."""
+    from recommendations import tasks
+
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "celery"}
+    worker = TrainingWorker()
+    send = tasks._send
+
+    def intercept(task: Any, **options: Any) -> Any:
+        if task.name == "recommendations.tasks.activate_model":
+            worker.sent.append({"args": options["args"], "task_id": options["task_id"], "queue": task.queue})
+            return None
+        return send(task, **options)
+
+    monkeypatch.setattr(tasks, "_send", intercept)
+    return worker

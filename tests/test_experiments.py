@@ -612,7 +612,7 @@ def two_runs():
     return first, second
 
 
-def test_promoting_a_model_version_activates_its_run(client, two_runs):
+def test_promoting_a_model_version_activates_its_run(client, two_runs, training_worker):
     first, _ = two_runs
     experiment = running(shares=(1,))
     ExperimentVariant.objects.create(
@@ -621,16 +621,19 @@ def test_promoting_a_model_version_activates_its_run(client, two_runs):
     Placement.objects.filter(name="for_you").update(strategy=Placement.Strategy.TRENDING)
     editor, user = staff_with(client, "view_experiment", "change_experiment")
 
-    text = editor.post(url("promote", experiment.pk, experiment.variants.get(name="old").pk), follow=True)
+    text = training_worker.post(editor, url("promote", experiment.pk, experiment.variants.get(name="old").pk))
 
-    assert f"activated training run #{first.pk}" in text.content.decode()
+    assert f"activation of training run #{first.pk} started on a training worker (task " in text.content.decode()
+    assert not TrainingRun.objects.get(pk=first.pk).is_serving, "the web request loads no model"
+    [result] = training_worker.run()
+    assert result["state"] == "activated"
     first.refresh_from_db()
     assert first.is_serving and first.activated_by == user.get_username()
     assert Placement.objects.get(name="for_you").strategy == "model"
     assert Experiment.objects.get(pk=experiment.pk).winner.name == "old"
 
 
-def test_a_model_version_whose_artefact_fails_is_not_promoted(client, two_runs):
+def test_a_model_version_whose_artefact_fails_is_promoted_but_refused_on_its_run(client, two_runs, training_worker):
     first, second = two_runs
     victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
@@ -640,9 +643,31 @@ def test_a_model_version_whose_artefact_fails_is_not_promoted(client, two_runs):
     )
     editor, _ = staff_with(client, "view_experiment", "change_experiment")
 
-    text = editor.post(url("promote", experiment.pk, variant.pk), follow=True).content.decode()
+    text = training_worker.post(editor, url("promote", experiment.pk, variant.pk)).content.decode()
+    assert f"activation of training run #{first.pk} started" in text
+    [result] = training_worker.run()
+
+    # The check runs in the worker, after the promotion was saved: the run records the refusal and its reason.
+    assert result["state"] == "refused" and "hash check" in result["reason"]
+    assert TrainingRun.objects.get(is_serving=True).pk == second.pk
+    first.refresh_from_db()
+    assert first.gate["activation"]["state"] == "refused" and "hash check" in first.gate["activation"]["reason"]
+    assert not LogEntry.objects.filter(object_id=str(first.pk), content_type__model="trainingrun").exists()
+
+
+def test_a_model_version_without_a_model_is_not_promoted(client, two_runs, training_worker):
+    first, second = two_runs
+    TrainingRun.objects.filter(pk=first.pk).update(artefact_path="", artefact_sha256="")
+    experiment = running(shares=(1,))
+    variant = ExperimentVariant.objects.create(
+        experiment=experiment, name="old", share=1, strategy="model_version", training_run=first
+    )
+    editor, _ = staff_with(client, "view_experiment", "change_experiment")
+
+    text = training_worker.post(editor, url("promote", experiment.pk, variant.pk)).content.decode()
 
     assert "Nothing was promoted" in text and f"Training run #{first.pk} was not activated" in text
+    assert training_worker.sent == []
     assert TrainingRun.objects.get(is_serving=True).pk == second.pk
     experiment.refresh_from_db()
     assert (experiment.status, experiment.winner_id) == ("running", None)

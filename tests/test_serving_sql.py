@@ -22,6 +22,8 @@ from django.utils import timezone
 from recommendations import catalog, serving, serving_sql, store, tracking
 from recommendations.conf import rec_settings
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
+from recommendations.serving.profiles import _profiles
+from recommendations.serving.shopper import _read_shopper_state
 from shop.models import Product
 from tests.factories import make_brand, make_category, make_product
 
@@ -71,7 +73,7 @@ def test_the_fast_path_is_what_serving_uses_on_postgresql():
 
 
 def test_the_shoppers_newest_events_read_the_same_both_ways(monkeypatch, shopper):
-    fast, slow = both_ways(monkeypatch, lambda: serving._read_shopper_state(shopper))
+    fast, slow = both_ways(monkeypatch, lambda: _read_shopper_state(shopper))
     assert fast == slow
     assert fast.n_events == serving.RECENT_EVENTS
     assert sorted(fast.bought) == ["0", "1", "2"]  # older than the newest 200: the second query found them
@@ -96,7 +98,7 @@ def test_stored_lists_and_profiles_read_the_same_both_ways(monkeypatch):
     )
     assert sorted(lists_fast) == sorted(lists_slow)
     assert len(lists_fast) == 3
-    profiles_fast, profiles_slow = both_ways(monkeypatch, lambda: serving._profiles(ids))
+    profiles_fast, profiles_slow = both_ways(monkeypatch, lambda: _profiles(ids))
     assert profiles_fast == profiles_slow
     assert [type(v) for p in profiles_fast.values() for v in p] == [type(v) for p in profiles_slow.values() for v in p]
     assert profiles_fast["imported"][5] is None and profiles_fast[str(products[1].pk)][5] == Decimal("13.50")

@@ -25,7 +25,7 @@ VISITOR = "0123456789abcdef0123456789abcdef"
 
 
 def events() -> list[Event]:
-    """What the shopper did; the impressions of the blocks a page rendered are tested in test_serving."""
+    """What the shopper did; the impressions of the blocks a page rendered are tested in serving/test_pipeline."""
     return list(Event.objects.exclude(event_type="impression").order_by("pk"))
 
 

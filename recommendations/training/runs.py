@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -562,6 +563,78 @@ def activate(run_id: int, by: str) -> TrainingRun:
         signals.model_activated.send(sender=TrainingRun, run_id=run.pk)
     run.refresh_from_db()
     return run
+
+
+ACTIVATION = "activation"
+"""The key of a run's `gate` JSON that holds staff's newest request to make its model serve, and how it ended."""
+
+
+def activation_request(run: TrainingRun) -> dict[str, Any]:
+    """The run's newest activation request as recorded (empty when staff never asked): state is "pending",
+    "activated", "refused" or "not_started"; `by`, `requested_at`, `finished_at`, `reason`, `before` say the rest."""
+    return dict((run.gate or {}).get(ACTIVATION) or {})
+
+
+def request_activation(run_id: int, by: str, user_id: int | None = None, note: str = "") -> str:
+    """Record that staff asked for this run's model to serve, and return the request's token (the id of the task
+    that carries it out). Loads nothing, so the web process may call it; a newer request replaces an older one."""
+    token = uuid.uuid4().hex
+    request = {"state": "pending", "token": token, "by": by, "user_id": user_id, "note": note}
+    request["requested_at"] = timezone.now().isoformat()
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        TrainingRun.objects.filter(pk=run_id).update(gate={**(run.gate or {}), ACTIVATION: request})
+    return token
+
+
+def record_activation(run_id: int, token: str, state: str, **details: Any) -> bool:
+    """Record how activation request `token` ended on its run (unless a newer request replaced it); True if it did."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().filter(pk=run_id).first()
+        request = activation_request(run) if run else {}
+        if request.get("token") != token:
+            return False
+        request.update(details, state=state, finished_at=timezone.now().isoformat())
+        TrainingRun.objects.filter(pk=run_id).update(gate={**(run.gate or {}), ACTIVATION: request})
+    return True
+
+
+@dataclass(frozen=True)
+class ActivationOutcome:
+    """What carrying out an activation request did: state "activated" (serving now; `before` is the run that served
+    until then), "refused" (`reason`), or "stale" (already carried out or replaced: nothing was done)."""
+
+    state: str
+    request: dict[str, Any] = field(default_factory=dict)
+    run: TrainingRun | None = None
+    before: int | None = None
+    reason: str = ""
+
+
+def activate_requested(run_id: int, token: str) -> ActivationOutcome:
+    """In a training worker or a background process, never the web one: carry out staff's activation request `token`
+    (hash-check and load the model, then make it serve) and record the outcome on the run, where its page shows it.
+
+    A request already carried out or replaced by a newer one does nothing, so a redelivered message is harmless.
+    """
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    request = activation_request(run) if run else {}
+    if request.get("token") != token or request.get("state") != "pending":
+        return ActivationOutcome("stale", request=request, run=run)
+    before = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
+    try:
+        run = activate(run_id, by=str(request.get("by") or ""))
+    except (TrainingError, artefacts.ArtefactError) as exc:
+        logger.warning("activation of training run #%s refused: %s", run_id, exc)
+        record_activation(run_id, token, "refused", reason=str(exc))
+        return ActivationOutcome("refused", request=request, run=run, reason=str(exc))
+    except Exception as exc:
+        # Say so on the run rather than leave it "pending" for good; the task still fails loudly.
+        record_activation(run_id, token, "refused", reason=f"{type(exc).__name__}: {exc}")
+        raise
+    record_activation(run_id, token, "activated", before=before if before != run_id else None)
+    logger.info("training run #%s serves now (asked by %s; before: %s)", run_id, request.get("by"), before)
+    return ActivationOutcome("activated", request=request, run=run, before=before if before != run_id else None)
 
 
 def previous_model() -> TrainingRun | None:

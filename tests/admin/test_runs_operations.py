@@ -75,7 +75,9 @@ def links(html: str) -> list[str]:
 # ---- Activate -------------------------------------------------------------------------------------------------------
 
 
-def test_activate_on_the_change_page_makes_the_run_serve_and_is_logged(two_runs, staff_client, admin_user):
+def test_activate_on_the_change_page_makes_the_run_serve_and_is_logged(
+    two_runs, staff_client, admin_user, training_worker
+):
     first, second = two_runs
     assert activate_url(first) in change_page(staff_client, first)
     serving_page = change_page(staff_client, second)
@@ -84,12 +86,16 @@ def test_activate_on_the_change_page_makes_the_run_serve_and_is_logged(two_runs,
     assert staff_client.get(activate_url(first)).status_code == 405
     precomputes = PrecomputeRun.objects.count()
 
-    response = staff_client.post(activate_url(first), follow=True)
+    response = training_worker.post(staff_client, activate_url(first))
 
     assert response.redirect_chain[-1][0] == reverse("admin:recommendations_trainingrun_change", args=[first.pk])
     text = response.content.decode()
-    assert f"Run #{first.pk} (popularity) serves now, replacing run #{second.pk}" in text
+    assert f"Training run #{first.pk} was sent to a training worker (task " in text
+    assert "Being checked (asked by" in text, "the run's page says the activation is under way"
+    assert serving_pk() == second.pk and not change_entries(TrainingRun)
+    training_worker.run()
     assert serving_pk() == first.pk
+    assert "Activated at" in change_page(staff_client, first)
     assert serving_model.load_serving_model().run_id == first.pk
     first.refresh_from_db()
     assert first.activated_by == admin_user.get_username()
@@ -99,44 +105,48 @@ def test_activate_on_the_change_page_makes_the_run_serve_and_is_logged(two_runs,
     assert entry.get_change_message() == f"Activated this run's model (before: run #{second.pk})."
 
 
-def test_activating_the_serving_run_changes_nothing(two_runs, staff_client):
+def test_activating_the_serving_run_changes_nothing(two_runs, staff_client, training_worker):
     _, second = two_runs
     activated_at = second.activated_at
     precomputes = PrecomputeRun.objects.count()
 
-    text = staff_client.post(activate_url(second), follow=True).content.decode()
+    text = training_worker.post(staff_client, activate_url(second)).content.decode()
 
     assert f"Run #{second.pk} already serves; nothing changed." in text
+    assert training_worker.sent == []
     second.refresh_from_db()
     assert second.is_serving and second.activated_at == activated_at and second.activated_by == "gate"
     assert PrecomputeRun.objects.count() == precomputes
     assert not change_entries(TrainingRun)
 
 
-def test_activating_a_run_without_a_model_is_refused(two_runs, staff_client):
+def test_activating_a_run_without_a_model_is_refused(two_runs, staff_client, training_worker):
     _, second = two_runs
     failed = TrainingRun.objects.create(status=TrainingRun.Status.FAILED, error="boom")
     assert activate_url(failed) not in change_page(staff_client, failed), "no Activate button without a model"
 
-    text = staff_client.post(activate_url(failed), follow=True).content.decode()
+    text = training_worker.post(staff_client, activate_url(failed)).content.decode()
 
     assert f"Run #{failed.pk} was not activated: run #{failed.pk} has no model to serve." in text
+    assert training_worker.sent == [], "nothing to load: refused at once"
     assert serving_pk() == second.pk
     assert not change_entries(TrainingRun)
     missing = reverse("admin:recommendations_trainingrun_activate", args=[failed.pk + 1000])
     assert staff_client.post(missing).status_code == 404
 
 
-def test_a_corrupt_artefact_refuses_activation_and_the_old_model_keeps_serving(two_runs, staff_client):
+def test_a_corrupt_artefact_refuses_activation_and_the_old_model_keeps_serving(two_runs, staff_client, training_worker):
     first, second = two_runs
     victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     precomputes = PrecomputeRun.objects.count()
 
-    text = staff_client.post(activate_url(first), follow=True).content.decode()
+    training_worker.post(staff_client, activate_url(first))
+    [result] = training_worker.run()
 
-    assert f"Run #{first.pk} was not activated" in text
-    assert "hash check" in text and "The serving model is unchanged." in text
+    assert result["state"] == "refused"
+    text = change_page(staff_client, first)
+    assert "Refused at" in text and "hash check" in text and "The serving model is unchanged." in text
     assert serving_pk() == second.pk
     assert serving_model.load_serving_model().run_id == second.pk
     assert PrecomputeRun.objects.count() == precomputes
@@ -148,7 +158,7 @@ def test_a_corrupt_artefact_refuses_activation_and_the_old_model_keeps_serving(t
 # ---- Roll back ------------------------------------------------------------------------------------------------------
 
 
-def test_roll_back_puts_back_the_model_that_served_before(two_runs, staff_client, admin_user):
+def test_roll_back_puts_back_the_model_that_served_before(two_runs, staff_client, admin_user, training_worker):
     first, second = two_runs
     # Newer than both but never activated: activation history, not creation order, decides what comes back.
     TrainingRun.objects.create(
@@ -160,19 +170,21 @@ def test_roll_back_puts_back_the_model_that_served_before(two_runs, staff_client
     assert reverse(ROLL_BACK) in staff_client.get(reverse(TRAINING_LIST)).content.decode()
     assert staff_client.get(reverse(ROLL_BACK)).status_code == 405
 
-    back = staff_client.post(reverse(ROLL_BACK), follow=True)
+    back = training_worker.post(staff_client, reverse(ROLL_BACK))
 
     assert back.redirect_chain[-1][0] == reverse(TRAINING_LIST)
-    assert f"Rolled back. Run #{first.pk} (popularity) serves now, replacing run #{second.pk}" in back.content.decode()
+    assert f"Rolling back. Training run #{first.pk} was sent to a training worker" in back.content.decode()
+    training_worker.run()
     assert serving_pk() == first.pk
     assert serving_model.load_serving_model().run_id == first.pk
     first.refresh_from_db()
     assert first.activated_by == admin_user.get_username()
 
     # A second roll back puts back the model that served before the first one came back: the second run.
-    again = staff_client.post(reverse(ROLL_BACK), follow=True).content.decode()
+    again = training_worker.post(staff_client, reverse(ROLL_BACK)).content.decode()
 
-    assert f"Rolled back. Run #{second.pk} (item_knn) serves now, replacing run #{first.pk}" in again
+    assert f"Rolling back. Training run #{second.pk} was sent to a training worker" in again
+    training_worker.run()
     assert serving_pk() == second.pk
     entries = change_entries(TrainingRun)
     assert [(e.object_id, e.user_id) for e in entries] == [
@@ -184,7 +196,7 @@ def test_roll_back_puts_back_the_model_that_served_before(two_runs, staff_client
     assert "Rolled back to this run&#x27;s model" in history.content.decode()
 
 
-def test_roll_back_follows_activation_history_not_creation_order(two_runs, staff_client):
+def test_roll_back_follows_activation_history_not_creation_order(two_runs, staff_client, training_worker):
     first, second = two_runs
     # A third, newest run (the second's model, hash intact) that staff once activated.
     third = TrainingRun.objects.create(
@@ -194,13 +206,15 @@ def test_roll_back_follows_activation_history_not_creation_order(two_runs, staff
         artefact_sha256=second.artefact_sha256,
     )
     for run in (third, first, second):
-        assert staff_client.post(activate_url(run)).status_code == 302
+        assert training_worker.post(staff_client, activate_url(run)).redirect_chain[0][1] == 302
+        training_worker.run()
     assert serving_pk() == second.pk
     # Served in turn: first, second, third, first, second. Before the second's comeback the first served.
 
-    text = staff_client.post(reverse(ROLL_BACK), follow=True).content.decode()
+    text = training_worker.post(staff_client, reverse(ROLL_BACK)).content.decode()
 
-    assert f"Rolled back. Run #{first.pk} (popularity) serves now, replacing run #{second.pk}" in text
+    assert f"Rolling back. Training run #{first.pk} was sent to a training worker" in text
+    training_worker.run()
     assert serving_pk() == first.pk
 
 
@@ -218,14 +232,16 @@ def test_roll_back_says_so_when_there_is_nothing_to_go_back_to(shop, staff_clien
     assert not change_entries(TrainingRun)
 
 
-def test_roll_back_refuses_a_previous_model_whose_artefact_fails_its_check(two_runs, staff_client):
+def test_roll_back_refuses_a_previous_model_whose_artefact_fails_its_check(two_runs, staff_client, training_worker):
     first, second = two_runs
     victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
 
-    text = staff_client.post(reverse(ROLL_BACK), follow=True).content.decode()
+    training_worker.post(staff_client, reverse(ROLL_BACK))
+    [result] = training_worker.run()
 
-    assert f"Run #{first.pk} was not activated" in text and "hash check" in text
+    assert result["state"] == "refused" and "hash check" in result["reason"]
+    assert "hash check" in change_page(staff_client, first)
     assert serving_pk() == second.pk
     assert not change_entries(TrainingRun)
 
@@ -233,7 +249,7 @@ def test_roll_back_refuses_a_previous_model_whose_artefact_fails_its_check(two_r
 # ---- permissions ----------------------------------------------------------------------------------------------------
 
 
-def test_every_operation_answers_403_to_staff_without_its_permission(two_runs, client):
+def test_every_operation_answers_403_to_staff_without_its_permission(two_runs, client, training_worker):
     first, second = two_runs
     viewer, _ = staff_with(client, "view_trainingrun", "view_precomputerun", apps=WITH_BEAT)
     page = viewer.get(reverse(TRAINING_LIST)).content.decode()
@@ -255,10 +271,13 @@ def test_every_operation_answers_403_to_staff_without_its_permission(two_runs, c
     assert not LogEntry.objects.exists()
 
     # The change permission alone is what Activate and Roll back need.
+    assert training_worker.sent == []
     editor, user = staff_with(client, "view_trainingrun", "change_trainingrun", apps=WITH_BEAT)
-    assert editor.post(activate_url(first)).status_code == 302
+    assert training_worker.post(editor, activate_url(first)).redirect_chain[0][1] == 302
+    training_worker.run()
     assert serving_pk() == first.pk
-    assert editor.post(reverse(ROLL_BACK)).status_code == 302
+    assert training_worker.post(editor, reverse(ROLL_BACK)).redirect_chain[0][1] == 302
+    training_worker.run()
     assert serving_pk() == second.pk
     assert [e.user_id for e in change_entries(TrainingRun)] == [user.pk, user.pk]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -22,7 +23,8 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 
-from recommendations import charts, experiments, rules
+from recommendations import experiments, rules
+from recommendations.admin import charts
 from recommendations.models import Experiment, ExperimentVariant, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -327,6 +329,33 @@ class ExperimentAdmin(admin.ModelAdmin):
         self.message_user(request, f"“{experiment.name}” stopped; the placement serves as before.", messages.SUCCESS)
         return self._back(experiment)
 
+    @staticmethod
+    def _activation_starter(request: HttpRequest) -> Callable[[int], str]:
+        """How a promoted model version starts serving: checked and loaded by a training worker or a background
+        process, never in this web process (a neural model would bring TensorFlow in); says what it started."""
+
+        def start(run_id: int) -> str:
+            from recommendations.background import start_activation
+
+            launch = start_activation(
+                run_id, by=request.user.get_username(), user_id=request.user.pk, note="Promoted this run's model"
+            )
+            if launch.how == "failed":
+                raise experiments.ExperimentError(
+                    f"Training run #{run_id} was not activated: no background process could be started "
+                    f"({launch.error}). Run {launch.command} instead"
+                )
+            where = {
+                "queued": f"on a training worker (task {launch.task_id})",
+                "background": f"in a background process (pid {launch.pid})",
+            }.get(launch.how, "in a background process once the promotion is saved")
+            return (
+                f"activation of training run #{run_id} started {where}: it serves once its model loads, "
+                "which the run's page shows"
+            )
+
+        return start
+
     def promote_view(self, request: HttpRequest, object_id: str, variant_id: int) -> HttpResponse:
         """Promote an arm: stop, record it as the winner and make it the placement's behaviour."""
         if request.method != "POST":
@@ -334,7 +363,9 @@ class ExperimentAdmin(admin.ModelAdmin):
         experiment = self._operable(request, object_id)
         by = request.user.get_username()
         try:
-            done = experiments.promote(experiment.pk, variant_id, by=by)
+            done = experiments.promote(
+                experiment.pk, variant_id, by=by, start_activation=self._activation_starter(request)
+            )
         except experiments.ExperimentError as exc:
             self.message_user(request, f"Nothing was promoted: {exc}", messages.ERROR)
             return self._back(experiment)

@@ -1,7 +1,7 @@
-"""Admin for the recommendations app: events and profiles to inspect, sets to roll back, precomputes to run.
+"""The runs screens: training runs (the model registry: retrain now, activate, roll back), precompute runs (run now),
+recommendation sets (activate one to roll back or forward) and their stored lists.
 
-Events, profiles and stored lists are written by the engine and tracking, so they are read-only here. Every
-operation staff start here (retrain, activate, roll back, precompute, activate a set) is permission-checked and
+Every operation staff start here (retrain, activate, roll back, precompute, activate a set) is permission-checked and
 written to the admin log (LogEntry) under the user who did it.
 """
 
@@ -23,68 +23,14 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from recommendations import catalog
-from recommendations.models import Event, PrecomputeRun, ProductProfile, RecommendationSet, StoredList, TrainingRun
+from recommendations.admin.analytics import validation_metrics_chart
+from recommendations.admin.base import ReadOnlyAdmin
+from recommendations.models import PrecomputeRun, RecommendationSet, StoredList, TrainingRun
 
 logger = logging.getLogger(__name__)
 
 RETRAIN_TASK = "recommendations.tasks.retrain"
 PRECOMPUTE_TASK = "recommendations.tasks.precompute"
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only: the rows come from the engine and tracking, never from a form."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-@admin.register(Event)
-class EventAdmin(ReadOnlyAdmin):
-    list_display = (
-        "occurred_at",
-        "event_type",
-        "shopper",
-        "product_id",
-        "quantity",
-        "placement",
-        "recommendation_id",
-        "variant",
-    )
-    list_filter = ("event_type", "placement")
-    search_fields = ("=shopper", "=product_id", "=user_id", "=visitor_id", "=event_id", "=recommendation_id")
-    date_hierarchy = "occurred_at"
-    ordering = ("-occurred_at",)
-    # Counting millions of events on every page load is the slow part of a big changelist.
-    show_full_result_count = False
-    list_per_page = 50
-
-
-@admin.register(ProductProfile)
-class ProductProfileAdmin(ReadOnlyAdmin):
-    list_display = ("product_id", "name", "category", "brand", "price", "in_stock", "active", "sales_count")
-    list_filter = ("active", "in_stock")
-    search_fields = ("=product_id", "name", "brand", "category")
-    ordering = ("product_id",)
-    actions = ["sync_from_catalog"]
-
-    def has_sync_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("recommendations.change_productprofile")
-
-    @admin.action(description="Sync all profiles from the catalog now", permissions=["sync"])
-    def sync_from_catalog(self, request: HttpRequest, queryset: QuerySet) -> None:
-        result = catalog.sync_products()
-        self.message_user(
-            request,
-            f"Synced {result['synced']} products; {result['deactivated']} profiles deactivated.",
-            messages.SUCCESS,
-        )
 
 
 def placement_counts(set_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -372,6 +318,27 @@ def report_launch(model_admin: admin.ModelAdmin, request: HttpRequest, run: Any,
     model_admin.message_user(request, text, messages.ERROR if launch.how == "failed" else messages.SUCCESS)
 
 
+# What staff see when they ask for a run's model to serve; it is checked and loaded elsewhere (see _make_serve).
+ACTIVATION_MESSAGES = {
+    "queued": gettext_lazy(
+        "%(run)s was sent to a training worker (task %(task)s), which checks its model and makes it serve once it "
+        "loads; this page shows it, reload to follow."
+    ),
+    "background": gettext_lazy(
+        "%(run)s is being checked in a background process (pid %(pid)s) and will serve once its model loads; this "
+        "page shows it, reload to follow."
+    ),
+    "deferred": gettext_lazy(
+        "%(run)s will be checked in a background process once this request's changes are saved, and will serve once "
+        "its model loads; this page shows it, reload to follow."
+    ),
+    "failed": gettext_lazy(
+        "%(run)s was not activated: no background process could be started (%(error)s). Run %(command)s instead. "
+        "The serving model is unchanged."
+    ),
+}
+
+
 # ---- training runs: the model registry ------------------------------------------------------------------------------
 
 CANDIDATE_METRICS = (
@@ -444,6 +411,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                     "is_serving",
                     "activated_at",
                     "activated_by",
+                    "activation",
                     "artefact_path",
                     "artefact_sha256",
                     "data_until",
@@ -488,7 +456,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), **self._operations_context(request)}
-        extra_context["metrics_chart"] = admin_analytics.validation_metrics_chart()
+        extra_context["metrics_chart"] = validation_metrics_chart()
         return super().changelist_view(request, extra_context)
 
     def has_retrain_permission(self, request: HttpRequest) -> bool:
@@ -550,7 +518,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                 messages.WARNING,
             )
         else:
-            self._make_serve(request, target, "Rolled back to this run's model", prefix="Rolled back. ")
+            self._make_serve(request, target, "Rolled back to this run's model", prefix="Rolling back. ")
         return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
 
     @admin.action(description="Serve this model (activate / roll back)", permissions=["serve"])
@@ -562,32 +530,64 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         self._make_serve(request, queryset.get(), "Made this run's model serve")
 
     def _make_serve(self, request: HttpRequest, run: TrainingRun, done: str, prefix: str = "") -> bool:
-        """Activate `run`, say so (or why not) and log it under the user; the serving model moves only on success."""
-        from recommendations.training import artefacts, runs
+        """Start making `run`'s model serve and say truthfully what started (or why nothing did).
+
+        Its artefact is hash-checked and loaded by a training worker or a background process, never here (a neural
+        model would bring TensorFlow into the web process); that process records the outcome on the run, which its
+        page shows, and logs a success under this user with `done` as the history's wording.
+        """
+        from recommendations.background import start_activation
 
         by = request.user.get_username()
         if run.is_serving:
             self.message_user(request, f"Run #{run.pk} already serves; nothing changed.", messages.WARNING)
             return False
-        previous = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
-        try:
-            run = runs.activate(run.pk, by=by)
-        except (runs.TrainingError, artefacts.ArtefactError) as exc:
-            logger.warning("%s could not make training run #%s serve: %s", by, run.pk, exc)
+        if not run.has_artefact:
             self.message_user(
-                request, f"Run #{run.pk} was not activated: {exc}. The serving model is unchanged.", messages.ERROR
+                request,
+                f"Run #{run.pk} was not activated: run #{run.pk} has no model to serve. "
+                "The serving model is unchanged.",
+                messages.ERROR,
             )
             return False
-        was = f"run #{previous}" if previous is not None else "no model"
-        logger.info("%s made training run #%s (%s) serve; %s served before", by, run.pk, run.chosen, was)
-        self.log_change(request, run, f"{done} (before: {was}).")
-        self.message_user(
-            request,
-            f"{prefix}Run #{run.pk} ({run.chosen or 'model'}) serves now, replacing {was}; "
-            "a precompute was queued to rewrite the lists from it.",
-            messages.SUCCESS,
-        )
+        launch = start_activation(run.pk, by=by, user_id=request.user.pk, note=done)
+        logger.info("%s asked for training run #%s to serve: %s", by, run.pk, launch.how)
+        text = ACTIVATION_MESSAGES[launch.how] % {
+            "run": _("Training run #%(pk)s") % {"pk": run.pk},
+            "task": launch.task_id,
+            "pid": launch.pid,
+            "error": launch.error,
+            "command": launch.command,
+        }
+        if launch.how == "failed":
+            self.message_user(request, text, messages.ERROR)
+            return False
+        self.message_user(request, prefix + text, messages.SUCCESS)
         return True
+
+    @admin.display(description="activation from the admin")
+    def activation(self, obj: TrainingRun) -> str:
+        """Staff's newest request to make this run serve and how it ended (recorded by the process that loaded it)."""
+        from recommendations.training.runs import activation_request
+
+        request = activation_request(obj)
+        if not request:
+            return "-"
+        state = request.get("state")
+        asked = f"asked by {request.get('by') or 'staff'} at {request.get('requested_at', '?')}"
+        if state == "pending":
+            return f"Being checked ({asked}): it serves once its model loads; reload to follow."
+        if state == "activated":
+            before = request.get("before")
+            was = f"run #{before}" if before is not None else "no model"
+            return f"Activated at {request.get('finished_at')} ({asked}); before it, {was} served."
+        if state == "not_started":
+            return (
+                f"Not activated ({asked}): {request.get('reason')}. Run {request.get('command')} instead. "
+                "The serving model is unchanged."
+            )
+        refused = f"Refused at {request.get('finished_at')} ({asked}): {request.get('reason')}."
+        return f"{refused} The serving model is unchanged."
 
     @admin.display(description="run", ordering="pk")
     def run(self, obj: TrainingRun) -> str:
@@ -674,7 +674,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     @admin.display(description="gate verdict")
     def gate_table(self, obj: TrainingRun) -> str:
         """Why the run serves or not: the reason, new vs serving NDCG@10 and the margin it had to clear."""
-        gate = obj.gate or {}
+        gate = {key: value for key, value in (obj.gate or {}).items() if key != "activation"}  # that has its own row
         if not gate:
             return "-"
         verdict = {True: "passed: serves", False: "failed: old model kept"}.get(gate.get("passed"), "-")
@@ -701,7 +701,3 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         if not obj.stage_seconds:
             return "-"
         return _key_value_table((stage, _number(seconds, 2)) for stage, seconds in obj.stage_seconds.items())
-
-
-# Last, as they register the analytics, experiments and rules admins; none imports this module, so there is no cycle.
-from recommendations import admin_analytics, admin_experiments, admin_rules  # noqa: E402, F401

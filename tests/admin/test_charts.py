@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from recommendations import charts
+from recommendations.admin import charts
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
 LABELS = ["May 1", "May 2", "May 3", "May 4", "May 5"]

@@ -24,7 +24,8 @@ from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
-from recommendations import analytics, charts
+from recommendations import analytics
+from recommendations.admin import charts
 from recommendations.models import PlacementDay, TrainingRun
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.urls import reverse
 
 from recommendations.models import PrecomputeRun, TrainingRun
+from recommendations.tasks import TRAINING_QUEUE
 from recommendations.training import runs as training
 from tests.factories import serving_pk, staff_with, train_two_runs, write_synthetic_shop
 
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.django_db
 FAST = ["popularity", "item_knn"]
 CHANGELIST = "admin:recommendations_trainingrun_changelist"
 RETRAIN_NOW = "admin:recommendations_trainingrun_retrain_now"
+CHANGE_PAGE = "admin:recommendations_trainingrun_change"
 
 
 @pytest.fixture
@@ -25,12 +27,15 @@ def shop():
     return write_synthetic_shop()
 
 
-def serve(client, run: TrainingRun, *more: TrainingRun):
-    return client.post(
-        reverse(CHANGELIST),
-        {"action": "serve_model", "_selected_action": [r.pk for r in (run, *more)]},
-        follow=True,
+def serve(worker, client, run: TrainingRun, *more: TrainingRun):
+    """The "Serve this model" action as staff send it; the training worker's part runs only on `worker.run()`."""
+    return worker.post(
+        client, reverse(CHANGELIST), {"action": "serve_model", "_selected_action": [r.pk for r in (run, *more)]}
     )
+
+
+def sent_to_worker(text: str, run: TrainingRun) -> bool:
+    return f"Training run #{run.pk} was sent to a training worker (task " in text and "once it loads" in text
 
 
 def test_changelist_and_report_render_for_a_finished_run(shop, staff_client):
@@ -119,16 +124,19 @@ def test_retrain_now_needs_the_add_permission(client):
     assert TrainingRun.objects.filter(status=TrainingRun.Status.PENDING).count() == 1
 
 
-def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, admin_user):
+def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, admin_user, training_worker):
     first, second = train_two_runs()
     assert serving_pk() == second.pk
     precomputes = PrecomputeRun.objects.count()
 
-    response = serve(staff_client, first)
+    response = serve(training_worker, staff_client, first)
 
     text = response.content.decode()
-    assert f"Run #{first.pk} (popularity) serves now, replacing run #{second.pk}" in text
-    assert "a precompute was queued" in text
+    assert sent_to_worker(text, first), text
+    assert [m["queue"] for m in training_worker.sent] == [TRAINING_QUEUE]
+    assert serving_pk() == second.pk, "the web request loads no model and changes nothing by itself"
+    [result] = training_worker.run()
+    assert result["state"] == "activated"
     assert serving_pk() == first.pk
     first.refresh_from_db()
     assert first.activated_by == admin_user.get_username()
@@ -139,44 +147,52 @@ def test_serving_an_earlier_run_rolls_back_and_is_logged(shop, staff_client, adm
     history = staff_client.get(reverse("admin:recommendations_trainingrun_history", args=[first.pk]))
     assert "Made this run&#x27;s model serve" in history.content.decode()
 
-    both = serve(staff_client, first, second)
+    assert "Activated at" in staff_client.get(reverse(CHANGE_PAGE, args=[first.pk])).content.decode()
+
+    both = serve(training_worker, staff_client, first, second)
     assert "Select exactly one training run" in both.content.decode()
+    assert training_worker.sent == []
     assert serving_pk() == first.pk
 
 
-def test_a_tampered_artefact_is_refused_and_nothing_changes(shop, staff_client):
+def test_a_tampered_artefact_is_refused_and_nothing_changes(shop, staff_client, training_worker):
     first, second = train_two_runs()
     victim = sorted(Path(first.artefact_path).rglob("*.npz"))[0]
     victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
     precomputes = PrecomputeRun.objects.count()
 
-    text = serve(staff_client, first).content.decode()
+    assert sent_to_worker(serve(training_worker, staff_client, first).content.decode(), first)
+    [result] = training_worker.run()
 
-    assert f"Run #{first.pk} was not activated" in text
-    assert "hash check" in text and "The serving model is unchanged." in text
+    assert result["state"] == "refused" and "hash check" in result["reason"]
+    text = staff_client.get(reverse(CHANGE_PAGE, args=[first.pk])).content.decode()
+    assert "Refused at" in text and "hash check" in text and "The serving model is unchanged." in text
     assert serving_pk() == second.pk
     assert PrecomputeRun.objects.count() == precomputes
     assert not LogEntry.objects.filter(action_flag=CHANGE).exists()
 
 
-def test_a_run_without_a_model_is_refused(staff_client):
+def test_a_run_without_a_model_is_refused(staff_client, training_worker):
     failed = TrainingRun.objects.create(status=TrainingRun.Status.FAILED, error="boom")
-    text = serve(staff_client, failed).content.decode()
+    text = serve(training_worker, staff_client, failed).content.decode()
     assert f"run #{failed.pk} has no model to serve" in text
+    assert training_worker.sent == [], "nothing to load: refused at once"
     assert serving_pk() is None
 
 
-def test_serving_needs_the_change_permission(shop, client):
+def test_serving_needs_the_change_permission(shop, client, training_worker):
     first, second = train_two_runs()
     viewer, _ = staff_with(client, "view_trainingrun", "add_trainingrun")
     page = viewer.get(reverse(CHANGELIST)).content.decode()
     assert "serve_model" not in page
 
-    serve(viewer, first)
+    serve(training_worker, viewer, first)
 
+    assert training_worker.sent == [] and training_worker.run() == []
     assert serving_pk() == second.pk
     assert not LogEntry.objects.filter(action_flag=CHANGE).exists()
 
     editor, _ = staff_with(client, "view_trainingrun", "change_trainingrun")
-    assert f"Run #{first.pk} (popularity) serves now" in serve(editor, first).content.decode()
+    assert sent_to_worker(serve(training_worker, editor, first).content.decode(), first)
+    training_worker.run()
     assert serving_pk() == first.pk

@@ -1,0 +1,29 @@
+"""The events screen: what tracking stored, to inspect and search; never written from a form."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from recommendations.admin.base import ReadOnlyAdmin
+from recommendations.models import Event
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = (
+        "occurred_at",
+        "event_type",
+        "shopper",
+        "product_id",
+        "quantity",
+        "placement",
+        "recommendation_id",
+        "variant",
+    )
+    list_filter = ("event_type", "placement")
+    search_fields = ("=shopper", "=product_id", "=user_id", "=visitor_id", "=event_id", "=recommendation_id")
+    date_hierarchy = "occurred_at"
+    ordering = ("-occurred_at",)
+    # Counting millions of events on every page load is the slow part of a big changelist.
+    show_full_result_count = False
+    list_per_page = 50

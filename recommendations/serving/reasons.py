@@ -1,0 +1,86 @@
+"""Reasons and rendering: the sentence a shopper reads for a reason code (worded at render time, so wording and
+language change without a recompute), the products reasons name, and the card's fields from the profile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.utils.translation import gettext, gettext_lazy
+
+from recommendations import catalog
+from recommendations.serving.block import Block, Recommendation
+from recommendations.serving.profiles import _profiles
+
+
+def _anchors(reasons: Iterable[str]) -> set[str]:
+    """The products that reason codes name ("because:<id>", "together:<id>", ...)."""
+    return {
+        reason.split(":", 1)[1]
+        for reason in reasons
+        if ":" in reason and reason.split(":", 1)[0] in ("because", "session", "together", "similar")
+    }
+
+
+def _name_reasons(items: list[Recommendation]) -> None:
+    anchors = _anchors(item.reason for item in items)
+    names = {pid: profile.name for pid, profile in _profiles(anchors).items()} if anchors else {}
+    for item in items:
+        item.reason_text = reason_text(item.reason, names)
+
+
+_REASON_TEXTS = {  # lazy: translated in the shopper's language when a block is built
+    "trending": gettext_lazy("Trending now"),
+    "popular": gettext_lazy("Popular"),
+    "also": gettext_lazy("Often viewed together"),
+    "for_you": gettext_lazy("Picked for your taste"),
+    "viewed": gettext_lazy("You viewed this"),
+    "repeat": gettext_lazy("You bought this before"),
+    "new": gettext_lazy("New arrival"),
+    "featured": gettext_lazy("Featured"),
+    "rule": gettext_lazy("Selected for you"),
+}
+
+
+def reason_text(reason: str, names: dict[str, str]) -> str:
+    """A shopper-facing sentence for a reason code, so wording (and language) can change without a recompute."""
+    kind, _, arg = reason.partition(":")
+    if kind in ("because", "session"):  # the stored list's anchor or this session's: the same to a shopper
+        anchor = names.get(arg)
+        return (
+            gettext("Because you looked at %(name)s") % {"name": anchor}
+            if anchor
+            else gettext("Based on your browsing")
+        )
+    if kind == "together":
+        anchor = names.get(arg)
+        return (
+            gettext("Bought together with %(name)s") % {"name": anchor} if anchor else gettext("Often bought together")
+        )
+    if kind == "similar":
+        anchor = names.get(arg)
+        return gettext("Similar to %(name)s") % {"name": anchor} if anchor else gettext("Similar")
+    if kind == "trending" and arg:
+        return gettext("Trending in %(category)s") % {"category": arg.replace("-", " ").replace("_", " ").title()}
+    return str(_REASON_TEXTS.get(kind, ""))
+
+
+def attach_products(block: Block) -> Block:
+    """Load the host's product objects and the engine's profile (name, price, brand, category) for rendering; drops
+    ids the host no longer has. The default card reads the profile, which sync_products filled through
+    PRODUCT_FIELDS, because the host's model may call its fields anything (`title`, `amount`)."""
+    ids = [item.product_id for item in block.items]
+    products = catalog.get_products(ids)
+    profiles = _profiles(ids)  # read by the build already: from the pass or the process' hold
+    kept = []
+    for item in block.items:
+        item.product = products.get(item.product_id)
+        if item.product is not None:
+            profile = profiles.get(item.product_id)
+            if profile is not None:
+                item.category, item.brand = profile.category, profile.brand
+                item.name, item.price = profile.name, profile.price
+            kept.append(item)
+    block.items = kept
+    if any(not item.reason_text for item in kept):
+        _name_reasons([item for item in kept if not item.reason_text])
+    return block
