@@ -9,8 +9,9 @@ class RecommendationsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from recommendations import conf, experiments, receivers, rules  # noqa: F401 - registers the check, receivers
+        from recommendations import conf, receivers, tunables  # noqa: F401 - registers the check, receivers
         from recommendations.api import throttling  # noqa: F401 - registers the throttle rates' check
+        from recommendations.experiments import operations  # noqa: F401 - registers its receivers
 
         receivers.connect_product_signals()
         receivers.connect_user_signals()

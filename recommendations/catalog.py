@@ -20,13 +20,14 @@ from django.core.checks import Error, register
 from django.core.exceptions import FieldDoesNotExist
 from django.db import connections, models, router, transaction
 
+from recommendations import keys
 from recommendations.conf import rec_settings
 
 logger = logging.getLogger(__name__)
 
 SYNC_BATCH = 2000
-PROFILES_VERSION_KEY = "recommendations:profiles:version"  # a counter, moved by every write of profiles
-PROFILES_CHANGE_KEY = "recommendations:profiles:change:"  # + a counter value: the product ids that write touched
+PROFILES_VERSION_KEY = keys.PROFILES_VERSION
+PROFILES_CHANGE_KEY = keys.PROFILES_CHANGE
 PROFILES_CHANGE_TTL = 24 * 3600
 PROFILES_CHANGE_MAX_IDS = 2000  # a write touching more is recorded as "any product"
 PROFILES_CHANGE_CATCH_UP = 50  # a process further behind than this many writes starts over

@@ -11,8 +11,15 @@ import re
 from typing import Any
 
 PREFIX = "recommendations"
-ACTIVE_SET = f"{PREFIX}:active_set"
-EXPERIMENTS_RUNNING = f"{PREFIX}:experiments:running"
+ACTIVE_SET = f"{PREFIX}:active_set"  # the active recommendation set's id
+EXPERIMENTS_RUNNING = f"{PREFIX}:experiments:running"  # the running experiments' variants
+RULES_PLACEMENTS = f"{PREFIX}:rules:placements"  # the Placement rows
+RULES_COLD_START = f"{PREFIX}:rules:cold_start"
+RULES_MERCHANDISING = f"{PREFIX}:rules:merchandising"
+RULES_VERSION = f"{PREFIX}:rules:version"  # moved by every save of a tunable; stamped on cached blocks
+RULES_SOURCE = f"{PREFIX}:rules:source:"  # + a digest of (rule, its update, category, limit): a rule's products
+PROFILES_VERSION = f"{PREFIX}:profiles:version"  # a counter, moved by every write of profiles
+PROFILES_CHANGE = f"{PREFIX}:profiles:change:"  # + a counter value: the product ids that write touched
 ARM_LIST_SEPARATOR = "@run"
 
 _UNSAFE_KEY_CHARACTER = re.compile(r"[\x00-\x20\s]")  # whitespace or control: not allowed in a cache key
@@ -24,6 +31,16 @@ def cache_key(*parts: Any) -> str:
     if len(raw) > 200 or _UNSAFE_KEY_CHARACTER.search(raw):
         raw = hashlib.sha256(raw.encode()).hexdigest()
     return f"{PREFIX}:{raw}"
+
+
+def rules_explore(max_age_days: int, limit: int) -> str:
+    """The exploration pool of new products (cold-start slots) for an age limit and a size."""
+    return f"{PREFIX}:rules:explore:{max_age_days}:{limit}"
+
+
+def refresh_pending(shopper: str) -> str:
+    """Set while a shopper's list refresh waits out its debounce window."""
+    return f"{PREFIX}:refresh:{shopper}"
 
 
 def arm_list(placement: str, training_run_id: int) -> str:

@@ -387,8 +387,9 @@ class Experiment(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [
-            # Serving splits a placement's traffic between one experiment's arms; `experiments.start` checks this
-            # under row locks and says why, and the database holds it against anything that slips past the check.
+            # Serving splits a placement's traffic between one experiment's arms; `experiments.operations.start`
+            # checks this under row locks and says why, and the database holds it against anything that slips past
+            # the check.
             models.UniqueConstraint(
                 fields=["placement"],
                 condition=models.Q(status="running"),

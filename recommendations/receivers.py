@@ -15,8 +15,9 @@ from django.contrib.auth.signals import user_logged_in
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-from recommendations import catalog, privacy, serving, signals, store, tasks, tracking
+from recommendations import catalog, privacy, serving, signals, tasks, tracking
 from recommendations.conf import rec_settings
+from recommendations.lists import store
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from django.db import OperationalError, transaction
 
 from recommendations.conf import rec_settings
 from recommendations.holds import Hold
+from recommendations.keys import refresh_pending as refresh_key
 from recommendations.models import PrecomputeRun, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def schedule_refresh(shoppers: Iterable[str]) -> None:
             transaction.on_commit(lambda: _refresh_quietly(shoppers), robust=True)
         return
     window = float(rec_settings.REFRESH_DEBOUNCE_SECONDS)
-    keys = {f"recommendations:refresh:{s}": s for s in shoppers}
+    keys = {refresh_key(s): s for s in shoppers}
     # Not atomic: two racing requests may both schedule a shopper, which costs one spare refresh, nothing more.
     waiting = cache.get_many(list(keys))
     due = {key: shopper for key, shopper in keys.items() if key not in waiting}

@@ -23,7 +23,7 @@ from recommendations import catalog
 from recommendations.lists.precompute import run_precompute
 from recommendations.models import RecommendationSet, StoredList
 from tests.factories import make_category, make_product
-from tests.test_purchases import START, bought, store
+from tests.lists.test_purchases import START, bought, store
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_HEADER = ["placement", "subject", "rank", "product_id", "score", "reason", "interval_days"]

@@ -10,8 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from recommendations import catalog, holds, serving, store
+from recommendations import catalog, holds, serving
 from recommendations.holds import Hold
+from recommendations.lists import store
 from recommendations.models import StoredList
 from tests.factories import active_lists, make_category, make_product
 

@@ -19,8 +19,9 @@ from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from recommendations import catalog, serving, serving_sql, store, tracking
+from recommendations import catalog, serving, serving_sql, tracking
 from recommendations.conf import rec_settings
+from recommendations.lists import store
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 from recommendations.serving.profiles import _profiles
 from recommendations.serving.shopper import _read_shopper_state

@@ -23,8 +23,10 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 
-from recommendations import experiments, rules
+from recommendations import tunables
 from recommendations.admin import charts
+from recommendations.experiments import operations
+from recommendations.experiments import report as stats
 from recommendations.models import Experiment, ExperimentVariant, TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -32,10 +34,10 @@ logger = logging.getLogger(__name__)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _comparison_cells(prefix: str, comparison: experiments.Comparison, enough: bool = True) -> dict[str, Any]:
+def _comparison_cells(prefix: str, comparison: stats.Comparison, enough: bool = True) -> dict[str, Any]:
     """One arm-against-control comparison as the page's formatted cells, keyed `<prefix>_difference` and so on.
 
-    Without enough data (`experiments.enough_data`) the cells say so rather than show an interval that means nothing.
+    Without enough data (`stats.enough_data`) the cells say so rather than show an interval that means nothing.
     """
     if not enough:
         return {
@@ -100,7 +102,7 @@ class VariantForm(forms.ModelForm):
         data = super().clean()
         if self.errors or data.get("DELETE"):
             return data
-        problems = experiments.variant_problems(
+        problems = operations.variant_problems(
             data.get("name", ""), data.get("share"), data.get("strategy", ""), data.get("training_run")
         )
         if problems:
@@ -162,7 +164,7 @@ class ExperimentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "placement" not in self.fields:  # read-only once started
             return
-        names = rules.placement_names()
+        names = tunables.placement_names()
         current = self.instance.placement if self.instance.pk else ""
         choices = [(n, n) for n in names]
         if current and current not in names:  # a placement since removed from the settings: show it, refuse it
@@ -171,7 +173,7 @@ class ExperimentForm(forms.ModelForm):
 
     def clean_placement(self) -> str:
         placement = self.cleaned_data["placement"]
-        if placement not in rules.placement_names():
+        if placement not in tunables.placement_names():
             raise ValidationError(f"There is no placement called “{placement}”.")
         return placement
 
@@ -227,7 +229,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     @staticmethod
     def report_context(experiment: Experiment) -> dict[str, Any]:
         """The report's rows (formatted) and its chart, for the change page."""
-        result = experiments.report(experiment)
+        result = stats.report(experiment)
         winner = result.winner
         rows = []
         for arm in result.arms:
@@ -277,8 +279,8 @@ class ExperimentAdmin(admin.ModelAdmin):
             "report_since": result.since,
             "report_chart": chart,
             "report_has_winner": winner is not None,
-            "report_min_shoppers": experiments.MIN_SHOPPERS_PER_ARM,
-            "report_min_outcomes": experiments.MIN_OUTCOMES,
+            "report_min_shoppers": stats.MIN_SHOPPERS_PER_ARM,
+            "report_min_outcomes": stats.MIN_OUTCOMES,
         }
 
     # -- operations ---------------------------------------------------------------------------------------------
@@ -301,8 +303,8 @@ class ExperimentAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         experiment = self._operable(request, object_id)
         try:
-            experiment = experiments.start(experiment.pk)
-        except experiments.ExperimentError as exc:
+            experiment = operations.start(experiment.pk)
+        except operations.ExperimentError as exc:
             self.message_user(request, f"“{experiment.name}” was not started: {exc}", messages.ERROR)
             return self._back(experiment)
         logger.info("%s started experiment #%s on %s", request.user.get_username(), experiment.pk, experiment.placement)
@@ -320,8 +322,8 @@ class ExperimentAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         experiment = self._operable(request, object_id)
         try:
-            experiment = experiments.stop(experiment.pk)
-        except experiments.ExperimentError as exc:
+            experiment = operations.stop(experiment.pk)
+        except operations.ExperimentError as exc:
             self.message_user(request, f"“{experiment.name}” was not stopped: {exc}", messages.ERROR)
             return self._back(experiment)
         logger.info("%s stopped experiment #%s", request.user.get_username(), experiment.pk)
@@ -341,7 +343,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                 run_id, by=request.user.get_username(), user_id=request.user.pk, note="Promoted this run's model"
             )
             if launch.how == "failed":
-                raise experiments.ExperimentError(
+                raise operations.ExperimentError(
                     f"Training run #{run_id} was not activated: no background process could be started "
                     f"({launch.error}). Run {launch.command} instead"
                 )
@@ -363,10 +365,10 @@ class ExperimentAdmin(admin.ModelAdmin):
         experiment = self._operable(request, object_id)
         by = request.user.get_username()
         try:
-            done = experiments.promote(
+            done = operations.promote(
                 experiment.pk, variant_id, by=by, start_activation=self._activation_starter(request)
             )
-        except experiments.ExperimentError as exc:
+        except operations.ExperimentError as exc:
             self.message_user(request, f"Nothing was promoted: {exc}", messages.ERROR)
             return self._back(experiment)
         experiment.refresh_from_db()

@@ -1,6 +1,6 @@
 """The admin's tunables: placements, cold-start rules, merchandising rules, and "what does this shopper see here".
 
-Serving reads these rows through `rules.py`, whose cache every save and delete flushes, so a change shows on the next
+Serving reads these rows through `tunables`, whose cache every save and delete flushes, so a change shows on the next
 page. The forms refuse what serving would silently ignore (an unknown placement, a hand-picked product the catalog does
 not have, a campaign name that can never match, a window that ends before it starts), and every change records its
 author in `updated_by` besides Django's own history (LogEntry).
@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 
-from recommendations import rules, serving, tracking
+from recommendations import serving, tracking, tunables
 from recommendations.conf import FALLBACK_STEPS, rec_settings
 from recommendations.models import (
     ColdStartRule,
@@ -405,7 +405,7 @@ class PreviewForm(forms.Form):
 
     def clean_campaign(self) -> str:
         campaign = self.cleaned_data["campaign"].strip()
-        if campaign and not rules.CAMPAIGN_PATTERN.match(campaign):
+        if campaign and not tracking.CAMPAIGN_PATTERN.match(campaign):
             raise ValidationError("A campaign is letters, digits, “_”, “.” or “-”, as utm_campaign is read.")
         return campaign
 
@@ -561,7 +561,7 @@ def _preview_limit(placements: list[str]) -> int:
 
 
 def preview_rule(values: dict[str, Any], category: str = "", saved: bool = False) -> RulePreview:
-    """The products a rule gives now (through `rules.rule_candidates`, as serving calls it), with names and prices.
+    """The products a rule gives now (through `tunables.rule_candidates`, as serving calls it), with names and prices.
 
     `values` are the rule's fields as `.values()` reads them. An unsaved rule gets an `updated_at` made of a hash of its
     values, so its products are cached under a key of their own: the saved rule's cached list (what serving reads) is
@@ -572,7 +572,7 @@ def preview_rule(values: dict[str, Any], category: str = "", saved: bool = False
     if values.get("source") == ColdStartRule.Source.TRENDING_CATEGORY and not (values.get("source_value") or category):
         preview.note = "Trending in the page's category: give a category to preview it for a page of that category."
         return preview
-    candidates = rules.rule_candidates(values, category, limit)
+    candidates = tunables.rule_candidates(values, category, limit)
     ids = [c[0] for c in candidates]
     picked = [str(p) for p in values.get("products") or []] if values.get("source") == "hand_picked" else []
     profiles = {
@@ -675,7 +675,7 @@ class ColdStartRuleForm(forms.ModelForm):
         if audience == Audience.CAMPAIGN:
             if not value:
                 self.add_error("audience_value", "Give the campaign name (utm_campaign) shoppers arrive with.")
-            elif not rules.CAMPAIGN_PATTERN.match(value):
+            elif not tracking.CAMPAIGN_PATTERN.match(value):
                 self.add_error("audience_value", "A campaign is letters, digits, “_”, “.” or “-”, up to 64.")
         if "audience_value" in data:
             data["audience_value"] = value

@@ -38,7 +38,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recommendations import catalog, rules, serving, tracking
+from recommendations import catalog, serving, tracking, tunables
 from recommendations.api import schema  # noqa: F401 - registers the authentication classes with drf-spectacular
 from recommendations.api.authentication import (
     BeaconSessionAuthentication,
@@ -453,7 +453,7 @@ class RecommendationsView(APIView):
             product_id=query.product,
             category=query.category,
             limit=query.limit,
-            campaign=rules.campaign_of(django_request),
+            campaign=tunables.campaign_of(django_request),
         )
         if not block.items and not database_reachable():
             raise RecommendationsUnavailable()

@@ -26,9 +26,10 @@ from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
 
-from recommendations import arms, keys, signals
+from recommendations import keys, signals
 from recommendations.conf import check_settings, rec_settings
 from recommendations.engine import cooccurrence, dataset, model_lists, purchases
+from recommendations.experiments import assignment
 from recommendations.lists import serving_model
 from recommendations.lists.purchases import count_purchase_events, load_purchase_log
 from recommendations.models import (
@@ -388,7 +389,7 @@ def _experiment_lists(
     a note in the stats: its arm's shoppers get the serving model's list, and the precompute goes on.
     """
     progress.start("experiment lists")
-    variants = arms.running_for("for_you") or []
+    variants = assignment.running_for("for_you") or []
     # A refused serving model's arm reads "for_you" (kept from the last set), like the serving model's own arm.
     serving_id = served.run_id if served is not None else refused_serving_id
     codes_of: dict[int, list[int]] = {
@@ -401,7 +402,7 @@ def _experiment_lists(
     if not codes_of:
         return {}
     for code, shopper in enumerate(log.shoppers):
-        arm = arms.arm_for(variants, shopper)
+        arm = assignment.arm_for(variants, shopper)
         if (
             arm is not None
             and arm.strategy == ExperimentVariant.Strategy.MODEL_VERSION

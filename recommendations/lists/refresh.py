@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from django.db import transaction
 
-from recommendations import arms, keys
+from recommendations import keys
 from recommendations.conf import rec_settings
 from recommendations.engine.dataset import (
     MIN_CELL_WEIGHT,
@@ -31,6 +31,7 @@ from recommendations.engine.dataset import (
     to_interactions,
 )
 from recommendations.engine.model_lists import recommend_chunks
+from recommendations.experiments import assignment
 from recommendations.lists import serving_model
 from recommendations.lists.serving_model import (
     RefusedArtefact,
@@ -181,7 +182,7 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
 
     The refusal is remembered per run (see `load_run_model`): a busy shop's events do not each re-hash the broken
     artefact, and the warning comes once per breakage, not once per event; a repaired artefact is picked up again."""
-    arm = arms.assign("for_you", shopper)
+    arm = assignment.assign("for_you", shopper)
     if arm is None or arm.strategy != ExperimentVariant.Strategy.MODEL_VERSION or arm.training_run_id is None:
         return
     if served is not None and arm.training_run_id == served.run_id:

@@ -29,7 +29,15 @@ This package re-exports every name callers use as `serving.X`: callers outside t
 
 from __future__ import annotations
 
-from recommendations.rules import Candidate, Placement, UnknownPlacement, placement_config, placement_names
+from recommendations.lists.store import (
+    RenderPass,
+    active_set_id,
+    forget_active_set,
+    render_pass,
+    shared_items,
+    stored_items,
+    stored_lists,
+)
 from recommendations.serving.block import Block, Recommendation, Request
 from recommendations.serving.cache import cache_pending
 from recommendations.serving.pipeline import recommend, recommend_for_shopper, similar_products, trending
@@ -45,15 +53,7 @@ from recommendations.serving.shopper import (
     touch_shoppers,
 )
 from recommendations.serving.sources import SESSION_ANCHORS, SOURCES, STRATEGY_SOURCES
-from recommendations.store import (
-    RenderPass,
-    active_set_id,
-    forget_active_set,
-    render_pass,
-    shared_items,
-    stored_items,
-    stored_lists,
-)
+from recommendations.tunables import Candidate, Placement, UnknownPlacement, placement_config, placement_names
 
 __all__ = [
     "PROFILE_HOLD",

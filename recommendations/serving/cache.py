@@ -9,10 +9,11 @@ from typing import Any
 
 from django.core.cache import cache
 
-from recommendations import catalog, keys, rules, store
+from recommendations import catalog, keys, tunables
 from recommendations.conf import rec_settings
+from recommendations.lists import store
+from recommendations.lists.store import RenderPass
 from recommendations.serving.block import Request
-from recommendations.store import RenderPass
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
         key,
         *([] if memo.set_known else [keys.ACTIVE_SET]),
         *([version_key] if version_key else []),
-        *([] if memo.rules_version is not None else [rules.VERSION_KEY]),
+        *([] if memo.rules_version is not None else [tunables.VERSION_KEY]),
         *([] if memo.profiles_version is not None else [catalog.PROFILES_VERSION_KEY]),
     ]
     found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
@@ -57,7 +58,7 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
     if version_key:
         memo.versions[req.shopper] = str(found.get(version_key) or "0")
     if memo.rules_version is None:
-        memo.rules_version = rules.version_from(found.get(rules.VERSION_KEY))
+        memo.rules_version = tunables.version_from(found.get(tunables.VERSION_KEY))
     if memo.profiles_version is None:
         version = found.get(catalog.PROFILES_VERSION_KEY)
         memo.profiles_version = version if isinstance(version, int) else 0

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from recommendations import rules
-from recommendations.rules import Candidate, Placement
+from recommendations import tunables
 from recommendations.serving.block import Recommendation, Request
 from recommendations.serving.profiles import _profiles
 from recommendations.serving.reasons import _anchors
+from recommendations.tunables import Candidate, Placement
 
 
 class _Picker:
@@ -50,7 +50,7 @@ class _Picker:
                 profile = profiles.get(pid)
                 if profile is None or not (profile.active and profile.in_stock):
                     continue
-                if self.excluding and rules.excluded_by(self.excluding, profile, pid):
+                if self.excluding and tunables.excluded_by(self.excluding, profile, pid):
                     continue
                 self.blocked.add(pid)
                 item = Recommendation(product_id=pid, score=float(score), reason=reason, source=source)
@@ -92,16 +92,16 @@ def _explore(
     items: list[Recommendation], config: Placement, req: Request, picker: _Picker, size: int
 ) -> list[Recommendation]:
     """Give a share of the slots to young products with no events yet, a different few per shopper and day."""
-    slots = rules.exploration_slots(size, config.exploration_share)
+    slots = tunables.exploration_slots(size, config.exploration_share)
     if not slots:
         return items
     shown = {i.product_id for i in items}
     pool = [
         pid
-        for pid in rules.exploration_pool(config.exploration_max_age_days)
+        for pid in tunables.exploration_pool(config.exploration_max_age_days)
         if pid not in shown and pid not in picker.initially_blocked
     ]
-    picks = rules.rotate(pool, req.shopper or "anonymous", len(slots))
+    picks = tunables.rotate(pool, req.shopper or "anonymous", len(slots))
     items = list(items)
     for slot, pid in zip(slots, picks, strict=False):
         items.insert(

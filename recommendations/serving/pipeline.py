@@ -8,10 +8,12 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from recommendations import arms, keys, rules, serving_sql, store
+from recommendations import keys, serving_sql
 from recommendations.conf import rec_settings
+from recommendations.experiments import assignment
+from recommendations.lists import store
+from recommendations.lists.store import active_set_id, render_pass
 from recommendations.models import Event
-from recommendations.rules import Placement, UnknownPlacement, placement_config
 from recommendations.serving.block import Block, Recommendation, Request
 from recommendations.serving.cache import _cache_block, _cached_block
 from recommendations.serving.picker import _explore, _Picker, _pin
@@ -25,7 +27,7 @@ from recommendations.serving.sources import (
     _note_sources,
     _step_source,
 )
-from recommendations.store import active_set_id, render_pass
+from recommendations.tunables import Placement, UnknownPlacement, placement_config, rules, snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def recommend(
                 block.items = [Recommendation(*row) for row in cached["items"]]
                 _note_sources(block)
                 return block
-            tunables = rules.bundle(stamp[2])
+            tunables = snapshot.bundle(stamp[2])
             config = placement_config(placement, tunables)
             block.title = config.title
             if config.enabled:
@@ -111,9 +113,9 @@ def _size(req: Request, config: Placement | None) -> int:
     return max(1, min(int(req.limit or default), 50))
 
 
-def _build(block: Block, req: Request, config: Placement, size: int, tunables: rules.Bundle) -> None:
+def _build(block: Block, req: Request, config: Placement, size: int, tunables: snapshot.Bundle) -> None:
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
-    arm = arms.arm_for(tunables.experiments.get(config.name), req.shopper)
+    arm = assignment.arm_for(tunables.experiments.get(config.name), req.shopper)
     block.variant = arm.stamp if arm is not None else ""
     _read_ahead(req, config, arm)
     state = shopper_state(req.shopper) if req.shopper else ShopperState()
@@ -185,7 +187,7 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: r
     _name_reasons(block.items)
 
 
-def _read_ahead(req: Request, config: Placement, arm: arms.Arm | None) -> None:
+def _read_ahead(req: Request, config: Placement, arm: assignment.Arm | None) -> None:
     """On PostgreSQL, read the shopper's newest events and the stored lists the block starts from in one statement.
 
     A built block reads both first, one after the other; together they cost one round trip. The lists are the

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from recommendations import catalog, serving_sql, store
+from recommendations import catalog, serving_sql
 from recommendations.holds import Hold
+from recommendations.lists import store
 from recommendations.models import ProductProfile
 
 PROFILE_HOLD_SECONDS = 600  # a process keeps profiles at most this long: heals a write made around catalog

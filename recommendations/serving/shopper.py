@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from django.core.cache import cache
 from django.utils import timezone
 
-from recommendations import keys, serving_sql, store
+from recommendations import keys, serving_sql
 from recommendations.conf import rec_settings
+from recommendations.lists import store
 from recommendations.models import Event
 
 logger = logging.getLogger(__name__)

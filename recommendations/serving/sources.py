@@ -10,13 +10,15 @@ from typing import Any
 
 from django.utils import timezone
 
-from recommendations import arms, keys, rules, store
+from recommendations import keys, tunables
 from recommendations.conf import rec_settings
-from recommendations.rules import Candidate, Placement
+from recommendations.experiments import assignment
+from recommendations.lists import store
+from recommendations.lists.store import shared_items, stored_items, stored_lists
 from recommendations.serving.block import Block, Request
 from recommendations.serving.profiles import _profiles
 from recommendations.serving.shopper import ShopperState
-from recommendations.store import shared_items, stored_items, stored_lists
+from recommendations.tunables import Candidate, Placement
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ def _note_sources(block: Block) -> None:
 
 
 def _candidates(
-    req: Request, state: ShopperState, config: Placement, arm: arms.Arm | None
+    req: Request, state: ShopperState, config: Placement, arm: assignment.Arm | None
 ) -> tuple[list[Candidate], str]:
     """The placement's own candidates, or what its strategy (or the shopper's experiment arm) says instead."""
     strategy = arm.strategy if arm is not None else config.strategy
@@ -77,7 +79,7 @@ def _candidates(
 
 
 def _strategy_newest(req: Request) -> list[Candidate]:
-    rows = rules.rule_candidates(
+    rows = tunables.rule_candidates(
         {"id": "newest", "source": "newest", "source_value": "", "source_days": None, "updated_at": "", "products": []},
         req.category,
         50,

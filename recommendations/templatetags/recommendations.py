@@ -28,7 +28,7 @@ from django import template
 from django.template.loader import select_template
 from django.utils.safestring import SafeString, mark_safe
 
-from recommendations import catalog, rules, serving, tracking
+from recommendations import catalog, serving, tracking, tunables
 from recommendations.conf import rec_settings
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def render_block(
                 exclude=set(shown),
                 cart=None if cart is None else [_product_id(p) for p in cart],
                 limit=_limit(limit),
-                campaign=rules.campaign_of(request),
+                campaign=tunables.campaign_of(request),
             )
             block = serving.attach_products(block)
         shown.update(item.product_id for item in block.items)

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from recommendations import experiments, serving, tracking
 from recommendations.conf import rec_settings
+from recommendations.experiments import operations
 from recommendations.models import (
     ColdStartRule,
     Event,
@@ -596,7 +597,7 @@ def test_the_preview_names_the_rule_model_arm_and_serving_run(shop, staff_client
     experiment = Experiment.objects.create(name="newest test", placement="for_you")
     ExperimentVariant.objects.create(experiment=experiment, name="control", share=0.5, strategy="model")
     ExperimentVariant.objects.create(experiment=experiment, name="newest", share=0.5, strategy="newest")
-    experiments.start(experiment.pk)
+    operations.start(experiment.pk)
     # A visitor the bucketing puts in the control arm, so the block is the model's (and the rule's).
     v = next(
         key for key in (visitor() for _ in range(200)) if experiments.assign("for_you", f"v:{key}").name == "control"

@@ -244,7 +244,7 @@ def test_the_default_schedule_runs_precompute_hourly_and_is_reversible():
 @override_settings(RECOMMENDATIONS={**settings.RECOMMENDATIONS, "TASKS": "celery"})
 def test_admin_run_now_enqueues_and_reports(shop, staff_client, eager_celery, django_capture_on_commit_callbacks):
     """The broker path (TASKS "celery"; the eager app runs the message here). Without a broker the admin starts a
-    background process instead: tests/test_urgent_host.py."""
+    background process instead: tests/test_background.py."""
     url = reverse("admin:recommendations_precomputerun_run_now")
     assert staff_client.get(url).status_code == 405
     with django_capture_on_commit_callbacks(execute=True):

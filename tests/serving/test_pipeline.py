@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from recommendations import catalog, experiments, serving, tracking
 from recommendations.conf import rec_settings
+from recommendations.experiments import operations
 from recommendations.models import (
     ColdStartRule,
     Event,
@@ -505,7 +506,7 @@ def test_an_experiment_arm_serves_its_strategy_and_stamps_the_impression(shop):
     experiment = Experiment.objects.create(name="trend test", placement="for_you")
     ExperimentVariant.objects.create(experiment=experiment, name="control", share=0.5, strategy="model")
     ExperimentVariant.objects.create(experiment=experiment, name="newest", share=0.5, strategy="newest")
-    experiments.start(experiment.pk)
+    operations.start(experiment.pk)
     arms = {}
     for _ in range(40):
         shopper = f"v:{visitor()}"

@@ -151,7 +151,7 @@ def test_a_corrupt_artefact_is_refused_and_the_previous_lists_keep_serving(shop)
 
     with pytest.raises(artefacts.ArtefactError, match="hash check"):
         serving_model.load_serving_model()
-    # The shared lists still refresh; the for_you lists are carried over (tests/test_urgent_safety.py).
+    # The shared lists still refresh; the for_you lists are carried over (tests/lists/test_serving_model.py).
     kept = run_precompute()
     assert "hash check" in kept.stats["model_refused"]["reason"]
     active = RecommendationSet.objects.get(status=RecommendationSet.Status.ACTIVE).pk

@@ -1,13 +1,4 @@
-"""A/B/n experiments per placement: who sees which arm, starting, stopping and promoting, and the report.
-
-Bucketing is deterministic and needs no storage: a shopper's point is sha256(salt + shopper key) read as a number in
-[0, 1), and the arm is the variant whose cumulative (normalised) share covers it. The same shopper lands in the same
-arm on every page and in every process; a new salt (each Start) reshuffles everyone. Serving asks `assign` once per
-block and stamps the impression with `Arm.stamp`; `tracking.attribute` copies the stamp onto the click and onto any
-conversion attributed to it, so the report counts every arm from the events' `variant` column.
-
-The running experiments are read through one cache key, flushed whenever an experiment or a variant is saved or
-deleted (as `rules` does for placements and rules), so serving pays one cache read per block and no query.
+"""How the arms of an experiment compare: the per-shopper statistics and the report the admin shows.
 
 Statistics (docs/architecture.md, "Experiments"): the unit of analysis is the shopper, because shoppers are what the
 hash randomises; blocks of one shopper are not independent trials. Per arm, the click rate = shoppers who clicked /
@@ -25,229 +16,31 @@ approximation). Until then the report says "not enough data", nothing is signifi
 from __future__ import annotations
 
 import math
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from statistics import NormalDist
 from typing import Any
 
-from django.db import IntegrityError, transaction
 from django.db.models import CharField, Count, Q, Sum, Value
 from django.db.models.expressions import Case, When
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Concat, NullIf
 from django.db.models.lookups import IsNull
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
-from django.utils import timezone
 
-from recommendations import arms, rules
-from recommendations.arms import (  # noqa: F401 - experiments' public names since before arms.py
-    CACHE_KEY,
-    Arm,
-    arm_for,
-    assign,
-    bucket_point,
-    running_for,
-    stamp_of,
-)
-from recommendations.models import Event, Experiment, ExperimentVariant, Placement
+from recommendations.experiments.assignment import stamp_of
+from recommendations.models import Event, Experiment
 
 CONFIDENCE = 0.95
+
+
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)  # 1.959963984540054
+
+
 MIN_SHOPPERS_PER_ARM = 30  # per arm, before a comparison with the control is read at all
+
+
 MIN_OUTCOMES = 5  # successes and failures each, over both arms of a comparison
-# What promoting an arm of each strategy sets as the placement's strategy (model versions serve through "model").
-PLACEMENT_STRATEGY = {
-    ExperimentVariant.Strategy.MODEL: Placement.Strategy.MODEL,
-    ExperimentVariant.Strategy.MODEL_VERSION: Placement.Strategy.MODEL,
-    ExperimentVariant.Strategy.TRENDING: Placement.Strategy.TRENDING,
-    ExperimentVariant.Strategy.POPULAR: Placement.Strategy.POPULAR,
-    ExperimentVariant.Strategy.NEWEST: Placement.Strategy.NEWEST,
-}
-SEEDED_FIELDS = ("title", "size", "allow_bought", "max_per_category", "max_per_brand", "fallback")
-
-
-class ExperimentError(Exception):
-    """An operation staff asked for that cannot be done; the message is the sentence they see."""
-
-
-def flush() -> None:
-    arms.forget()
-    rules.flush()  # serving reads experiments through the rules bundle and its version
-
-
-@receiver(post_save, sender=Experiment)
-@receiver(post_delete, sender=Experiment)
-@receiver(post_save, sender=ExperimentVariant)
-@receiver(post_delete, sender=ExperimentVariant)
-def _flush_on_change(sender: Any, **kwargs: Any) -> None:
-    # Now, and again after commit: a reader between the two would otherwise cache the old rows for CACHE_TTL.
-    flush()
-    transaction.on_commit(flush)
-
-
-# -- checks and operations ---------------------------------------------------------------------------------------
-
-
-def variant_problems(name: str, share: float | None, strategy: str, training_run: Any) -> list[str]:
-    """What is wrong with one variant as staff filled it in (empty when nothing is)."""
-    problems = []
-    if share is None or not share > 0 or not math.isfinite(share):
-        problems.append(f"Variant “{name}”: the share must be more than 0.")
-    if strategy == ExperimentVariant.Strategy.MODEL_VERSION:
-        if training_run is None:
-            problems.append(f"Variant “{name}”: a given model version needs a training run.")
-        elif not training_run.has_artefact:
-            problems.append(f"Variant “{name}”: training run #{training_run.pk} has no model to serve.")
-    elif training_run is not None:
-        problems.append(f"Variant “{name}”: only a “given trained model version” arm takes a training run.")
-    return problems
-
-
-def start_problems(experiment: Experiment) -> list[str]:
-    """Why this experiment cannot start now (empty when it can): the checks the admin form makes, made again at Start
-    (a training run's artefact may have been pruned since), plus one running experiment per placement."""
-    problems = []
-    if experiment.placement not in rules.placement_names():
-        problems.append(f"There is no placement called “{experiment.placement}”.")
-    variants = list(experiment.variants.select_related("training_run").order_by("pk"))
-    if len(variants) < 2:
-        problems.append("An experiment needs at least two variants.")
-    names = [v.name for v in variants]
-    if len(set(names)) != len(names):
-        problems.append("The variants' names must differ.")
-    for v in variants:
-        problems += variant_problems(v.name, v.share, v.strategy, v.training_run)
-    if (
-        Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
-        .exclude(pk=experiment.pk)
-        .exists()
-    ):
-        problems.append(_already_runs(experiment))
-    return problems
-
-
-def start(experiment_id: int) -> Experiment:
-    """Start (or restart) an experiment: a fresh salt and started_at, so the report counts from now."""
-    with transaction.atomic():
-        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
-        # Lock the placement's experiments so two Starts on one placement cannot both pass the check below.
-        list(Experiment.objects.select_for_update().filter(placement=experiment.placement).values_list("pk"))
-        if experiment.status == Experiment.Status.RUNNING:
-            raise ExperimentError("It is already running.")
-        if experiment.winner_id is not None:
-            raise ExperimentError("A winner was promoted; it cannot run again.")
-        problems = start_problems(experiment)
-        if problems:
-            raise ExperimentError(" ".join(problems))
-        experiment.status = Experiment.Status.RUNNING
-        experiment.salt = secrets.token_hex(16)
-        experiment.started_at = timezone.now()
-        experiment.stopped_at = None
-        try:
-            with transaction.atomic():  # a savepoint, so the lookup below can still read after a refusal
-                experiment.save(update_fields=["status", "salt", "started_at", "stopped_at"])
-        except IntegrityError:
-            # The row locks above cover the experiments that existed when they were taken; one committed as running
-            # since (or by another path) is stopped here by rec_experiment_one_running_per_placement.
-            raise ExperimentError(_already_runs(experiment)) from None
-    return experiment
-
-
-def _already_runs(experiment: Experiment) -> str:
-    """The sentence Start gives when another experiment runs on the placement."""
-    other = (
-        Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
-        .exclude(pk=experiment.pk)
-        .first()
-    )
-    name = f"“{other.name}”" if other is not None else "Another experiment"
-    return f"{name} already runs on {experiment.placement}; stop it first."
-
-
-def stop(experiment_id: int) -> Experiment:
-    """Stop a running experiment: every shopper gets the placement's own behaviour again."""
-    with transaction.atomic():
-        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
-        if experiment.status != Experiment.Status.RUNNING:
-            raise ExperimentError("It is not running.")
-        experiment.status = Experiment.Status.STOPPED
-        experiment.stopped_at = timezone.now()
-        experiment.save(update_fields=["status", "stopped_at"])
-    return experiment
-
-
-def promote(experiment_id: int, variant_id: int, by: str, start_activation: Callable[[int], str] | None = None) -> str:
-    """Stop the experiment, record the winner and make its arm the placement's behaviour; returns what changed.
-
-    trending / popular / newest set the placement's strategy; a model version is activated (hash-checked and loaded
-    first; it then serves every placement, and a precompute is queued) and the placement goes back to "model"; the
-    serving model's arm only puts the placement back on "model". Nothing changes when any step fails.
-
-    `start_activation(run_id)`, when given, starts that activation elsewhere and says what it started (the admin's
-    does so in a training worker or a background process, so the web process never loads a model); it is called
-    inside this transaction, so work it defers to the commit starts only if the promotion is saved. Without it the
-    model is loaded and activated here, in this process.
-    """
-    from recommendations.conf import rec_settings
-
-    with transaction.atomic():
-        experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
-        variant = experiment.variants.select_related("training_run").filter(pk=variant_id).first()
-        if variant is None:
-            raise ExperimentError(f"Variant #{variant_id} is not an arm of this experiment.")
-        if experiment.status == Experiment.Status.DRAFT:
-            raise ExperimentError("It has not run yet, so there is no winner to promote.")
-        done = []
-        if variant.strategy == ExperimentVariant.Strategy.MODEL_VERSION:
-            from recommendations.training import artefacts, runs
-
-            if variant.training_run_id is None:
-                raise ExperimentError(f"Variant “{variant.name}” names no training run.")
-            run = variant.training_run
-            if not run.is_serving and start_activation is not None:
-                if not run.has_artefact:
-                    raise ExperimentError(
-                        f"Training run #{run.pk} was not activated: run #{run.pk} has no model to serve."
-                    )
-                done.append(start_activation(run.pk))
-            elif not run.is_serving:
-                try:
-                    runs.activate(run.pk, by=by)
-                except (runs.TrainingError, artefacts.ArtefactError) as exc:
-                    raise ExperimentError(f"Training run #{run.pk} was not activated: {exc}.") from None
-                done.append(f"activated training run #{run.pk}")
-            else:
-                done.append(f"training run #{run.pk} already serves")
-        strategy = PLACEMENT_STRATEGY[variant.strategy]
-        config = rec_settings.PLACEMENTS.get(experiment.placement, {})
-        row, created = Placement.objects.get_or_create(
-            name=experiment.placement,
-            defaults={
-                **{key: config[key] for key in SEEDED_FIELDS if key in config},
-                "fallback": list(config.get("fallback", [])),
-                "strategy": strategy,
-                "updated_by": by,
-            },
-        )
-        if created or row.strategy != strategy:
-            if not created:
-                row.strategy, row.updated_by = strategy, by
-                row.save(update_fields=["strategy", "updated_by", "updated_at"])
-            done.append(f"{experiment.placement} now serves “{row.get_strategy_display()}”")
-        else:
-            done.append(f"{experiment.placement} already served “{row.get_strategy_display()}”")
-        experiment.status = Experiment.Status.STOPPED
-        experiment.stopped_at = experiment.stopped_at or timezone.now()
-        experiment.winner = variant
-        experiment.save(update_fields=["status", "stopped_at", "winner"])
-    return f"Promoted “{variant.name}”: " + "; ".join(done) + "."
-
-
-# -- statistics --------------------------------------------------------------------------------------------------
 
 
 def wilson(successes: int, trials: int) -> tuple[float, float] | None:
@@ -320,9 +113,6 @@ def enough_data(control_successes: int, control_trials: int, successes: int, tri
     total_successes = control_successes + successes
     total_failures = control_trials + trials - total_successes
     return total_successes >= MIN_OUTCOMES and total_failures >= MIN_OUTCOMES
-
-
-# -- the report --------------------------------------------------------------------------------------------------
 
 
 @dataclass

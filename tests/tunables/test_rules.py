@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from recommendations import catalog, rules, store, tracking
+from recommendations import catalog, tracking, tunables
+from recommendations.lists import store
 from recommendations.models import ColdStartRule, MerchandisingRule, Placement, ProductProfile
 from tests.factories import make_brand, make_category, make_product, make_user
 
@@ -35,12 +36,12 @@ def rule(**fields) -> ColdStartRule:
 
 
 def test_a_saved_rule_takes_effect_at_once_and_a_deleted_one_stops(shop):
-    audience = rules.Audience(shopper="v:x")
-    assert rules.matching_rule("for_you", audience) is None  # cached: no rules
+    audience = tunables.Audience(shopper="v:x")
+    assert tunables.matching_rule("for_you", audience) is None  # cached: no rules
     r = rule(audience=ColdStartRule.Audience.ANONYMOUS)
-    assert rules.matching_rule("for_you", audience)["id"] == r.pk
+    assert tunables.matching_rule("for_you", audience)["id"] == r.pk
     r.delete()
-    assert rules.matching_rule("for_you", audience) is None
+    assert tunables.matching_rule("for_you", audience) is None
 
 
 def test_priority_placements_and_windows(shop):
@@ -50,10 +51,10 @@ def test_priority_placements_and_windows(shop):
     rule(name="high but over", priority=8, ends_at=now - timedelta(hours=1))
     rule(name="high but later", priority=7, starts_at=now + timedelta(hours=1))
     rule(name="high but off", priority=6, active=False)
-    audience = rules.Audience(shopper="v:x")
-    assert rules.matching_rule("for_you", audience)["id"] == low.pk
-    assert rules.matching_rule("similar", audience)["name"] == "high but elsewhere"
-    assert rules.matching_rule("for_you", audience, now=now + timedelta(hours=2))["name"] == "high but later"
+    audience = tunables.Audience(shopper="v:x")
+    assert tunables.matching_rule("for_you", audience)["id"] == low.pk
+    assert tunables.matching_rule("similar", audience)["name"] == "high but elsewhere"
+    assert tunables.matching_rule("for_you", audience, now=now + timedelta(hours=2))["name"] == "high but later"
 
 
 @pytest.mark.parametrize(
@@ -68,8 +69,8 @@ def test_priority_placements_and_windows(shop):
 )
 def test_each_audience_matches_its_shoppers_and_leaves_others_alone(shop, audience_fields, matching, other):
     rule(**audience_fields)
-    assert rules.matching_rule("for_you", rules.Audience(**{"shopper": "v:x", **matching})) is not None
-    assert rules.matching_rule("for_you", rules.Audience(**{"shopper": "v:x", **other})) is None
+    assert tunables.matching_rule("for_you", tunables.Audience(**{"shopper": "v:x", **matching})) is not None
+    assert tunables.matching_rule("for_you", tunables.Audience(**{"shopper": "v:x", **other})) is None
 
 
 def test_new_accounts_are_told_by_their_join_date(shop):
@@ -77,9 +78,9 @@ def test_new_accounts_are_told_by_their_join_date(shop):
     fresh, old = make_user(), make_user()
     old.date_joined = timezone.now() - timedelta(days=30)
     old.save()
-    assert rules.matching_rule("for_you", rules.Audience(shopper=f"u:{fresh.pk}")) is not None
-    assert rules.matching_rule("for_you", rules.Audience(shopper=f"u:{old.pk}")) is None
-    assert rules.matching_rule("for_you", rules.Audience(shopper="v:x")) is None
+    assert tunables.matching_rule("for_you", tunables.Audience(shopper=f"u:{fresh.pk}")) is not None
+    assert tunables.matching_rule("for_you", tunables.Audience(shopper=f"u:{old.pk}")) is None
+    assert tunables.matching_rule("for_you", tunables.Audience(shopper="v:x")) is None
 
 
 def ids(candidates):
@@ -90,25 +91,25 @@ def test_sources_yield_what_they_say(shop):
     ProductProfile.objects.filter(product_id=shop["rake"]).update(sales_count=9)
     ProductProfile.objects.filter(product_id=shop["hoe"]).update(sales_count=3)
     picked = rule(source="hand_picked", products=[shop["hoe"], "nope", shop["pan"]])
-    assert ids(rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "", 8)) == [
+    assert ids(tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "", 8)) == [
         shop["hoe"],
         shop["pan"],
     ]
     picked.delete()
     brand = rule(source="brand", source_value="Leaf")
-    assert ids(rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "", 8)) == [
+    assert ids(tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "", 8)) == [
         shop["rake"],
         shop["hoe"],
     ]
     brand.delete()
     band = rule(source="price_band", price_min=Decimal("10"), price_max=Decimal("26"))
-    assert set(ids(rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "", 8))) == {
+    assert set(ids(tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "", 8))) == {
         shop["rake"],
         shop["pot"],
     }
     band.delete()
     in_category = rule(source="trending_category")
-    got = rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "garden", 8)
+    got = tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "garden", 8)
     assert ids(got) == [shop["rake"], shop["hoe"]]
     assert got[0][2] == "trending:garden"
     in_category.delete()
@@ -125,7 +126,7 @@ def test_top_sellers_count_purchases_in_the_window_only(shop):
     ]
     tracking.insert_events(events)
     rule(source="top_sellers", source_days=30)
-    got = rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "", 8)
+    got = tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "", 8)
     assert ids(got) == [shop["pot"], shop["pan"]]
 
 
@@ -134,7 +135,7 @@ def test_newest_arrivals_newest_first(shop):
     for age, key in [(1, "hoe"), (2, "pot"), (40, "pan"), (60, "rake")]:
         ProductProfile.objects.filter(product_id=shop[key]).update(created_at=now - timedelta(days=age))
     rule(source="newest", source_days=14)
-    got = rules.rule_candidates(rules.matching_rule("for_you", rules.Audience()), "", 8)
+    got = tunables.rule_candidates(tunables.matching_rule("for_you", tunables.Audience()), "", 8)
     assert ids(got) == [shop["hoe"], shop["pot"]]
 
 
@@ -154,13 +155,14 @@ def test_merchandising_boosts_buries_excludes_and_pins(shop):
     MerchandisingRule.objects.create(
         name="elsewhere", action="exclude", target="category", target_value="garden", placements=["similar"]
     )
-    live = rules.live_merchandising("for_you")
-    ranked, pins, notes = rules.apply_merchandising(candidates, live, profiles(shop))
+    live = tunables.live_merchandising("for_you")
+    ranked, pins, notes = tunables.apply_merchandising(candidates, live, profiles(shop))
     assert ids(ranked) == [shop["rake"], shop["pan"], shop["pot"]]
     assert pins == {1: shop["pot"]}
     assert notes[shop["pan"]] == ["bury acme"]
     assert "no cheap" in notes[shop["hoe"]]
-    assert [r["name"] for r in rules.live_merchandising("similar")] == ["bury acme", "no cheap", "pin pot", "elsewhere"]
+    live = tunables.live_merchandising("similar")
+    assert [r["name"] for r in live] == ["bury acme", "no cheap", "pin pot", "elsewhere"]
 
 
 def test_a_product_pin_holds_when_the_model_has_no_candidates(shop):
@@ -168,29 +170,29 @@ def test_a_product_pin_holds_when_the_model_has_no_candidates(shop):
     MerchandisingRule.objects.create(
         name="pin hoe", action="pin", target="product", target_value=shop["hoe"], position=2
     )
-    ranked, pins, notes = rules.apply_merchandising([], rules.live_merchandising("for_you"), {})
+    ranked, pins, notes = tunables.apply_merchandising([], tunables.live_merchandising("for_you"), {})
     assert (ranked, pins, notes) == ([], {2: shop["hoe"]}, {shop["hoe"]: ["pin hoe"]})
 
 
 def test_placement_rows_are_cached_and_flushed_on_save(shop):
-    before = rules.placement_rows()
+    before = tunables.placement_rows()
     assert before["for_you"]["size"] == 8  # seeded by the migration from the settings
     Placement.objects.filter(name="for_you").update(size=5)  # a queryset update sends no signal: still cached
-    assert rules.placement_rows()["for_you"]["size"] == 8
+    assert tunables.placement_rows()["for_you"]["size"] == 8
     row = Placement.objects.get(name="for_you")
     row.size = 4
     row.save()
-    assert rules.placement_rows()["for_you"]["size"] == 4
+    assert tunables.placement_rows()["for_you"]["size"] == 4
 
 
 def test_exploration_spreads_slots_and_rotates_new_products(shop):
-    assert rules.exploration_slots(8, 0.25) == [3, 7]
-    assert rules.exploration_slots(8, 0) == []
-    assert 0 not in rules.exploration_slots(4, 0.5)
+    assert tunables.exploration_slots(8, 0.25) == [3, 7]
+    assert tunables.exploration_slots(8, 0) == []
+    assert 0 not in tunables.exploration_slots(4, 0.5)
     now = timezone.now()
     ProductProfile.objects.update(created_at=now - timedelta(days=2))
     tracking.insert_events([tracking.build_event("view", visitor_id="a" * 32, product_id=shop["pan"])])
-    pool = rules.exploration_pool(14)
+    pool = tunables.exploration_pool(14)
     assert set(pool) == {shop["pot"], shop["rake"], shop["hoe"]}, "a product with events is not new any more"
-    picks = {tuple(rules.rotate(pool, f"v:{n}", 1)) for n in range(30)}
+    picks = {tuple(tunables.rotate(pool, f"v:{n}", 1)) for n in range(30)}
     assert len(picks) == 3, "different shoppers see different new products"

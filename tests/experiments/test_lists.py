@@ -11,6 +11,7 @@ import pytest
 
 from recommendations import experiments, serving
 from recommendations.conf import rec_settings
+from recommendations.experiments import operations
 from recommendations.lists import refresh, serving_model
 from recommendations.lists.precompute import finish_sharded, run_precompute, run_shard
 from recommendations.models import Event, RecommendationSet, StoredList
@@ -99,7 +100,7 @@ def test_serving_gives_treatment_shoppers_bs_list_and_control_shoppers_the_servi
     assert set(ids(other)) <= {pid for pid, _, _ in stored_a[control]}
 
     # The same treatment shopper once the experiment stops: the serving model's list, which differs.
-    experiments.stop(experiment.pk)
+    operations.stop(experiment.pk)
     after = serving.recommend("for_you", shopper=treated)
     assert (after.variant, after.model) == ("", "serving model")
     assert set(ids(after)) <= {pid for pid, _, _ in stored_a[treated]}

@@ -12,7 +12,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations import experiments
+from recommendations.experiments import report as stats
 from recommendations.models import Event, Experiment, ExperimentVariant
 from tests.factories import make_event, make_user
 
@@ -59,13 +59,13 @@ def test_one_heavy_shopper_does_not_make_a_confident_winner():
     experiment = one_heavy_shopper_in_b()
     assert Event.objects.filter(variant=f"{experiment.pk}:B", event_type="click").count() == 60  # stamped by attribute
 
-    control, b = experiments.report(experiment).arms
+    control, b = stats.report(experiment).arms
 
     # The block totals are kept as descriptive figures: 60 clicks in 250 blocks, 24 % against 5 %.
     assert (control.impressions, control.clicks, b.impressions, b.clicks) == (200, 10, 250, 60)
     assert (control.ctr, b.ctr) == (0.05, 0.24)
     # Counted per block that would be a "winner" by a wide margin...
-    by_block = experiments.compare(control.clicks, control.impressions, b.clicks, b.impressions)
+    by_block = stats.compare(control.clicks, control.impressions, b.clicks, b.impressions)
     assert by_block.significant and by_block.low > 0.12
     # ...but it is one shopper: 11 of 201 shoppers clicked in B against 10 of 200 in A.
     assert (control.shoppers, control.clickers, b.shoppers, b.clickers) == (200, 10, 201, 11)
@@ -119,14 +119,14 @@ def test_orders_count_per_shopper_and_revenue_per_shopper():
     # Not the arm's: a purchase of a product nobody clicked in a block.
     make_event("purchase", "v:b0", product_id="p2", value=Decimal("99.00"), context={"order_id": "o-10"})
 
-    control, b = experiments.report(experiment).arms
+    control, b = stats.report(experiment).arms
 
     assert (control.orders, control.buyers, control.shoppers, control.revenue) == (2, 1, 4, Decimal("20.00"))
     assert (b.orders, b.buyers, b.shoppers, b.revenue) == (1, 1, 2, Decimal("5.00"))
     assert (control.conversion, b.conversion) == (0.25, 0.5)
     assert (control.revenue_per_shopper, b.revenue_per_shopper) == (Decimal("5.00"), Decimal("2.50"))
     assert b.conversion_vs_control.difference == pytest.approx(0.25)
-    assert control.conversion_interval == experiments.wilson(1, 4)
+    assert control.conversion_interval == stats.wilson(1, 4)
 
 
 def test_a_shopper_counts_as_a_trial_only_when_shown_the_arm_since_the_start():
@@ -146,7 +146,7 @@ def test_a_shopper_counts_as_a_trial_only_when_shown_the_arm_since_the_start():
         occurred_at=experiment.started_at + timedelta(minutes=5),
     )
 
-    control, b = experiments.report(experiment).arms
+    control, b = stats.report(experiment).arms
 
     assert (b.impressions, b.clicks) == (1, 1)
     assert (b.shoppers, b.clickers, b.click_rate) == (1, 0, 0.0)
@@ -159,7 +159,7 @@ def test_a_shopper_in_two_arms_counts_in_each():
     show(experiment, "A", "v:both", click=True)
     show(experiment, "B", "v:both")
 
-    control, b = experiments.report(experiment).arms
+    control, b = stats.report(experiment).arms
 
     assert (control.shoppers, control.clickers, b.shoppers, b.clickers) == (1, 1, 1, 0)
 
@@ -171,6 +171,6 @@ def test_the_report_is_one_query(django_assert_num_queries):
     experiment = Experiment.objects.get(pk=experiment.pk)
 
     with django_assert_num_queries(2):  # the variants, then every arm's counts
-        arms = experiments.report(experiment).arms
+        arms = stats.report(experiment).arms
 
     assert [(a.name, a.shoppers, a.clickers) for a in arms] == [("A", 0, 0), ("B", 0, 0), ("C", 1, 1)]

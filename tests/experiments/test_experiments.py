@@ -20,9 +20,12 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations import experiments, serving, tracking
+from recommendations import serving, tracking
 from recommendations.conf import rec_settings
-from recommendations.experiments import Arm, assign, bucket_point, compare, running_for
+from recommendations.experiments import operations
+from recommendations.experiments import report as stats
+from recommendations.experiments.assignment import Arm, assign, bucket_point, running_for
+from recommendations.experiments.report import compare
 from recommendations.models import Event, Experiment, ExperimentVariant, Placement, ProductProfile, TrainingRun
 from recommendations.training import runs as training
 from tests.engine.synthetic import make_shop
@@ -63,13 +66,13 @@ def test_bucketing_is_stable_across_calls_cache_flushes_and_processes():
     assert all(isinstance(arm, Arm) and arm.experiment_id == experiment.pk for arm in first)
     assert {arm.name for arm in first} == {"A", "B"}
     assert [assign("for_you", s) for s in people] == first
-    experiments.flush()
+    operations.flush()
     assert [assign("for_you", s) for s in people] == first
 
     # Another interpreter, with another hash seed: the point comes from sha256, not from Python's hash().
     script = (
         "import json, sys, django; django.setup()\n"
-        "from recommendations.experiments import bucket_point\n"
+        "from recommendations.experiments.assignment import bucket_point\n"
         "people = json.loads(sys.stdin.read())\n"
         "print(json.dumps([bucket_point('a' * 32, s) for s in people]))\n"
     )
@@ -81,7 +84,7 @@ def test_bucketing_is_stable_across_calls_cache_flushes_and_processes():
         text=True,
         check=True,
         env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     points = json.loads(result.stdout)
     assert points == [bucket_point("a" * 32, s) for s in people]
@@ -126,7 +129,7 @@ def test_no_experiment_no_shopper_or_not_running_means_no_arm():
     assert assign("for_you", "") is None
     assert assign("similar", "v:someone") is None
     assert assign("for_you", "v:someone") is not None
-    experiments.stop(experiment.pk)
+    operations.stop(experiment.pk)
     assert assign("for_you", "v:someone") is None  # flushed on save, no stale cache
     draft = running(status=Experiment.Status.DRAFT, name="draft")
     assert assign(draft.placement, "v:someone") is None
@@ -289,7 +292,7 @@ def test_the_report_on_known_counts():
     bulk(experiment, "B", "click", 99, occurred_at=experiment.started_at - timedelta(minutes=1))
     bulk(experiment, "C", "click", 99)
 
-    report = experiments.report(experiment)
+    report = stats.report(experiment)
 
     control, b = report.arms
     assert (control.name, control.is_control, b.is_control) == ("A", True, False)
@@ -339,14 +342,14 @@ def test_the_report_on_known_counts():
 def test_the_wilson_interval_of_one_rate():
     # 50 / 1000, z^2 = 3.841459: centre (0.05 + 3.841459 / 2000) / 1.0038415 = 0.0517221; half-width
     # 1.959964 x sqrt(0.0000475 + 3.841459 / 4e6) / 1.0038415 = 1.959964 x 0.0069613 / 1.0038415 = 0.0135918.
-    low, high = experiments.wilson(50, 1000)
+    low, high = stats.wilson(50, 1000)
     assert (low, high) == (pytest.approx(0.0381303, abs=1e-6), pytest.approx(0.0653139, abs=1e-6))
-    assert experiments.wilson(0, 100)[0] == 0.0 and experiments.wilson(0, 100)[1] > 0
-    assert experiments.wilson(0, 0) is None
+    assert stats.wilson(0, 100)[0] == 0.0 and stats.wilson(0, 100)[1] > 0
+    assert stats.wilson(0, 0) is None
 
 
 def test_zero_counts_do_not_crash():
-    assert compare(0, 0, 0, 0) == experiments.Comparison()
+    assert compare(0, 0, 0, 0) == stats.Comparison()
     assert not compare(0, 0, 5, 10).significant
     nothing = compare(0, 100, 0, 100)  # nobody clicked anywhere
     assert (nothing.difference, nothing.low, nothing.high, nothing.lift, nothing.p_value) == (0, 0, 0, None, None)
@@ -362,12 +365,12 @@ def test_zero_counts_do_not_crash():
     assert more_orders_than_blocks.difference == pytest.approx(-1.0)
 
     experiment = running(shares=(1, 1, 1))
-    report = experiments.report(experiment)
+    report = stats.report(experiment)
     assert [(a.impressions, a.ctr, a.conversion) for a in report.arms] == [(0, None, None)] * 3
-    assert report.arms[1].click_rate_vs_control == experiments.Comparison()
+    assert report.arms[1].click_rate_vs_control == stats.Comparison()
     assert [(a.shoppers, a.click_rate, a.revenue_per_shopper) for a in report.arms] == [(0, None, None)] * 3
     draft = Experiment.objects.create(name="d", placement="for_you")
-    assert experiments.report(draft).arms == []
+    assert stats.report(draft).arms == []
 
 
 # --- the admin ---------------------------------------------------------------------------------------------------
@@ -448,7 +451,7 @@ def test_a_model_version_needs_a_run_with_an_artefact(client):
     assert response.status_code == 200 and not Experiment.objects.exists()
     # A run without a model is not even offered.
     assert "Select a valid choice" in response.content.decode()
-    assert experiments.variant_problems("B", 1, "model_version", bare) == [
+    assert operations.variant_problems("B", 1, "model_version", bare) == [
         f"Variant “B”: training run #{bare.pk} has no model to serve."
     ]
 

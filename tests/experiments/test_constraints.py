@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations import experiments
+from recommendations.experiments import operations
 from recommendations.models import Experiment, ExperimentVariant
 from tests.factories import make_user
 
@@ -101,10 +101,10 @@ def test_start_turns_the_constraint_into_the_usual_message(client):
 def test_start_after_the_other_one_stopped_goes_through():
     other = experiment("other", status=Experiment.Status.RUNNING)
     late = experiment("late")
-    with pytest.raises(experiments.ExperimentError, match=r"“other” already runs on for_you; stop it first\."):
-        experiments.start(late.pk)
-    experiments.stop(other.pk)
+    with pytest.raises(operations.ExperimentError, match=r"“other” already runs on for_you; stop it first\."):
+        operations.start(late.pk)
+    operations.stop(other.pk)
 
-    started = experiments.start(late.pk)
+    started = operations.start(late.pk)
 
     assert started.status == "running" and started.started_at > timezone.now() - timedelta(minutes=1)

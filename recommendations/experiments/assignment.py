@@ -1,7 +1,8 @@
 """Who sees which arm of a running experiment: the running variants, cached, and deterministic bucketing.
 
-Kept apart from the operations and the report (`experiments`) because the lists layer needs it too: precompute and
-refresh write an arm's own lists for that arm's shoppers. It reads rows and the cache, nothing above them.
+Kept apart from the operations and the report (`experiments.operations`, `experiments.report`) because the lists
+layer needs it too: precompute and refresh write an arm's own lists for that arm's shoppers. It reads rows and the
+cache, nothing above them.
 Bucketing needs no storage: a shopper's point is sha256(salt + shopper key) read as a number in [0, 1), and the arm
 is the variant whose cumulative (normalised) share covers it.
 """

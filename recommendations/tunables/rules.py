@@ -1,7 +1,7 @@
-"""What staff tune in the admin, as serving reads it: placements, cold-start rules, merchandising rules.
+"""Cold-start and merchandising rules as serving reads them, and the new-product exploration pool.
 
 Reads are cached for everyone (one cache key per kind of rule) and the keys are deleted whenever a row is saved or
-deleted (signals at the end of this module), so a rule takes effect on the next page, as django-waffle does it.
+deleted (the receivers in `tunables.snapshot`), so a rule takes effect on the next page, as django-waffle does it.
 Rule windows are checked at read time, so a rule that starts at nine starts at nine without a cache flush.
 """
 
@@ -16,112 +16,32 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db.models import Count, Sum
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 from django.utils import timezone
 
-from recommendations import arms, store
-from recommendations.conf import rec_settings
-from recommendations.holds import Hold
+from recommendations import keys
+from recommendations.lists import store
 from recommendations.models import (
     ColdStartRule,
     Event,
     MerchandisingRule,
     ProductProfile,
 )
-from recommendations.models import Placement as PlacementRow
-from recommendations.tracking import CAMPAIGN_COOKIE, CAMPAIGN_PATTERN
+from recommendations.tracking.identity import CAMPAIGN_COOKIE, CAMPAIGN_PATTERN
+from recommendations.tunables.placements import CACHE_TTL
 
 logger = logging.getLogger(__name__)
 
-CACHE_TTL = 300  # seconds; saves and deletes flush at once, the TTL only bounds other processes' stale reads
-PLACEMENTS_KEY = "recommendations:rules:placements"
-COLD_START_KEY = "recommendations:rules:cold_start"
-MERCHANDISING_KEY = "recommendations:rules:merchandising"
+
+COLD_START_KEY = keys.RULES_COLD_START
+
+
+MERCHANDISING_KEY = keys.RULES_MERCHANDISING
+
+
 SOURCE_TTL = 60  # a rule's product list (top sellers, newest, ...) is shared by every shopper it matches
 
+
 Candidate = tuple[str, float, str, str]  # (product id, score, reason code, source): what every source offers serving
-
-
-# -- placements ------------------------------------------------------------------------------------------------
-
-
-class UnknownPlacement(LookupError):
-    """A placement name that is not configured."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """How one surface behaves: conf.PLACEMENTS, overridden per field by its row in the admin (models.Placement)."""
-
-    name: str
-    title: str
-    size: int
-    allow_bought: bool
-    max_per_category: int  # 0: no cap
-    max_per_brand: int
-    fallback: tuple[str, ...]
-    enabled: bool = True
-    strategy: str = "model"
-    exploration_share: float = 0.0
-    exploration_max_age_days: int = 14
-    min_size: int = 1  # fewer items than this (or than the block's size, if smaller): the block is not shown
-
-
-def placement_config(name: str, tunables: Bundle | None = None) -> Placement:
-    configured = rec_settings.PLACEMENTS
-    if name not in configured:
-        raise UnknownPlacement(name)
-    raw = {**configured[name]}
-    row = (tunables or current_bundle()).placements.get(name)
-    if row is not None:
-        raw.update({key: value for key, value in row.items() if key != "title" or value})
-    title = rec_settings.TITLES.get(name) if row is None or not row.get("title") else row["title"]
-    return Placement(
-        name=name,
-        title=str(title or raw.get("title", "")),
-        size=int(raw.get("size", rec_settings.BLOCK_SIZE)),
-        allow_bought=bool(raw.get("allow_bought", False)),
-        max_per_category=int(raw.get("max_per_category", 0) or 0),
-        max_per_brand=int(raw.get("max_per_brand", 0) or 0),
-        fallback=tuple(raw.get("fallback", ())),
-        enabled=bool(raw.get("enabled", True)),
-        strategy=str(raw.get("strategy") or "model"),
-        exploration_share=float(raw.get("exploration_share") or 0.0),
-        exploration_max_age_days=int(raw.get("exploration_max_age_days") or 14),
-        min_size=int(raw.get("min_size") or 1),
-    )
-
-
-def placement_names() -> list[str]:
-    return list(rec_settings.PLACEMENTS)
-
-
-def placement_rows() -> dict[str, dict[str, Any]]:
-    """{name: fields} of every Placement row, cached."""
-    rows = cache.get(PLACEMENTS_KEY)
-    if rows is None:
-        rows = {
-            row["name"]: row
-            for row in PlacementRow.objects.values(
-                "name",
-                "title",
-                "enabled",
-                "size",
-                "allow_bought",
-                "max_per_category",
-                "max_per_brand",
-                "fallback",
-                "strategy",
-                "exploration_share",
-                "exploration_max_age_days",
-            )
-        }
-        cache.set(PLACEMENTS_KEY, rows, CACHE_TTL)
-    return rows
-
-
-# -- who is asking -----------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -194,9 +114,6 @@ def _for_placement(rows: list[dict[str, Any]], placement: str) -> list[dict[str,
     return [r for r in rows if not r["placements"] or placement in r["placements"]]
 
 
-# -- cold start ---------------------------------------------------------------------------------------------------
-
-
 def cold_start_rows() -> list[dict[str, Any]]:
     rows = cache.get(COLD_START_KEY)
     if rows is None:
@@ -230,7 +147,7 @@ def rule_candidates(rule: dict[str, Any], category: str, limit: int) -> list[Can
 
 def _source_key(rule: dict[str, Any], category: str, limit: int) -> str:
     raw = f"{rule['id']}|{rule['updated_at']}|{category}|{limit}"
-    return "recommendations:rules:source:" + hashlib.sha256(raw.encode()).hexdigest()[:32]
+    return keys.RULES_SOURCE + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def _servable() -> Any:
@@ -286,9 +203,6 @@ def _source_rows(rule: dict[str, Any], category: str, limit: int) -> list[tuple[
         return [(pid, float(n)) for pid, n in ranked.values_list("product_id", "sales_count")[: limit * 2]]
     logger.warning("cold-start rule %s has an unknown source %r", rule["id"], source)
     return []
-
-
-# -- merchandising ------------------------------------------------------------------------------------------------
 
 
 def merchandising_rows() -> list[dict[str, Any]]:
@@ -367,12 +281,9 @@ def excluded_by(rules: list[dict[str, Any]], profile: store.Profile | None, prod
     return any(r["action"] == MerchandisingRule.Action.EXCLUDE and _hits(r, profile, product_id) for r in rules)
 
 
-# -- new products (exploration) ---------------------------------------------------------------------------------
-
-
 def exploration_pool(max_age_days: int, limit: int = 200) -> list[str]:
     """Young products nobody has interacted with yet, newest first (shared, cached briefly)."""
-    key = f"recommendations:rules:explore:{max_age_days}:{limit}"
+    key = keys.rules_explore(max_age_days, limit)
     pool = cache.get(key)
     if pool is None:
         since = timezone.now() - timedelta(days=max_age_days)
@@ -411,54 +322,6 @@ def rotate(pool: list[str], shopper: str, count: int) -> list[str]:
     return [pool[(start + i) % len(pool)] for i in range(min(count, len(pool)))]
 
 
-# -- the bundle serving reads, and cache flushing -------------------------------------------------------------------
-
-
-VERSION_KEY = "recommendations:rules:version"
-
-
-@dataclass
-class Bundle:
-    """Every tunable serving reads, as of one version stamp: placements, cold-start and merchandising rules, and the
-    running experiments."""
-
-    version: str
-    placements: dict[str, dict[str, Any]]
-    cold_start: list[dict[str, Any]]
-    merchandising: list[dict[str, Any]]
-    experiments: dict[str, list[dict[str, Any]]]
-
-
-BUNDLE_HOLD: Hold[str, Bundle] = Hold("rules bundle", 1, owner=__name__)
-"""The last bundle this process read (one entry, "bundle"); `bundle` reads the rows again when the version moved."""
-
-
-def version_from(value: Any) -> str:
-    return str(value or "0")
-
-
-def bundle(version: str) -> Bundle:
-    """The tunables at `version` (read with the block cache, in the same round trip). A process keeps the last bundle
-    and reads the rows again only when the version moved, so a rule saved in the admin shows on the next page in every
-    process, and an unchanged one costs no cache read at all."""
-    held = BUNDLE_HOLD.get("bundle")
-    if held is not None and held.version == version:
-        return held
-    fresh = Bundle(
-        version=version,
-        placements=placement_rows(),
-        cold_start=cold_start_rows(),
-        merchandising=merchandising_rows(),
-        experiments=arms.running(),
-    )
-    BUNDLE_HOLD.put("bundle", fresh)
-    return fresh
-
-
-def current_bundle() -> Bundle:
-    return bundle(version_from(cache.get(VERSION_KEY)))
-
-
 def matching_rule_in(
     rows: list[dict[str, Any]], placement: str, audience: Audience, now: datetime | None = None
 ) -> dict[str, Any] | None:
@@ -470,26 +333,3 @@ def matching_rule_in(
 
 def merchandising_in(rows: list[dict[str, Any]], placement: str, now: datetime | None = None) -> list[dict[str, Any]]:
     return _for_placement(_live(rows, now or timezone.now()), placement)
-
-
-def flush() -> None:
-    """Forget the cached rows and move the version, so every process and every cached block sees the change."""
-    import time
-
-    cache.delete_many([PLACEMENTS_KEY, COLD_START_KEY, MERCHANDISING_KEY])
-    cache.set(VERSION_KEY, str(time.time_ns()), None)
-    BUNDLE_HOLD.discard("bundle")
-
-
-@receiver(post_save, sender=PlacementRow)
-@receiver(post_delete, sender=PlacementRow)
-@receiver(post_save, sender=ColdStartRule)
-@receiver(post_delete, sender=ColdStartRule)
-@receiver(post_save, sender=MerchandisingRule)
-@receiver(post_delete, sender=MerchandisingRule)
-def _flush_on_change(sender: Any, **kwargs: Any) -> None:
-    # Now, and again after commit: a reader between the two would otherwise cache the old rows.
-    from django.db import transaction
-
-    flush()
-    transaction.on_commit(flush)

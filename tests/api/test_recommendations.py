@@ -29,7 +29,7 @@ from tests.factories import make_brand, make_category, make_product, make_user
 
 pytestmark = pytest.mark.django_db
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WRITE_KEY = "s3cret-write-key-for-tests"
 COOKIE = "rec_vid"
 ITEM_FIELDS = {

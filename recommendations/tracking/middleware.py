@@ -1,0 +1,38 @@
+"""The middleware a host adds (`recommendations.tracking.VisitorMiddleware`): the visitor cookie and campaign on the
+way out, and the impressions and after-response tasks run once the response is closed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from recommendations.conf import rec_settings
+from recommendations.tracking.identity import get_visitor_id, remember_campaign
+from recommendations.tracking.impressions import AFTER_RESPONSE_ATTR, finish_on_close
+
+
+class VisitorMiddleware:
+    """Gives every browser a stable, random visitor id cookie so anonymous behaviour can be learnt from."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        visitor_id = get_visitor_id(request)
+        request.__dict__[AFTER_RESPONSE_ATTR] = []
+        response = self.get_response(request)
+        finish_on_close(request, response)
+        remember_campaign(request, response)
+        if request.COOKIES.get(rec_settings.VISITOR_COOKIE_NAME) != visitor_id:
+            from django.conf import settings
+
+            response.set_cookie(
+                rec_settings.VISITOR_COOKIE_NAME,
+                visitor_id,
+                max_age=rec_settings.VISITOR_COOKIE_AGE,
+                httponly=True,
+                samesite="Lax",
+                secure=getattr(settings, "RECOMMENDATIONS_VISITOR_COOKIE_SECURE", False),
+            )
+        return response
