@@ -1,26 +1,35 @@
 """The app's admin, one module per screen; importing this package (Django's admin autodiscovery does) registers all.
 
 - `events`: events, read-only; `profiles`: product profiles and "Sync from the catalog now".
-- `runs`: training runs (retrain, activate, roll back), precompute runs, recommendation sets and stored lists.
+- `training`: training runs (retrain, activate, roll back); `precompute`: precompute runs (run now);
+  `sets`: recommendation sets (activate one) and their stored lists.
 - `analytics`: the per-placement daily report, its CSV and the training runs' metrics chart.
 - `experiments`: experiments and their arms, start / stop / promote, the live report.
-- `rules`: placements, cold-start and merchandising rules, the placement preview.
-- `charts`: the server-side SVG charts the report pages draw; `base`: what the screens share.
+- `placements`: placements and their preview page (`preview`); `cold_start`: cold-start rules and their preview;
+  `merchandising`: merchandising rules; `rule_forms`: the fields and checks those screens share.
+- `charts`: the server-side SVG charts the report pages draw; `base`: what the screens share (the read-only admin,
+  the schedules box, the report of a run started from the admin).
 """
 
-from recommendations.admin import analytics, events, experiments, profiles, rules, runs  # noqa: F401
-from recommendations.admin.base import ReadOnlyAdmin
-from recommendations.admin.events import EventAdmin
-from recommendations.admin.profiles import ProductProfileAdmin
-from recommendations.admin.runs import (
-    PrecomputeRunAdmin,
-    RecommendationSetAdmin,
-    StoredListAdmin,
-    TrainingRunAdmin,
-    beat_schedules,
-    placement_counts,
-    report_launch,
+from recommendations.admin import (  # noqa: F401
+    analytics,
+    cold_start,
+    events,
+    experiments,
+    merchandising,
+    placements,
+    precompute,
+    preview,
+    profiles,
+    sets,
+    training,
 )
+from recommendations.admin.base import ReadOnlyAdmin, beat_schedules, report_launch
+from recommendations.admin.events import EventAdmin
+from recommendations.admin.precompute import PrecomputeRunAdmin
+from recommendations.admin.profiles import ProductProfileAdmin
+from recommendations.admin.sets import RecommendationSetAdmin, StoredListAdmin, placement_counts
+from recommendations.admin.training import TrainingRunAdmin
 
 __all__ = [
     "EventAdmin",

@@ -3,7 +3,7 @@
 The admin records the request on the run and starts the work elsewhere: on the training queue with Celery, or in a
 background process without a broker (`recommendations.background`). That process hash-checks and loads the model
 (a neural one imports TensorFlow), makes it serve, records the outcome on the run and logs it under who asked.
-The Celery path is tested with a stand-in worker in tests/admin/test_runs.py and test_runs_operations.py.
+The Celery path is tested with a stand-in worker in tests/admin/test_training.py and test_runs_operations.py.
 """
 
 from __future__ import annotations

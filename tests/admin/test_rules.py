@@ -1,4 +1,5 @@
-"""The admin for placements, cold-start and merchandising rules, and the placement preview (admin/rules.py).
+"""The admin for placements, cold-start and merchandising rules, and the placement preview (admin/placements.py,
+admin/cold_start.py, admin/merchandising.py, admin/preview.py).
 
 Everything goes through the admin's real forms with the test client and is checked where shoppers see it: the home
 page's "Recommended for you" block, or the template tag rendered for the same shopper.

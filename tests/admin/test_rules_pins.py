@@ -67,7 +67,7 @@ def test_a_pin_on_an_out_of_stock_product_warns_on_save_in_the_list_and_in_the_p
 
 
 def test_a_pin_on_an_inactive_product_or_an_empty_category_is_flagged():
-    from recommendations.admin.rules import pin_problem
+    from recommendations.admin.merchandising import pin_problem
 
     shop = make_small_shop()
     ProductProfile.objects.filter(product_id=str(shop["Pan"].pk)).update(active=False)

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from recommendations.admin.runs import RecommendationSetAdmin
+from recommendations.admin.sets import RecommendationSetAdmin
 from recommendations.models import RecommendationSet, StoredList
 
 pytestmark = pytest.mark.django_db

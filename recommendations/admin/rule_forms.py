@@ -1,0 +1,94 @@
+"""What the tunables' screens share: the placements field, the window and price-band checks, and the words for a
+rule's status, window and placements; every change records its author in `updated_by`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.http import HttpRequest
+from django.utils import timezone
+
+from recommendations import serving
+from recommendations.models import (
+    ColdStartRule,
+    MerchandisingRule,
+    ProductProfile,
+)
+
+MAX_BLOCK_SIZE = 50
+
+
+def username(request: HttpRequest) -> str:
+    """Who saved the row, cut to `updated_by`'s length."""
+    return request.user.get_username()[:150]
+
+
+def window_text(starts_at: Any, ends_at: Any) -> str:
+    """A rule's window in words: "always", "from …", "until …" or "… to …"."""
+    when = [timezone.localtime(t).strftime("%Y-%m-%d %H:%M") if t else "" for t in (starts_at, ends_at)]
+    if not any(when):
+        return "always"
+    if not when[1]:
+        return f"from {when[0]}"
+    if not when[0]:
+        return f"until {when[1]}"
+    return f"{when[0]} to {when[1]}"
+
+
+def rule_status(rule: ColdStartRule | MerchandisingRule) -> str:
+    """live, off, scheduled or ended: what serving does with the rule now."""
+    now = timezone.now()
+    if not rule.active:
+        return "off"
+    if rule.starts_at and rule.starts_at > now:
+        return "scheduled"
+    if rule.ends_at and rule.ends_at <= now:
+        return "ended"
+    return "live"
+
+
+def placements_text(names: list[str]) -> str:
+    """A rule's placements for the list page; none means every placement."""
+    return ", ".join(names) if names else "every placement"
+
+
+def check_window(form: forms.ModelForm, data: dict[str, Any]) -> None:
+    """A window that ends before it starts would never apply: say so on the end field."""
+    starts, ends = data.get("starts_at"), data.get("ends_at")
+    if starts and ends and ends <= starts:
+        form.add_error("ends_at", "The rule must end after it starts.")
+
+
+def check_price_band(form: forms.ModelForm, data: dict[str, Any], what: str) -> None:
+    """A price band needs a bound, and its bounds in order, or it would match nothing or everything."""
+    low, high = data.get("price_min"), data.get("price_max")
+    if low is None and high is None:
+        form.add_error("price_min", f"{what} needs a lowest price, a highest price or both.")
+    elif low is not None and high is not None and low > high:
+        form.add_error("price_max", "The highest price must be at least the lowest price.")
+
+
+def known(column: str, value: str) -> bool:
+    """Whether any product profile has this category or brand (a rule on one nobody has would never apply)."""
+    return ProductProfile.objects.filter(**{column: value}).exists()
+
+
+class PlacementsField(forms.MultipleChoiceField):
+    """The placements a rule applies to, from the configured ones; none ticked means every placement."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", "None ticked: every placement.")
+        super().__init__(choices=[(name, name) for name in serving.placement_names()], **kwargs)
+
+
+def price_band(low: Decimal | None, high: Decimal | None) -> str:
+    """A price band in words for the list pages: "a to b", "from a" or "up to b"."""
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    return f"from {low}" if low is not None else f"up to {high}"
