@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine import reasons
 from recommendations.engine.dataset import EventLog, decay, interaction_matrix, purchase_matrix
 
 # Pairs need support from a few shoppers before they can rank high: sim *= n / (n + SHRINKAGE).
@@ -316,10 +317,10 @@ def compute_lists(
     scores = trending_scores(log, params.trending_window_days, params.trending_half_life_days)
     shop_wide = top_items(scores, catalog.servable, params.top_n)
     if shop_wide:
-        yield "trending", "", [(ids[i], s, "trending") for i, s in shop_wide]
+        yield "trending", "", [(ids[i], s, reasons.TRENDING) for i, s in shop_wide]
     by_category = top_items_by_group(scores, catalog.servable, catalog.category_of_item, params.top_n)
     for code, ranked in sorted(by_category.items()):
-        yield "trending", f"category:{catalog.categories[code]}", [(ids[i], s, "trending") for i, s in ranked]
+        yield "trending", f"category:{catalog.categories[code]}", [(ids[i], s, reasons.TRENDING) for i, s in ranked]
 
     progress.start("similar", len(ids))
     # for_you draws its candidates from these neighbour lists: a few interacted items x 20 neighbours fill
@@ -334,7 +335,7 @@ def compute_lists(
     )
     for item in np.flatnonzero(catalog.active & (np.diff(neighbours.indptr) > 0)):
         ranked = neighbour_list(neighbours, int(item))[: params.similar_n]
-        yield "similar", ids[item], [(ids[j], s, "also") for j, s in ranked]
+        yield "similar", ids[item], [(ids[j], s, reasons.ALSO) for j, s in ranked]
 
     if not for_you:
         return
@@ -342,7 +343,7 @@ def compute_lists(
     remaining = len(log.shoppers)
     for chunk in recommend_for_shoppers(matrix, neighbours, bought, params.top_n, chunk_size=params.shopper_chunk):
         for shopper_list in chunk:
-            items = [(ids[j], s, f"because:{ids[a]}") for j, s, a in shopper_list.items]
+            items = [(ids[j], s, f"{reasons.BECAUSE_}{ids[a]}") for j, s, a in shopper_list.items]
             yield "for_you", log.shoppers[shopper_list.shopper], items
         step = min(params.shopper_chunk, remaining)
         remaining -= step

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine import reasons
 from recommendations.engine.cooccurrence import (
     CatalogView,
     ScoredPairs,
@@ -365,7 +366,7 @@ def compute_lists(
         yield (
             "bought_together",
             anchor,
-            [(ids[int(other[r])], float(score[r]), f"together:{anchor}") for r in ranked],
+            [(ids[int(other[r])], float(score[r]), f"{reasons.TOGETHER_}{anchor}") for r in ranked],
         )
 
     repeats = repeat_stats(
@@ -387,5 +388,8 @@ def compute_lists(
         yield (
             "buy_again",
             "",
-            [(ids[i], float(repeats.score[i]), "repeat", round(float(repeats.interval_days[i]), 2)) for i in best],
+            [
+                (ids[i], float(repeats.score[i]), reasons.REPEAT, round(float(repeats.interval_days[i]), 2))
+                for i in best
+            ],
         )

@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from recommendations import keys, signals
 from recommendations.conf import check_settings, rec_settings
-from recommendations.engine import cooccurrence, dataset, model_lists, purchases
+from recommendations.engine import cooccurrence, dataset, model_lists, purchases, reasons
 from recommendations.experiments import assignment
 from recommendations.lists import serving_model
 from recommendations.lists.purchases import count_purchase_events, load_purchase_log
@@ -370,7 +370,7 @@ def _model_for_you(
             writer.add(
                 placement,
                 shoppers[code],
-                [(ids[i], s, f"because:{ids[a]}" if a >= 0 else "for_you") for i, s, a in items],
+                [(ids[i], s, f"{reasons.BECAUSE_}{ids[a]}" if a >= 0 else reasons.FOR_YOU) for i, s, a in items],
             )
     return {"model_run": served.run_id, "model": served.chosen, "for_you_shoppers": interactions.n_shoppers}
 

@@ -22,6 +22,7 @@ from django.db import transaction
 
 from recommendations import keys
 from recommendations.conf import rec_settings
+from recommendations.engine import reasons
 from recommendations.engine.dataset import (
     MIN_CELL_WEIGHT,
     clean_log,
@@ -102,7 +103,7 @@ def score_shopper(weights: dict[str, float], bought: set[str], neighbours: dict[
             if current is None or contribution > current[0] or (contribution == current[0] and anchor < current[1]):
                 best[product_id] = (contribution, anchor)
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return [[pid, round(score, 6), f"because:{best[pid][1]}"] for pid, score in ranked if score > 0]
+    return [[pid, round(score, 6), f"{reasons.BECAUSE_}{best[pid][1]}"] for pid, score in ranked if score > 0]
 
 
 def model_items(served: ServedModel, shopper: str, n: int) -> list[list]:
@@ -130,7 +131,9 @@ def model_items(served: ServedModel, shopper: str, n: int) -> list[list]:
     ids = served.item_ids
     for chunk in recommend_chunks(served.model, interactions, bought, served.active, n, served.category_of_item):
         for _, items in chunk:
-            return [[ids[i], round(s, 6), f"because:{ids[a]}" if a >= 0 else "for_you"] for i, s, a in items]
+            return [
+                [ids[i], round(s, 6), f"{reasons.BECAUSE_}{ids[a]}" if a >= 0 else reasons.FOR_YOU] for i, s, a in items
+            ]
     return []
 
 

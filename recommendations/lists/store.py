@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from django.core.cache import cache
 
 from recommendations import keys, serving_sql
+from recommendations.engine import reasons
 from recommendations.holds import Hold
 from recommendations.models import ProductProfile, RecommendationSet, StoredList
 
@@ -255,6 +256,6 @@ def popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
         if category:
             qs = qs.filter(category=category)
         ranked = qs.order_by("-sales_count", "-created_at", "product_id").values_list("product_id", "sales_count")
-        rows = [[pid, float(sales), "popular"] for pid, sales in ranked[:limit]]
+        rows = [[pid, float(sales), reasons.POPULAR] for pid, sales in ranked[:limit]]
         cache.set(key, rows, SHARED_TTL)
     return rows

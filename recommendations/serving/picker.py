@@ -7,6 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from recommendations import tunables
+from recommendations.engine import reasons
 from recommendations.serving.block import Recommendation, Request
 from recommendations.serving.profiles import _profiles
 from recommendations.serving.reasons import _anchors
@@ -81,7 +82,7 @@ def _pin(items: list[Recommendation], pins: dict[int, str], picker: _Picker, siz
             profile = _profiles([pid]).get(pid)
             if profile is None or not (profile.active and profile.in_stock) or pid in picker.initially_blocked:
                 continue
-            existing = Recommendation(product_id=pid, score=0.0, reason="featured", source="pinned")
+            existing = Recommendation(product_id=pid, score=0.0, reason=reasons.FEATURED, source="pinned")
         else:
             items.remove(existing)
         items.insert(min(position - 1, len(items)), existing)
@@ -105,6 +106,6 @@ def _explore(
     items = list(items)
     for slot, pid in zip(slots, picks, strict=False):
         items.insert(
-            min(slot, len(items)), Recommendation(product_id=pid, score=0.0, reason="new", source="exploration")
+            min(slot, len(items)), Recommendation(product_id=pid, score=0.0, reason=reasons.NEW, source="exploration")
         )
     return items[:size]

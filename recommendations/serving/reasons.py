@@ -8,17 +8,14 @@ from collections.abc import Iterable
 from django.utils.translation import gettext, gettext_lazy
 
 from recommendations import catalog
+from recommendations.engine import reasons as rc
 from recommendations.serving.block import Block, Recommendation
 from recommendations.serving.profiles import _profiles
 
 
 def _anchors(reasons: Iterable[str]) -> set[str]:
     """The products that reason codes name ("because:<id>", "together:<id>", ...)."""
-    return {
-        reason.split(":", 1)[1]
-        for reason in reasons
-        if ":" in reason and reason.split(":", 1)[0] in ("because", "session", "together", "similar")
-    }
+    return {reason.split(":", 1)[1] for reason in reasons if ":" in reason and reason.split(":", 1)[0] in rc.ANCHORED}
 
 
 def _name_reasons(items: list[Recommendation]) -> None:
@@ -29,37 +26,37 @@ def _name_reasons(items: list[Recommendation]) -> None:
 
 
 _REASON_TEXTS = {  # lazy: translated in the shopper's language when a block is built
-    "trending": gettext_lazy("Trending now"),
-    "popular": gettext_lazy("Popular"),
-    "also": gettext_lazy("Often viewed together"),
-    "for_you": gettext_lazy("Picked for your taste"),
-    "viewed": gettext_lazy("You viewed this"),
-    "repeat": gettext_lazy("You bought this before"),
-    "new": gettext_lazy("New arrival"),
-    "featured": gettext_lazy("Featured"),
-    "rule": gettext_lazy("Selected for you"),
+    rc.TRENDING: gettext_lazy("Trending now"),
+    rc.POPULAR: gettext_lazy("Popular"),
+    rc.ALSO: gettext_lazy("Often viewed together"),
+    rc.FOR_YOU: gettext_lazy("Picked for your taste"),
+    rc.VIEWED: gettext_lazy("You viewed this"),
+    rc.REPEAT: gettext_lazy("You bought this before"),
+    rc.NEW: gettext_lazy("New arrival"),
+    rc.FEATURED: gettext_lazy("Featured"),
+    rc.RULE: gettext_lazy("Selected for you"),
 }
 
 
 def reason_text(reason: str, names: dict[str, str]) -> str:
     """A shopper-facing sentence for a reason code, so wording (and language) can change without a recompute."""
-    kind, _, arg = reason.partition(":")
-    if kind in ("because", "session"):  # the stored list's anchor or this session's: the same to a shopper
+    kind, arg = rc.split(reason)
+    if kind in (rc.BECAUSE, rc.SESSION):  # the stored list's anchor or this session's: the same to a shopper
         anchor = names.get(arg)
         return (
             gettext("Because you looked at %(name)s") % {"name": anchor}
             if anchor
             else gettext("Based on your browsing")
         )
-    if kind == "together":
+    if kind == rc.TOGETHER:
         anchor = names.get(arg)
         return (
             gettext("Bought together with %(name)s") % {"name": anchor} if anchor else gettext("Often bought together")
         )
-    if kind == "similar":
+    if kind == rc.SIMILAR:
         anchor = names.get(arg)
         return gettext("Similar to %(name)s") % {"name": anchor} if anchor else gettext("Similar")
-    if kind == "trending" and arg:
+    if kind == rc.TRENDING and arg:
         return gettext("Trending in %(category)s") % {"category": arg.replace("-", " ").replace("_", " ").title()}
     return str(_REASON_TEXTS.get(kind, ""))
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from recommendations import keys, tunables
 from recommendations.conf import rec_settings
+from recommendations.engine import reasons as reason_codes
 from recommendations.experiments import assignment
 from recommendations.lists import store
 from recommendations.lists.store import shared_items, stored_items, stored_lists
@@ -37,14 +38,14 @@ def _shared_source(step_or_source: str, reason: str = "", category: str = "", pr
     if step_or_source in ("trending", "popular", "similar", "newest"):  # an item: its reason names the list
         return reason or step_or_source
     if step_or_source == "trending_category":
-        return f"trending:{category}" if category else ""
+        return f"{reason_codes.TRENDING_}{category}" if category else ""
     return ""
 
 
 def _step_source(step: str, category: str, product_id: str) -> str:
     """The shared list a fallback step reads (the key `_shared_source` gives its items)."""
     if step == "similar":
-        return f"similar:{product_id}" if product_id else ""
+        return f"{reason_codes.SIMILAR_}{product_id}" if product_id else ""
     return _shared_source(step, step if step in ("trending", "popular") else "", category, product_id)
 
 
@@ -84,7 +85,7 @@ def _strategy_newest(req: Request) -> list[Candidate]:
         req.category,
         50,
     )
-    return [(pid, score, "new", "newest") for pid, score, _, _ in rows]
+    return [(pid, score, reason_codes.NEW, "newest") for pid, score, _, _ in rows]
 
 
 STRATEGY_SOURCES: dict[str, Callable[[Request], list[Candidate]]] = {
@@ -97,12 +98,12 @@ STRATEGY_SOURCES: dict[str, Callable[[Request], list[Candidate]]] = {
 def _fallback_candidates(step: str, limit: int, category: str, product_id: str = "") -> list[Candidate]:
     if step == "similar":
         rows = stored_items("similar", product_id) if product_id else []
-        return [(str(r[0]), float(r[1]), f"similar:{product_id}", "similar") for r in rows]
+        return [(str(r[0]), float(r[1]), f"{reason_codes.SIMILAR_}{product_id}", "similar") for r in rows]
     if step == "trending_category":
         if not category:
             return []
         rows = shared_items("trending", f"category:{category}") or store.popular_items(limit, category)
-        return [(str(r[0]), float(r[1]), f"trending:{category}", "trending") for r in rows]
+        return [(str(r[0]), float(r[1]), f"{reason_codes.TRENDING_}{category}", "trending") for r in rows]
     if step == "trending":
         return [(str(r[0]), float(r[1]), "trending", "trending") for r in shared_items("trending")]
     if step == "popular":
@@ -135,7 +136,7 @@ def _for_you(req: Request, state: ShopperState) -> list[Candidate]:
         from_stored = scores.get(pid, 0.0)
         scores[pid] = from_stored + weight * score
         if weight * score > from_stored or pid not in why:  # the session contributed most: it is the reason
-            why[pid] = (f"session:{anchor}", "session")
+            why[pid] = (f"{reason_codes.SESSION_}{anchor}", "session")
     # Best first, ties by id: a stable sort by id, then by score (reverse keeps ties in order); no tuple per key.
     ranked = sorted(sorted(scores), key=scores.__getitem__, reverse=True)
     return [(pid, round(scores[pid], 6), *why[pid]) for pid in ranked]
@@ -202,7 +203,7 @@ def _bought_together(req: Request, state: ShopperState) -> list[Candidate]:
             pid, score = str(r[0]), float(r[1])
             scores[pid] += score
             if pid not in reasons or score > reasons[pid][0]:
-                reasons[pid] = (score, f"together:{anchor}")
+                reasons[pid] = (score, f"{reason_codes.TOGETHER_}{anchor}")
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return [(pid, round(score, 6), reasons[pid][1], "stored") for pid, score in ranked]
 
@@ -210,14 +211,17 @@ def _bought_together(req: Request, state: ShopperState) -> list[Candidate]:
 def _trending(req: Request, state: ShopperState) -> list[Candidate]:
     if req.category:
         return _as_candidates(
-            shared_items("trending", f"category:{req.category}"), "trending", f"trending:{req.category}"
+            shared_items("trending", f"category:{req.category}"), "trending", f"{reason_codes.TRENDING_}{req.category}"
         )
     return _as_candidates(shared_items("trending"), "trending")
 
 
 def _recently_viewed(req: Request, state: ShopperState) -> list[Candidate]:
     n = len(state.viewed)
-    return [(pid, round(1 - rank / max(n, 1), 6), "viewed", "history") for rank, (pid, _) in enumerate(state.viewed)]
+    return [
+        (pid, round(1 - rank / max(n, 1), 6), reason_codes.VIEWED, "history")
+        for rank, (pid, _) in enumerate(state.viewed)
+    ]
 
 
 def _buy_again(req: Request, state: ShopperState) -> list[Candidate]:
@@ -234,7 +238,7 @@ def _buy_again(req: Request, state: ShopperState) -> list[Candidate]:
         rate = rate or 0.5  # this shopper re-bought it, whatever the shop does
         days = (now - times[0]).total_seconds() / 86_400
         due = min(days / interval, 2.0) if interval > 0 else 1.0
-        scored.append((pid, round(rate * (0.5 + due), 6), "repeat", "history"))
+        scored.append((pid, round(rate * (0.5 + due), 6), reason_codes.REPEAT, "history"))
     return sorted(scored, key=lambda c: (-c[1], c[0]))
 
 

@@ -19,6 +19,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from recommendations import keys
+from recommendations.engine import reasons
 from recommendations.lists import store
 from recommendations.models import (
     ColdStartRule,
@@ -129,7 +130,7 @@ def matching_rule(placement: str, audience: Audience, now: datetime | None = Non
 
 def rule_candidates(rule: dict[str, Any], category: str, limit: int) -> list[Candidate]:
     """What a cold-start rule yields, best first; reason codes name the rule so staff can tell it in a preview."""
-    source, reason = rule["source"], f"rule:{rule['id']}"
+    source, reason = rule["source"], reasons.code(reasons.RULE, rule["id"])
     key = _source_key(rule, category, limit)
     rows = cache.get(key)
     if rows is None:
@@ -137,12 +138,12 @@ def rule_candidates(rule: dict[str, Any], category: str, limit: int) -> list[Can
         cache.set(key, rows, SOURCE_TTL)
     if source in (ColdStartRule.Source.TRENDING, ColdStartRule.Source.TRENDING_CATEGORY):
         scope = rule["source_value"] or category
-        reason = f"trending:{scope}" if source == ColdStartRule.Source.TRENDING_CATEGORY and scope else "trending"
+        reason = reasons.code(reasons.TRENDING, scope if source == ColdStartRule.Source.TRENDING_CATEGORY else "")
     elif source == ColdStartRule.Source.NEWEST:
-        reason = "new"
+        reason = reasons.NEW
     elif source == ColdStartRule.Source.TOP_SELLERS:
-        reason = "popular"
-    return [(pid, score, reason, f"rule:{rule['id']}") for pid, score in rows]
+        reason = reasons.POPULAR
+    return [(pid, score, reason, reasons.code(reasons.RULE, rule["id"])) for pid, score in rows]
 
 
 def _source_key(rule: dict[str, Any], category: str, limit: int) -> str:
