@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import Client
 
-from recommendations import holds
-from tests.factories import make_user
+from recommendations import holds, tasks
+from tests.factories import child_database_url, make_user
 
 
 @pytest.fixture(autouse=True)
@@ -101,3 +102,16 @@ def training_worker(settings: Any, monkeypatch: Any) -> TrainingWorker:
 
     monkeypatch.setattr(tasks, "_send", intercept)
     return worker
+
+
+@pytest.fixture
+def no_broker(monkeypatch, settings, _model_dir):
+    """The admin's process as a host without a broker, and a background process that finds this test's database."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the background process reaches the test database by its URL")
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "inline"}
+    monkeypatch.setenv("DATABASE_URL", child_database_url())
+    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
+    monkeypatch.setenv("RECOMMENDATIONS_MODEL_DIR", str(_model_dir))
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the child runs the demo's no-broker settings
+    tasks.ANNOUNCED.clear()

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import itertools
 import re
+import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.db import connections
 from django.template import Context, Template
 from django.test import Client
 from django.utils import timezone
@@ -226,3 +231,35 @@ def model_version_experiment(run: Any, salt: str) -> Any:
         experiment=running, name="treatment", share=1, strategy="model_version", training_run=run
     )
     return running
+
+
+def child_database_url() -> str:
+    """The test database as a URL, for a child process (a worker, a background job) that must find it."""
+    db = settings.DATABASES["default"]
+    auth = (db.get("USER") or "") + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def recommendations_with(**values: Any) -> dict[str, Any]:
+    """The RECOMMENDATIONS setting with these keys changed, for `settings.RECOMMENDATIONS = ...`."""
+    return {**settings.RECOMMENDATIONS, **values}
+
+
+def closed_port() -> int:
+    """A local port nobody listens on (bound, read and released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def database_unreachable() -> Iterator[None]:
+    """The default connection, for this block, is a real PostgreSQL connection to a port nobody listens on."""
+    original = connections["default"]
+    dead = original.__class__({**original.settings_dict, "HOST": "127.0.0.1", "PORT": str(closed_port())}, "default")
+    connections["default"] = dead
+    try:
+        yield
+    finally:
+        dead.close()
+        connections["default"] = original

@@ -4,23 +4,16 @@ counted, not joined rows.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from recommendations import catalog
 from recommendations.models import ProductProfile
-from tests.factories import make_product, make_user
+from tests.factories import make_product, make_user, recommendations_with
 
 pytestmark = pytest.mark.django_db
-
-
-def recommendations_with(**values: Any) -> dict[str, Any]:
-    return {**settings.RECOMMENDATIONS, **values}
 
 
 USERS_AS_PRODUCTS = {"PRODUCT_MODEL": "auth.User", "PRODUCT_FIELDS": {"name": "username", "category": "groups__name"}}

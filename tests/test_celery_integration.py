@@ -29,7 +29,7 @@ from recommendations.models import Event, PrecomputeRun, RecommendationSet, Trai
 from recommendations.tasks import TRAINING_QUEUE, enqueue_precompute, enqueue_retrain
 from shop.celery import app as celery_app
 from tests.engine.synthetic import make_shop as make_synthetic_shop
-from tests.factories import make_category, make_product, write_shop
+from tests.factories import child_database_url, make_category, make_product, write_shop
 
 ROOT = Path(__file__).resolve().parent.parent
 # Bounded, but generous: a loaded 2-core machine can take a while to boot Django inside the worker.
@@ -43,15 +43,6 @@ pytestmark = [
 ]
 
 
-def _test_database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = db.get("USER") or ""
-    if db.get("PASSWORD"):
-        auth += f":{db['PASSWORD']}"
-    host = f"{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}"
-    return f"postgres://{auth}@{host}/{db['NAME']}"
-
-
 @contextlib.contextmanager
 def running_worker(model_dir: str, queues: str = f"celery,{TRAINING_QUEUE}", extra_env: dict | None = None):
     """A real worker process for the test database on `queues`; always stopped, its log printed at the end."""
@@ -59,7 +50,7 @@ def running_worker(model_dir: str, queues: str = f"celery,{TRAINING_QUEUE}", ext
     env = {
         "RECOMMENDATIONS_MODEL_DIR": str(model_dir),
         **os.environ,
-        "DATABASE_URL": _test_database_url(),
+        "DATABASE_URL": child_database_url(),
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "DJANGO_SETTINGS_MODULE": "shop.settings",

@@ -14,7 +14,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
@@ -22,7 +21,7 @@ from django.utils import timezone
 from recommendations import catalog
 from recommendations.lists.precompute import run_precompute
 from recommendations.models import RecommendationSet, StoredList
-from tests.factories import make_category, make_product
+from tests.factories import child_database_url, make_category, make_product
 from tests.lists.test_purchases import START, bought, store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,16 +196,10 @@ def _active_items() -> list[list]:
     return list(StoredList.objects.filter(recommendation_set__status="active").values_list("items", flat=True))
 
 
-def _test_database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = (db.get("USER") or "") + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
 @pytest.mark.django_db(transaction=True)
 def test_bad_input_exits_non_zero_with_one_line_from_manage_py(tmp_path):
     rec_set = active_set_with_every_placement()
-    env = {**os.environ, "DATABASE_URL": _test_database_url(), "DJANGO_SETTINGS_MODULE": "shop.settings"}
+    env = {**os.environ, "DATABASE_URL": child_database_url(), "DJANGO_SETTINGS_MODULE": "shop.settings"}
 
     def manage(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -5,20 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.test import Client, override_settings
 from django.urls import reverse
 
 from recommendations import catalog, privacy, serving, tracking
 from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event, StoredList
-from tests.factories import active_lists, make_category, make_product, make_small_shop, make_user
+from tests.factories import active_lists, make_category, make_product, make_small_shop, make_user, recommendations_with
 
 pytestmark = pytest.mark.django_db
-
-
-def recommendations_with(**values: Any) -> dict[str, Any]:
-    return {**settings.RECOMMENDATIONS, **values}
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 from celery import Celery
 from celery import _state as celery_state
 from celery.app.task import Task
-from django.conf import settings
 from django.db import OperationalError
 from django.test import Client, override_settings
 
@@ -22,13 +21,9 @@ from recommendations import catalog, tasks, tracking
 from recommendations.conf import rec_settings
 from recommendations.lists.precompute import run_precompute
 from recommendations.serving import stored_items
-from tests.factories import make_category, make_product
+from tests.factories import make_category, make_product, recommendations_with
 
 pytestmark = pytest.mark.django_db
-
-
-def recommendations_with(**values: Any) -> dict[str, Any]:
-    return {**settings.RECOMMENDATIONS, **values}
 
 
 @pytest.fixture

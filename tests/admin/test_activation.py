@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.db import connection
 from django.urls import reverse
 
 from recommendations import background, tasks
@@ -24,27 +22,6 @@ from recommendations.models import TrainingRun
 from tests.factories import serving_pk, train_two_runs, write_synthetic_shop
 
 ROLL_BACK = "admin:recommendations_trainingrun_roll_back"
-
-
-def _test_database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = db.get("USER") or ""
-    if db.get("PASSWORD"):
-        auth += f":{db['PASSWORD']}"
-    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def no_broker(monkeypatch, settings, _model_dir):
-    """The admin's process as a host without a broker, and a background process that finds this test's database."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the background process reaches the test database by its URL")
-    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "inline"}
-    monkeypatch.setenv("DATABASE_URL", _test_database_url())
-    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "0")
-    monkeypatch.setenv("RECOMMENDATIONS_MODEL_DIR", str(_model_dir))
-    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the child runs the demo's no-broker settings
-    tasks.ANNOUNCED.clear()
 
 
 @pytest.fixture

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from django.test import Client
 from django.urls import reverse
+
+from tests.factories import database_unreachable
 
 pytestmark = [
     pytest.mark.django_db,
@@ -35,25 +33,6 @@ def post(client: Client, events: list, **kwargs):
         content_type="application/json",
         **kwargs,
     )
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def database_unreachable() -> Iterator[None]:
-    """The default connection, for this block, is a real PostgreSQL connection to a port nobody listens on."""
-    original = connections["default"]
-    dead = original.__class__({**original.settings_dict, "HOST": "127.0.0.1", "PORT": str(closed_port())}, "default")
-    connections["default"] = dead
-    try:
-        yield
-    finally:
-        dead.close()
-        connections["default"] = original
 
 
 def test_the_recommendations_api_answers_503_with_retry_after_when_the_database_is_unreachable(client):

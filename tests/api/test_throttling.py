@@ -14,13 +14,9 @@ from django.urls import reverse
 from recommendations import catalog
 from recommendations.api import throttling
 from recommendations.conf import rec_settings
-from tests.factories import make_product
+from tests.factories import make_product, recommendations_with
 
 pytestmark = pytest.mark.django_db
-
-
-def recommendations_with(**values: Any) -> dict[str, Any]:
-    return {**settings.RECOMMENDATIONS, **values}
 
 
 def rest_framework_without_rates() -> dict[str, Any]:

@@ -6,15 +6,11 @@ unreachable (a real connection to a closed port).
 from __future__ import annotations
 
 import re
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from django.template import Context, Template
 from django.test import RequestFactory
 
@@ -25,6 +21,7 @@ from recommendations.models import (
 from tests.factories import (
     active_lists,
     block_html,
+    database_unreachable,
     make_small_shop,
     make_user,
     render,
@@ -36,25 +33,6 @@ pytestmark = pytest.mark.django_db
 POSTGRESQL_ONLY = pytest.mark.skipif(
     not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="PostgreSQL only"
 )
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextmanager
-def database_unreachable() -> Iterator[None]:
-    """The default connection, for this block, is a real PostgreSQL connection to a port nobody listens on."""
-    original = connections["default"]
-    dead = original.__class__({**original.settings_dict, "HOST": "127.0.0.1", "PORT": str(closed_port())}, "default")
-    connections["default"] = dead
-    try:
-        yield
-    finally:
-        dead.close()
-        connections["default"] = original
 
 
 @POSTGRESQL_ONLY
