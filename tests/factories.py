@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from recommendations import catalog, serving
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions, ItemFeatures
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import Event, ProductProfile, RecommendationSet, StoredList, TrainingRun
-from recommendations.tracking import attribute, build_event
+from recommendations.tracking import attribute, build_event, store_events
 from recommendations.training import runs as training
 from shop.models import Brand, Category, Product
 from tests.engine.synthetic import make_shop
@@ -263,3 +264,18 @@ def database_unreachable() -> Iterator[None]:
     finally:
         dead.close()
         connections["default"] = original
+
+
+def make_co_viewed_toys() -> dict[str, Any]:
+    """Five shoppers co-view a kite, a yo-yo and a ball (a drum stays unseen); precomputed, so a refresh has a set
+    to write into. Returns the products by name."""
+    toys = make_category(slug="toys")
+    products = {name: make_product(name, category=toys) for name in ("Kite", "Yo-yo", "Ball", "Drum")}
+    catalog.sync_products()
+    events = []
+    for n in range(5):
+        for name in ("Kite", "Yo-yo", "Ball"):
+            events.append(build_event("view", visitor_id=f"{n:032x}", product_id=str(products[name].pk)))
+    store_events(events)
+    run_precompute()
+    return products

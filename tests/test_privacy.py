@@ -8,10 +8,15 @@ import pytest
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from recommendations import catalog, privacy, serving, tracking
-from recommendations.lists.precompute import run_precompute
+from recommendations import privacy, serving, tracking
 from recommendations.models import Event, StoredList
-from tests.factories import active_lists, make_category, make_product, make_small_shop, make_user, recommendations_with
+from tests.factories import (
+    active_lists,
+    make_co_viewed_toys,
+    make_small_shop,
+    make_user,
+    recommendations_with,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -19,16 +24,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def shop() -> dict[str, Any]:
     """Shoppers co-view a kite and a yo-yo; precomputed, so a refresh has a set to write into."""
-    toys = make_category(slug="toys")
-    products = {name: make_product(name, category=toys) for name in ("Kite", "Yo-yo", "Ball", "Drum")}
-    catalog.sync_products()
-    events = []
-    for n in range(5):
-        for name in ("Kite", "Yo-yo", "Ball"):
-            events.append(tracking.build_event("view", visitor_id=f"{n:032x}", product_id=str(products[name].pk)))
-    tracking.store_events(events)
-    run_precompute()
-    return products
+    return make_co_viewed_toys()
 
 
 WRITE_KEY = "k" * 32

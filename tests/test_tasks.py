@@ -17,11 +17,10 @@ from celery.app.task import Task
 from django.db import OperationalError
 from django.test import Client, override_settings
 
-from recommendations import catalog, tasks, tracking
+from recommendations import tasks
 from recommendations.conf import rec_settings
-from recommendations.lists.precompute import run_precompute
 from recommendations.serving import stored_items
-from tests.factories import make_category, make_product, recommendations_with
+from tests.factories import make_co_viewed_toys, recommendations_with
 
 pytestmark = pytest.mark.django_db
 
@@ -29,16 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def shop() -> dict[str, Any]:
     """Shoppers co-view a kite and a yo-yo; precomputed, so a refresh has a set to write into."""
-    toys = make_category(slug="toys")
-    products = {name: make_product(name, category=toys) for name in ("Kite", "Yo-yo", "Ball", "Drum")}
-    catalog.sync_products()
-    events = []
-    for n in range(5):
-        for name in ("Kite", "Yo-yo", "Ball"):
-            events.append(tracking.build_event("view", visitor_id=f"{n:032x}", product_id=str(products[name].pk)))
-    tracking.store_events(events)
-    run_precompute()
-    return products
+    return make_co_viewed_toys()
 
 
 @pytest.fixture

@@ -27,14 +27,12 @@ from django.urls import reverse
 from recommendations import serving, tracking, tunables
 from recommendations.admin.rule_forms import (
     PlacementsField,
+    RuleAdmin,
     check_price_band,
     check_window,
     known,
-    placements_text,
     price_band,
     rule_status,
-    username,
-    window_text,
 )
 from recommendations.models import (
     ColdStartRule,
@@ -223,7 +221,7 @@ class ColdStartRuleForm(forms.ModelForm):
 
 
 @admin.register(ColdStartRule)
-class ColdStartRuleAdmin(admin.ModelAdmin):
+class ColdStartRuleAdmin(RuleAdmin):
     """Who sees what, where and when, for shoppers the model cannot serve yet; the change page previews the products."""
 
     form = ColdStartRuleForm
@@ -258,13 +256,6 @@ class ColdStartRuleAdmin(admin.ModelAdmin):
         ),
         ("History", {"fields": ("created_at", "updated_at", "updated_by")}),
     )
-
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        return self.fieldsets if obj is not None else self.fieldsets[:-1]
-
-    def save_model(self, request: HttpRequest, obj: ColdStartRule, form: Any, change: bool) -> None:
-        obj.updated_by = username(request)
-        super().save_model(request, obj, form, change)
 
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
@@ -307,11 +298,3 @@ class ColdStartRuleAdmin(admin.ModelAdmin):
         if obj.source == ColdStartRule.Source.PRICE_BAND:
             return f"{label}: {price_band(obj.price_min, obj.price_max)}"
         return f"{label}: {obj.source_value}" if obj.source_value else label
-
-    @admin.display(description="where")
-    def where(self, obj: ColdStartRule) -> str:
-        return placements_text(obj.placements)
-
-    @admin.display(description="window")
-    def window(self, obj: ColdStartRule) -> str:
-        return window_text(obj.starts_at, obj.ends_at)

@@ -16,14 +16,12 @@ from django.utils.translation import gettext as _
 from recommendations.admin.rule_forms import (
     MAX_BLOCK_SIZE,
     PlacementsField,
+    RuleAdmin,
     check_price_band,
     check_window,
     known,
-    placements_text,
     price_band,
     rule_status,
-    username,
-    window_text,
 )
 from recommendations.models import (
     MerchandisingRule,
@@ -129,7 +127,7 @@ class MerchandisingRuleForm(forms.ModelForm):
 
 
 @admin.register(MerchandisingRule)
-class MerchandisingRuleAdmin(admin.ModelAdmin):
+class MerchandisingRuleAdmin(RuleAdmin):
     """Boost, bury, pin or exclude after the model ranks; every placement's preview shows which rule moved what."""
 
     form = MerchandisingRuleForm
@@ -157,11 +155,7 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
         ("History", {"fields": ("created_at", "updated_at", "updated_by")}),
     )
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
-        return self.fieldsets if obj is not None else self.fieldsets[:-1]
-
     def save_model(self, request: HttpRequest, obj: MerchandisingRule, form: Any, change: bool) -> None:
-        obj.updated_by = username(request)
         super().save_model(request, obj, form, change)
         problem = pin_problem(obj) if rule_status(obj) in ("live", "scheduled") else ""
         if problem:
@@ -190,11 +184,3 @@ class MerchandisingRuleAdmin(admin.ModelAdmin):
         if obj.action in (MerchandisingRule.Action.BOOST, MerchandisingRule.Action.BURY):
             return f"{text} x{obj.strength:g}"
         return text
-
-    @admin.display(description="where")
-    def where(self, obj: MerchandisingRule) -> str:
-        return placements_text(obj.placements)
-
-    @admin.display(description="window")
-    def window(self, obj: MerchandisingRule) -> str:
-        return window_text(obj.starts_at, obj.ends_at)

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -92,3 +93,23 @@ def price_band(low: Decimal | None, high: Decimal | None) -> str:
     if low is not None and high is not None:
         return f"{low} to {high}"
     return f"from {low}" if low is not None else f"up to {high}"
+
+
+class RuleAdmin(admin.ModelAdmin):
+    """What the cold-start and merchandising screens share: the history fieldset only on a saved rule, the author
+    recorded on save, and the placements and window columns."""
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fieldsets if obj is not None else self.fieldsets[:-1]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        obj.updated_by = username(request)
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="where")
+    def where(self, obj: Any) -> str:
+        return placements_text(obj.placements)
+
+    @admin.display(description="window")
+    def window(self, obj: Any) -> str:
+        return window_text(obj.starts_at, obj.ends_at)
