@@ -11,9 +11,9 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/0
 TEST_CACHE_URL ?= redis://127.0.0.1:6379/1
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-setup serve test lint format bench clean
+.PHONY: demo demo-setup serve test test-hosts lint format bench messages clean
 
-$(BIN)/.installed: requirements.txt
+$(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
@@ -44,6 +44,14 @@ test: $(BIN)/.installed-dev
 	DATABASE_URL=sqlite://:memory: $(BIN)/python manage.py makemigrations --check --dry-run
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CACHE_URL=$(TEST_CACHE_URL) \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) test-hosts
+
+# Every host project with a suite (tests/hosts/<host>/tests), against the app installed from the built wheel.
+test-hosts: $(BIN)/.installed-dev
+	@status=0; for host in $(sort $(patsubst tests/hosts/%/tests/,%,$(dir $(wildcard tests/hosts/*/tests/)))); do \
+		DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) CACHE_URL=$(TEST_CACHE_URL) \
+			tests/hosts/run $$host || status=1; \
+	done; exit $$status
 
 lint: $(BIN)/.installed-dev
 	$(BIN)/ruff check .
@@ -55,6 +63,15 @@ format: $(BIN)/.installed-dev
 
 bench: $(BIN)/.installed-dev
 	$(BIN)/python bench/ingest.py
+
+# Collect the translatable strings (the app's into recommendations/locale, the demo's into shop/locale), keep the
+# translations made so far, and compile. Translate what `msgattrib --untranslated` lists, then run it again.
+MESSAGES_IGNORE := -i "recommendations/*" -i ".venv*" -i "tests/*" -i "bench/*" -i "docs/*" -i "build/*" -i "dist/*"
+messages: $(BIN)/.installed
+	cd recommendations && DJANGO_SETTINGS_MODULE=shop.settings PYTHONPATH=.. ../$(BIN)/django-admin makemessages -l zh_Hans --no-obsolete
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete $(MESSAGES_IGNORE)
+	for po in recommendations/locale/*/LC_MESSAGES/django.po shop/locale/*/LC_MESSAGES/django.po; do \
+		msgfmt --check -o "$${po%.po}.mo" "$$po" || exit 1; done
 
 clean:
 	rm -rf $(VENV) db.sqlite3 staticfiles .pytest_cache .ruff_cache

@@ -43,6 +43,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Concat, NullIf, TruncDate
 from django.db.models.lookups import IsNull
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from recommendations.models import Event, PlacementDay
 
@@ -233,9 +234,13 @@ def parse_day(value: str, name: str) -> date:
     try:
         day = date.fromisoformat(value.strip())
     except ValueError:
-        raise PeriodError(f"“{value}” is not a date for “{name}”: use YYYY-MM-DD.") from None
+        raise PeriodError(
+            _("“%(value)s” is not a date for “%(name)s”: use YYYY-MM-DD.") % {"value": value, "name": name}
+        ) from None
     if not MIN_DAY <= day <= MAX_DAY:
-        raise PeriodError(f"“{name}” must be between {MIN_DAY} and {MAX_DAY}.")
+        raise PeriodError(
+            _("“%(name)s” must be between %(first)s and %(last)s.") % {"name": name, "first": MIN_DAY, "last": MAX_DAY}
+        )
     return day
 
 
@@ -246,9 +251,12 @@ def parse_period(params: Mapping[str, str], today: date | None = None) -> tuple[
     end = parse_day(raw_to, "to") if raw_to else today
     start = parse_day(raw_from, "from") if raw_from else max(MIN_DAY, end - timedelta(days=DEFAULT_RANGE_DAYS - 1))
     if start > end:
-        raise PeriodError(f"“from” ({start}) is after “to” ({end}).")
+        raise PeriodError(_("“from” (%(start)s) is after “to” (%(end)s).") % {"start": start, "end": end})
     if (end - start).days + 1 > MAX_RANGE_DAYS:
-        raise PeriodError(f"Choose at most {MAX_RANGE_DAYS} days; {start} to {end} is {(end - start).days + 1}.")
+        raise PeriodError(
+            _("Choose at most %(most)s days; %(start)s to %(end)s is %(days)s.")
+            % {"most": MAX_RANGE_DAYS, "start": start, "end": end, "days": (end - start).days + 1}
+        )
     return start, end
 
 
@@ -303,7 +311,7 @@ def totals(start: date, end: date, placement: str = "") -> tuple[list[Totals], T
         .order_by("placement")
     )
     per_placement = [Totals(**row) for row in rows]
-    grand = Totals(placement="All placements")
+    grand = Totals(placement=_("All placements"))
     for line in per_placement:
         grand.add(line)
     return per_placement, grand

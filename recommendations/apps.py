@@ -1,11 +1,12 @@
 """App config: wires the product-profile sync, the login merge and the erasure of deleted users to signals."""
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy
 
 
 class RecommendationsConfig(AppConfig):
     name = "recommendations"
-    verbose_name = "Recommendations"
+    verbose_name = gettext_lazy("Recommendations")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

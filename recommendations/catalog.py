@@ -17,11 +17,21 @@ from typing import Any
 from django.apps import apps
 from django.core.cache import cache
 from django.core.checks import Error, register
-from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import FieldDoesNotExist, FieldError
 from django.db import connections, models, router, transaction
+from django.utils.translation import gettext as _
 
 from recommendations import keys
 from recommendations.conf import rec_settings
+from recommendations.product_fields import (
+    MULTI_VALUED_KEYS,
+    PICKS,
+    AdapterError,
+    ProductAdapter,
+    Values,
+    adapter_class,
+    load_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,51 +79,188 @@ def _coerce(key: str, value: Any) -> Any:
 
 
 class ProductFieldsError(ValueError):
-    """PRODUCT_FIELDS names a lookup the sync cannot read as one value per product; the message names it."""
+    """PRODUCT_FIELDS or PRODUCT_ADAPTER cannot be read as one value per product; the message names the key and fix."""
 
 
-def to_many_lookups(model: type[models.Model], mapping: dict[str, str]) -> dict[str, tuple[str, str]]:
-    """The PRODUCT_FIELDS keys whose lookup crosses a to-many relation: key -> (lookup, the relation's name).
+def to_many_lookups(model: type[models.Model], mapping: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The PRODUCT_FIELDS keys whose string lookup crosses a to-many relation: key -> (lookup, the relation's name).
 
-    Such a lookup gives one row per related object, so a product with two categories would come back twice (and
-    PostgreSQL refuses to upsert one profile twice in a statement). Parts that are not fields (a transform such as
-    `__year`) end the walk: they do not multiply rows.
+    Such a lookup gives one row per related object, so a product with two categories would come back twice, with
+    an arbitrary one kept. Parts that are not fields (a transform such as `__year`) end the walk: they do not
+    multiply rows. Aggregates, Values(...) and callables are not string lookups: they are read per product.
     """
     found: dict[str, tuple[str, str]] = {}
     for key, lookup in mapping.items():
         if not isinstance(lookup, str):
             continue
-        opts = model._meta
-        for part in lookup.split("__"):
-            try:
-                field = opts.get_field(part)
-            except FieldDoesNotExist:
-                break
-            if field.many_to_many or field.one_to_many:
-                found[key] = (lookup, part)
-                break
-            if not field.is_relation or field.related_model is None:
-                break
-            opts = field.related_model._meta
+        relation = _to_many_relation(model, lookup)
+        if relation is not None:
+            found[key] = (lookup, relation)
     return found
 
 
+def _to_many_relation(model: type[models.Model], lookup: str) -> str | None:
+    """The first to-many relation `lookup` follows from `model` (its lookup prefix), or None."""
+    opts = model._meta
+    parts = lookup.split("__")
+    for index, part in enumerate(parts):
+        try:
+            field = opts.get_field(part)
+        except FieldDoesNotExist:
+            return None
+        if field.many_to_many or field.one_to_many:
+            return "__".join(parts[: index + 1])
+        if not field.is_relation or field.related_model is None:
+            return None
+        opts = field.related_model._meta
+    return None
+
+
+# What to write instead of a to-many string lookup, by profile key ({lookup} is the host's lookup): every category,
+# all the text, the lowest price, in stock when any related row has stock, the first date; else the first value.
+_TO_MANY_FIXES = {
+    "category": 'Values("{lookup}", pick="all")',
+    "text": 'Values("{lookup}", pick="all")',
+    "price": 'Min("{lookup}")',
+    "in_stock": 'Max("{lookup}")',
+    "created_at": 'Min("{lookup}")',
+}
+
+
 def to_many_message(key: str, lookup: str, relation: str) -> str:
-    return (
-        f"RECOMMENDATIONS['PRODUCT_FIELDS'][{key!r}] = {lookup!r} follows the to-many relation {relation!r}; "
-        "to-many lookups are not supported yet: map a field with one value per product."
-    )
+    return _(
+        "RECOMMENDATIONS['PRODUCT_FIELDS'][%(key)r] = %(lookup)r follows the to-many relation %(relation)r: "
+        "a product with several would get an arbitrary one of them."
+    ) % {"key": key, "lookup": lookup, "relation": relation}
 
 
-def check_product_fields_model(model: type[models.Model]) -> None:
-    """Raise ProductFieldsError, naming the first to-many field, before anything is read or written."""
-    for key, (lookup, relation) in to_many_lookups(model, rec_settings.PRODUCT_FIELDS).items():
-        raise ProductFieldsError(to_many_message(key, lookup, relation))
+def to_many_hint(key: str, lookup: str) -> str:
+    fix = _TO_MANY_FIXES.get(key, 'Values("{lookup}")').format(lookup=lookup)
+    return _(
+        "Map %(key)r to %(fix)s (Values from recommendations.product_fields, Min and Max from django.db.models), "
+        "or compute it in a PRODUCT_ADAPTER class."
+    ) % {"key": key, "fix": fix}
+
+
+def _is_expression(value: Any) -> bool:
+    return hasattr(value, "resolve_expression") and not isinstance(value, str)
+
+
+def _resolve_aggregate(model: type[models.Model], expression: Any) -> Any:
+    """The expression resolved against the product model (FieldError for an unknown field), without a query."""
+    return model._base_manager.annotate(_rec_value=expression).query.annotations["_rec_value"]
+
+
+def product_field_problems(model: type[models.Model], mapping: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Every PRODUCT_FIELDS entry the sync cannot read, as (check id, message, hint naming the fix)."""
+    problems: list[tuple[str, str, str]] = []
+    for key, value in mapping.items():
+        if key not in PROFILE_FIELDS:
+            continue  # conf's check names unknown keys (E004)
+        where = f"RECOMMENDATIONS['PRODUCT_FIELDS'][{key!r}]"
+        try:
+            if isinstance(value, str):
+                relation = _to_many_relation(model, value)
+                if relation is not None:
+                    problems.append(("E009", to_many_message(key, value, relation), to_many_hint(key, value)))
+                else:
+                    model._base_manager.values(value)
+            elif isinstance(value, Values):
+                problems.extend(_values_problems(model, key, value, where))
+            elif _is_expression(value):
+                if not getattr(_resolve_aggregate(model, value), "contains_aggregate", False):
+                    problems.append(
+                        (
+                            "E010",
+                            _("%(where)s = %(value)r is an expression without an aggregate.") % _named(where, value),
+                            _("Use a string lookup, an aggregate such as Min(...) or Max(...), or a callable."),
+                        )
+                    )
+            elif not callable(value):
+                problems.append(
+                    (
+                        "E010",
+                        _("%(where)s = %(value)r is not a lookup, an aggregate, Values(...) or a callable.")
+                        % _named(where, value),
+                        _(
+                            'Map it to a string lookup such as "brand__name", Min("offers__price"), Values(...) or a '
+                            "function of the product."
+                        ),
+                    )
+                )
+        except (FieldError, FieldDoesNotExist, TypeError, ValueError) as exc:
+            problems.append(
+                (
+                    "E010",
+                    _("%(where)s = %(value)r cannot be read from %(model)s: %(error)s")
+                    % {**_named(where, value), "model": model._meta.label, "error": exc},
+                    _("Name fields of the product model (or follow its relations with __)."),
+                )
+            )
+    return problems
+
+
+def _named(where: str, value: Any) -> dict[str, Any]:
+    """The %-placeholders every E010 message shares."""
+    return {"where": where, "value": value}
+
+
+def _values_problems(model: type[models.Model], key: str, spec: Values, where: str) -> list[tuple[str, str, str]]:
+    problems: list[tuple[str, str, str]] = []
+    if spec.pick not in PICKS:
+        problems.append(
+            (
+                "E010",
+                _("%(where)s = %(value)r: pick must be one of %(picks)s.")
+                % {**_named(where, spec), "picks": ", ".join(PICKS)},
+                _('pick="first" or "last" keeps one value per product, pick="all" keeps every one.'),
+            )
+        )
+    elif spec.pick == "all" and key not in MULTI_VALUED_KEYS:
+        problems.append(
+            (
+                "E010",
+                _('%(where)s = %(value)r: pick="all" keeps several values, and %(key)r holds one.')
+                % {**_named(where, spec), "key": key},
+                _(
+                    'Only category and text take pick="all"; keep one value with pick="first" and an order_by, or an '
+                    "aggregate such as Min(...)."
+                ),
+            )
+        )
+    if not isinstance(spec.lookup, str) or not (spec.order_by is None or isinstance(spec.order_by, str)):
+        return [
+            *problems,
+            ("E010", _("%(where)s = %(value)r: lookup and order_by must be strings.") % _named(where, spec), ""),
+        ]
+    read = model._base_manager.values(spec.lookup).order_by(*spec.ordering())
+    read.query.get_compiler(router.db_for_read(model)).as_sql()  # FieldError for an unknown field, without a query
+    relation = _to_many_relation(model, spec.lookup)
+    ordered_by = _to_many_relation(model, spec.order_by.lstrip("-")) if spec.order_by else None
+    if ordered_by is not None and not (relation and spec.lookup.startswith(f"{ordered_by}__")):
+        problems.append(
+            (
+                "E010",
+                _(
+                    "%(where)s = %(value)r: order_by follows the to-many relation %(relation)r, which the lookup does "
+                    "not, so every value would be read once per related row."
+                )
+                % {**_named(where, spec), "relation": ordered_by},
+                _(
+                    'Order by a field of the same relation as the lookup (e.g. "-categories__depth" for '
+                    '"categories__slug").'
+                ),
+            )
+        )
+    return problems
 
 
 @register()
 def check_product_fields(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """Start-up check: a to-many lookup in PRODUCT_FIELDS would make every sync fail (E009)."""
+    """Start-up check: PRODUCT_FIELDS and PRODUCT_ADAPTER read one right value per product, or the sync is wrong.
+
+    E009: a string lookup across a to-many relation; E010: an entry that cannot be read; E011: the adapter.
+    """
     mapping = rec_settings.PRODUCT_FIELDS
     if not rec_settings.PRODUCT_MODEL or not isinstance(mapping, dict):
         return []  # conf's check reports these
@@ -121,36 +268,174 @@ def check_product_fields(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         model = get_product_model()
     except (LookupError, ValueError):
         return []
-    return [
-        Error(
-            to_many_message(key, lookup, relation),
-            hint="Until to-many fields are supported, map a field or a to-one lookup (e.g. a main category).",
-            id="recommendations.E009",
-        )
-        for key, (lookup, relation) in to_many_lookups(model, mapping).items()
+    errors = [
+        Error(message, hint=hint or None, id=f"recommendations.{code}")
+        for code, message, hint in product_field_problems(model, mapping)
     ]
+    try:
+        adapter_class(rec_settings.PRODUCT_ADAPTER)
+    except AdapterError as exc:
+        errors.append(
+            Error(
+                str(exc),
+                hint=_(
+                    "Name a subclass of recommendations.product_fields.ProductAdapter by its dotted path "
+                    '(e.g. "shop.recommending.ShopAdapter"), or leave PRODUCT_ADAPTER out.'
+                ),
+                id="recommendations.E011",
+            )
+        )
+    return errors
+
+
+def load_product_adapter() -> ProductAdapter | None:
+    """The configured adapter; ProductFieldsError (one line, naming the setting) when it cannot be used."""
+    try:
+        return load_adapter()
+    except AdapterError as exc:
+        raise ProductFieldsError(str(exc)) from None
+
+
+def product_queryset(adapter: ProductAdapter | None = None) -> models.QuerySet:
+    """The host products that have profiles: the default manager's, narrowed by the adapter when there is one."""
+    qs = get_product_model()._default_manager.all()
+    return adapter.get_queryset(qs) if adapter is not None else qs
+
+
+class _Plan:
+    """How one sync reads each profile key: plain lookups in the main query, the rest per batch of products."""
+
+    def __init__(self, mapping: dict[str, Any], adapter: ProductAdapter | None) -> None:
+        self.lookups: dict[str, str] = {}
+        self.aggregates: dict[str, Any] = {}
+        self.values: dict[str, Values] = {}
+        self.callables: dict[str, Callable[[Any], Any]] = {}
+        self.adapter = adapter
+        for key in PROFILE_FIELDS:
+            if key not in mapping:
+                continue
+            value = mapping[key]
+            if isinstance(value, str):
+                self.lookups[key] = value
+            elif isinstance(value, Values):
+                self.values[key] = value
+            elif _is_expression(value):
+                self.aggregates[key] = value
+            else:
+                self.callables[key] = value
+
+    @property
+    def needs_instances(self) -> bool:
+        return bool(self.callables) or self.adapter is not None
+
+    @property
+    def per_batch(self) -> bool:
+        return bool(self.aggregates or self.values) or self.needs_instances
+
+
+def _plan(model: type[models.Model]) -> _Plan:
+    """Check the mapping and the adapter (ProductFieldsError naming the first problem), then plan the reads."""
+    mapping = rec_settings.PRODUCT_FIELDS
+    problems = product_field_problems(model, mapping)
+    if problems:
+        _code, message, hint = problems[0]
+        raise ProductFieldsError(f"{message} {hint}".strip())
+    return _Plan(mapping, load_product_adapter())
 
 
 def iter_product_rows(queryset: models.QuerySet | None = None) -> Iterator[dict[str, Any]]:
-    """Yield one profile dict per host product, reading only the mapped columns.
+    """Yield one profile dict per host product.
 
-    Raises ProductFieldsError before reading when a mapped lookup is to-many (see to_many_lookups).
+    Plain lookups are read with one `.values()` query, as before; aggregates and Values(...) with one grouped query
+    per key for each batch of SYNC_BATCH products (never a join that multiplies the products' rows); callables and
+    the adapter with the batch's product instances, only when configured. Raises ProductFieldsError before reading
+    when the mapping cannot be read (see product_field_problems). Without `queryset`: every product the adapter
+    keeps.
     """
-    mapping: dict[str, str] = rec_settings.PRODUCT_FIELDS
-    qs = queryset if queryset is not None else get_product_model()._default_manager.all()
-    check_product_fields_model(qs.model)
+    model = queryset.model if queryset is not None else get_product_model()
+    plan = _plan(model)
+    qs = queryset if queryset is not None else product_queryset(plan.adapter)
     id_lookup = _id_lookup()
-    lookups = [id_lookup, *mapping.values()]
+    columns = dict.fromkeys(["pk", id_lookup, *plan.lookups.values()])
+    rows = qs.prefetch_related(None).order_by("pk").values(*columns).iterator(chunk_size=SYNC_BATCH)
+    batch: list[dict[str, Any]] = []
     last = None
-    for row in qs.order_by(id_lookup).values(*dict.fromkeys(lookups)).iterator(chunk_size=SYNC_BATCH):
-        if row[id_lookup] == last:
-            continue  # one profile per product, whatever a lookup joins (rows come ordered by id)
-        last = row[id_lookup]
-        profile = {"product_id": str(row[id_lookup])}
-        for key in PROFILE_FIELDS:
-            if key in mapping:
-                profile[key] = _coerce(key, row[mapping[key]])
-        yield profile
+    for row in rows:
+        if row["pk"] == last:
+            continue  # one profile per product, whatever the queryset joins (rows come ordered by pk)
+        last = row["pk"]
+        if not plan.per_batch:
+            yield _profile(row, id_lookup, {key: row[lookup] for key, lookup in plan.lookups.items()}, set())
+            continue
+        batch.append(row)
+        if len(batch) >= SYNC_BATCH:
+            yield from _batch_profiles(batch, plan, qs, id_lookup)
+            batch = []
+    if batch:
+        yield from _batch_profiles(batch, plan, qs, id_lookup)
+
+
+def _batch_profiles(
+    batch: list[dict[str, Any]], plan: _Plan, qs: models.QuerySet, id_lookup: str
+) -> Iterator[dict[str, Any]]:
+    """The profiles of one batch of products: one grouped query per aggregate or Values key, then the instances."""
+    pks = [row["pk"] for row in batch]
+    products = qs.model._base_manager.filter(pk__in=pks).order_by()
+    computed: dict[str, dict[Any, Any]] = {}
+    for key, expression in plan.aggregates.items():
+        read = products.values("pk").annotate(_rec_value=expression).values_list("pk", "_rec_value")
+        computed[key] = dict(read)
+    for key, spec in plan.values.items():
+        found: dict[Any, list[Any]] = {}
+        read = (
+            products.filter(**{f"{spec.lookup}__isnull": False})
+            .order_by("pk", *spec.ordering())
+            .values_list("pk", spec.lookup)
+        )
+        for pk, value in read:
+            found.setdefault(pk, []).append(value)
+        computed[key] = {pk: spec.choose(values) for pk, values in found.items()}
+        if spec.pick == "all":
+            computed[key] = {pk: computed[key].get(pk, []) for pk in pks}
+    instances: dict[Any, models.Model] = {}
+    if plan.needs_instances:
+        instances = {obj.pk: obj for obj in qs.filter(pk__in=pks).order_by()}
+    for row in batch:
+        pk = row["pk"]
+        raw = {key: row[lookup] for key, lookup in plan.lookups.items()}
+        for key in plan.aggregates.keys() | plan.values.keys():
+            raw[key] = computed[key].get(pk)
+        product = instances.get(pk)
+        if product is not None:
+            for key, function in plan.callables.items():
+                raw[key] = function(product)
+            if plan.adapter is not None:
+                raw.update(plan.adapter.values(product))
+        yield _profile(row, id_lookup, raw, set(plan.aggregates))
+
+
+def _profile(row: dict[str, Any], id_lookup: str, raw: dict[str, Any], aggregated: set[str]) -> dict[str, Any]:
+    """One profile from the raw values by key: category lists split into category + categories, types coerced.
+
+    A count or stock aggregate of None means the product has no offer rows at all: out of stock, not unknown.
+    """
+    profile: dict[str, Any] = {"product_id": str(row[id_lookup])}
+    for key in PROFILE_FIELDS:
+        if key not in raw:
+            continue
+        value = raw[key]
+        if key == "category":
+            many = value if isinstance(value, list | tuple) else [value]
+            profile["categories"] = list(dict.fromkeys(str(v) for v in many if v is not None and v != ""))
+            value = profile["categories"][0] if profile["categories"] else ""
+        elif key == "text" and isinstance(value, list | tuple):
+            value = " ".join(str(v) for v in value if v is not None and v != "")
+        elif key == "in_stock" and value is None and key in aggregated:
+            value = False
+        profile[key] = _coerce(key, value)
+    if "categories" in raw and isinstance(raw["categories"], list | tuple):  # an adapter may set the list itself
+        profile["categories"] = [str(v) for v in raw["categories"] if v is not None and v != ""]
+    return profile
 
 
 def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
@@ -265,9 +550,13 @@ def sync_products(progress: Any = None) -> dict[str, int]:
 
 
 def sync_product(instance: models.Model) -> None:
-    """Refresh one profile after the host saved a product (called from a post_save receiver)."""
-    model = get_product_model()
-    rows = list(iter_product_rows(model._default_manager.filter(pk=instance.pk)))
+    """Refresh one profile after the host saved a product (called from a post_save receiver).
+
+    With an adapter, the profile its events go under (a variant's parent), if the adapter keeps that product.
+    """
+    adapter = load_product_adapter()
+    product_id = adapter.product_id_for(instance) if adapter is not None else product_id_of(instance)
+    rows = list(iter_product_rows(product_queryset(adapter).filter(**{_id_lookup(): product_id})))
     upsert_profiles(rows)
 
 

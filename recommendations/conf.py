@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.checks import Error, register
+from django.utils.translation import gettext_noop
 
 EVENT_TYPES = (
     "view",
@@ -23,10 +24,15 @@ EVENT_TYPES = (
 )
 
 DEFAULTS: dict[str, Any] = {
-    # The host's product model ("app_label.Model") and where each feature lives on it (ORM lookups).
+    # The host's product model ("app_label.Model") and where each feature lives on it: an ORM lookup following
+    # to-one relations, an aggregate (Min("offers__price")), product_fields.Values(...) for a to-many lookup, or a
+    # callable f(product) (slow: called per product). See docs/product-fields.md.
     "PRODUCT_MODEL": None,
     "PRODUCT_ID_FIELD": "pk",
     "PRODUCT_FIELDS": {},
+    # A dotted path to a recommendations.product_fields.ProductAdapter subclass: which products have profiles,
+    # computed values, and the profile id a product's events go under (a variant's parent). None: no adapter.
+    "PRODUCT_ADAPTER": None,
     # How much each event type says about a shopper's taste; types missing here do not train.
     "EVENT_WEIGHTS": {"view": 1.0, "favorite": 3.0, "add_to_cart": 4.0, "purchase": 8.0, "click": 1.0},
     # Older events count less: weight halves every this many days, measured from the newest event.
@@ -99,7 +105,8 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_DIR": None,
     # Training runs whose artefacts are kept (the serving one is always kept).
     "KEEP_MODELS": 5,
-    # Block titles shown to shoppers, by placement (overrides PLACEMENTS[...]["title"]).
+    # Block titles shown to shoppers, by placement (overrides PLACEMENTS[...]["title"]). A title is translated when
+    # it is shown (a msgid of the app's catalogue, or the host's own), so it stays English here and in the admin.
     "TITLES": {},
     # The surfaces. Each key may be overridden alone (RECOMMENDATIONS["PLACEMENTS"]["similar"]["size"] = 4 keeps the
     # rest). size: items per block; allow_bought: may show what the shopper bought; max_per_category /
@@ -114,7 +121,7 @@ DEFAULTS: dict[str, Any] = {
     # comes from here only).
     "PLACEMENTS": {
         "for_you": {
-            "title": "Recommended for you",
+            "title": gettext_noop("Recommended for you"),
             "size": 8,
             "allow_bought": False,
             "max_per_category": 3,
@@ -122,7 +129,7 @@ DEFAULTS: dict[str, Any] = {
             "fallback": ["rules", "popular"],
         },
         "similar": {
-            "title": "Similar products",
+            "title": gettext_noop("Similar products"),
             "size": 8,
             "allow_bought": False,
             "max_per_category": 0,
@@ -130,7 +137,7 @@ DEFAULTS: dict[str, Any] = {
             "fallback": ["rules", "trending_category", "trending", "popular"],
         },
         "bought_together": {
-            "title": "Frequently bought together",
+            "title": gettext_noop("Frequently bought together"),
             "size": 4,
             "allow_bought": False,
             "max_per_category": 0,
@@ -139,7 +146,7 @@ DEFAULTS: dict[str, Any] = {
             "min_size": 2,
         },
         "trending": {
-            "title": "Trending now",
+            "title": gettext_noop("Trending now"),
             "size": 8,
             "allow_bought": True,
             "max_per_category": 3,
@@ -147,7 +154,7 @@ DEFAULTS: dict[str, Any] = {
             "fallback": ["rules", "trending_category", "popular"],
         },
         "recently_viewed": {
-            "title": "Recently viewed",
+            "title": gettext_noop("Recently viewed"),
             "size": 8,
             "allow_bought": True,
             "max_per_category": 0,
@@ -155,7 +162,7 @@ DEFAULTS: dict[str, Any] = {
             "fallback": [],
         },
         "buy_again": {
-            "title": "Buy it again",
+            "title": gettext_noop("Buy it again"),
             "size": 8,
             "allow_bought": True,
             "max_per_category": 0,

@@ -6,19 +6,20 @@ from typing import Any
 
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from recommendations.conf import EVENT_TYPES
 
 
 class EventType(models.TextChoices):
-    VIEW = "view", "View"
-    ADD_TO_CART = "add_to_cart", "Add to cart"
-    REMOVE_FROM_CART = "remove_from_cart", "Remove from cart"
-    PURCHASE = "purchase", "Purchase"
-    FAVORITE = "favorite", "Favourite"
-    SEARCH = "search", "Search"
-    IMPRESSION = "impression", "Recommendation impression"
-    CLICK = "click", "Recommendation click"
+    VIEW = "view", _("View")
+    ADD_TO_CART = "add_to_cart", _("Add to cart")
+    REMOVE_FROM_CART = "remove_from_cart", _("Remove from cart")
+    PURCHASE = "purchase", _("Purchase")
+    FAVORITE = "favorite", _("Favourite")
+    SEARCH = "search", _("Search")
+    IMPRESSION = "impression", _("Recommendation impression")
+    CLICK = "click", _("Recommendation click")
 
 
 assert tuple(EventType.values) == EVENT_TYPES
@@ -36,28 +37,34 @@ def shopper_key(user_id: str | None, visitor_id: str | None) -> str:
 class Event(models.Model):
     """One thing a shopper did. Append-only; `event_id` makes replays harmless."""
 
-    event_id = models.CharField(max_length=64, unique=True)
-    event_type = models.CharField(max_length=20, choices=EventType.choices)
+    event_id = models.CharField(max_length=64, unique=True, verbose_name=_("event id"))
+    event_type = models.CharField(max_length=20, choices=EventType.choices, verbose_name=_("event type"))
     # The shopper: opaque host user id when logged in, the visitor cookie otherwise (both kept after login).
-    user_id = models.CharField(max_length=64, blank=True, default="")
-    visitor_id = models.CharField(max_length=64, blank=True, default="")
-    shopper = models.CharField(max_length=70, help_text="u:<user_id> or v:<visitor_id>; what the engine groups by")
-    product_id = models.CharField(max_length=64, blank=True, default="")
-    quantity = models.IntegerField(default=1)
-    value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    query = models.CharField(max_length=255, blank=True, default="")
+    user_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("user id"))
+    visitor_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("visitor id"))
+    shopper = models.CharField(
+        max_length=70,
+        help_text=_("u:<user_id> or v:<visitor_id>; what the engine groups by"),
+        verbose_name=_("shopper"),
+    )
+    product_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("product id"))
+    quantity = models.IntegerField(default=1, verbose_name=_("quantity"))
+    value = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, verbose_name=_("value"))
+    query = models.CharField(max_length=255, blank=True, default="", verbose_name=_("query"))
     # When it happened: the client's clock when sane (and always for imported history), else receive time.
-    occurred_at = models.DateTimeField(default=timezone.now)
-    client_time = models.DateTimeField(null=True, blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    placement = models.CharField(max_length=40, blank=True, default="")
-    recommendation_id = models.CharField(max_length=64, blank=True, default="")
+    occurred_at = models.DateTimeField(default=timezone.now, verbose_name=_("occurred at"))
+    client_time = models.DateTimeField(null=True, blank=True, verbose_name=_("client time"))
+    received_at = models.DateTimeField(default=timezone.now, verbose_name=_("received at"))
+    placement = models.CharField(max_length=40, blank=True, default="", verbose_name=_("placement"))
+    recommendation_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("recommendation id"))
     # The experiment arm that served the block ("<experiment id>:<variant name>"), stamped on its impression, and
     # copied onto the click and any attributed conversion.
-    variant = models.CharField(max_length=80, blank=True, default="", db_default="")
-    context = models.JSONField(default=dict, blank=True)
+    variant = models.CharField(max_length=80, blank=True, default="", db_default="", verbose_name=_("variant"))
+    context = models.JSONField(default=dict, blank=True, verbose_name=_("context"))
 
     class Meta:
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
         indexes = [
             models.Index(fields=["shopper", "-occurred_at"], name="rec_event_shopper_time"),
             models.Index(fields=["occurred_at"], name="rec_event_time"),
@@ -79,17 +86,23 @@ class Event(models.Model):
 class ProductProfile(models.Model):
     """The engine's copy of a product, kept in step with the host's model through the PRODUCT_FIELDS map."""
 
-    product_id = models.CharField(max_length=64, unique=True)
-    name = models.CharField(max_length=255, blank=True, default="")
-    category = models.CharField(max_length=255, blank=True, default="", db_index=True)
-    brand = models.CharField(max_length=255, blank=True, default="")
-    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    in_stock = models.BooleanField(default=True)
-    active = models.BooleanField(default=True)
-    text = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(null=True, blank=True)
-    sales_count = models.PositiveIntegerField(default=0)
-    updated_at = models.DateTimeField(auto_now=True)
+    product_id = models.CharField(max_length=64, unique=True, verbose_name=_("product id"))
+    name = models.CharField(max_length=255, blank=True, default="", verbose_name=_("name"))
+    category = models.CharField(max_length=255, blank=True, default="", db_index=True, verbose_name=_("category"))
+    # Every category of a product in more than one (PRODUCT_FIELDS' Values(..., pick="all")), `category` first.
+    categories = models.JSONField(default=list, blank=True, verbose_name=_("categories"))
+    brand = models.CharField(max_length=255, blank=True, default="", verbose_name=_("brand"))
+    price = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, verbose_name=_("price"))
+    in_stock = models.BooleanField(default=True, verbose_name=_("in stock"))
+    active = models.BooleanField(default=True, verbose_name=_("active"))
+    text = models.TextField(blank=True, default="", verbose_name=_("text"))
+    created_at = models.DateTimeField(null=True, blank=True, verbose_name=_("created at"))
+    sales_count = models.PositiveIntegerField(default=0, verbose_name=_("sales count"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+
+    class Meta:
+        verbose_name = _("product profile")
+        verbose_name_plural = _("product profiles")
 
     def __str__(self) -> str:
         return self.name or self.product_id
@@ -99,15 +112,21 @@ class RecommendationSet(models.Model):
     """One precompute's output. Readers use the active set only, so a set is built whole, then switched on."""
 
     class Status(models.TextChoices):
-        BUILDING = "building", "Building"
-        ACTIVE = "active", "Active"
-        RETIRED = "retired", "Retired"
+        BUILDING = "building", _("Building")
+        ACTIVE = "active", _("Active")
+        RETIRED = "retired", _("Retired")
 
-    created_at = models.DateTimeField(default=timezone.now)
-    activated_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING, db_index=True)
-    algorithm = models.CharField(max_length=60, default="cooccurrence")
-    stats = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    activated_at = models.DateTimeField(null=True, blank=True, verbose_name=_("activated at"))
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.BUILDING, db_index=True, verbose_name=_("status")
+    )
+    algorithm = models.CharField(max_length=60, default="cooccurrence", verbose_name=_("algorithm"))
+    stats = models.JSONField(default=dict, blank=True, verbose_name=_("stats"))
+
+    class Meta:
+        verbose_name = _("recommendation set")
+        verbose_name_plural = _("recommendation sets")
 
     def __str__(self) -> str:
         return f"Set #{self.pk} ({self.status})"
@@ -119,13 +138,17 @@ class StoredList(models.Model):
     The items sit in one JSON array ([[product_id, score, reason], ...]) so serving a block is one indexed read.
     """
 
-    recommendation_set = models.ForeignKey(RecommendationSet, on_delete=models.CASCADE, related_name="lists")
-    placement = models.CharField(max_length=40)
+    recommendation_set = models.ForeignKey(
+        RecommendationSet, on_delete=models.CASCADE, related_name="lists", verbose_name=_("recommendation set")
+    )
+    placement = models.CharField(max_length=40, verbose_name=_("placement"))
     # Shopper key for per-shopper lists, product id for per-product lists, "" (or a category) for shared ones.
-    subject = models.CharField(max_length=70, blank=True, default="")
-    items = models.JSONField(default=list)
+    subject = models.CharField(max_length=70, blank=True, default="", verbose_name=_("subject"))
+    items = models.JSONField(default=list, verbose_name=_("items"))
 
     class Meta:
+        verbose_name = _("stored list")
+        verbose_name_plural = _("stored lists")
         constraints = [
             models.UniqueConstraint(fields=["recommendation_set", "placement", "subject"], name="rec_storedlist_unique")
         ]
@@ -138,25 +161,32 @@ class PrecomputeRun(models.Model):
     """A precompute as staff see it in the admin: state, progress and what it produced."""
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    progress = models.FloatField(default=0.0, help_text="0 to 1")
-    stage = models.CharField(max_length=60, blank=True, default="")
-    task_id = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, verbose_name=_("status"))
+    progress = models.FloatField(default=0.0, help_text=_("0 to 1"), verbose_name=_("progress"))
+    stage = models.CharField(max_length=60, blank=True, default="", verbose_name=_("stage"))
+    task_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("task id"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
     recommendation_set = models.ForeignKey(
-        RecommendationSet, on_delete=models.SET_NULL, null=True, blank=True, related_name="runs"
+        RecommendationSet,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="runs",
+        verbose_name=_("recommendation set"),
     )
-    stats = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True, default="")
+    stats = models.JSONField(default=dict, blank=True, verbose_name=_("stats"))
+    error = models.TextField(blank=True, default="", verbose_name=_("error"))
 
     class Meta:
+        verbose_name = _("precompute run")
+        verbose_name_plural = _("precompute runs")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -171,39 +201,49 @@ class TrainingRun(models.Model):
     """
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Pending"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded: new model serving"
-        KEPT_OLD = "kept_old", "Succeeded: old model kept"
-        SKIPPED = "skipped", "Skipped: another retrain was running"
-        FAILED = "failed", "Failed"
+        PENDING = "pending", _("Pending")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded: new model serving")
+        KEPT_OLD = "kept_old", _("Succeeded: old model kept")
+        SKIPPED = "skipped", _("Skipped: another retrain was running")
+        FAILED = "failed", _("Failed")
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
-    progress = models.FloatField(default=0.0, help_text="0 to 1")
-    stage = models.CharField(max_length=60, blank=True, default="")
-    task_id = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(default=timezone.now)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    stage_seconds = models.JSONField(default=dict, blank=True)
-    data_stats = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True, verbose_name=_("status")
+    )
+    progress = models.FloatField(default=0.0, help_text=_("0 to 1"), verbose_name=_("progress"))
+    stage = models.CharField(max_length=60, blank=True, default="", verbose_name=_("stage"))
+    task_id = models.CharField(max_length=64, blank=True, default="", verbose_name=_("task id"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+    heartbeat_at = models.DateTimeField(null=True, blank=True, verbose_name=_("heartbeat at"))
+    stage_seconds = models.JSONField(default=dict, blank=True, verbose_name=_("stage seconds"))
+    data_stats = models.JSONField(default=dict, blank=True, verbose_name=_("data stats"))
     # {candidate: {"validation": {...metrics}, "test": {...}, "fit": {...stats}, "seconds": s}}
-    candidates = models.JSONField(default=dict, blank=True)
-    chosen = models.CharField(max_length=120, blank=True, default="", help_text="The recipe this run picked")
-    validation_ndcg = models.FloatField(null=True, blank=True)
-    test_metrics = models.JSONField(default=dict, blank=True)
-    gate = models.JSONField(default=dict, blank=True)
-    message = models.TextField(blank=True, default="", help_text="What happened, in a sentence")
-    error = models.TextField(blank=True, default="")
-    artefact_path = models.CharField(max_length=500, blank=True, default="")
-    artefact_sha256 = models.CharField(max_length=64, blank=True, default="")
-    data_until = models.DateTimeField(null=True, blank=True, help_text="Newest event the model learned from")
-    is_serving = models.BooleanField(default=False, db_index=True)
-    activated_at = models.DateTimeField(null=True, blank=True)
-    activated_by = models.CharField(max_length=150, blank=True, default="")
+    candidates = models.JSONField(default=dict, blank=True, verbose_name=_("candidates"))
+    chosen = models.CharField(
+        max_length=120, blank=True, default="", help_text=_("The recipe this run picked"), verbose_name=_("chosen")
+    )
+    validation_ndcg = models.FloatField(null=True, blank=True, verbose_name=_("validation ndcg"))
+    test_metrics = models.JSONField(default=dict, blank=True, verbose_name=_("test metrics"))
+    gate = models.JSONField(default=dict, blank=True, verbose_name=_("gate"))
+    message = models.TextField(
+        blank=True, default="", help_text=_("What happened, in a sentence"), verbose_name=_("message")
+    )
+    error = models.TextField(blank=True, default="", verbose_name=_("error"))
+    artefact_path = models.CharField(max_length=500, blank=True, default="", verbose_name=_("artefact path"))
+    artefact_sha256 = models.CharField(max_length=64, blank=True, default="", verbose_name=_("artefact sha256"))
+    data_until = models.DateTimeField(
+        null=True, blank=True, help_text=_("Newest event the model learned from"), verbose_name=_("data until")
+    )
+    is_serving = models.BooleanField(default=False, db_index=True, verbose_name=_("is serving"))
+    activated_at = models.DateTimeField(null=True, blank=True, verbose_name=_("activated at"))
+    activated_by = models.CharField(max_length=150, blank=True, default="", verbose_name=_("activated by"))
 
     class Meta:
+        verbose_name = _("training run")
+        verbose_name_plural = _("training runs")
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.UniqueConstraint(
@@ -227,33 +267,60 @@ class Placement(models.Model):
     through a cache that every save and delete flushes, so a change shows on the next page."""
 
     class Strategy(models.TextChoices):
-        MODEL = "model", "The serving model's lists"
-        TRENDING = "trending", "Trending only"
-        POPULAR = "popular", "Best sellers only"
-        NEWEST = "newest", "Newest arrivals only"
+        MODEL = "model", _("The serving model's lists")
+        TRENDING = "trending", _("Trending only")
+        POPULAR = "popular", _("Best sellers only")
+        NEWEST = "newest", _("Newest arrivals only")
 
-    name = models.CharField(max_length=40, unique=True, help_text="for_you, similar, bought_together, trending, ...")
-    title = models.CharField(max_length=120, blank=True, default="", help_text="Shown to shoppers above the block")
-    enabled = models.BooleanField(default=True, help_text="Off: the block renders nothing")
-    size = models.PositiveSmallIntegerField(default=8, help_text="Items per block, 1 to 50")
-    allow_bought = models.BooleanField(default=False, help_text="May show products the shopper already bought")
-    max_per_category = models.PositiveSmallIntegerField(default=0, help_text="Diversity cap; 0 = none")
-    max_per_brand = models.PositiveSmallIntegerField(default=0, help_text="Diversity cap; 0 = none")
-    fallback = models.JSONField(
-        default=list, blank=True, help_text="What fills a short block, in order: rules, similar, trending_category, ..."
+    name = models.CharField(
+        max_length=40,
+        unique=True,
+        help_text=_("for_you, similar, bought_together, trending, ..."),
+        verbose_name=_("name"),
     )
-    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MODEL)
+    title = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        help_text=_("Shown to shoppers above the block"),
+        verbose_name=_("title"),
+    )
+    enabled = models.BooleanField(
+        default=True, help_text=_("Off: the block renders nothing"), verbose_name=_("enabled")
+    )
+    size = models.PositiveSmallIntegerField(default=8, help_text=_("Items per block, 1 to 50"), verbose_name=_("size"))
+    allow_bought = models.BooleanField(
+        default=False, help_text=_("May show products the shopper already bought"), verbose_name=_("allow bought")
+    )
+    max_per_category = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Diversity cap; 0 = none"), verbose_name=_("max per category")
+    )
+    max_per_brand = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Diversity cap; 0 = none"), verbose_name=_("max per brand")
+    )
+    fallback = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=_("What fills a short block, in order: rules, similar, trending_category, ..."),
+        verbose_name=_("fallback"),
+    )
+    strategy = models.CharField(
+        max_length=20, choices=Strategy.choices, default=Strategy.MODEL, verbose_name=_("strategy")
+    )
     exploration_share = models.FloatField(
         default=0.0,
-        help_text="Share of slots (0 to 0.5) given to new products with no events yet, so they gather feedback",
+        help_text=_("Share of slots (0 to 0.5) given to new products with no events yet, so they gather feedback"),
+        verbose_name=_("exploration share"),
     )
     exploration_max_age_days = models.PositiveSmallIntegerField(
-        default=14, help_text="How young a product counts as new"
+        default=14, help_text=_("How young a product counts as new"), verbose_name=_("exploration max age days")
     )
-    updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.CharField(max_length=150, blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+    updated_by = models.CharField(max_length=150, blank=True, default="", verbose_name=_("updated by"))
 
     class Meta:
+        verbose_name = _("placement")
+        verbose_name_plural = _("placements")
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -278,16 +345,18 @@ class AbstractRule(models.Model):
     The fields keep their exact definitions, so the tables (migration 0005) do not change.
     """
 
-    name = models.CharField(max_length=120)
-    active = models.BooleanField(default=True)
-    placements = models.JSONField(default=list, blank=True, help_text="Placement names; empty = every placement")
-    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
-    starts_at = models.DateTimeField(null=True, blank=True)
-    ends_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
-    updated_by = models.CharField(max_length=150, blank=True, default="")
+    name = models.CharField(max_length=120, verbose_name=_("name"))
+    active = models.BooleanField(default=True, verbose_name=_("active"))
+    placements = models.JSONField(
+        default=list, blank=True, help_text=_("Placement names; empty = every placement"), verbose_name=_("placements")
+    )
+    price_min = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, verbose_name=_("price min"))
+    price_max = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True, verbose_name=_("price max"))
+    starts_at = models.DateTimeField(null=True, blank=True, verbose_name=_("starts at"))
+    ends_at = models.DateTimeField(null=True, blank=True, verbose_name=_("ends at"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+    updated_by = models.CharField(max_length=150, blank=True, default="", verbose_name=_("updated by"))
 
     objects = RuleWindowQuerySet.as_manager()
 
@@ -303,37 +372,57 @@ class ColdStartRule(AbstractRule):
     cannot serve yet. The highest priority live rule that matches a shopper and a placement fills the block first."""
 
     class Audience(models.TextChoices):
-        EVERYONE = "everyone", "Everyone"
-        ANONYMOUS = "anonymous", "Anonymous visitors"
-        NEW_ACCOUNT = "new_account", "Accounts younger than N days"
-        FEW_EVENTS = "few_events", "Shoppers with fewer than N events"
-        NO_PURCHASES = "no_purchases", "Shoppers with no purchases yet"
-        CATEGORY = "category", "Arriving in a category"
-        CAMPAIGN = "campaign", "Arriving from a campaign (utm_campaign)"
+        EVERYONE = "everyone", _("Everyone")
+        ANONYMOUS = "anonymous", _("Anonymous visitors")
+        NEW_ACCOUNT = "new_account", _("Accounts younger than N days")
+        FEW_EVENTS = "few_events", _("Shoppers with fewer than N events")
+        NO_PURCHASES = "no_purchases", _("Shoppers with no purchases yet")
+        CATEGORY = "category", _("Arriving in a category")
+        CAMPAIGN = "campaign", _("Arriving from a campaign (utm_campaign)")
 
     class Source(models.TextChoices):
-        TRENDING = "trending", "Trending overall"
-        TRENDING_CATEGORY = "trending_category", "Trending in the context category (or the category given)"
-        TOP_SELLERS = "top_sellers", "Top sellers over the last N days"
-        NEWEST = "newest", "Newest arrivals"
-        HAND_PICKED = "hand_picked", "Hand-picked products, in order"
-        BRAND = "brand", "A brand's best sellers"
-        PRICE_BAND = "price_band", "Best sellers in a price band"
+        TRENDING = "trending", _("Trending overall")
+        TRENDING_CATEGORY = "trending_category", _("Trending in the context category (or the category given)")
+        TOP_SELLERS = "top_sellers", _("Top sellers over the last N days")
+        NEWEST = "newest", _("Newest arrivals")
+        HAND_PICKED = "hand_picked", _("Hand-picked products, in order")
+        BRAND = "brand", _("A brand's best sellers")
+        PRICE_BAND = "price_band", _("Best sellers in a price band")
 
-    priority = models.IntegerField(default=0, help_text="Higher wins when several rules match")
-    audience = models.CharField(max_length=20, choices=Audience.choices, default=Audience.EVERYONE)
-    audience_number = models.PositiveIntegerField(null=True, blank=True, help_text="N for 'fewer than N' / 'N days'")
+    priority = models.IntegerField(
+        default=0, help_text=_("Higher wins when several rules match"), verbose_name=_("priority")
+    )
+    audience = models.CharField(
+        max_length=20, choices=Audience.choices, default=Audience.EVERYONE, verbose_name=_("audience")
+    )
+    audience_number = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("N for 'fewer than N' / 'N days'"), verbose_name=_("audience number")
+    )
     audience_value = models.CharField(
-        max_length=255, blank=True, default="", help_text="The category slug or campaign name the audience arrives with"
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The category slug or campaign name the audience arrives with"),
+        verbose_name=_("audience value"),
     )
-    source = models.CharField(max_length=20, choices=Source.choices, default=Source.TRENDING)
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.TRENDING, verbose_name=_("source"))
     source_value = models.CharField(
-        max_length=255, blank=True, default="", help_text="The category for trending in a category, or the brand"
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The category for trending in a category, or the brand"),
+        verbose_name=_("source value"),
     )
-    source_days = models.PositiveIntegerField(null=True, blank=True, help_text="Window for top sellers / newest")
-    products = models.JSONField(default=list, blank=True, help_text="Hand-picked product ids, in order")
+    source_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("Window for top sellers / newest"), verbose_name=_("source days")
+    )
+    products = models.JSONField(
+        default=list, blank=True, help_text=_("Hand-picked product ids, in order"), verbose_name=_("products")
+    )
 
     class Meta:
+        verbose_name = _("cold start rule")
+        verbose_name_plural = _("cold start rules")
         ordering = ["-priority", "pk"]
 
 
@@ -341,27 +430,39 @@ class MerchandisingRule(AbstractRule):
     """Boost, bury, pin or exclude products after the model has ranked them, before the fallback fills the block."""
 
     class Action(models.TextChoices):
-        BOOST = "boost", "Boost (move up)"
-        BURY = "bury", "Bury (move down)"
-        PIN = "pin", "Pin to a position"
-        EXCLUDE = "exclude", "Exclude"
+        BOOST = "boost", _("Boost (move up)")
+        BURY = "bury", _("Bury (move down)")
+        PIN = "pin", _("Pin to a position")
+        EXCLUDE = "exclude", _("Exclude")
 
     class Target(models.TextChoices):
-        PRODUCT = "product", "A product"
-        CATEGORY = "category", "A category"
-        BRAND = "brand", "A brand"
-        PRICE_BAND = "price_band", "A price band"
+        PRODUCT = "product", _("A product")
+        CATEGORY = "category", _("A category")
+        BRAND = "brand", _("A brand")
+        PRICE_BAND = "price_band", _("A price band")
 
-    priority = models.IntegerField(default=0, help_text="Higher is applied later, so it has the last word")
-    action = models.CharField(max_length=10, choices=Action.choices)
-    target = models.CharField(max_length=12, choices=Target.choices)
-    target_value = models.CharField(
-        max_length=255, blank=True, default="", help_text="The product id, category slug or brand name"
+    priority = models.IntegerField(
+        default=0, help_text=_("Higher is applied later, so it has the last word"), verbose_name=_("priority")
     )
-    position = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1-based slot for a pin")
-    strength = models.FloatField(default=2.0, help_text="How far a boost or bury moves: score x or / this")
+    action = models.CharField(max_length=10, choices=Action.choices, verbose_name=_("action"))
+    target = models.CharField(max_length=12, choices=Target.choices, verbose_name=_("target"))
+    target_value = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text=_("The product id, category slug or brand name"),
+        verbose_name=_("target value"),
+    )
+    position = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text=_("1-based slot for a pin"), verbose_name=_("position")
+    )
+    strength = models.FloatField(
+        default=2.0, help_text=_("How far a boost or bury moves: score x or / this"), verbose_name=_("strength")
+    )
 
     class Meta:
+        verbose_name = _("merchandising rule")
+        verbose_name_plural = _("merchandising rules")
         ordering = ["priority", "pk"]
 
 
@@ -369,22 +470,33 @@ class Experiment(models.Model):
     """An A/B/n test on one placement: shoppers are bucketed by a hash of their id and the experiment's salt."""
 
     class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        RUNNING = "running", "Running"
-        STOPPED = "stopped", "Stopped"
+        DRAFT = "draft", _("Draft")
+        RUNNING = "running", _("Running")
+        STOPPED = "stopped", _("Stopped")
 
-    name = models.CharField(max_length=120)
-    placement = models.CharField(max_length=40)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True)
-    salt = models.CharField(max_length=32, blank=True, default="", help_text="Bucketing salt; fixed at start")
-    started_at = models.DateTimeField(null=True, blank=True)
-    stopped_at = models.DateTimeField(null=True, blank=True)
-    winner = models.ForeignKey(
-        "ExperimentVariant", on_delete=models.SET_NULL, null=True, blank=True, related_name="won"
+    name = models.CharField(max_length=120, verbose_name=_("name"))
+    placement = models.CharField(max_length=40, verbose_name=_("placement"))
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.DRAFT, db_index=True, verbose_name=_("status")
     )
-    created_at = models.DateTimeField(default=timezone.now)
+    salt = models.CharField(
+        max_length=32, blank=True, default="", help_text=_("Bucketing salt; fixed at start"), verbose_name=_("salt")
+    )
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
+    stopped_at = models.DateTimeField(null=True, blank=True, verbose_name=_("stopped at"))
+    winner = models.ForeignKey(
+        "ExperimentVariant",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="won",
+        verbose_name=_("winner"),
+    )
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("experiment")
+        verbose_name_plural = _("experiments")
         ordering = ["-created_at", "-pk"]
         constraints = [
             # Serving splits a placement's traffic between one experiment's arms; `experiments.operations.start`
@@ -405,21 +517,40 @@ class ExperimentVariant(models.Model):
     """One arm: a strategy (or a trained model version) and its share of the traffic."""
 
     class Strategy(models.TextChoices):
-        MODEL = "model", "The serving model (as without the experiment)"
-        MODEL_VERSION = "model_version", "A given trained model version"
-        TRENDING = "trending", "Trending only"
-        POPULAR = "popular", "Best sellers only"
-        NEWEST = "newest", "Newest arrivals only"
+        MODEL = "model", _("The serving model (as without the experiment)")
+        MODEL_VERSION = "model_version", _("A given trained model version")
+        TRENDING = "trending", _("Trending only")
+        POPULAR = "popular", _("Best sellers only")
+        NEWEST = "newest", _("Newest arrivals only")
 
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
-    name = models.CharField(max_length=40, help_text="Short, stamped on every impression and click: A, B, control...")
-    share = models.FloatField(default=0.5, help_text="Share of the traffic; shares are normalised over the variants")
-    strategy = models.CharField(max_length=20, choices=Strategy.choices, default=Strategy.MODEL)
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="variants", verbose_name=_("experiment")
+    )
+    name = models.CharField(
+        max_length=40,
+        help_text=_("Short, stamped on every impression and click: A, B, control..."),
+        verbose_name=_("name"),
+    )
+    share = models.FloatField(
+        default=0.5,
+        help_text=_("Share of the traffic; shares are normalised over the variants"),
+        verbose_name=_("share"),
+    )
+    strategy = models.CharField(
+        max_length=20, choices=Strategy.choices, default=Strategy.MODEL, verbose_name=_("strategy")
+    )
     training_run = models.ForeignKey(
-        TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, help_text="For a given model version"
+        TrainingRun,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        help_text=_("For a given model version"),
+        verbose_name=_("training run"),
     )
 
     class Meta:
+        verbose_name = _("experiment variant")
+        verbose_name_plural = _("experiment variants")
         ordering = ["pk"]
         constraints = [models.UniqueConstraint(fields=["experiment", "name"], name="rec_variant_unique_name")]
 
@@ -430,19 +561,29 @@ class ExperimentVariant(models.Model):
 class PlacementDay(models.Model):
     """Per placement, variant and day: what blocks were shown and what they earned. Rebuilt from events by a task."""
 
-    day = models.DateField()
-    placement = models.CharField(max_length=40)
-    variant = models.CharField(max_length=80, blank=True, default="", help_text="experiment:variant, or empty")
-    impressions = models.PositiveIntegerField(default=0, help_text="Blocks rendered")
-    items_shown = models.PositiveIntegerField(default=0)
-    exploration_items = models.PositiveIntegerField(default=0, help_text="Items shown as new-product exploration")
-    clicks = models.PositiveIntegerField(default=0)
-    add_to_carts = models.PositiveIntegerField(default=0, help_text="Attributed to a click in this placement")
-    orders = models.PositiveIntegerField(default=0, help_text="Attributed purchases (distinct orders)")
-    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
-    updated_at = models.DateTimeField(auto_now=True)
+    day = models.DateField(verbose_name=_("day"))
+    placement = models.CharField(max_length=40, verbose_name=_("placement"))
+    variant = models.CharField(
+        max_length=80, blank=True, default="", help_text=_("experiment:variant, or empty"), verbose_name=_("variant")
+    )
+    impressions = models.PositiveIntegerField(default=0, help_text=_("Blocks rendered"), verbose_name=_("impressions"))
+    items_shown = models.PositiveIntegerField(default=0, verbose_name=_("items shown"))
+    exploration_items = models.PositiveIntegerField(
+        default=0, help_text=_("Items shown as new-product exploration"), verbose_name=_("exploration items")
+    )
+    clicks = models.PositiveIntegerField(default=0, verbose_name=_("clicks"))
+    add_to_carts = models.PositiveIntegerField(
+        default=0, help_text=_("Attributed to a click in this placement"), verbose_name=_("add to carts")
+    )
+    orders = models.PositiveIntegerField(
+        default=0, help_text=_("Attributed purchases (distinct orders)"), verbose_name=_("orders")
+    )
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0, verbose_name=_("revenue"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("placement day")
+        verbose_name_plural = _("placement days")
         ordering = ["-day", "placement", "variant"]
         constraints = [models.UniqueConstraint(fields=["day", "placement", "variant"], name="rec_placementday_unique")]
 

@@ -6,6 +6,8 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import UserCreationForm
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from shop.cart import MAX_LINE_QUANTITY
 from shop.models import Order, Product
@@ -29,14 +31,17 @@ class AddToCartForm(forms.Form):
         quantity = self.cleaned_data["quantity"]
         stock = self.product.stock
         if stock <= 0:
-            raise forms.ValidationError(f"{self.product.name} is out of stock.")
+            raise forms.ValidationError(_("%(product)s is out of stock.") % {"product": self.product.name})
         if quantity + self.in_cart > stock:
             if self.in_cart:
                 raise forms.ValidationError(
-                    f"Only {stock} left in stock and {self.in_cart} already in your cart; "
-                    f"you can add at most {max(stock - self.in_cart, 0)} more."
+                    _(
+                        "Only %(stock)s left in stock and %(in_cart)s already in your cart; "
+                        "you can add at most %(more)s more."
+                    )
+                    % {"stock": stock, "in_cart": self.in_cart, "more": max(stock - self.in_cart, 0)}
                 )
-            raise forms.ValidationError(f"Only {stock} left in stock.")
+            raise forms.ValidationError(_("Only %(stock)s left in stock.") % {"stock": stock})
         return quantity
 
 
@@ -46,7 +51,11 @@ class CheckoutForm(forms.ModelForm):
     class Meta:
         model = Order
         fields = ["full_name", "email", "address"]
-        labels = {"full_name": "Full name", "email": "Email", "address": "Delivery address"}
+        labels = {
+            "full_name": gettext_lazy("Full name"),
+            "email": gettext_lazy("Email"),
+            "address": gettext_lazy("Delivery address"),
+        }
         widgets = {"address": forms.Textarea(attrs={"rows": 3})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -59,7 +68,7 @@ class CheckoutForm(forms.ModelForm):
 
 
 class SignupForm(UserCreationForm):
-    email = forms.EmailField(required=False, help_text="Optional; used to prefill checkout.")
+    email = forms.EmailField(required=False, help_text=gettext_lazy("Optional; used to prefill checkout."))
 
     class Meta(UserCreationForm.Meta):
         fields = ("username", "email")

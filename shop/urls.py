@@ -24,6 +24,8 @@ urlpatterns = [
     # Django 5's LogoutView accepts POST only, so logging out cannot be triggered by a link or an <img>.
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # set_language: the header's language buttons POST here (the language cookie, then back to the page).
+    path("i18n/", include("django.conf.urls.i18n")),
     path("", include("recommendations.urls")),
     # The API's OpenAPI schema and its Swagger UI (files from drf-spectacular-sidecar, served as static files).
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),

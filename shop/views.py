@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from recommendations.tracking import record_event
@@ -85,10 +86,10 @@ def product_list(request: HttpRequest) -> HttpResponse:
             "query": query,
             "sort": sort,
             "sort_choices": [
-                ("new", "Newest"),
-                ("price", "Price: low to high"),
-                ("-price", "Price: high to low"),
-                ("name", "Name"),
+                ("new", _("Newest")),
+                ("price", _("Price: low to high")),
+                ("-price", _("Price: high to low")),
+                ("name", _("Name")),
             ],
             "page_params": params.urlencode(),
         },
@@ -124,7 +125,9 @@ def cart_add(request: HttpRequest, product_id: int) -> HttpResponse:
     quantity = form.cleaned_data["quantity"]
     cart.add(product, quantity)
     record_event(request, "add_to_cart", product_id=str(product.pk), quantity=quantity, value=product.price * quantity)
-    messages.success(request, f"Added {quantity} x {product.name} to your cart.")
+    messages.success(
+        request, _("Added %(quantity)s x %(product)s to your cart.") % {"quantity": quantity, "product": product.name}
+    )
     return redirect(_safe_next(request, reverse("cart")))
 
 
@@ -136,7 +139,7 @@ def cart_remove(request: HttpRequest, product_id: int) -> HttpResponse:
         record_event(
             request, "remove_from_cart", product_id=str(product.pk), quantity=removed, value=product.price * removed
         )
-        messages.info(request, f"Removed {product.name} from your cart.")
+        messages.info(request, _("Removed %(product)s from your cart.") % {"product": product.name})
     return redirect("cart")
 
 
@@ -151,10 +154,12 @@ def _place_order(request: HttpRequest, cart: Cart, form: CheckoutForm) -> Order 
         if short or missing:
             for product in short:
                 messages.error(
-                    request, f"Only {product.stock} of {product.name} left in stock; please update your cart."
+                    request,
+                    _("Only %(stock)s of %(product)s left in stock; please update your cart.")
+                    % {"stock": product.stock, "product": product.name},
                 )
             if missing:
-                messages.error(request, "Some products in your cart are no longer available.")
+                messages.error(request, _("Some products in your cart are no longer available."))
             return None
         order = form.save(commit=False)
         if request.user.is_authenticated:
@@ -188,7 +193,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
     cart = Cart(request)
     lines = cart.lines()
     if not lines:
-        messages.info(request, "Your cart is empty.")
+        messages.info(request, _("Your cart is empty."))
         return redirect("cart")
     if request.method == "POST":
         form = CheckoutForm(request.POST)
@@ -198,7 +203,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
                 return redirect("cart")
             cart.clear()
             request.session[SESSION_ORDERS_KEY] = [*request.session.get(SESSION_ORDERS_KEY, []), order.pk]
-            messages.success(request, f"Thank you! Your order #{order.pk} has been placed.")
+            messages.success(request, _("Thank you! Your order #%(number)s has been placed.") % {"number": order.pk})
             return redirect("order_detail", pk=order.pk)
         status = 400
     else:
@@ -219,7 +224,7 @@ def order_detail(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if not owns:
         # 404, not 403: whether an order number exists is nobody else's business.
-        raise Http404("No such order.")
+        raise Http404(_("No such order."))
     return render(request, "shop/order_detail.html", {"order": order})
 
 
@@ -229,15 +234,15 @@ def favorite_toggle(request: HttpRequest, product_id: int) -> HttpResponse:
     back = _safe_next(request, product.get_absolute_url())
     if not request.user.is_authenticated:
         # Back to the page they were on, not to this POST-only URL.
-        messages.info(request, "Log in to keep a list of favourites.")
+        messages.info(request, _("Log in to keep a list of favourites."))
         return HttpResponseRedirect(f"{reverse('login')}?{urlencode({'next': back})}")
-    deleted, _ = Favorite.objects.filter(user=request.user, product=product).delete()
+    deleted, _kinds = Favorite.objects.filter(user=request.user, product=product).delete()
     if deleted:
-        messages.info(request, f"Removed {product.name} from your favourites.")
+        messages.info(request, _("Removed %(product)s from your favourites.") % {"product": product.name})
     else:
         Favorite.objects.get_or_create(user=request.user, product=product)
         record_event(request, "favorite", product_id=str(product.pk), value=product.price)
-        messages.success(request, f"Saved {product.name} to your favourites.")
+        messages.success(request, _("Saved %(product)s to your favourites.") % {"product": product.name})
     return redirect(back)
 
 
@@ -264,7 +269,7 @@ def signup(request: HttpRequest) -> HttpResponse:
             user = form.save()
             # login() fires user_logged_in, which links this browser's anonymous events to the new account.
             login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, f"Welcome, {user.username}! Your account is ready.")
+            messages.success(request, _("Welcome, %(name)s! Your account is ready.") % {"name": user.username})
             return redirect(_safe_next(request, reverse("account")))
         status = 400
     else:

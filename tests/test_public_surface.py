@@ -17,6 +17,8 @@ README_NAMES = [
     ("recommendations.catalog", "profiles_changed"),
     ("recommendations.cache_backends", "RedisCache"),
     ("recommendations.serving", "recommend"),
+    ("recommendations.product_fields", "Values"),
+    ("recommendations.product_fields", "ProductAdapter"),
 ]
 TASK_NAMES = {
     "recommendations.tasks.retrain",

@@ -23,6 +23,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from recommendations import analytics
 from recommendations.admin import charts
@@ -91,7 +92,7 @@ class PlacementDayAdmin(admin.ModelAdmin):
         start, end = analytics.parse_period(params)
         placement = (params.get("placement") or "").strip()
         if placement and placement not in analytics.known_placements():
-            raise analytics.PeriodError(f"There is no placement called “{placement}”.")
+            raise analytics.PeriodError(_("There is no placement called “%(name)s”.") % {"name": placement})
         return start, end, placement
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
@@ -100,7 +101,7 @@ class PlacementDayAdmin(admin.ModelAdmin):
         context: dict[str, Any] = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": "Analytics: placements per day",
+            "title": _("Analytics: placements per day"),
             "placements": analytics.known_placements(),
             "can_refresh": self.has_refresh_permission(request),
             "max_range_days": analytics.MAX_RANGE_DAYS,
@@ -149,19 +150,19 @@ class PlacementDayAdmin(admin.ModelAdmin):
             "ctr_chart": charts.line_chart(
                 ctr,
                 labels,
-                title="Click-through rate by placement",
+                title=_("Click-through rate by placement"),
                 width=900,
-                y_label="clicks per block",
+                y_label=_("clicks per block"),
                 y_format=charts.percent,
             ),
             "impressions_chart": charts.bar_chart(
-                per_day("impressions"), labels, title="Impressions per day", y_label="blocks shown", width=460
+                per_day("impressions"), labels, title=_("Impressions per day"), y_label=_("blocks shown"), width=460
             ),
             "clicks_chart": charts.bar_chart(
-                per_day("clicks"), labels, title="Clicks per day", y_label="clicks", width=460
+                per_day("clicks"), labels, title=_("Clicks per day"), y_label=_("clicks"), width=460
             ),
             "revenue_chart": charts.bar_chart(
-                per_day("revenue"), labels, title="Attributed revenue per day", y_label="revenue", width=900
+                per_day("revenue"), labels, title=_("Attributed revenue per day"), y_label=_("revenue"), width=900
             ),
         }
 
@@ -181,7 +182,7 @@ class PlacementDayAdmin(admin.ModelAdmin):
         try:
             start, end = analytics.parse_period(request.POST)
         except analytics.PeriodError as exc:
-            self.message_user(request, f"Nothing was refreshed: {exc}", messages.ERROR)
+            self.message_user(request, _("Nothing was refreshed: %(error)s") % {"error": exc}, messages.ERROR)
             return HttpResponseRedirect(changelist)
         if runs_inline():
             try:
@@ -272,7 +273,12 @@ def validation_metrics_chart(limit: int = CHART_RUNS) -> SafeString | None:
     return charts.line_chart(
         series,
         [f"#{run['pk']}" for run in runs],
-        title=f"Validation metrics of the last {len(runs)} finished runs",
-        y_label="score",
+        title=ngettext(
+            "Validation metrics of the last finished run",
+            "Validation metrics of the last %(count)d finished runs",
+            len(runs),
+        )
+        % {"count": len(runs)},
+        y_label=_("score"),
         width=900,
     )

@@ -55,7 +55,7 @@ def beat_schedules(request: HttpRequest, task: str, suggested_name: str, queue: 
         rows.append(
             {
                 "name": periodic.name,
-                "schedule": str(schedule) if schedule else "no schedule",
+                "schedule": str(schedule) if schedule else _("no schedule"),
                 "in_words": periodic.crontab.human_readable if periodic.crontab else "",
                 "enabled": periodic.enabled,
                 "one_off": periodic.one_off,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 Series = Mapping[str, Sequence[float | None]]
 Formatter = Callable[[float], str]
@@ -270,10 +271,12 @@ def _colour(index: int) -> str:
 
 def _description(names: Sequence[str], x_labels: Sequence[str], y_label: str) -> str:
     if not x_labels:
-        return "No data."
-    span = f"{x_labels[0]} to {x_labels[-1]}" if len(x_labels) > 1 else x_labels[0]
-    what = f"{y_label} " if y_label else ""
-    return f"{what}for {', '.join(names) or 'no series'}, {span}."
+        return _("No data.")
+    span = (
+        _("%(first)s to %(last)s") % {"first": x_labels[0], "last": x_labels[-1]} if len(x_labels) > 1 else x_labels[0]
+    )
+    values = {"what": y_label, "series": ", ".join(names) or _("no series"), "span": span}
+    return (_("%(what)s for %(series)s, %(span)s.") if y_label else _("for %(series)s, %(span)s.")) % values
 
 
 def line_chart(

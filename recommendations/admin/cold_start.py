@@ -23,6 +23,8 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import serving, tracking, tunables
 from recommendations.admin.rule_forms import (
@@ -32,7 +34,7 @@ from recommendations.admin.rule_forms import (
     check_window,
     known,
     price_band,
-    rule_status,
+    rule_status_text,
 )
 from recommendations.models import (
     ColdStartRule,
@@ -74,7 +76,7 @@ def preview_rule(values: dict[str, Any], category: str = "", saved: bool = False
     limit = _preview_limit(list(values.get("placements") or []))
     preview = RulePreview(saved=saved, limit=limit, category=category)
     if values.get("source") == ColdStartRule.Source.TRENDING_CATEGORY and not (values.get("source_value") or category):
-        preview.note = "Trending in the page's category: give a category to preview it for a page of that category."
+        preview.note = _("Trending in the page's category: give a category to preview it for a page of that category.")
         return preview
     candidates = tunables.rule_candidates(values, category, limit)
     ids = [c[0] for c in candidates]
@@ -106,10 +108,10 @@ def preview_rule(values: dict[str, Any], category: str = "", saved: bool = False
     for pid in picked:
         profile = profiles.get(pid)
         if profile is not None and not (profile["active"] and profile["in_stock"]):
-            state = "inactive" if not profile["active"] else "out of stock"
+            state = _("inactive") if not profile["active"] else _("out of stock")
             preview.left_out.append(f"{profile['name'] or pid} ({pid}): {state}")
     if not preview.rows and not preview.note:
-        preview.note = "The rule yields no product right now; the block goes on to its next fallback step."
+        preview.note = _("The rule yields no product right now; the block goes on to its next fallback step.")
     return preview
 
 
@@ -120,13 +122,19 @@ def _unsaved_values(rule: ColdStartRule) -> dict[str, Any]:
     return values
 
 
+def _no_category(slug: str) -> str:
+    return _("No product is in the category “%(category)s”.") % {"category": slug}
+
+
 class ColdStartRuleForm(forms.ModelForm):
     placements = PlacementsField()
     products = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 4, "cols": 40}),
-        help_text="For hand-picked products: product ids in order, one per line or separated by commas. "
-        "Preview lists their names.",
+        help_text=gettext_lazy(
+            "For hand-picked products: product ids in order, one per line or separated by commas. "
+            "Preview lists their names."
+        ),
     )
 
     class Meta:
@@ -161,7 +169,7 @@ class ColdStartRuleForm(forms.ModelForm):
         known = set(ProductProfile.objects.filter(product_id__in=ids).values_list("product_id", flat=True))
         unknown = [p for p in ids if p not in known]
         if unknown:
-            raise ValidationError(f"No product has the id {', '.join(f'“{p}”' for p in unknown)}.")
+            raise ValidationError(_("No product has the id %(ids)s.") % {"ids": ", ".join(f"“{p}”" for p in unknown)})
         return ids
 
     def clean(self) -> dict[str, Any]:
@@ -170,17 +178,17 @@ class ColdStartRuleForm(forms.ModelForm):
         Audience, Source = ColdStartRule.Audience, ColdStartRule.Source
         number, value = data.get("audience_number"), (data.get("audience_value") or "").strip()
         if audience in (Audience.FEW_EVENTS, Audience.NEW_ACCOUNT) and not number:
-            self.add_error("audience_number", "Give N (at least 1) for this audience.")
+            self.add_error("audience_number", _("Give N (at least 1) for this audience."))
         if audience == Audience.CATEGORY:
             if not value:
-                self.add_error("audience_value", "Give the category slug shoppers arrive in.")
+                self.add_error("audience_value", _("Give the category slug shoppers arrive in."))
             elif not known("category", value):
-                self.add_error("audience_value", f"No product is in the category “{value}”.")
+                self.add_error("audience_value", _no_category(value))
         if audience == Audience.CAMPAIGN:
             if not value:
-                self.add_error("audience_value", "Give the campaign name (utm_campaign) shoppers arrive with.")
+                self.add_error("audience_value", _("Give the campaign name (utm_campaign) shoppers arrive with."))
             elif not tracking.CAMPAIGN_PATTERN.match(value):
-                self.add_error("audience_value", "A campaign is letters, digits, “_”, “.” or “-”, up to 64.")
+                self.add_error("audience_value", _("A campaign is letters, digits, “_”, “.” or “-”, up to 64."))
         if "audience_value" in data:
             data["audience_value"] = value
         source_value = (data.get("source_value") or "").strip()
@@ -188,23 +196,26 @@ class ColdStartRuleForm(forms.ModelForm):
             data["source_value"] = source_value
         if source == Source.BRAND:
             if not source_value:
-                self.add_error("source_value", "Give the brand whose best sellers to show.")
+                self.add_error("source_value", _("Give the brand whose best sellers to show."))
             elif not known("brand", source_value):
-                self.add_error("source_value", f"No product has the brand “{source_value}”.")
+                self.add_error("source_value", _("No product has the brand “%(brand)s”.") % {"brand": source_value})
         if source == Source.TRENDING_CATEGORY and source_value and not known("category", source_value):
-            self.add_error("source_value", f"No product is in the category “{source_value}”.")
+            self.add_error("source_value", _no_category(source_value))
         if source == Source.PRICE_BAND:
-            check_price_band(self, data, "A price band")
+            check_price_band(self, data, _("A price band"))
         if source == Source.HAND_PICKED and "products" in data and not data["products"]:
-            self.add_error("products", "Pick at least one product.")
+            self.add_error("products", _("Pick at least one product."))
         without_rules = [
             name for name in data.get("placements") or [] if "rules" not in serving.placement_config(name).fallback
         ]
         if without_rules:
             self.add_error(
                 "placements",
-                f"{', '.join(without_rules)} never asks the cold-start rules: its fallback has no “rules” step "
-                "(change that under Placements first).",
+                _(
+                    "%(placements)s never asks the cold-start rules: its fallback has no “rules” step "
+                    "(change that under Placements first)."
+                )
+                % {"placements": ", ".join(without_rules)},
             )
         check_window(self, data)
         return data
@@ -233,28 +244,38 @@ class ColdStartRuleAdmin(RuleAdmin):
     fieldsets = (
         (None, {"fields": ("name", "active")}),
         (
-            "Who",
+            gettext_lazy("Who"),
             {
                 "fields": ("audience", "audience_number", "audience_value"),
-                "description": "N is for “fewer than N events” and “accounts younger than N days”; the value is the "
-                "category slug or the campaign name.",
+                "description": gettext_lazy(
+                    "N is for “fewer than N events” and “accounts younger than N days”; the value is the "
+                    "category slug or the campaign name."
+                ),
             },
         ),
-        ("Where", {"fields": ("placements",)}),
+        (gettext_lazy("Where"), {"fields": ("placements",)}),
         (
-            "What",
+            gettext_lazy("What"),
             {
                 "fields": ("source", "source_value", "source_days", "price_min", "price_max", "products"),
-                "description": "The value is the brand, or the category for trending in a category (blank: the "
-                "page's category). Days are the window for top sellers and newest arrivals.",
+                "description": gettext_lazy(
+                    "The value is the brand, or the category for trending in a category (blank: the "
+                    "page's category). Days are the window for top sellers and newest arrivals."
+                ),
             },
         ),
-        ("When", {"fields": ("starts_at", "ends_at"), "description": "Blank: from now on, and with no end."}),
         (
-            "Priority",
-            {"fields": ("priority",), "description": "When several live rules match a shopper, the highest wins."},
+            gettext_lazy("When"),
+            {"fields": ("starts_at", "ends_at"), "description": gettext_lazy("Blank: from now on, and with no end.")},
         ),
-        ("History", {"fields": ("created_at", "updated_at", "updated_by")}),
+        (
+            gettext_lazy("Priority"),
+            {
+                "fields": ("priority",),
+                "description": gettext_lazy("When several live rules match a shopper, the highest wins."),
+            },
+        ),
+        (gettext_lazy("History"), {"fields": ("created_at", "updated_at", "updated_by")}),
     )
 
     def change_view(
@@ -277,11 +298,11 @@ class ColdStartRuleAdmin(RuleAdmin):
         }
         return super().add_view(request, form_url, extra_context)
 
-    @admin.display(description="status")
+    @admin.display(description=gettext_lazy("status"))
     def status(self, obj: ColdStartRule) -> str:
-        return rule_status(obj)
+        return rule_status_text(obj)
 
-    @admin.display(description="who", ordering="audience")
+    @admin.display(description=gettext_lazy("who"), ordering="audience")
     def who(self, obj: ColdStartRule) -> str:
         label = obj.get_audience_display()
         if obj.audience in (ColdStartRule.Audience.FEW_EVENTS, ColdStartRule.Audience.NEW_ACCOUNT):
@@ -290,7 +311,7 @@ class ColdStartRuleAdmin(RuleAdmin):
             return f"{label}: {obj.audience_value}"
         return label
 
-    @admin.display(description="what", ordering="source")
+    @admin.display(description=gettext_lazy("what"), ordering="source")
     def what(self, obj: ColdStartRule) -> str:
         label = obj.get_source_display()
         if obj.source == ColdStartRule.Source.HAND_PICKED:

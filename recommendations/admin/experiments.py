@@ -22,6 +22,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import tunables
 from recommendations.admin import charts
@@ -95,7 +96,7 @@ class VariantForm(forms.ModelForm):
     def clean_name(self) -> str:
         name = (self.cleaned_data.get("name") or "").strip()
         if not NAME_PATTERN.match(name):
-            raise ValidationError("Use letters, digits, “_”, “.” or “-” only (it is stamped on every event).")
+            raise ValidationError(_("Use letters, digits, “_”, “.” or “-” only (it is stamped on every event)."))
         return name
 
     def clean(self) -> dict[str, Any]:
@@ -117,12 +118,17 @@ class VariantFormSet(BaseInlineFormSet):
             return
         kept = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
         if len(kept) < 2:
-            raise ValidationError("An experiment needs at least two variants: a control (the first) and a challenger.")
+            raise ValidationError(
+                _("An experiment needs at least two variants: a control (the first) and a challenger.")
+            )
         # Exact repeats are caught by the unique constraint; "A" and "a" would be two arms staff cannot tell apart.
         names = [f.cleaned_data["name"].casefold() for f in kept]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValidationError(f"The variants' names must differ (ignoring case); repeated: {', '.join(repeated)}.")
+            raise ValidationError(
+                _("The variants' names must differ (ignoring case); repeated: %(names)s.")
+                % {"names": ", ".join(repeated)}
+            )
 
 
 class VariantInline(admin.TabularInline):
@@ -154,7 +160,7 @@ def _draft(obj: Experiment | None) -> bool:
 
 
 class ExperimentForm(forms.ModelForm):
-    placement = forms.ChoiceField(help_text="The surface whose blocks the arms serve")
+    placement = forms.ChoiceField(help_text=gettext_lazy("The surface whose blocks the arms serve"))
 
     class Meta:
         model = Experiment
@@ -168,13 +174,13 @@ class ExperimentForm(forms.ModelForm):
         current = self.instance.placement if self.instance.pk else ""
         choices = [(n, n) for n in names]
         if current and current not in names:  # a placement since removed from the settings: show it, refuse it
-            choices.append((current, f"{current} (unknown)"))
+            choices.append((current, _("%(name)s (unknown)") % {"name": current}))
         self.fields["placement"].choices = choices
 
     def clean_placement(self) -> str:
         placement = self.cleaned_data["placement"]
         if placement not in tunables.placement_names():
-            raise ValidationError(f"There is no placement called “{placement}”.")
+            raise ValidationError(_("There is no placement called “%(name)s”.") % {"name": placement})
         return placement
 
 
@@ -192,7 +198,7 @@ class ExperimentAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).prefetch_related("variants")
 
-    @admin.display(description="arms")
+    @admin.display(description=gettext_lazy("arms"))
     def arms(self, obj: Experiment) -> str:
         variants = list(obj.variants.all())
         total = sum(v.share for v in variants if v.share > 0) or 1.0
@@ -269,9 +275,9 @@ class ExperimentAdmin(admin.ModelAdmin):
             chart = charts.interval_bar_chart(
                 {arm.name: arm.click_rate for arm in result.arms},
                 {arm.name: arm.click_rate_interval for arm in result.arms},
-                title="Shoppers who clicked, per variant (95% interval)",
-                series_name="Click rate",
-                y_label="share of the arm's shoppers",
+                title=_("Shoppers who clicked, per variant (95%% interval)") % {},
+                series_name=_("Click rate"),
+                y_label=_("share of the arm's shoppers"),
                 y_format=charts.percent,
             )
         return {
@@ -305,13 +311,18 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             experiment = operations.start(experiment.pk)
         except operations.ExperimentError as exc:
-            self.message_user(request, f"“{experiment.name}” was not started: {exc}", messages.ERROR)
+            self.message_user(
+                request,
+                _("“%(name)s” was not started: %(error)s") % {"name": experiment.name, "error": exc},
+                messages.ERROR,
+            )
             return self._back(experiment)
         logger.info("%s started experiment #%s on %s", request.user.get_username(), experiment.pk, experiment.placement)
         self.log_change(request, experiment, f"Started the experiment on {experiment.placement}.")
         self.message_user(
             request,
-            f"“{experiment.name}” runs on {experiment.placement}: shoppers are split between its arms from now on.",
+            _("“%(name)s” runs on %(placement)s: shoppers are split between its arms from now on.")
+            % {"name": experiment.name, "placement": experiment.placement},
             messages.SUCCESS,
         )
         return self._back(experiment)
@@ -324,11 +335,19 @@ class ExperimentAdmin(admin.ModelAdmin):
         try:
             experiment = operations.stop(experiment.pk)
         except operations.ExperimentError as exc:
-            self.message_user(request, f"“{experiment.name}” was not stopped: {exc}", messages.ERROR)
+            self.message_user(
+                request,
+                _("“%(name)s” was not stopped: %(error)s") % {"name": experiment.name, "error": exc},
+                messages.ERROR,
+            )
             return self._back(experiment)
         logger.info("%s stopped experiment #%s", request.user.get_username(), experiment.pk)
         self.log_change(request, experiment, "Stopped the experiment.")
-        self.message_user(request, f"“{experiment.name}” stopped; the placement serves as before.", messages.SUCCESS)
+        self.message_user(
+            request,
+            _("“%(name)s” stopped; the placement serves as before.") % {"name": experiment.name},
+            messages.SUCCESS,
+        )
         return self._back(experiment)
 
     @staticmethod
@@ -369,7 +388,7 @@ class ExperimentAdmin(admin.ModelAdmin):
                 experiment.pk, variant_id, by=by, start_activation=self._activation_starter(request)
             )
         except operations.ExperimentError as exc:
-            self.message_user(request, f"Nothing was promoted: {exc}", messages.ERROR)
+            self.message_user(request, _("Nothing was promoted: %(error)s") % {"error": exc}, messages.ERROR)
             return self._back(experiment)
         experiment.refresh_from_db()
         logger.info("%s promoted variant #%s of experiment #%s: %s", by, variant_id, experiment.pk, done)

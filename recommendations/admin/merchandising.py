@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations.admin.rule_forms import (
     MAX_BLOCK_SIZE,
@@ -22,6 +23,7 @@ from recommendations.admin.rule_forms import (
     known,
     price_band,
     rule_status,
+    rule_status_text,
 )
 from recommendations.models import (
     MerchandisingRule,
@@ -29,9 +31,14 @@ from recommendations.models import (
 )
 
 UNKNOWN_TARGET = {
-    "product_id": "No product has the id",
-    "category": "No product is in the category",
-    "brand": "No product has the brand",
+    "product_id": gettext_lazy("No product has the id “%(value)s”."),
+    "category": gettext_lazy("No product is in the category “%(value)s”."),
+    "brand": gettext_lazy("No product has the brand “%(value)s”."),
+}
+WANTED_TARGET = {
+    "product_id": gettext_lazy("Give the product id."),
+    "category": gettext_lazy("Give the category."),
+    "brand": gettext_lazy("Give the brand."),
 }
 
 
@@ -59,10 +66,11 @@ def pin_problem(rule: MerchandisingRule) -> str:
     if rule.target in (Target.CATEGORY, Target.BRAND):
         column = "category" if rule.target == Target.CATEGORY else "brand"
         if not showable.filter(**{column: rule.target_value}).exists():
-            return _("No product of the %(what)s “%(value)s” is active and in stock, so the pin never shows.") % {
-                "what": column,
-                "value": rule.target_value,
-            }
+            if column == "category":
+                text = _("No product of the category “%(value)s” is active and in stock, so the pin never shows.")
+            else:
+                text = _("No product of the brand “%(value)s” is active and in stock, so the pin never shows.")
+            return text % {"value": rule.target_value}
         return ""
     if rule.target == Target.PRICE_BAND:
         if rule.price_min is not None:
@@ -98,7 +106,7 @@ class MerchandisingRuleForm(forms.ModelForm):
     def clean_strength(self) -> float:
         strength = self.cleaned_data["strength"]
         if strength < 1:
-            raise ValidationError("At least 1 (1 leaves the order alone; 2 doubles or halves a product's score).")
+            raise ValidationError(_("At least 1 (1 leaves the order alone; 2 doubles or halves a product's score)."))
         return strength
 
     def clean(self) -> dict[str, Any]:
@@ -111,17 +119,17 @@ class MerchandisingRuleForm(forms.ModelForm):
         if target in (Target.PRODUCT, Target.CATEGORY, Target.BRAND):
             column = {Target.PRODUCT: "product_id", Target.CATEGORY: "category", Target.BRAND: "brand"}[target]
             if not value:
-                self.add_error("target_value", f"Give the {'product id' if target == Target.PRODUCT else column}.")
+                self.add_error("target_value", str(WANTED_TARGET[column]))
             elif not known(column, value):
-                self.add_error("target_value", f"{UNKNOWN_TARGET[column]} “{value}”.")
+                self.add_error("target_value", UNKNOWN_TARGET[column] % {"value": value})
         if target == Target.PRICE_BAND:
-            check_price_band(self, data, "A price band")
+            check_price_band(self, data, _("A price band"))
         if action == Action.PIN:
             position = data.get("position")
             if not position:
-                self.add_error("position", "A pin needs the position (1 is the first slot).")
+                self.add_error("position", _("A pin needs the position (1 is the first slot)."))
             elif position > MAX_BLOCK_SIZE:
-                self.add_error("position", f"A block has at most {MAX_BLOCK_SIZE} slots.")
+                self.add_error("position", _("A block has at most %(most)s slots.") % {"most": MAX_BLOCK_SIZE})
         check_window(self, data)
         return data
 
@@ -137,22 +145,30 @@ class MerchandisingRuleAdmin(RuleAdmin):
     readonly_fields = ("created_at", "updated_at", "updated_by")
     fieldsets = (
         (None, {"fields": ("name", "active")}),
-        ("Where", {"fields": ("placements",)}),
+        (gettext_lazy("Where"), {"fields": ("placements",)}),
         (
-            "What",
+            gettext_lazy("What"),
             {
                 "fields": ("action", "target", "target_value", "price_min", "price_max", "position", "strength"),
-                "description": "The value is the product id, category slug or brand. A pin puts the product (or the "
-                "best-ranked one of the category, brand or price band) at the position; boost and bury multiply "
-                "and divide a product's rank score by the strength.",
+                "description": gettext_lazy(
+                    "The value is the product id, category slug or brand. A pin puts the product (or the "
+                    "best-ranked one of the category, brand or price band) at the position; boost and bury multiply "
+                    "and divide a product's rank score by the strength."
+                ),
             },
         ),
-        ("When", {"fields": ("starts_at", "ends_at"), "description": "Blank: from now on, and with no end."}),
         (
-            "Priority",
-            {"fields": ("priority",), "description": "Lowest priority applies first: the highest has the last word."},
+            gettext_lazy("When"),
+            {"fields": ("starts_at", "ends_at"), "description": gettext_lazy("Blank: from now on, and with no end.")},
         ),
-        ("History", {"fields": ("created_at", "updated_at", "updated_by")}),
+        (
+            gettext_lazy("Priority"),
+            {
+                "fields": ("priority",),
+                "description": gettext_lazy("Lowest priority applies first: the highest has the last word."),
+            },
+        ),
+        (gettext_lazy("History"), {"fields": ("created_at", "updated_at", "updated_by")}),
     )
 
     def save_model(self, request: HttpRequest, obj: MerchandisingRule, form: Any, change: bool) -> None:
@@ -165,22 +181,22 @@ class MerchandisingRuleAdmin(RuleAdmin):
                 messages.WARNING,
             )
 
-    @admin.display(description="status")
+    @admin.display(description=gettext_lazy("status"))
     def status(self, obj: MerchandisingRule) -> str:
         """What serving does with the rule now; a live pin that cannot show says so instead of reading "live"."""
-        status = rule_status(obj)
-        if status in ("live", "scheduled") and pin_problem(obj):
+        status = rule_status_text(obj)
+        if rule_status(obj) in ("live", "scheduled") and pin_problem(obj):
             return _("%(status)s — never shows: nothing it pins is active and in stock") % {"status": status}
         return status
 
-    @admin.display(description="target", ordering="target")
+    @admin.display(description=gettext_lazy("target"), ordering="target")
     def target_text(self, obj: MerchandisingRule) -> str:
         if obj.target == MerchandisingRule.Target.PRICE_BAND:
-            text = f"price {price_band(obj.price_min, obj.price_max)}"
+            text = _("price %(band)s") % {"band": price_band(obj.price_min, obj.price_max)}
         else:
             text = f"{obj.target} {obj.target_value}"
         if obj.action == MerchandisingRule.Action.PIN:
-            return f"{text} at {obj.position}"
+            return _("%(target)s at %(position)s") % {"target": text, "position": obj.position}
         if obj.action in (MerchandisingRule.Action.BOOST, MerchandisingRule.Action.BURY):
             return f"{text} x{obj.strength:g}"
         return text

@@ -14,6 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext, gettext_lazy
 
 from recommendations import serving
 from recommendations.admin.preview import PreviewForm, preview_block
@@ -27,11 +28,11 @@ from recommendations.models import (
 MAX_EXPLORATION_SHARE = 0.5
 
 STEP_LABELS = {
-    "rules": "rules: the cold-start rules",
-    "similar": "similar: the page product's similar list",
-    "trending_category": "trending in the page's category",
-    "trending": "trending shop-wide",
-    "popular": "popular: best sellers",
+    "rules": gettext_lazy("rules: the cold-start rules"),
+    "similar": gettext_lazy("similar: the page product's similar list"),
+    "trending_category": gettext_lazy("trending in the page's category"),
+    "trending": gettext_lazy("trending shop-wide"),
+    "popular": gettext_lazy("popular: best sellers"),
 }
 
 
@@ -42,7 +43,10 @@ class OrderedStepsWidget(forms.MultiWidget):
 
     def __init__(self, choices: list[tuple[str, str]], count: int) -> None:
         widgets = [
-            forms.Select(choices=[("", "—"), *choices], attrs={"aria-label": f"Fallback step {i + 1}"})
+            forms.Select(
+                choices=[("", "—"), *choices],
+                attrs={"aria-label": gettext("Fallback step %(number)s") % {"number": i + 1}},
+            )
             for i in range(count)
         ]
         super().__init__(widgets)
@@ -70,14 +74,18 @@ class OrderedStepsField(forms.MultiValueField):
         steps = [step for step in data_list or [] if step]
         repeated = sorted({step for step in steps if steps.count(step) > 1}, key=steps.index)
         if repeated:
-            raise ValidationError(f"Each step may come once; repeated: {', '.join(repeated)}.")
+            raise ValidationError(
+                gettext("Each step may come once; repeated: %(steps)s.") % {"steps": ", ".join(repeated)}
+            )
         return steps
 
 
 class PlacementForm(forms.ModelForm):
     fallback = OrderedStepsField(
-        help_text="What fills a short block, first to last. Leave it empty for a block that should rather stay "
-        "short (recently viewed, buy again). Cold-start rules apply only where “rules” is a step."
+        help_text=gettext_lazy(
+            "What fills a short block, first to last. Leave it empty for a block that should rather stay "
+            "short (recently viewed, buy again). Cold-start rules apply only where “rules” is a step."
+        )
     )
 
     class Meta:
@@ -102,37 +110,42 @@ class PlacementForm(forms.ModelForm):
             taken = set(Placement.objects.values_list("name", flat=True))
             self.fields["name"] = forms.ChoiceField(
                 choices=[(n, n) for n in serving.placement_names() if n not in taken],
-                help_text="A placement from RECOMMENDATIONS['PLACEMENTS'] that has no row yet.",
+                help_text=gettext_lazy("A placement from RECOMMENDATIONS['PLACEMENTS'] that has no row yet."),
             )
         name = self.instance.name if self.instance.pk else ""
         if name and "title" in self.fields:
             default = rec_settings.TITLES.get(name) or rec_settings.PLACEMENTS.get(name, {}).get("title", "")
-            self.fields["title"].help_text = f"Shown above the block. Blank: “{default}” (from the settings)."
+            self.fields["title"].help_text = gettext(
+                "Shown above the block. Blank: “%(default)s” (from the settings), shown in the shopper's language."
+            ) % {"default": default}
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
         if name not in serving.placement_names():
-            raise ValidationError(f"There is no placement called “{name}” in RECOMMENDATIONS['PLACEMENTS'].")
+            raise ValidationError(
+                gettext("There is no placement called “%(name)s” in RECOMMENDATIONS['PLACEMENTS'].") % {"name": name}
+            )
         return name
 
     def clean_size(self) -> int:
         size = self.cleaned_data["size"]
         if not 1 <= size <= MAX_BLOCK_SIZE:
-            raise ValidationError(f"A block shows 1 to {MAX_BLOCK_SIZE} items.")
+            raise ValidationError(gettext("A block shows 1 to %(most)s items.") % {"most": MAX_BLOCK_SIZE})
         return size
 
     def clean_exploration_share(self) -> float:
         share = self.cleaned_data["exploration_share"]
         if not 0 <= share <= MAX_EXPLORATION_SHARE:
             raise ValidationError(
-                f"Between 0 and {MAX_EXPLORATION_SHARE}: at least half of a block stays the model's choice."
+                gettext("Between 0 and %(most)s: at least half of a block stays the model's choice.")
+                % {"most": MAX_EXPLORATION_SHARE}
             )
         return share
 
     def clean_exploration_max_age_days(self) -> int:
         days = self.cleaned_data["exploration_max_age_days"]
         if days < 1:
-            raise ValidationError("At least one day.")
+            raise ValidationError(gettext("At least one day."))
         return days
 
 
@@ -165,10 +178,10 @@ class PlacementAdmin(admin.ModelAdmin):
     change_form_template = "admin/recommendations/placement/change_form.html"
     fieldsets = (
         (None, {"fields": ("name", "title", "enabled", "size", "strategy")}),
-        ("Filters and diversity", {"fields": ("allow_bought", "max_per_category", "max_per_brand")}),
-        ("When the block is short", {"fields": ("fallback",)}),
-        ("New products", {"fields": ("exploration_share", "exploration_max_age_days")}),
-        ("History", {"fields": ("updated_at", "updated_by")}),
+        (gettext_lazy("Filters and diversity"), {"fields": ("allow_bought", "max_per_category", "max_per_brand")}),
+        (gettext_lazy("When the block is short"), {"fields": ("fallback",)}),
+        (gettext_lazy("New products"), {"fields": ("exploration_share", "exploration_max_age_days")}),
+        (gettext_lazy("History"), {"fields": ("updated_at", "updated_by")}),
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
@@ -203,17 +216,17 @@ class PlacementAdmin(admin.ModelAdmin):
         obj.updated_by = username(request)
         super().save_model(request, obj, form, change)
 
-    @admin.display(description="exploration", ordering="exploration_share")
+    @admin.display(description=gettext_lazy("exploration"), ordering="exploration_share")
     def exploration(self, obj: Placement) -> str:
         return f"{obj.exploration_share:.0%}" if obj.exploration_share else "-"
 
-    @admin.display(description="caps (category / brand)")
+    @admin.display(description=gettext_lazy("caps (category / brand)"))
     def caps(self, obj: Placement) -> str:
         return f"{obj.max_per_category or '-'} / {obj.max_per_brand or '-'}"
 
-    @admin.display(description="fallback")
+    @admin.display(description=gettext_lazy("fallback"))
     def fallback_chain(self, obj: Placement) -> str:
-        return " → ".join(obj.fallback or []) or "none"
+        return " → ".join(obj.fallback or []) or gettext("none")
 
     # -- the preview page ---------------------------------------------------------------------------------------
 
@@ -239,7 +252,7 @@ class PlacementAdmin(admin.ModelAdmin):
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": "Preview a placement",
+            "title": gettext("Preview a placement"),
             "form": form,
             "result": result,
             "categories": list(

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy
 
 from recommendations.admin.base import ReadOnlyAdmin, beat_schedules, report_launch
 from recommendations.models import PrecomputeRun
@@ -84,17 +85,17 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         report_launch(self, request, run, launch, "precompute")
         return HttpResponseRedirect(reverse("admin:recommendations_precomputerun_changelist"))
 
-    @admin.display(description="progress", ordering="progress")
+    @admin.display(description=gettext_lazy("progress"), ordering="progress")
     def progress_percent(self, obj: PrecomputeRun) -> str:
         return f"{obj.progress * 100:.0f}%"
 
-    @admin.display(description="duration")
+    @admin.display(description=gettext_lazy("duration"))
     def duration(self, obj: PrecomputeRun) -> str:
         if obj.started_at and obj.finished_at:
             return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
         return "-"
 
-    @admin.display(description="task state")
+    @admin.display(description=gettext_lazy("task state"))
     def task_state(self, obj: PrecomputeRun) -> str:
         """What Celery says about an unfinished run's task (needs a result backend; '-' without one)."""
         if not obj.task_id:
@@ -114,7 +115,7 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         except Exception:
             return "-"
 
-    @admin.display(description="seconds per stage")
+    @admin.display(description=gettext_lazy("seconds per stage"))
     def timings(self, obj: PrecomputeRun) -> str:
         seconds = (obj.stats or {}).get("seconds", {})
         if not seconds:

@@ -12,6 +12,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.urls import NoReverseMatch, reverse
 from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import serving, tracking
 from recommendations.admin.merchandising import pin_problem
@@ -27,20 +29,20 @@ from recommendations.models import (
 SHOPPER_KEY = re.compile(r"^[uv]:[A-Za-z0-9_.@+-]{1,64}$")
 
 SOURCE_LABELS = {
-    "stored": "the model's stored list",
-    "session": "this session's views (re-ranked at serving time)",
-    "history": "the shopper's own history",
-    "trending": "trending",
-    "popular": "best sellers",
-    "similar": "similar to the page product",
-    "newest": "newest arrivals",
-    "exploration": "exploration slot for a new product",
-    "pinned": "pinned by a merchandising rule",
+    "stored": gettext_lazy("the model's stored list"),
+    "session": gettext_lazy("this session's views (re-ranked at serving time)"),
+    "history": gettext_lazy("the shopper's own history"),
+    "trending": gettext_lazy("trending"),
+    "popular": gettext_lazy("best sellers"),
+    "similar": gettext_lazy("similar to the page product"),
+    "newest": gettext_lazy("newest arrivals"),
+    "exploration": gettext_lazy("exploration slot for a new product"),
+    "pinned": gettext_lazy("pinned by a merchandising rule"),
 }
 
 BLOCK_SOURCES = {
-    "stored": "its own candidates, then the fallback chain where short",
-    "fallback": "the fallback chain alone (nothing of its own for this shopper)",
+    "stored": gettext_lazy("its own candidates, then the fallback chain where short"),
+    "fallback": gettext_lazy("the fallback chain alone (nothing of its own for this shopper)"),
 }
 
 
@@ -54,20 +56,26 @@ def _admin_url(name: str, *args: Any) -> str:
 class PreviewForm(forms.Form):
     placement = forms.ChoiceField()
     who = forms.ChoiceField(
-        choices=[("anonymous", "A new anonymous visitor"), ("shopper", "This shopper")],
+        choices=[("anonymous", gettext_lazy("A new anonymous visitor")), ("shopper", gettext_lazy("This shopper"))],
         required=False,
         widget=forms.RadioSelect,
-        label="Shopper",
+        label=gettext_lazy("Shopper"),
     )
     shopper = forms.CharField(
         required=False,
         max_length=66,
-        label="Shopper key",
-        help_text="u:<user id> for an account, v:<visitor id> for a browser (the rec_vid cookie), as in Events.",
+        label=gettext_lazy("Shopper key"),
+        help_text=gettext_lazy(
+            "u:<user id> for an account, v:<visitor id> for a browser (the rec_vid cookie), as in Events."
+        ),
     )
-    product = forms.CharField(required=False, max_length=64, label="Product id", help_text="The page's product")
-    category = forms.CharField(required=False, max_length=255, help_text="The page's category slug")
-    campaign = forms.CharField(required=False, max_length=64, help_text="utm_campaign the visit arrived with")
+    product = forms.CharField(
+        required=False, max_length=64, label=gettext_lazy("Product id"), help_text=gettext_lazy("The page's product")
+    )
+    category = forms.CharField(required=False, max_length=255, help_text=gettext_lazy("The page's category slug"))
+    campaign = forms.CharField(
+        required=False, max_length=64, help_text=gettext_lazy("utm_campaign the visit arrived with")
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,25 +84,25 @@ class PreviewForm(forms.Form):
     def clean_shopper(self) -> str:
         key = self.cleaned_data["shopper"].strip()
         if key and not SHOPPER_KEY.match(key):
-            raise ValidationError("Write u:<user id> or v:<visitor id>, as the Events list shows them.")
+            raise ValidationError(_("Write u:<user id> or v:<visitor id>, as the Events list shows them."))
         return key
 
     def clean_product(self) -> str:
         product = self.cleaned_data["product"].strip()
         if product and not ProductProfile.objects.filter(product_id=product).exists():
-            raise ValidationError(f"No product has the id “{product}”.")
+            raise ValidationError(_("No product has the id “%(id)s”.") % {"id": product})
         return product
 
     def clean_campaign(self) -> str:
         campaign = self.cleaned_data["campaign"].strip()
         if campaign and not tracking.CAMPAIGN_PATTERN.match(campaign):
-            raise ValidationError("A campaign is letters, digits, “_”, “.” or “-”, as utm_campaign is read.")
+            raise ValidationError(_("A campaign is letters, digits, “_”, “.” or “-”, as utm_campaign is read."))
         return campaign
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("who") == "shopper" and not data.get("shopper"):
-            self.add_error("shopper", "Give the shopper's key, or choose a new anonymous visitor.")
+            self.add_error("shopper", _("Give the shopper's key, or choose a new anonymous visitor."))
         return data
 
 
@@ -148,11 +156,11 @@ def preview_block(data: dict[str, Any]) -> dict[str, Any]:
         source, url = item.source, ""
         if source.startswith("rule:"):
             rule_id = source.split(":", 1)[1]
-            label = f"cold-start rule “{cold_start.get(rule_id, rule_id)}”"
+            label = _("cold-start rule “%(name)s”") % {"name": cold_start.get(rule_id, rule_id)}
             if rule_id in cold_start:
                 url = _admin_url("admin:recommendations_coldstartrule_change", rule_id)
         else:
-            label = SOURCE_LABELS.get(source, source)
+            label = str(SOURCE_LABELS.get(source, source))
         product_url = ""
         if item.product is not None and hasattr(item.product, "get_absolute_url"):
             product_url = item.product.get_absolute_url()
@@ -201,6 +209,7 @@ def preview_block(data: dict[str, Any]) -> dict[str, Any]:
             unshown_pins.append((rule.name, url, problem))
     return {
         "block": block,
+        "title": serving.shown_title(block.title or config.title),
         "rows": rows,
         "unshown_pins": unshown_pins,
         "config": config,
@@ -208,7 +217,7 @@ def preview_block(data: dict[str, Any]) -> dict[str, Any]:
         "anonymous": anonymous,
         "user_url": user_url,
         "events": Event.objects.filter(shopper=shopper).exclude(event_type="impression").count(),
-        "block_source": BLOCK_SOURCES.get(block.source, block.source),
+        "block_source": str(BLOCK_SOURCES.get(block.source, block.source)),
         "experiment_url": experiment_url,
         "serving_run": serving_run,
         "serving_run_url": _admin_url("admin:recommendations_trainingrun_change", serving_run.pk)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import catalog
 from recommendations.admin.base import ReadOnlyAdmin
@@ -22,11 +24,12 @@ class ProductProfileAdmin(ReadOnlyAdmin):
     def has_sync_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("recommendations.change_productprofile")
 
-    @admin.action(description="Sync all profiles from the catalog now", permissions=["sync"])
+    @admin.action(description=gettext_lazy("Sync all profiles from the catalog now"), permissions=["sync"])
     def sync_from_catalog(self, request: HttpRequest, queryset: QuerySet) -> None:
         result = catalog.sync_products()
         self.message_user(
             request,
-            f"Synced {result['synced']} products; {result['deactivated']} profiles deactivated.",
+            _("Synced %(synced)s products; %(deactivated)s profiles deactivated.")
+            % {"synced": result["synced"], "deactivated": result["deactivated"]},
             messages.SUCCESS,
         )

@@ -11,6 +11,8 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations import serving
 from recommendations.models import (
@@ -31,12 +33,12 @@ def window_text(starts_at: Any, ends_at: Any) -> str:
     """A rule's window in words: "always", "from …", "until …" or "… to …"."""
     when = [timezone.localtime(t).strftime("%Y-%m-%d %H:%M") if t else "" for t in (starts_at, ends_at)]
     if not any(when):
-        return "always"
+        return _("always")
     if not when[1]:
-        return f"from {when[0]}"
+        return _("from %(start)s") % {"start": when[0]}
     if not when[0]:
-        return f"until {when[1]}"
-    return f"{when[0]} to {when[1]}"
+        return _("until %(end)s") % {"end": when[1]}
+    return _("%(start)s to %(end)s") % {"start": when[0], "end": when[1]}
 
 
 def rule_status(rule: ColdStartRule | MerchandisingRule) -> str:
@@ -51,25 +53,38 @@ def rule_status(rule: ColdStartRule | MerchandisingRule) -> str:
     return "live"
 
 
+STATUS_WORDS = {
+    "live": gettext_lazy("live"),
+    "off": gettext_lazy("off"),
+    "scheduled": gettext_lazy("scheduled"),
+    "ended": gettext_lazy("ended"),
+}
+
+
+def rule_status_text(rule: ColdStartRule | MerchandisingRule) -> str:
+    """`rule_status` in the staff member's language, for the list pages (the code compares the English word)."""
+    return str(STATUS_WORDS[rule_status(rule)])
+
+
 def placements_text(names: list[str]) -> str:
     """A rule's placements for the list page; none means every placement."""
-    return ", ".join(names) if names else "every placement"
+    return ", ".join(names) if names else _("every placement")
 
 
 def check_window(form: forms.ModelForm, data: dict[str, Any]) -> None:
     """A window that ends before it starts would never apply: say so on the end field."""
     starts, ends = data.get("starts_at"), data.get("ends_at")
     if starts and ends and ends <= starts:
-        form.add_error("ends_at", "The rule must end after it starts.")
+        form.add_error("ends_at", _("The rule must end after it starts."))
 
 
 def check_price_band(form: forms.ModelForm, data: dict[str, Any], what: str) -> None:
     """A price band needs a bound, and its bounds in order, or it would match nothing or everything."""
     low, high = data.get("price_min"), data.get("price_max")
     if low is None and high is None:
-        form.add_error("price_min", f"{what} needs a lowest price, a highest price or both.")
+        form.add_error("price_min", _("%(what)s needs a lowest price, a highest price or both.") % {"what": what})
     elif low is not None and high is not None and low > high:
-        form.add_error("price_max", "The highest price must be at least the lowest price.")
+        form.add_error("price_max", _("The highest price must be at least the lowest price."))
 
 
 def known(column: str, value: str) -> bool:
@@ -84,15 +99,15 @@ class PlacementsField(forms.MultipleChoiceField):
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
-        kwargs.setdefault("help_text", "None ticked: every placement.")
+        kwargs.setdefault("help_text", gettext_lazy("None ticked: every placement."))
         super().__init__(choices=[(name, name) for name in serving.placement_names()], **kwargs)
 
 
 def price_band(low: Decimal | None, high: Decimal | None) -> str:
     """A price band in words for the list pages: "a to b", "from a" or "up to b"."""
     if low is not None and high is not None:
-        return f"{low} to {high}"
-    return f"from {low}" if low is not None else f"up to {high}"
+        return _("%(start)s to %(end)s") % {"start": low, "end": high}
+    return _("from %(start)s") % {"start": low} if low is not None else _("up to %(end)s") % {"end": high}
 
 
 class RuleAdmin(admin.ModelAdmin):
@@ -106,10 +121,10 @@ class RuleAdmin(admin.ModelAdmin):
         obj.updated_by = username(request)
         super().save_model(request, obj, form, change)
 
-    @admin.display(description="where")
+    @admin.display(description=gettext_lazy("where"))
     def where(self, obj: Any) -> str:
         return placements_text(obj.placements)
 
-    @admin.display(description="window")
+    @admin.display(description=gettext_lazy("window"))
     def window(self, obj: Any) -> str:
         return window_text(obj.starts_at, obj.ends_at)

@@ -13,6 +13,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from recommendations.admin.base import ReadOnlyAdmin
 from recommendations.models import RecommendationSet, StoredList
@@ -62,14 +64,14 @@ class RecommendationSetAdmin(ReadOnlyAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return RecommendationSetChangeList
 
-    @admin.display(description="Lists per placement")
+    @admin.display(description=gettext_lazy("Lists per placement"))
     def list_counts(self, obj: RecommendationSet) -> str:
         # The changelist counted its page already; the change page counts its one set.
         counts = getattr(obj, "placement_counts", None)
         if counts is None:
             counts = placement_counts([obj.pk])[obj.pk]
         if not counts:
-            return "no lists"
+            return _("no lists")
         return format_html(
             "<table>{}</table>",
             format_html_join("", "<tr><td>{}</td><td>{}</td></tr>", sorted(counts.items())),
@@ -78,12 +80,12 @@ class RecommendationSetAdmin(ReadOnlyAdmin):
     def has_activate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("recommendations.change_recommendationset")
 
-    @admin.action(description="Activate this set (roll back or forward to it)", permissions=["activate"])
+    @admin.action(description=gettext_lazy("Activate this set (roll back or forward to it)"), permissions=["activate"])
     def activate_set(self, request: HttpRequest, queryset: QuerySet) -> None:
         from recommendations.lists.precompute import activate_set
 
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one set to activate.", messages.ERROR)
+            self.message_user(request, _("Select exactly one set to activate."), messages.ERROR)
             return
         chosen = queryset.get()
         before = RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).values_list("pk", flat=True)
@@ -95,7 +97,9 @@ class RecommendationSetAdmin(ReadOnlyAdmin):
             return
         logger.info("%s activated recommendation set #%s (before: %s)", request.user.get_username(), chosen.pk, was)
         self.log_change(request, chosen, f"Activated this set (before: {was}).")
-        self.message_user(request, f"Set #{chosen.pk} is now active; shoppers see its lists.", messages.SUCCESS)
+        self.message_user(
+            request, _("Set #%(pk)s is now active; shoppers see its lists.") % {"pk": chosen.pk}, messages.SUCCESS
+        )
 
 
 @admin.register(StoredList)
@@ -107,6 +111,6 @@ class StoredListAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     ordering = ("-recommendation_set_id", "placement", "subject")
 
-    @admin.display(description="items")
+    @admin.display(description=gettext_lazy("items"))
     def length(self, obj: StoredList) -> int:
         return len(obj.items or [])

@@ -111,7 +111,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     actions = ["serve_model"]
     fieldsets = (
         (None, {"fields": ("status", "message", "error", "progress_percent", "stage", "task_id", "task_state")}),
-        ("Times", {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
+        (gettext_lazy("Times"), {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
         (
             "Model",
             {
@@ -129,12 +129,12 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                 )
             },
         ),
-        ("Candidates", {"fields": ("candidate_table",)}),
-        ("Gate", {"fields": ("gate_table",)}),
-        ("Data", {"fields": ("data_table",)}),
-        ("Seconds per stage", {"fields": ("timings_table",)}),
+        (gettext_lazy("Candidates"), {"fields": ("candidate_table",)}),
+        (gettext_lazy("Gate"), {"fields": ("gate_table",)}),
+        (gettext_lazy("Data"), {"fields": ("data_table",)}),
+        (gettext_lazy("Seconds per stage"), {"fields": ("timings_table",)}),
         (
-            "Raw JSON",
+            gettext_lazy("Raw JSON"),
             {
                 "classes": ("collapse",),
                 "fields": ("candidates", "test_metrics", "gate", "data_stats", "stage_seconds", "progress"),
@@ -203,7 +203,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         run = self.get_object(request, unquote(object_id))
         if run is None:
-            raise Http404(f"No training run {object_id!r}.")
+            raise Http404(_("No training run %(id)r.") % {"id": object_id})
         self._make_serve(request, run, "Activated this run's model")
         return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_change", args=[run.pk]))
 
@@ -219,24 +219,26 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         target = runs.previous_model()
         if serving is None:
             self.message_user(
-                request, "No model serves, so there is nothing to roll back; activate a run instead.", messages.WARNING
+                request,
+                _("No model serves, so there is nothing to roll back; activate a run instead."),
+                messages.WARNING,
             )
         elif target is None:
             self.message_user(
                 request,
-                f"Nothing to roll back to: no other run served before run #{serving.pk}. The serving model is "
-                "unchanged.",
+                _("Nothing to roll back to: no other run served before run #%(pk)s. The serving model is unchanged.")
+                % {"pk": serving.pk},
                 messages.WARNING,
             )
         else:
-            self._make_serve(request, target, "Rolled back to this run's model", prefix="Rolling back. ")
+            self._make_serve(request, target, "Rolled back to this run's model", prefix=_("Rolling back. "))
         return HttpResponseRedirect(reverse("admin:recommendations_trainingrun_changelist"))
 
-    @admin.action(description="Serve this model (activate / roll back)", permissions=["serve"])
+    @admin.action(description=gettext_lazy("Serve this model (activate / roll back)"), permissions=["serve"])
     def serve_model(self, request: HttpRequest, queryset: QuerySet) -> None:
         """Make the one selected run's model serve; its artefact is hash-checked and loaded first."""
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one training run to serve.", messages.ERROR)
+            self.message_user(request, _("Select exactly one training run to serve."), messages.ERROR)
             return
         self._make_serve(request, queryset.get(), "Made this run's model serve")
 
@@ -251,13 +253,15 @@ class TrainingRunAdmin(ReadOnlyAdmin):
 
         by = request.user.get_username()
         if run.is_serving:
-            self.message_user(request, f"Run #{run.pk} already serves; nothing changed.", messages.WARNING)
+            self.message_user(
+                request, _("Run #%(pk)s already serves; nothing changed.") % {"pk": run.pk}, messages.WARNING
+            )
             return False
         if not run.has_artefact:
             self.message_user(
                 request,
-                f"Run #{run.pk} was not activated: run #{run.pk} has no model to serve. "
-                "The serving model is unchanged.",
+                _("Run #%(pk)s was not activated: run #%(pk)s has no model to serve. The serving model is unchanged.")
+                % {"pk": run.pk},
                 messages.ERROR,
             )
             return False
@@ -276,7 +280,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         self.message_user(request, prefix + text, messages.SUCCESS)
         return True
 
-    @admin.display(description="activation from the admin")
+    @admin.display(description=gettext_lazy("activation from the admin"))
     def activation(self, obj: TrainingRun) -> str:
         """Staff's newest request to make this run serve and how it ended (recorded by the process that loaded it)."""
         from recommendations.training.runs import activation_request
@@ -285,42 +289,51 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         if not request:
             return "-"
         state = request.get("state")
-        asked = f"asked by {request.get('by') or 'staff'} at {request.get('requested_at', '?')}"
+        asked = _("asked by %(who)s at %(when)s") % {
+            "who": request.get("by") or _("staff"),
+            "when": request.get("requested_at", "?"),
+        }
         if state == "pending":
-            return f"Being checked ({asked}): it serves once its model loads; reload to follow."
+            return _("Being checked (%(asked)s): it serves once its model loads; reload to follow.") % {"asked": asked}
         if state == "activated":
             before = request.get("before")
-            was = f"run #{before}" if before is not None else "no model"
-            return f"Activated at {request.get('finished_at')} ({asked}); before it, {was} served."
+            was = _("run #%(pk)s") % {"pk": before} if before is not None else _("no model")
+            return _("Activated at %(when)s (%(asked)s); before it, %(was)s served.") % {
+                "when": request.get("finished_at"),
+                "asked": asked,
+                "was": was,
+            }
         if state == "not_started":
-            return (
-                f"Not activated ({asked}): {request.get('reason')}. Run {request.get('command')} instead. "
-                "The serving model is unchanged."
-            )
-        refused = f"Refused at {request.get('finished_at')} ({asked}): {request.get('reason')}."
-        return f"{refused} The serving model is unchanged."
+            return _(
+                "Not activated (%(asked)s): %(reason)s. Run %(command)s instead. The serving model is unchanged."
+            ) % {"asked": asked, "reason": request.get("reason"), "command": request.get("command")}
+        return _("Refused at %(when)s (%(asked)s): %(reason)s. The serving model is unchanged.") % {
+            "when": request.get("finished_at"),
+            "asked": asked,
+            "reason": request.get("reason"),
+        }
 
-    @admin.display(description="run", ordering="pk")
+    @admin.display(description=gettext_lazy("run"), ordering="pk")
     def run(self, obj: TrainingRun) -> str:
         return f"#{obj.pk}"
 
-    @admin.display(description="progress", ordering="progress")
+    @admin.display(description=gettext_lazy("progress"), ordering="progress")
     def progress_percent(self, obj: TrainingRun) -> str:
         return f"{obj.progress * 100:.0f}%"
 
-    @admin.display(description="validation NDCG@10", ordering="validation_ndcg")
+    @admin.display(description=gettext_lazy("validation NDCG@10"), ordering="validation_ndcg")
     def ndcg(self, obj: TrainingRun) -> str:
         return _number(obj.validation_ndcg)
 
-    @admin.display(description="duration")
+    @admin.display(description=gettext_lazy("duration"))
     def duration(self, obj: TrainingRun) -> str:
         if obj.started_at and obj.finished_at:
             return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
         if obj.started_at and obj.status == TrainingRun.Status.RUNNING:
-            return f"{(timezone.now() - obj.started_at).total_seconds():.0f} s so far"
+            return _("%(seconds)s s so far") % {"seconds": f"{(timezone.now() - obj.started_at).total_seconds():.0f}"}
         return "-"
 
-    @admin.display(description="task state")
+    @admin.display(description=gettext_lazy("task state"))
     def task_state(self, obj: TrainingRun) -> str:
         """What Celery says about an unfinished run's task (needs a result backend; '-' without one)."""
         if not obj.task_id:
@@ -340,13 +353,16 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         except Exception:
             return "-"
 
-    @admin.display(description="candidates")
+    @admin.display(description=gettext_lazy("candidates"))
     def candidate_table(self, obj: TrainingRun) -> str:
         """Every candidate's validation metrics, test NDCG and fit time in one table; the chosen row is marked."""
         if not obj.candidates:
             return "-"
-        titles = ["candidate", *(f"validation {label}" for _, label in CANDIDATE_METRICS)]
-        titles += ["test NDCG@10", "fit seconds", "note"]
+        titles = [
+            _("candidate"),
+            *(_("validation %(metric)s") % {"metric": label} for _unused, label in CANDIDATE_METRICS),
+        ]
+        titles += [_("test NDCG@10"), _("fit seconds"), _("note")]
         head = format_html_join("", "<th>{}</th>", ((title,) for title in titles))
         rows = []
         for name, report in obj.candidates.items():
@@ -354,9 +370,9 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             cells = [_number(validation.get(key)) for key, _ in CANDIDATE_METRICS]
             cells += [_number(test.get("ndcg")), _number(report.get("seconds"), 2)]
             if "skipped" in fit:
-                note = f"left out: {fit['skipped']}"
+                note = _("left out: %(why)s") % {"why": fit["skipped"]}
             elif "weights" in report:
-                note = "weights " + ", ".join(_number(w, 3) for w in report["weights"])
+                note = _("weights %(weights)s") % {"weights": ", ".join(_number(w, 3) for w in report["weights"])}
             else:
                 note = ""
             chosen = name == obj.chosen
@@ -365,7 +381,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                     '<tr style="{}"><td>{}{}</td>{}<td>{}</td></tr>',
                     "font-weight:bold" if chosen else "",
                     name,
-                    " ✔ chosen" if chosen else "",
+                    _(" ✔ chosen") if chosen else "",
                     format_html_join("", "<td>{}</td>", ((c,) for c in cells)),
                     note,
                 )
@@ -376,38 +392,38 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             format_html_join("", "{}", ((r,) for r in rows)),
         )
 
-    @admin.display(description="test metrics (chosen)")
+    @admin.display(description=gettext_lazy("test metrics (chosen)"))
     def test_table(self, obj: TrainingRun) -> str:
         if not obj.test_metrics:
             return "-"
         return _key_value_table((key, _number(value)) for key, value in obj.test_metrics.items())
 
-    @admin.display(description="gate verdict")
+    @admin.display(description=gettext_lazy("gate verdict"))
     def gate_table(self, obj: TrainingRun) -> str:
         """Why the run serves or not: the reason, new vs serving NDCG@10 and the margin it had to clear."""
         gate = {key: value for key, value in (obj.gate or {}).items() if key != "activation"}  # that has its own row
         if not gate:
             return "-"
-        verdict = {True: "passed: serves", False: "failed: old model kept"}.get(gate.get("passed"), "-")
+        verdict = {True: _("passed: serves"), False: _("failed: old model kept")}.get(gate.get("passed"), "-")
         serving = gate.get("serving_run")
         rows = [
-            ("verdict", verdict),
-            ("reason", gate.get("reason", "-")),
-            ("new NDCG@10", _number(gate.get("new_ndcg"))),
-            ("serving NDCG@10", _number(gate.get("serving_ndcg"))),
-            ("margin", _number(gate.get("margin"))),
-            ("serving run then", f"#{serving}" if serving is not None else "-"),
-            ("compared", gate.get("compared", "-")),
+            (_("verdict"), verdict),
+            (_("reason"), gate.get("reason", "-")),
+            (_("new NDCG@10"), _number(gate.get("new_ndcg"))),
+            (_("serving NDCG@10"), _number(gate.get("serving_ndcg"))),
+            (_("margin"), _number(gate.get("margin"))),
+            (_("serving run then"), f"#{serving}" if serving is not None else "-"),
+            (_("compared"), gate.get("compared", "-")),
         ]
         return _key_value_table(rows)
 
-    @admin.display(description="data")
+    @admin.display(description=gettext_lazy("data"))
     def data_table(self, obj: TrainingRun) -> str:
         if not obj.data_stats:
             return "-"
         return _key_value_table(_flatten(obj.data_stats))
 
-    @admin.display(description="seconds per stage")
+    @admin.display(description=gettext_lazy("seconds per stage"))
     def timings_table(self, obj: TrainingRun) -> str:
         if not obj.stage_seconds:
             return "-"

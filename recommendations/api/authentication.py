@@ -25,6 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.utils.translation import gettext as _
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, PermissionDenied
 from rest_framework.permissions import BasePermission
@@ -60,7 +61,7 @@ class WriteKeyAuthentication(BaseAuthentication):
             return None
         expected = rec_settings.WRITE_KEY or ""
         if not expected or not hmac.compare_digest(supplied.encode(), expected.encode()):
-            raise AuthenticationFailed("Invalid write key.")
+            raise AuthenticationFailed(_("Invalid write key."))
         return AnonymousUser(), SERVER_WRITE_KEY
 
 
@@ -91,5 +92,5 @@ class SameOriginBrowser(BasePermission):
         if origin not in trusted:
             # Raised here rather than returning False: DRF would turn False into "not authenticated" for anonymous
             # shoppers, which hides the reason.
-            raise PermissionDenied(f"Origin {origin!r} may not send events to this site.")
+            raise PermissionDenied(_("Origin %(origin)r may not send events to this site.") % {"origin": origin})
         return True

@@ -77,30 +77,30 @@ def parse_timestamp(raw: Any) -> datetime:
     which the database would store and Python could never read back) is refused as out of range.
     """
     if isinstance(raw, bool):
-        raise ValueError("must be an ISO-8601 string or Unix seconds")
+        raise ValueError(_("must be an ISO-8601 string or Unix seconds"))
     if isinstance(raw, str) and _UNIX_STRING.match(raw.strip()):
         raw = float(raw)
     if isinstance(raw, int | float):
         if not math.isfinite(raw):
-            raise ValueError("must be a finite number of Unix seconds")
+            raise ValueError(_("must be a finite number of Unix seconds"))
         try:
             return datetime.fromtimestamp(raw, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise ValueError("is not a Unix time in seconds") from None
+            raise ValueError(_("is not a Unix time in seconds")) from None
     if isinstance(raw, str):
         if len(raw) > 64:
-            raise ValueError("is too long for a timestamp")
+            raise ValueError(_("is too long for a timestamp"))
         try:
             parsed = datetime.fromisoformat(raw.strip())
         except ValueError:
-            raise ValueError("is not an ISO-8601 date-time or Unix seconds") from None
+            raise ValueError(_("is not an ISO-8601 date-time or Unix seconds")) from None
         if not parsed.tzinfo:
             return parsed.replace(tzinfo=UTC)
         try:
             return parsed.astimezone(UTC)
         except OverflowError:
             raise ValueError(_("is out of range: in UTC it falls outside the years 1 to 9999")) from None
-    raise ValueError("must be an ISO-8601 string or Unix seconds")
+    raise ValueError(_("must be an ISO-8601 string or Unix seconds"))
 
 
 def _text(raw: Any, limit: int, *, allow_int: bool = False) -> str:
@@ -108,42 +108,44 @@ def _text(raw: Any, limit: int, *, allow_int: bool = False) -> str:
     if allow_int and isinstance(raw, int) and not isinstance(raw, bool):
         raw = str(raw)
     if not isinstance(raw, str):
-        raise ValueError("must be a string")
+        raise ValueError(_("must be a string"))
     if len(raw) > limit:
-        raise ValueError(f"must be at most {limit} characters")
+        raise ValueError(_("must be at most %(most)s characters") % {"most": limit})
     return raw
 
 
 def _quantity(raw: Any) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise ValueError("must be a whole number")
+        raise ValueError(_("must be a whole number"))
     if not 1 <= raw <= MAX_QUANTITY:
-        raise ValueError(f"must be between 1 and {MAX_QUANTITY}")
+        raise ValueError(_("must be between 1 and %(most)s") % {"most": MAX_QUANTITY})
     return raw
 
 
 def _value(raw: Any) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ValueError("must be a decimal number")
+        raise ValueError(_("must be a decimal number"))
     try:
         value = Decimal(str(raw).strip())
     except InvalidOperation:
-        raise ValueError("must be a decimal number") from None
+        raise ValueError(_("must be a decimal number")) from None
     if not value.is_finite():
-        raise ValueError("must be a finite decimal number")
+        raise ValueError(_("must be a finite decimal number"))
     if value < 0:
-        raise ValueError("must not be negative")
+        raise ValueError(_("must not be negative"))
     if value > MAX_VALUE:
-        raise ValueError(f"must be at most {MAX_VALUE}")
+        raise ValueError(_("must be at most %(most)s") % {"most": MAX_VALUE})
     return value.quantize(CENTS, rounding=ROUND_HALF_UP)
 
 
 def _context(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ValueError("must be an object")
+        raise ValueError(_("must be an object"))
     size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_CONTEXT_BYTES:
-        raise ValueError(f"is {size} bytes of JSON; at most {MAX_CONTEXT_BYTES} are kept")
+        raise ValueError(
+            _("is %(size)s bytes of JSON; at most %(most)s are kept") % {"size": size, "most": MAX_CONTEXT_BYTES}
+        )
     return raw
 
 
@@ -162,13 +164,20 @@ def _shopper(raw: dict[str, Any], identity: Identity, problem: Any) -> tuple[str
             ids[name] = ""
     if identity.trusted:
         if not (ids["user_id"] or ids["visitor_id"] or raw.get("user_id") or raw.get("visitor_id")):
-            problem("user_id", "a request with the write key must name user_id or visitor_id in every event")
+            problem("user_id", _("a request with the write key must name user_id or visitor_id in every event"))
         return ids["user_id"], ids["visitor_id"]
     own = {"user_id": identity.user_id, "visitor_id": identity.visitor_id}
     for name, value in ids.items():
         if value and value != own[name]:
-            problem(name, f"this {name} is not yours: a browser may only send events of its own shopper")
+            problem(
+                name,
+                _("this %(field)s is not yours: a browser may only send events of its own shopper") % {"field": name},
+            )
     return identity.user_id, identity.visitor_id
+
+
+def _required_for(event_type: str) -> str:
+    return _("is required for %(type)s events") % {"type": event_type}
 
 
 def validate_event(raw: Any, index: int, identity: Identity, now: datetime) -> tuple[Event | None, list[ErrorDict]]:
@@ -179,7 +188,7 @@ def validate_event(raw: Any, index: int, identity: Identity, now: datetime) -> t
         errors.append({"index": index, "field": field, "message": message})
 
     if not isinstance(raw, dict):
-        problem(None, "each event must be a JSON object")
+        problem(None, _("each event must be a JSON object"))
         return None, errors
 
     def optional(name: str, check: Any, default: Any) -> Any:
@@ -194,29 +203,29 @@ def validate_event(raw: Any, index: int, identity: Identity, now: datetime) -> t
 
     event_type = raw.get("event_type")
     if event_type is None:
-        problem("event_type", "this field is required")
+        problem("event_type", _("this field is required"))
     elif not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
-        problem("event_type", f"must be one of: {', '.join(EVENT_TYPES)}")
+        problem("event_type", _("must be one of: %(types)s") % {"types": ", ".join(EVENT_TYPES)})
         event_type = None
 
     event_id = optional("event_id", lambda v: _text(v, MAX_ID_LENGTH), None)
     if event_id == "":
-        problem("event_id", "must not be empty (leave it out to have one generated)")
+        problem("event_id", _("must not be empty (leave it out to have one generated)"))
     product_id = optional("product_id", lambda v: _text(v, MAX_ID_LENGTH, allow_int=True).strip(), "")
     if event_type in NEEDS_PRODUCT and not product_id and not any(e["field"] == "product_id" for e in errors):
-        problem("product_id", f"is required for {event_type} events")
+        problem("product_id", _required_for(event_type))
     quantity = optional("quantity", _quantity, 1)
     value = optional("value", _value, None)
     query = optional("query", lambda v: _text(v, 10_000), "")
     if event_type == "search" and not query.strip() and not any(e["field"] == "query" for e in errors):
-        problem("query", "is required for search events")
+        problem("query", _required_for("search"))
     placement = optional("placement", lambda v: _text(v, MAX_PLACEMENT_LENGTH), "")
     recommendation_id = optional("recommendation_id", lambda v: _text(v, MAX_ID_LENGTH), "")
     if event_type in NEEDS_PLACEMENT:
         if not placement and not any(e["field"] == "placement" for e in errors):
-            problem("placement", f"is required for {event_type} events")
+            problem("placement", _required_for(event_type))
         if not recommendation_id and not any(e["field"] == "recommendation_id" for e in errors):
-            problem("recommendation_id", f"is required for {event_type} events")
+            problem("recommendation_id", _required_for(event_type))
     context = optional("context", _context, {})
     client_time = optional("timestamp", parse_timestamp, None)
     if client_time is not None and client_time < (oldest := oldest_event_time(now)):

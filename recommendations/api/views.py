@@ -21,6 +21,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError, connection
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -63,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Request body too large."
+    default_detail = gettext_lazy("Request body too large.")
     default_code = "payload_too_large"
 
 
@@ -86,6 +87,10 @@ def refusal(exc_class: type[APIException], field: str, message: str) -> APIExcep
     exc = exc_class(message)
     exc.field = field  # type: ignore[attr-defined]
     return exc
+
+
+def _too_large(size: int, max_bytes: int) -> str:
+    return _("The body is %(size)s bytes; at most %(most)s are accepted.") % {"size": size, "most": max_bytes}
 
 
 def _reject_constant(name: str) -> Any:
@@ -187,25 +192,28 @@ class EventIngestView(APIView):
         try:
             declared = int(django_request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            raise refusal(ParseError, "body", "Content-Length is not a number.") from None
+            raise refusal(ParseError, "body", _("Content-Length is not a number.")) from None
         if declared > max_bytes:
-            raise refusal(PayloadTooLarge, "body", f"The body is {declared} bytes; at most {max_bytes} are accepted.")
+            raise refusal(PayloadTooLarge, "body", _too_large(declared, max_bytes))
         body = django_request.body
         if len(body) > max_bytes:
-            raise refusal(PayloadTooLarge, "body", f"The body is {len(body)} bytes; at most {max_bytes} are accepted.")
+            raise refusal(PayloadTooLarge, "body", _too_large(len(body), max_bytes))
         try:
             data = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
-            raise refusal(ParseError, "body", f"The body is not valid JSON: {exc}") from None
+            raise refusal(ParseError, "body", _("The body is not valid JSON: %(error)s") % {"error": exc}) from None
         if not isinstance(data, dict) or not isinstance(data.get("events"), list):
-            raise refusal(ParseError, "events", 'The body must be a JSON object with an "events" list.')
+            raise refusal(ParseError, "events", _('The body must be a JSON object with an "events" list.'))
         events = data["events"]
         if not events:
-            raise refusal(ParseError, "events", 'The "events" list is empty.')
+            raise refusal(ParseError, "events", _('The "events" list is empty.'))
         max_events = rec_settings.INGEST_MAX_EVENTS
         if len(events) > max_events:
             raise refusal(
-                PayloadTooLarge, "events", f"The batch has {len(events)} events; at most {max_events} are accepted."
+                PayloadTooLarge,
+                "events",
+                _("The batch has %(count)s events; at most %(most)s are accepted.")
+                % {"count": len(events), "most": max_events},
             )
         return events
 
@@ -287,6 +295,10 @@ def _valid_shopper(value: str) -> bool:
     return value.startswith("v:") and valid_visitor_id(value[2:])
 
 
+def _at_most_characters(most: int) -> str:
+    return _("must be at most %(most)s characters") % {"most": most}
+
+
 def read_query(params: QueryDict) -> BlockQuery:
     """The block's parameters, or InvalidParameters naming each one at fault; an empty value means "not given"."""
     errors: list[dict[str, str]] = []
@@ -298,34 +310,34 @@ def read_query(params: QueryDict) -> BlockQuery:
     for name in ("product", "category", "limit", "shopper"):
         given = params.getlist(name)
         if len(given) > 1:
-            problem(name, "must be given at most once")
+            problem(name, _("must be given at most once"))
         values[name] = given[-1] if given else ""
 
     product = values["product"]
     if len(product) > MAX_ID_LENGTH:
-        problem("product", f"must be at most {MAX_ID_LENGTH} characters")
+        problem("product", _at_most_characters(MAX_ID_LENGTH))
     elif _CONTROL.search(product) or product.strip() != product:
-        problem("product", "must be a product id: no control characters or surrounding spaces")
+        problem("product", _("must be a product id: no control characters or surrounding spaces"))
 
     category = values["category"]
     if len(category) > MAX_CATEGORY_LENGTH:
-        problem("category", f"must be at most {MAX_CATEGORY_LENGTH} characters")
+        problem("category", _at_most_characters(MAX_CATEGORY_LENGTH))
     elif _CONTROL.search(category):
-        problem("category", "must not contain control characters")
+        problem("category", _("must not contain control characters"))
 
     limit: int | None = None
     if values["limit"]:
         try:
             limit = int(values["limit"])
         except ValueError:
-            problem("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+            problem("limit", _("must be a whole number from 1 to %(most)s") % {"most": MAX_LIMIT})
         else:
             if not 1 <= limit <= MAX_LIMIT:
-                problem("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+                problem("limit", _("must be a whole number from 1 to %(most)s") % {"most": MAX_LIMIT})
 
     shopper = values["shopper"]
     if shopper and not _valid_shopper(shopper):
-        problem("shopper", "must be u:<user id> or v:<32 hex digit visitor id>")
+        problem("shopper", _("must be u:<user id> or v:<32 hex digit visitor id>"))
 
     if errors:
         raise InvalidParameters(errors)
@@ -362,7 +374,7 @@ def block_answer(block: serving.Block) -> dict[str, Any]:
         )
     return {
         "placement": block.placement,
-        "title": block.title,
+        "title": serving.shown_title(block.title),
         "recommendation_id": block.recommendation_id,
         "source": block.source,
         "items": items,
@@ -432,7 +444,11 @@ class RecommendationsView(APIView):
     def get(self, request: Request, placement: str) -> Response:
         if placement not in serving.placement_names():
             known = ", ".join(serving.placement_names())
-            raise refusal(NotFound, "placement", f"Unknown placement {placement!r}; the placements are: {known}.")
+            raise refusal(
+                NotFound,
+                "placement",
+                _("Unknown placement %(name)r; the placements are: %(known)s.") % {"name": placement, "known": known},
+            )
         query = read_query(request.query_params)
         django_request = request._request
         own = tracking.get_shopper(django_request)
@@ -442,10 +458,10 @@ class RecommendationsView(APIView):
             raise refusal(
                 PermissionDenied,
                 "shopper",
-                "Only a server with the write key or a staff user may ask for another shopper's recommendations.",
+                _("Only a server with the write key or a staff user may ask for another shopper's recommendations."),
             )
         if query.product and not ProductProfile.objects.filter(product_id=query.product).exists():
-            raise refusal(NotFound, "product", f"Unknown product {query.product!r}.")
+            raise refusal(NotFound, "product", _("Unknown product %(id)r.") % {"id": query.product})
 
         block = serving.recommend(
             placement,

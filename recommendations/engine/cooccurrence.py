@@ -7,8 +7,8 @@ pattern. Ties always break on item index, so the same data gives the same lists.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
@@ -75,15 +75,28 @@ def top_items(scores: np.ndarray, allowed: np.ndarray, n: int) -> list[tuple[int
 
 
 def top_items_by_group(
-    scores: np.ndarray, allowed: np.ndarray, group_of_item: np.ndarray, n: int
+    scores: np.ndarray,
+    allowed: np.ndarray,
+    group_of_item: np.ndarray,
+    n: int,
+    also_in: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[int, list[tuple[int, float]]]:
-    """`top_items` within each group (e.g. category code); items with group -1 are left out."""
+    """`top_items` within each group (e.g. category code); items with group -1 are left out.
+
+    `also_in` is (item indices, group codes) of further groups items belong to: a product in tea and coffee ranks in
+    both lists. Ties go by item index, as with one group per item.
+    """
     candidates = np.flatnonzero(allowed & (scores > 0) & (group_of_item >= 0))
+    groups = group_of_item[candidates]
+    if also_in is not None and also_in[0].size:
+        extra_items, extra_groups = also_in
+        keep = allowed[extra_items] & (scores[extra_items] > 0)
+        candidates = np.r_[candidates, extra_items[keep]]
+        groups = np.r_[groups, extra_groups[keep]]
     result: dict[int, list[tuple[int, float]]] = {}
     if candidates.size == 0:
         return result
-    groups = group_of_item[candidates]
-    for pos in _top_per_group(groups, scores[candidates], n):
+    for pos in _top_per_group(groups, scores[candidates], n, tiebreak=candidates):
         item = int(candidates[pos])
         result.setdefault(int(groups[pos]), []).append((item, float(scores[item])))
     return result
@@ -249,13 +262,26 @@ class CatalogView:
     servable: np.ndarray  # active and in stock: what trending may show
     categories: list[str]
     category_of_item: np.ndarray  # index into categories, -1 for none
+    # (item indices, category codes) of the categories an item is in besides its own (a profile's `categories`).
+    also_in_category: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    )
 
     @classmethod
-    def from_rows(cls, rows: Iterable[tuple[str, str, bool, bool]]) -> CatalogView:
-        """From (product_id, category, active, in_stock) rows, in the order the item index should have."""
+    def from_rows(cls, rows: Iterable[tuple[Any, ...]]) -> CatalogView:
+        """From (product_id, category, active, in_stock[, categories]) rows, in the order the item index should
+        have; `categories` lists every category of a product in several (the first is usually `category`)."""
         rows = list(rows)
-        categories = sorted({category for _, category, _, _ in rows if category})
+        extra = [
+            (i, other)
+            for i, r in enumerate(rows)
+            if len(r) > 4 and r[4]
+            for other in dict.fromkeys(r[4])
+            if other != r[1]
+        ]
+        categories = sorted({r[1] for r in rows if r[1]} | {other for _, other in extra if other})
         code = {category: i for i, category in enumerate(categories)}
+        extra = [(i, code[other]) for i, other in extra if other]
         active = np.array([bool(r[2]) for r in rows], dtype=bool)
         return cls(
             item_ids=[str(r[0]) for r in rows],
@@ -263,6 +289,10 @@ class CatalogView:
             servable=active & np.array([bool(r[3]) for r in rows], dtype=bool),
             categories=categories,
             category_of_item=np.array([code.get(r[1], -1) for r in rows], dtype=np.int64),
+            also_in_category=(
+                np.array([i for i, _ in extra], dtype=np.int64),
+                np.array([c for _, c in extra], dtype=np.int64),
+            ),
         )
 
 
@@ -318,7 +348,9 @@ def compute_lists(
     shop_wide = top_items(scores, catalog.servable, params.top_n)
     if shop_wide:
         yield "trending", "", [(ids[i], s, reasons.TRENDING) for i, s in shop_wide]
-    by_category = top_items_by_group(scores, catalog.servable, catalog.category_of_item, params.top_n)
+    by_category = top_items_by_group(
+        scores, catalog.servable, catalog.category_of_item, params.top_n, catalog.also_in_category
+    )
     for code, ranked in sorted(by_category.items()):
         yield "trending", f"category:{catalog.categories[code]}", [(ids[i], s, reasons.TRENDING) for i, s in ranked]
 

@@ -14,6 +14,7 @@ embedded from their features at `load` without TensorFlow. Never pickle.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -104,6 +105,17 @@ DEFAULTS: dict[str, Any] = {
     "max_seconds": 60.0,  # training budget (validation of the epoch in progress still runs)
     "seed": 0,
 }
+
+
+NO_TENSORFLOW = (
+    "TensorFlow is not installed (pip install 'django-recommendations[neural]' adds it); "
+    "the other candidates trained with numpy"
+)
+
+
+def tensorflow_available() -> bool:
+    """Whether the deep model can train here: a web-only install of the app leaves TensorFlow out."""
+    return importlib.util.find_spec("tensorflow") is not None
 
 
 def _quiet_tensorflow() -> None:
@@ -289,6 +301,8 @@ class NeuralRecommender(Recommender):
         started = time.perf_counter()
         if train.n_items != features.n_items:
             raise ValueError(f"interactions cover {train.n_items} items, features {features.n_items}")
+        if not tensorflow_available():
+            raise ValueError(NO_TENSORFLOW)  # the run leaves this candidate out and records why
         _quiet_tensorflow()
         import keras
         import tensorflow as tf

@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from recommendations import tunables
 from recommendations.experiments import assignment
@@ -57,14 +58,19 @@ def variant_problems(name: str, share: float | None, strategy: str, training_run
     """What is wrong with one variant as staff filled it in (empty when nothing is)."""
     problems = []
     if share is None or not share > 0 or not math.isfinite(share):
-        problems.append(f"Variant “{name}”: the share must be more than 0.")
+        problems.append(_("Variant “%(name)s”: the share must be more than 0.") % {"name": name})
     if strategy == ExperimentVariant.Strategy.MODEL_VERSION:
         if training_run is None:
-            problems.append(f"Variant “{name}”: a given model version needs a training run.")
+            problems.append(_("Variant “%(name)s”: a given model version needs a training run.") % {"name": name})
         elif not training_run.has_artefact:
-            problems.append(f"Variant “{name}”: training run #{training_run.pk} has no model to serve.")
+            problems.append(
+                _("Variant “%(name)s”: training run #%(pk)s has no model to serve.")
+                % {"name": name, "pk": training_run.pk}
+            )
     elif training_run is not None:
-        problems.append(f"Variant “{name}”: only a “given trained model version” arm takes a training run.")
+        problems.append(
+            _("Variant “%(name)s”: only a “given trained model version” arm takes a training run.") % {"name": name}
+        )
     return problems
 
 
@@ -73,13 +79,13 @@ def start_problems(experiment: Experiment) -> list[str]:
     (a training run's artefact may have been pruned since), plus one running experiment per placement."""
     problems = []
     if experiment.placement not in tunables.placement_names():
-        problems.append(f"There is no placement called “{experiment.placement}”.")
+        problems.append(_("There is no placement called “%(name)s”.") % {"name": experiment.placement})
     variants = list(experiment.variants.select_related("training_run").order_by("pk"))
     if len(variants) < 2:
-        problems.append("An experiment needs at least two variants.")
+        problems.append(_("An experiment needs at least two variants."))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
-        problems.append("The variants' names must differ.")
+        problems.append(_("The variants' names must differ."))
     for v in variants:
         problems += variant_problems(v.name, v.share, v.strategy, v.training_run)
     if (
@@ -98,9 +104,9 @@ def start(experiment_id: int) -> Experiment:
         # Lock the placement's experiments so two Starts on one placement cannot both pass the check below.
         list(Experiment.objects.select_for_update().filter(placement=experiment.placement).values_list("pk"))
         if experiment.status == Experiment.Status.RUNNING:
-            raise ExperimentError("It is already running.")
+            raise ExperimentError(_("It is already running."))
         if experiment.winner_id is not None:
-            raise ExperimentError("A winner was promoted; it cannot run again.")
+            raise ExperimentError(_("A winner was promoted; it cannot run again."))
         problems = start_problems(experiment)
         if problems:
             raise ExperimentError(" ".join(problems))
@@ -125,8 +131,14 @@ def _already_runs(experiment: Experiment) -> str:
         .exclude(pk=experiment.pk)
         .first()
     )
-    name = f"“{other.name}”" if other is not None else "Another experiment"
-    return f"{name} already runs on {experiment.placement}; stop it first."
+    if other is None:
+        return _("Another experiment already runs on %(placement)s; stop it first.") % {
+            "placement": experiment.placement
+        }
+    return _("“%(name)s” already runs on %(placement)s; stop it first.") % {
+        "name": other.name,
+        "placement": experiment.placement,
+    }
 
 
 def stop(experiment_id: int) -> Experiment:
@@ -134,7 +146,7 @@ def stop(experiment_id: int) -> Experiment:
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
         if experiment.status != Experiment.Status.RUNNING:
-            raise ExperimentError("It is not running.")
+            raise ExperimentError(_("It is not running."))
         experiment.status = Experiment.Status.STOPPED
         experiment.stopped_at = timezone.now()
         experiment.save(update_fields=["status", "stopped_at"])
@@ -159,27 +171,29 @@ def promote(experiment_id: int, variant_id: int, by: str, start_activation: Call
         experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
         variant = experiment.variants.select_related("training_run").filter(pk=variant_id).first()
         if variant is None:
-            raise ExperimentError(f"Variant #{variant_id} is not an arm of this experiment.")
+            raise ExperimentError(_("Variant #%(pk)s is not an arm of this experiment.") % {"pk": variant_id})
         if experiment.status == Experiment.Status.DRAFT:
-            raise ExperimentError("It has not run yet, so there is no winner to promote.")
+            raise ExperimentError(_("It has not run yet, so there is no winner to promote."))
         done = []
         if variant.strategy == ExperimentVariant.Strategy.MODEL_VERSION:
             from recommendations.training import artefacts, runs
 
             if variant.training_run_id is None:
-                raise ExperimentError(f"Variant “{variant.name}” names no training run.")
+                raise ExperimentError(_("Variant “%(name)s” names no training run.") % {"name": variant.name})
             run = variant.training_run
             if not run.is_serving and start_activation is not None:
                 if not run.has_artefact:
                     raise ExperimentError(
-                        f"Training run #{run.pk} was not activated: run #{run.pk} has no model to serve."
+                        _("Training run #%(pk)s was not activated: run #%(pk)s has no model to serve.") % {"pk": run.pk}
                     )
                 done.append(start_activation(run.pk))
             elif not run.is_serving:
                 try:
                     runs.activate(run.pk, by=by)
                 except (runs.TrainingError, artefacts.ArtefactError) as exc:
-                    raise ExperimentError(f"Training run #{run.pk} was not activated: {exc}.") from None
+                    raise ExperimentError(
+                        _("Training run #%(pk)s was not activated: %(error)s.") % {"pk": run.pk, "error": exc}
+                    ) from None
                 done.append(f"activated training run #{run.pk}")
             else:
                 done.append(f"training run #{run.pk} already serves")

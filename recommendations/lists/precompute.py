@@ -167,7 +167,9 @@ def run_precompute(
 
 def load_catalog() -> cooccurrence.CatalogView:
     """Every profile (active or not: inactive ones still carry co-occurrence signal, they are just never shown)."""
-    rows = ProductProfile.objects.order_by("product_id").values_list("product_id", "category", "active", "in_stock")
+    rows = ProductProfile.objects.order_by("product_id").values_list(
+        "product_id", "category", "active", "in_stock", "categories"
+    )
     return cooccurrence.CatalogView.from_rows(rows.iterator(chunk_size=5000))
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.core.cache import cache
+from django.db import connections, router
+from django.db.models import Q
 
 from recommendations import keys, serving_sql
 from recommendations.engine import reasons
@@ -254,7 +256,10 @@ def popular_items(limit: int, category: str | None = None) -> list[list[Any]]:
     if rows is None:
         qs = ProductProfile.objects.filter(active=True, in_stock=True)
         if category:
-            qs = qs.filter(category=category)
+            in_category = Q(category=category)
+            if connections[router.db_for_read(ProductProfile)].features.supports_json_field_contains:
+                in_category |= Q(categories__contains=[category])  # a product in tea and coffee is in both
+            qs = qs.filter(in_category)
         ranked = qs.order_by("-sales_count", "-created_at", "product_id").values_list("product_id", "sales_count")
         rows = [[pid, float(sales), reasons.POPULAR] for pid, sales in ranked[:limit]]
         cache.set(key, rows, SHARED_TTL)

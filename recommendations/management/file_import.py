@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from recommendations import importing
 
@@ -45,9 +46,9 @@ class FileImportCommand(BaseCommand):
                 progress=importing.tqdm_progress(options["no_progress"], self.unit),
             )
         except importing.ImportFileError as exc:
-            raise CommandError(f"{path}: {exc}; nothing was imported.") from None
+            raise CommandError(_("%(path)s: %(error)s; nothing was imported.") % {"path": path, "error": exc}) from None
         except importing.InvalidRows as exc:
             raise CommandError(exc.scan.refusal(path)) from None
         self.stdout.write(summary)
         if found.bad:
-            self.stderr.write(f"Invalid rows:\n{found.report()}")
+            self.stderr.write(_("Invalid rows:") + f"\n{found.report()}")

@@ -42,7 +42,7 @@ from recommendations.serving.block import Block, Recommendation, Request
 from recommendations.serving.cache import cache_pending
 from recommendations.serving.pipeline import recommend, recommend_for_shopper, similar_products, trending
 from recommendations.serving.profiles import PROFILE_HOLD, PROFILE_HOLD_MAX, PROFILE_HOLD_SECONDS, Profile
-from recommendations.serving.reasons import attach_products, reason_text
+from recommendations.serving.reasons import attach_products, reason_text, shown_title
 from recommendations.serving.shopper import (
     RECENT_EVENTS,
     SHOPPER_VERSION_TTL,
@@ -87,6 +87,7 @@ __all__ = [
     "shared_items",
     "shopper_state",
     "shopper_version",
+    "shown_title",
     "similar_products",
     "stored_items",
     "stored_lists",

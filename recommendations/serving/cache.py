@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.core.cache import cache
+from django.utils import translation
 
 from recommendations import catalog, keys, tunables
 from recommendations.conf import rec_settings
@@ -22,8 +23,10 @@ def _block_key(req: Request) -> str:
     """Per shopper; the shared lists underneath are cached apart.
 
     Every block depends on the shopper (bought items, cart, session, experiment arm), so no shopper's block is ever
-    served to another; an anonymous request without a shopper gets the shared key. The active set, the shopper's
-    version and the rules' version are not in the key but stamped in the value (`_cached_block`).
+    served to another; an anonymous request without a shopper gets the shared key. The language is in the key: the
+    reasons are worded when the block is built, so a block built in English is never shown to a Chinese page. The
+    active set, the shopper's version and the rules' version are not in the key but stamped in the value
+    (`_cached_block`).
     """
     digest = hashlib.sha256(
         "|".join(
@@ -32,6 +35,7 @@ def _block_key(req: Request) -> str:
                 "-" if req.cart is None else ",".join(sorted(req.cart)),
                 req.campaign,
                 ",".join(sorted(f"{source}={title}" for source, title in req.taken)),
+                translation.get_language() or "",
             ]
         ).encode()
     ).hexdigest()[:16]

@@ -61,6 +61,12 @@ def reason_text(reason: str, names: dict[str, str]) -> str:
     return str(_REASON_TEXTS.get(kind, ""))
 
 
+def shown_title(title: str) -> str:
+    """A block's title in the shopper's language. Titles stay English (a msgid) in the settings, the admin's placement
+    rows and the block cache, so a default title shows translated and one staff changed shows as they wrote it."""
+    return gettext(title) if title else ""
+
+
 def attach_products(block: Block) -> Block:
     """Load the host's product objects and the engine's profile (name, price, brand, category) for rendering; drops
     ids the host no longer has. The default card reads the profile, which sync_products filled through

@@ -84,6 +84,7 @@ def block_context(request: Any, block: serving.Block | None, placement: str) -> 
     title = block.title if block is not None else ""
     if not title:
         title = rec_settings.TITLES.get(placement, "")
+    title = serving.shown_title(title)
     if block is None:
         return {"block": None, "items": [], "title": title, "placement": placement}
     return {

@@ -308,6 +308,27 @@ def test_the_command_prints_the_candidate_table(shop):
         call_command("train_recommender", "--candidates", "nope")
 
 
+def test_without_tensorflow_the_neural_candidate_is_left_out_and_the_numpy_ones_serve(shop, monkeypatch):
+    """A web-only install (no `[neural]` extra) still trains: the table says why the deep model is missing."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        return None if name == "tensorflow" or name.startswith("tensorflow.") else real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    out = StringIO()
+    call_command("train_recommender", "--no-progress", "--candidates", "popularity,item_knn,neural", stdout=out)
+    text = out.getvalue()
+    assert "Succeeded: new model serving" in text
+    neural_line = next(line for line in text.splitlines() if line.startswith("neural"))
+    assert "TensorFlow is not installed" in neural_line and "[neural]" in neural_line
+    run = TrainingRun.objects.get(is_serving=True)
+    assert run.chosen and "neural" not in run.chosen
+    assert "skipped" in run.candidates["neural"]["fit"]
+
+
 def test_shards_write_exactly_the_lists_of_an_unsharded_precompute(shop):
     from recommendations.lists.precompute import finish_sharded, run_shard
 

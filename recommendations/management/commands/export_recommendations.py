@@ -28,6 +28,8 @@ from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from tqdm import tqdm
 
 from recommendations import serving
@@ -182,9 +184,16 @@ class Command(BaseCommand):
                 for row in rows:
                     out.write(json.dumps(dict(zip(header, row, strict=True))) + "\n")
                     written += 1
-        what = f"{total} lists ({len(chosen)} placements)" if placement == ALL else f"{total} {placement} lists"
-        summary = f"Exported {written} rows from {what} of set #{set_id}"
+        if placement == ALL:
+            what = _("%(lists)s lists (%(placements)s placements)") % {"lists": total, "placements": len(chosen)}
+        else:
+            what = _("%(lists)s %(placement)s lists") % {"lists": total, "placement": placement}
+        summary = ngettext(
+            "Exported %(rows)s row from %(what)s of set #%(set)s",
+            "Exported %(rows)s rows from %(what)s of set #%(set)s",
+            written,
+        ) % {"rows": written, "what": what, "set": set_id}
         if options["output"]:
-            self.stdout.write(f"{summary} to {options['output']}.")
+            self.stdout.write(_("%(summary)s to %(file)s.") % {"summary": summary, "file": options["output"]})
         else:
             self.stderr.write(f"{summary}.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 
 from recommendations.lists.precompute import STAGES, run_precompute
 from recommendations.management.stage_bars import StageBars
@@ -52,7 +53,7 @@ class Command(BaseCommand):
             ("seconds: total", f"{stats.get('seconds_total', 0):.2f}"),
         ]
         width = max(len(name) for name, _ in rows)
-        lines = [f"Precompute run #{run_id} succeeded; set #{set_id} is active.", ""]
+        lines = [_("Precompute run #%(run)s succeeded; set #%(set)s is active.") % {"run": run_id, "set": set_id}, ""]
         lines += [f"warning: {warning}" for warning in stats.get("warnings", [])]
         lines += [""] if stats.get("warnings") else []
         lines += [f"{name:<{width}}  {value}" for name, value in rows]

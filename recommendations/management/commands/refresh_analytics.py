@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import ngettext
 from tqdm import tqdm
 
 from recommendations.analytics import local_today, rebuild_days
@@ -39,4 +40,11 @@ class Command(BaseCommand):
                 day = start + timedelta(days=offset)
                 rows += rebuild_days(day, day)
                 bar.update(1)
-        self.stdout.write(f"Rebuilt analytics for {start} to {today}: {rows} placement-day rows.")
+        self.stdout.write(
+            ngettext(
+                "Rebuilt analytics for %(start)s to %(end)s: %(rows)s placement-day row.",
+                "Rebuilt analytics for %(start)s to %(end)s: %(rows)s placement-day rows.",
+                rows,
+            )
+            % {"start": start, "end": today, "rows": rows}
+        )

@@ -26,10 +26,13 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            model = catalog.get_product_model()
+            catalog.get_product_model()
         except (LookupError, ValueError) as exc:
             raise CommandError(f"RECOMMENDATIONS['PRODUCT_MODEL'] is not usable: {exc}") from None
-        total = model._default_manager.count()
+        try:
+            total = catalog.product_queryset(catalog.load_product_adapter()).count()
+        except catalog.ProductFieldsError as exc:
+            raise CommandError(str(exc)) from None
         with tqdm(
             total=total, desc="products", unit=" products", file=sys.stderr, disable=options["no_progress"]
         ) as bar:

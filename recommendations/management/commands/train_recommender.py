@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
 
 from recommendations.engine.candidates import CANDIDATE_SPECS
 from recommendations.management.stage_bars import StageBars
@@ -68,7 +69,7 @@ class Command(BaseCommand):
                 ]
             )
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        lines = [f"Training run #{run.pk}: {run.get_status_display()}", ""]
+        lines = [_("Training run #%(pk)s: %(status)s") % {"pk": run.pk, "status": run.get_status_display()}, ""]
         lines.append("  ".join(f"{h:<{w}}" for h, w in zip(header, widths, strict=True)))
         lines += ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
         stats = run.data_stats or {}
