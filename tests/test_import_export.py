@@ -411,6 +411,6 @@ def test_sync_products_command_reports_counts():
     make_product(name="Kettle")
     ProductProfile.objects.create(product_id="gone", name="Deleted long ago")
     out, _ = run("sync_products")
-    assert "Synced 1 product profiles; 1 profiles" in out
+    assert "Synced 1 product profile; 1 profile of a product no longer in the catalog was deactivated." in out
     assert ProductProfile.objects.get(product_id="gone").active is False
     assert ProductProfile.objects.get(name="Kettle").active is True

@@ -193,7 +193,7 @@ def test_an_adapter_overrides_values_and_chooses_the_products():
         assert catalog.sync_products()["synced"] == 1
         out = io.StringIO()
         call_command("sync_products", "--no-progress", stdout=out)
-    assert "Synced 1 product profiles" in out.getvalue()
+    assert "Synced 1 product profile;" in out.getvalue()
     got = profile(shown)
     assert (got.brand, got.price, got.category) == ("House", Decimal("9.00"), "tea")
     assert not ProductProfile.objects.filter(product_id=str(hidden.pk)).exists()

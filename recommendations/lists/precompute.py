@@ -25,6 +25,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from recommendations import keys, signals
 from recommendations.conf import check_settings, rec_settings
@@ -579,7 +580,7 @@ def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
         target = RecommendationSet.objects.select_for_update().get(pk=set_id)
         if finished_only and target.status == RecommendationSet.Status.BUILDING:
             # A building set may be half written by a run still going.
-            raise ValueError(f"Set #{set_id} is still building and cannot be activated.")
+            raise ValueError(_("Set #%(set)s is still building and cannot be activated.") % {"set": set_id})
         RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).exclude(pk=set_id).update(
             status=RecommendationSet.Status.RETIRED
         )

@@ -324,6 +324,7 @@ def test_without_tensorflow_the_neural_candidate_is_left_out_and_the_numpy_ones_
     assert "Succeeded: new model serving" in text
     neural_line = next(line for line in text.splitlines() if line.startswith("neural"))
     assert "TensorFlow is not installed" in neural_line and "[neural]" in neural_line
+    assert not any(line != line.rstrip() for line in text.splitlines()), "the table pads lines with spaces"
     run = TrainingRun.objects.get(is_serving=True)
     assert run.chosen and "neural" not in run.chosen
     assert "skipped" in run.candidates["neural"]["fit"]

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.core.exceptions import FieldError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from tqdm import tqdm
 
 from recommendations import catalog
@@ -28,7 +30,9 @@ class Command(BaseCommand):
         try:
             catalog.get_product_model()
         except (LookupError, ValueError) as exc:
-            raise CommandError(f"RECOMMENDATIONS['PRODUCT_MODEL'] is not usable: {exc}") from None
+            raise CommandError(
+                _("RECOMMENDATIONS['PRODUCT_MODEL'] is not usable: %(error)s") % {"error": exc}
+            ) from None
         try:
             total = catalog.product_queryset(catalog.load_product_adapter()).count()
         except catalog.ProductFieldsError as exc:
@@ -41,8 +45,15 @@ class Command(BaseCommand):
             except catalog.ProductFieldsError as exc:
                 raise CommandError(str(exc)) from None
             except FieldError as exc:
-                raise CommandError(f"RECOMMENDATIONS['PRODUCT_FIELDS'] is not usable: {exc}") from None
+                raise CommandError(
+                    _("RECOMMENDATIONS['PRODUCT_FIELDS'] is not usable: %(error)s") % {"error": exc}
+                ) from None
+        synced = ngettext("Synced %(count)d product profile", "Synced %(count)d product profiles", counts["synced"])
+        deactivated = ngettext(
+            "%(count)d profile of a product no longer in the catalog was deactivated.",
+            "%(count)d profiles of products no longer in the catalog were deactivated.",
+            counts["deactivated"],
+        )
         self.stdout.write(
-            f"Synced {counts['synced']} product profiles; {counts['deactivated']} profiles of products "
-            "no longer in the catalog were deactivated."
+            "; ".join([synced % {"count": counts["synced"]}, deactivated % {"count": counts["deactivated"]}])
         )

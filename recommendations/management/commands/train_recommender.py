@@ -70,8 +70,9 @@ class Command(BaseCommand):
             )
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         lines = [_("Training run #%(pk)s: %(status)s") % {"pk": run.pk, "status": run.get_status_display()}, ""]
-        lines.append("  ".join(f"{h:<{w}}" for h, w in zip(header, widths, strict=True)))
-        lines += ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)) for r in rows]
+        # The last column is padded to the longest note (a skipped candidate's reason): no trailing spaces.
+        lines.append("  ".join(f"{h:<{w}}" for h, w in zip(header, widths, strict=True)).rstrip())
+        lines += ["  ".join(f"{c:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         stats = run.data_stats or {}
         lines += [
             "",
