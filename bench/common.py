@@ -274,6 +274,8 @@ def copy_events(cursor: Any, n: int, lines: Callable[[int, int], Iterable[str]])
 def copy_profiles(cursor: Any, buffer: io.StringIO) -> None:
     """COPY PROFILE_COLUMNS rows into the product profiles."""
     buffer.seek(0)
+    # `categories` (a product in several) is NOT NULL with a Django-side default only; the bench rows have none.
+    cursor.execute("ALTER TABLE recommendations_productprofile ALTER COLUMN categories SET DEFAULT '[]'::jsonb")
     cursor.copy_expert(f"COPY recommendations_productprofile ({PROFILE_COLUMNS}) FROM STDIN", buffer)
 
 

@@ -1,11 +1,11 @@
 """Recommendation quality benchmark: every candidate side by side on one temporal split per data set.
 
-    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--split global|per_shopper|both]
+    .venv/bin/python bench/quality.py [--datasets small,medium,public] [--split auto|global|per_shopper|both]
                                       [--seed 0] [--out FILE]
 
 For each data set (bench/quality_data.py: the shop's own generator at two sizes, and MovieLens-100k from a PyPI
-wheel), one `temporal_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION, MAX_EVAL_SHOPPERS;
-the mode is --split, default the SPLIT setting), then:
+wheel), one split by `engine.split.decide_split` with the engine's settings (VALIDATION_FRACTION, TEST_FRACTION,
+MAX_EVAL_SHOPPERS; the mode is --split, default the SPLIT setting, "auto" deciding from the data), then:
 
 - every configured candidate (the CANDIDATES setting: popularity, trending, item-kNN, EASE, EASE with recency-
   weighted history, the neural model), each built by `engine.candidates.build_candidate` exactly as a retrain
@@ -17,7 +17,8 @@ the mode is --split, default the SPLIT setting), then:
 
 Under each table, the pick's test NDCG@10 minus the best baseline's (and the best other row's) with the paired
 standard error. `--split both` runs each data set under both modes and adds a cross-check: each mode's pick, as a
-recipe (components and weights), refit on the other mode's train part and scored on its test set.
+recipe (components and weights), refit on the other mode's train part and scored on its test set; and the default
+settings: the recipe SPLIT="auto" serves, on both modes' test sets, against each one's best baseline and own pick.
 
 Every row is measured on the TEST shoppers with `engine.metrics.evaluate` (k=10, history items masked): NDCG,
 Recall, HR, MRR, catalog coverage of the top-10 lists, recall on items without training events (cold), and the
@@ -176,17 +177,17 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     from recommendations.conf import rec_settings
     from recommendations.engine.candidates import build_candidate
     from recommendations.engine.metrics import evaluate
-    from recommendations.engine.split import temporal_split
+    from recommendations.engine.split import decide_split
     from recommendations.training.runs import CandidateResult, class_params
 
     started = time.perf_counter()
-    split = temporal_split(
+    split, decision = decide_split(
         data.interactions,
+        split_mode,
         valid_fraction=float(rec_settings.VALIDATION_FRACTION),
         test_fraction=float(rec_settings.TEST_FRACTION),
         max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
         seed=seed,
-        mode=split_mode,
     )
     features = data.features(popularity_from=split.train)
     log(f"{data.name}: split {split.stats()}")
@@ -196,7 +197,9 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     for name in candidates:
         log(f"{data.name}: fit {name}")
         try:
-            recommender = build_candidate(name, half_life, class_params({"seed": seed}))
+            params = class_params({"seed": seed})
+            params["ease_lowrank"] = {"seed": seed}  # measured where exact EASE runs too, to compare the two
+            recommender = build_candidate(name, half_life, params)
             t0 = time.perf_counter()
             fit_stats = recommender.fit(split.train, features, split.validation, None) or {}
             fit_seconds = time.perf_counter() - t0
@@ -228,13 +231,15 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
         pick_seconds = time.perf_counter() - t0 + sum(results[c].seconds for c in choice.components)
         test = evaluate_test(choice.recommender, split.test)
         weights = ", ".join(f"{c} {w:.2f}" for c, w in zip(choice.components, choice.weights, strict=True))
-        rows.append(_row(f"**engine pick**: {choice.name}", test, choice.validation, pick_seconds, weights))
+        rules = "; ".join(_rule(note) for note in choice.notes)
+        note = weights + (f" ({rules})" if rules else "")
+        rows.append(_row(f"**engine pick**: {choice.name}", test, choice.validation, pick_seconds, note))
     except Exception as exc:
         log(f"{data.name}: engine pick failed: {type(exc).__name__}: {exc}")
         rows.append(_row("**engine pick**", None, None, None, f"not run: {type(exc).__name__}: {exc}"))
     return {
         "data": data,
-        "split": {**split.stats(), **history_gap(split.validation)},
+        "split": {**split.stats(), **history_gap(split.validation), "decision": decision.as_dict()},
         "rows": rows,
         "versus": versus(rows),
         "seconds": time.perf_counter() - started,
@@ -243,6 +248,68 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
         "results": results,
         "choice": choice,
     }
+
+
+def _rule(note: dict[str, Any]) -> str:
+    """One of `choose`'s notes, short, for the pick row."""
+    if note["rule"] == "no_blend_small_sample":
+        return f"no blend: {note['shoppers']} validation shoppers < {note['min_shoppers']}"
+    if note["rule"] == "simpler_within_noise":
+        return f"{note['best']} leads by {note['lead']:+.4f} ± {note['se']:.4f}: within noise"
+    verdict = "serves" if note["rule"] == "blend_leads" else "within noise"
+    return f"{note['blend']} vs {note['over']} {note['lead']:+.4f} ± {note['se']:.4f}: {verdict}"
+
+
+def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchData, seed: int) -> str:
+    """The default settings (SPLIT="auto"): the recipe a retrain would serve, on both modes' test sets.
+
+    Auto takes one mode's split, so its pick is that mode's pick; scored on the other mode's test set it is refit on
+    that mode's train part (like the cross-check). Each line: the recipe's test NDCG@10, the best baseline's (and
+    the ratio the issue's bar asks >= 1.05 of), and that mode's own pick with the paired difference.
+    """
+    from recommendations.conf import rec_settings
+    from recommendations.engine.blend import Blend
+    from recommendations.engine.split import decide_split
+
+    _split, decision = decide_split(
+        data.interactions,
+        "auto",
+        valid_fraction=float(rec_settings.VALIDATION_FRACTION),
+        test_fraction=float(rec_settings.TEST_FRACTION),
+        max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
+        seed=seed,
+    )
+    default = reports[decision.mode].get("choice")
+    if default is None:
+        return "The default pick could not be made."
+    weights = " + ".join(f"{w:.1f} {c}" for c, w in zip(default.components, default.weights, strict=True))
+    lines = [
+        f'SPLIT="auto" takes **{decision.mode}** ({decision.reason}: {decision.spanning_shoppers} validation '
+        f"shoppers on the global cut, minimum {decision.min_shoppers}); the default recipe is {weights}.",
+        "",
+        "| scored on | default recipe NDCG@10 | best baseline | its NDCG@10 | ratio | that mode's pick | "
+        "its NDCG@10 | default - pick (paired SE) |",
+        "|---|---:|---|---:|---:|---|---:|---:|",
+    ]
+    for mode, report in reports.items():
+        results, own = report["results"], report.get("choice")
+        if own is None or any(c not in results for c in default.components):
+            continue
+        parts = [results[c].recommender for c in default.components]
+        recipe = parts[0] if len(parts) == 1 else Blend(parts, default.weights)
+        evalset = report["split_obj"].test
+        mine, theirs = evaluate_test(recipe, evalset), evaluate_test(own.recommender, evalset)
+        baseline = max(
+            (r for r in report["rows"] if r["test"] and r["label"] in BASELINES), key=lambda r: r["test"]["ndcg"]
+        )
+        diff = mine["per_shopper"] - theirs["per_shopper"]
+        se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        lines.append(
+            f"| {mode} test | {mine['ndcg']:.4f} ± {mine['ndcg_se']:.4f} | {baseline['label']} "
+            f"| {baseline['test']['ndcg']:.4f} | {mine['ndcg'] / baseline['test']['ndcg']:.3f} | {own.name} "
+            f"| {theirs['ndcg']:.4f} | {diff.mean():+.4f} ± {se:.4f} |"
+        )
+    return "\n".join(lines)
 
 
 def history_gap(evalset: Any) -> dict[str, float]:
@@ -368,7 +435,7 @@ def table(report: dict[str, Any], title: str | None = None) -> str:
         "",
         f"Data: {data.source}.",
         f"{s['events']:,} training events from {s['shoppers']:,} shoppers on {s['items']:,} items "
-        f"({s['items_with_events']:,} with events) over {s['days']} days; {split['mode']} split: "
+        f"({s['items_with_events']:,} with events) over {s['days']} days; {split['mode']} split{_auto(split)}: "
         f"train {split['train_events']:,} events, validation {split['validation_shoppers']:,} shoppers, "
         f"test {split['test_shoppers']:,} shoppers "
         f"({split['test_targets']:,} target items); data {s['seconds']} s, models {report['seconds']:.0f} s. "
@@ -396,6 +463,16 @@ def table(report: dict[str, Any], title: str | None = None) -> str:
     if report.get("versus"):
         lines += ["", *report["versus"]]
     return "\n".join(lines)
+
+
+def _auto(split: dict[str, Any]) -> str:
+    """What SPLIT="auto" saw, when it chose the mode."""
+    decision = split.get("decision") or {}
+    if decision.get("setting") != "auto":
+        return ""
+    if decision.get("spanning_shoppers") is None:
+        return f" (auto, {decision['reason']})"
+    return f" (auto, {decision['reason']}: {decision['spanning_shoppers']} shoppers span the global cut)"
 
 
 def header(args: argparse.Namespace, command: str) -> str:
@@ -435,8 +512,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--datasets", default="small,medium,public", help="comma-separated: small, medium, public")
     parser.add_argument(
         "--split",
-        choices=["global", "per_shopper", "both"],
-        help="temporal split mode (default: the SPLIT setting); both: each mode, then the cross-check",
+        choices=["auto", "global", "per_shopper", "both"],
+        help="temporal split mode (default: the SPLIT setting); both: each mode, the cross-check and the default "
+        "settings (what auto serves) on both modes' test sets",
     )
     parser.add_argument("--seed", type=int, default=0, help="generator, split sampling and ALS seed")
     parser.add_argument("--candidates", help="comma-separated candidate names (default: the CANDIDATES setting)")
@@ -474,7 +552,8 @@ def main() -> None:
             print(sections[-1] + "\n", file=sys.stderr, flush=True)
         if len(modes) > 1:
             sections.append(f"### {name}: cross-check\n\n{cross_check(reports)}")
-            print(sections[-1] + "\n", file=sys.stderr, flush=True)
+            sections.append(f"### {name}: default settings\n\n{default_check(reports, data, args.seed)}")
+            print("\n\n".join(sections[-2:]) + "\n", file=sys.stderr, flush=True)
         reports.clear()  # the fitted models of one data set are not needed for the next
     sections.append(f"Total wall time {time.perf_counter() - started:.0f} s.")
     markdown = "\n\n".join(sections) + "\n"

@@ -1,7 +1,7 @@
 """Retrain benchmark: one `training.run_training()` end to end on ~1M events (100k shoppers, 20k products).
 
     .venv/bin/python bench/retrain.py [--runs 1] [--rebuild] [--shoppers 100000] [--products 20000]
-                                      [--events 1000000] [--seed 7]
+                                      [--events 1000000] [--seed 7] [--candidates ease_lowrank,...]
 
 Target: a retrain with the default CANDIDATES in at most 2 minutes on 2 cores.
 
@@ -57,7 +57,6 @@ from common import (
     data_in_place,
     django_env,
     event_line,
-    import_project,
     is_bench_database,
     peak_mb,
     print_footer,
@@ -158,6 +157,9 @@ def parse_args() -> argparse.Namespace:
     add_database_arguments(parser, DEFAULT_DATABASE_URL)
     parser.add_argument(
         "--broker-url", default=DEFAULT_BROKER_URL, help="an empty Redis database no worker reads (queue only)"
+    )
+    parser.add_argument(
+        "--candidates", help="comma-separated candidate names to fit (default: the CANDIDATES setting), e.g. one alone"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -415,13 +417,13 @@ def empty_broker(url: str) -> None:
 # --- the timed run --------------------------------------------------------------------------------------------------
 
 
-def child() -> None:
+def child(candidates: str | None = None) -> None:
     """In a fresh process: one run_training() call; its run id and the call's wall time as JSON on stdout."""
     setup_django()
     from recommendations.training.runs import run_training
 
     started = time.perf_counter()
-    run = run_training()
+    run = run_training(candidates=candidates.split(",") if candidates else None)
     seconds = time.perf_counter() - started
     print(json.dumps({"run_id": run.pk, "call_seconds": seconds, "status": run.status, "peak_mb": peak_mb()}))
 
@@ -439,7 +441,7 @@ def read_run(url: str, run_id: int) -> dict[str, Any]:
 
 def candidate_order(names: list[str]) -> list[str]:
     """Candidates in the CANDIDATES order (jsonb keeps keys in its own order), anything else (a blend) last."""
-    import_project()
+    setup_django()  # conf's defaults hold translatable strings, so it needs settings to import
     from recommendations.conf import DEFAULTS
 
     configured = list(DEFAULTS["CANDIDATES"])
@@ -469,7 +471,7 @@ def candidate_note(result: dict[str, Any]) -> str:
 def main() -> int:
     args = parse_args()
     if args.child:
-        child()
+        child(args.candidates)
         return 0
     url = args.database_url
     started = time.perf_counter()
@@ -493,6 +495,7 @@ def main() -> int:
             env = {**django_env(url), "RECOMMENDATIONS_MODEL_DIR": models, "CELERY_BROKER_URL": args.broker_url}
             print(f"run_training (run {number}) ...", file=sys.stderr)
             command = [sys.executable, str(Path(__file__).resolve()), "--child", "--database-url", url]
+            command += ["--candidates", args.candidates] if args.candidates else []
             try:
                 result = run_measured(command, env, args.max_seconds)
             finally:

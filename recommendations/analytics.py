@@ -45,6 +45,7 @@ from django.db.models.lookups import IsNull
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from recommendations import retention
 from recommendations.models import Event, PlacementDay
 
 EXPLORATION = "exploration"  # the source serving gives an item shown to gather feedback on a new product
@@ -203,12 +204,26 @@ def rebuild_days(start: date, end: date, *, items_in_database: bool | None = Non
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
         rows = _rollup(start, end, items_in_database=items_in_database)
-        PlacementDay.objects.filter(day__gte=start, day__lte=end).delete()
+        kept = _days_kept_from_before_retention(start, end)
+        if kept:
+            rows = {key: counts for key, counts in rows.items() if key[0] not in kept}
+        PlacementDay.objects.filter(day__gte=start, day__lte=end).exclude(day__in=kept).delete()
         PlacementDay.objects.bulk_create(
             PlacementDay(day=day, placement=placement, variant=variant, **counts)
             for (day, placement, variant), counts in sorted(rows.items())
         )
     return len(rows)
+
+
+def _days_kept_from_before_retention(start: date, end: date) -> set[date]:
+    """Days in the range that retention may have thinned and that already have rows: those rows keep the counts
+    made while the days were whole (a rebuild from what is left would turn them into zeros). A day before the
+    retention cut-off without rows (history imported just now) is built from the events there are."""
+    kept_from = retention.first_whole_day()
+    if kept_from is None or start >= kept_from:
+        return set()
+    last = min(end, kept_from - timedelta(days=1))
+    return set(PlacementDay.objects.filter(day__gte=start, day__lte=last).values_list("day", flat=True))
 
 
 def local_today() -> date:

@@ -74,18 +74,24 @@ DEFAULTS: dict[str, Any] = {
     # clock plus api.validation.CLOCK_SKEW (five minutes): the API stores an event from a clock further ahead at the
     # time it was received, import_events refuses the row. docs/operations.md says why.
     "EVENT_MAX_AGE_DAYS": 3650,
+    # Retention (recommendations.retention): events older than this many days are deleted by the daily
+    # `apply_retention` task and command. None keeps them (the app's default; the demo sets one). Impressions may
+    # have their own, shorter retention (None: the events' one).
+    "EVENT_RETENTION_DAYS": None,
+    "IMPRESSION_RETENTION_DAYS": None,
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
     # Training (training.runs). Candidates fit side by side on one temporal split; the best by validation
     # NDCG@10 (or a blend of the best, when BLEND) becomes the new model if it passes the gate.
-    "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "content", "neural"],
+    "CANDIDATES": ["popularity", "trending", "item_knn", "ease", "ease_recency", "ease_lowrank", "content", "neural"],
     "BLEND": True,
     "VALIDATION_FRACTION": 0.1,
     "TEST_FRACTION": 0.1,
     # How those shares are held out, in time either way: "global" (two cuts on the time axis: the newest events of
-    # the whole shop) or "per_shopper" (each shopper's own newest events; see engine/split.py for the trade-off).
-    "SPLIT": "global",
+    # the whole shop), "per_shopper" (each shopper's own newest events; see engine/split.py for the trade-off), or
+    # "auto": global when at least 500 shoppers span its cut (engine.split.MIN_EVAL_SHOPPERS), else per_shopper.
+    "SPLIT": "auto",
     "MAX_EVAL_SHOPPERS": 5000,
     # The new model serves only when its validation NDCG@10 >= the serving model's + this margin.
     "GATE_MARGIN": 0.0,
@@ -277,8 +283,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         if not isinstance(value, int | float) or not 0 < value < 0.5:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a fraction in (0, 0.5).", id="recommendations.E007"))
     split = user.get("SPLIT", DEFAULTS["SPLIT"])
-    if split not in ("global", "per_shopper"):
-        errors.append(Error("RECOMMENDATIONS['SPLIT'] must be 'global' or 'per_shopper'.", id="recommendations.E007"))
+    if split not in ("auto", "global", "per_shopper"):
+        errors.append(
+            Error("RECOMMENDATIONS['SPLIT'] must be 'auto', 'global' or 'per_shopper'.", id="recommendations.E007")
+        )
     candidates = user.get("CANDIDATES", DEFAULTS["CANDIDATES"])
     from recommendations.engine.candidates import CANDIDATE_SPECS
 
@@ -308,6 +316,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
+    for key in ("EVENT_RETENTION_DAYS", "IMPRESSION_RETENTION_DAYS"):
+        value = user.get(key, DEFAULTS[key])
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS[{key!r}] must be None (keep every event) or a number of days > 0.",
+                    id="recommendations.E006",
+                )
+            )
     errors += _check_purchase_settings(user)
     errors.extend(_check_serving(user))
     errors.extend(_check_tasks_and_rates(user))

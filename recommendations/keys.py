@@ -21,6 +21,9 @@ RULES_SOURCE = f"{PREFIX}:rules:source:"  # + a digest of (rule, its update, cat
 PROFILES_VERSION = f"{PREFIX}:profiles:version"  # a counter, moved by every write of profiles
 PROFILES_CHANGE = f"{PREFIX}:profiles:change:"  # + a counter value: the product ids that write touched
 ARM_LIST_SEPARATOR = "@run"
+# DRF's throttle key for the API's scopes (api/throttling.py); the ident is a shopper key, "ip:<address>" or
+# "write-key", and the throttle appends ":<window>".
+THROTTLE = "throttle:%(scope)s:%(ident)s"
 
 _UNSAFE_KEY_CHARACTER = re.compile(r"[\x00-\x20\s]")  # whitespace or control: not allowed in a cache key
 
@@ -31,6 +34,40 @@ def cache_key(*parts: Any) -> str:
     if len(raw) > 200 or _UNSAFE_KEY_CHARACTER.search(raw):
         raw = hashlib.sha256(raw.encode()).hexdigest()
     return f"{PREFIX}:{raw}"
+
+
+_GLOB_CHARACTER = re.compile(r"[*?\[\]\\]")
+
+
+def _shopper_part(shopper: str) -> str:
+    """The shopper as it sits inside a key: as is when short and safe, else a digest, so that every key of one
+    shopper starts the same way and an erasure can find them all by prefix (`shopper_key_patterns`)."""
+    if len(shopper) <= 80 and not _UNSAFE_KEY_CHARACTER.search(shopper) and not _GLOB_CHARACTER.search(shopper):
+        return shopper
+    return "h" + hashlib.sha256(shopper.encode()).hexdigest()[:40]
+
+
+def block(shopper: str, *parts: Any) -> str:
+    """A cached block: `recommendations:block:<shopper>:<the rest, hashed when too long or unsafe>`."""
+    rest = ":".join(str(p) for p in parts)
+    if len(rest) > 120 or _UNSAFE_KEY_CHARACTER.search(rest):
+        rest = hashlib.sha256(rest.encode()).hexdigest()
+    return f"{PREFIX}:block:{_shopper_part(shopper)}:{rest}"
+
+
+def shopper_version(shopper: str) -> str:
+    """The stamp a shopper's cached blocks must carry; every stored event of theirs moves it."""
+    return cache_key("shopper", shopper)
+
+
+def shopper_key_patterns(shopper: str) -> tuple[list[str], list[str]]:
+    """Every shared-cache key that names this shopper: (exact keys, glob patterns), the patterns escaped for
+    Redis' SCAN MATCH and fnmatch alike. The privacy erasure deletes them; a key added here is erased too."""
+    exact = [shopper_version(shopper), refresh_pending(shopper)]
+    patterns = [f"{PREFIX}:block:{_shopper_part(shopper)}:*"]
+    if not _GLOB_CHARACTER.search(shopper) and not _UNSAFE_KEY_CHARACTER.search(shopper):
+        patterns.append(THROTTLE % {"scope": "*", "ident": shopper} + ":*")
+    return exact, patterns
 
 
 def rules_explore(max_age_days: int, limit: int) -> str:

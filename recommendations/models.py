@@ -589,3 +589,37 @@ class PlacementDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.placement} {self.variant}".strip()
+
+
+class ErasureRequest(models.Model):
+    """One erasure of shoppers' data (privacy.erase): who asked, when, through what, and how many rows went.
+
+    Never the ids: `subject_hashes` holds a keyed hash (HMAC under the site's SECRET_KEY) of each id, so staff can
+    later show that a given id was erased, while the table itself names nobody.
+    """
+
+    requested_by = models.CharField(max_length=150, blank=True, default="", verbose_name=_("requested by"))
+    requested_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("requested at"))
+    via = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        help_text=_("python, command, admin, api or user_deleted"),
+        verbose_name=_("via"),
+    )
+    subjects = models.PositiveIntegerField(
+        default=0, help_text=_("How many ids were named"), verbose_name=_("subjects")
+    )
+    subject_hashes = models.JSONField(default=list, blank=True, verbose_name=_("subject hashes"))
+    counts = models.JSONField(
+        default=dict, blank=True, help_text=_("Rows or keys removed, per table or cache"), verbose_name=_("counts")
+    )
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+
+    class Meta:
+        verbose_name = _("erasure request")
+        verbose_name_plural = _("erasure requests")
+        ordering = ["-requested_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"Erasure #{self.pk} ({self.subjects})"

@@ -54,7 +54,7 @@ def connect_product_signals() -> None:
 
 
 def connect_user_signals() -> None:
-    """Deleting a user (settings.AUTH_USER_MODEL) deletes what the app keeps about them (see privacy.py)."""
+    """Deleting a user (settings.AUTH_USER_MODEL) deletes what the app keeps about them (see privacy/erasure.py)."""
     post_delete.connect(
         privacy.on_user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="recommendations_user_deleted"
     )

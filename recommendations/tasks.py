@@ -280,3 +280,11 @@ def refresh_analytics(start: str | None = None, end: str | None = None) -> int:
 def enqueue_analytics_refresh(start: str, end: str) -> None:
     """Send an analytics rebuild of these days once the surrounding transaction commits."""
     transaction.on_commit(lambda: _send(refresh_analytics, kwargs={"start": start, "end": end}), robust=True)
+
+
+@shared_task(name="recommendations.tasks.apply_retention")
+def apply_retention() -> dict[str, int]:
+    """Delete events past the retention window (daily, from beat); a no-op while retention is off."""
+    from recommendations.retention import apply_retention as apply
+
+    return apply()

@@ -188,6 +188,9 @@ RECOMMENDATIONS = {
         "active": "is_active",
     },
     "WRITE_KEY": os.environ.get("RECOMMENDATIONS_WRITE_KEY", ""),
+    # Keep behaviour a year and impressions three months (the app keeps everything unless told).
+    "EVENT_RETENTION_DAYS": int(os.environ.get("RECOMMENDATIONS_EVENT_RETENTION_DAYS", "365")),
+    "IMPRESSION_RETENTION_DAYS": int(os.environ.get("RECOMMENDATIONS_IMPRESSION_RETENTION_DAYS", "90")),
     # Trained models: a directory every worker can read (default <BASE_DIR>/var/models).
     "MODEL_DIR": os.environ.get("RECOMMENDATIONS_MODEL_DIR") or None,
     # Split the for_you precompute into this many Celery tasks (run by however many workers there are).

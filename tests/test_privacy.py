@@ -1,21 +1,31 @@
-"""Deleting a user deletes their events, stored lists and cached blocks; a failing erasure never fails the deletion."""
+"""What the app keeps about a shopper, erased (every entry point, then every table and cache key scanned) and
+exported; deleting a user erases them too, and a failing erasure never fails the deletion."""
 
 from __future__ import annotations
 
+import json
+import re
+from io import StringIO
 from typing import Any
 
 import pytest
+from django.apps import apps
+from django.core.cache import caches
+from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from recommendations import privacy, serving, tracking
-from recommendations.models import Event, StoredList
+from recommendations import keys, privacy, serving, tracking
+from recommendations.experiments import operations
+from recommendations.models import ErasureRequest, Event, Experiment, ExperimentVariant, RecommendationSet, StoredList
 from tests.factories import (
     active_lists,
     make_co_viewed_toys,
     make_small_shop,
     make_user,
     recommendations_with,
+    staff_with,
 )
 
 pytestmark = pytest.mark.django_db
@@ -84,6 +94,295 @@ def test_a_failing_erasure_never_fails_the_user_deletion(monkeypatch, caplog):
     def broken(user_id: str) -> None:
         raise RuntimeError("cache down")
 
-    monkeypatch.setattr(privacy, "erase_user", broken)
+    monkeypatch.setattr(privacy.erasure, "erase_user", broken)
     user.delete()
     assert "could not erase" in caplog.text
+
+
+# --- erase and export: every entry point, then a scan of every table and cache key ------------------------------
+
+
+USER_PK = 1_987_654_321  # distinctive, so a scan for it finds nothing by accident
+VISITOR = "5eed" + "c0ffee" * 4 + "facade"  # 32 hex: browsed, then logged in (merged into the user)
+LONE_VISITOR = "be" * 16  # a visitor erased by its own id
+
+
+def _other_rows() -> dict[str, int]:
+    """What the other shoppers have: their events, lists and cached keys."""
+    return {
+        "events": Event.objects.exclude(user_id=str(USER_PK)).exclude(visitor_id__in=[VISITOR, LONE_VISITOR]).count(),
+        "lists": StoredList.objects.exclude(subject__in=[f"u:{USER_PK}", f"v:{VISITOR}", f"v:{LONE_VISITOR}"]).count(),
+        "keys": len(
+            [
+                k
+                for k in _redis_keys()
+                if not any(i in k for i in (str(USER_PK), VISITOR, LONE_VISITOR, "write-key"))  # the API's own bucket
+            ]
+        ),
+    }
+
+
+def _redis_keys() -> list[str]:
+    client = caches["default"]._cache.get_client(None)
+    return [k.decode() for k in client.scan_iter(count=1000)]
+
+
+def _where_the_ids_are(ids: list[str]) -> list[str]:
+    """Every column of every table of the app (cast to text, LIKE) and every cache key and value holding an id."""
+    found = []
+    with connection.cursor() as cursor:
+        for model in apps.get_app_config("recommendations").get_models():
+            table = connection.ops.quote_name(model._meta.db_table)
+            for field in model._meta.concrete_fields:
+                column = connection.ops.quote_name(field.column)
+                for value in ids:
+                    cursor.execute(f"SELECT count(*) FROM {table} WHERE CAST({column} AS text) LIKE %s", [f"%{value}%"])
+                    if cursor.fetchone()[0]:
+                        found.append(f"{model.__name__}.{field.name} holds {value}")
+    client = caches["default"]._cache.get_client(None)
+    for key in client.scan_iter(count=1000):
+        blob = client.get(key) or b""
+        for value in ids:
+            if value.encode() in key or value.encode() in blob:
+                found.append(f"cache key {key!r} holds {value}")
+    return found
+
+
+@pytest.fixture
+def shopper(shop: dict[str, Any]) -> dict[str, Any]:
+    """A shopper with events of every type (a visitor merged into their account, impressions, clicks and an
+    attributed purchase), lists in two sets (one an experiment arm's), an experiment running on for_you, cached
+    blocks, a queued refresh and API throttle counters; and two other shoppers, one of whom clicked a link to a
+    block shown to ours."""
+    user = make_user("erased", id=USER_PK)
+    kite, yoyo, ball = (str(shop[name].pk) for name in ("Kite", "Yo-yo", "Ball"))
+    me, merged, lone = str(USER_PK), VISITOR, LONE_VISITOR
+    experiment = Experiment.objects.create(name="arms", placement="for_you")
+    ExperimentVariant.objects.create(experiment=experiment, name="A", share=1, strategy="model")
+    ExperimentVariant.objects.create(experiment=experiment, name="B", share=1, strategy="trending")
+    operations.start(experiment.pk)
+    events = [
+        tracking.build_event("view", visitor_id=merged, product_id=kite),
+        tracking.build_event("view", user_id=me, visitor_id=merged, product_id=kite),
+        tracking.build_event("search", user_id=me, query="kite string"),
+        tracking.build_event("favorite", user_id=me, product_id=yoyo),
+        tracking.build_event("add_to_cart", user_id=me, product_id=yoyo),
+        tracking.build_event("remove_from_cart", user_id=me, product_id=yoyo),
+        tracking.build_event(
+            "impression", user_id=me, placement="for_you", recommendation_id="r" * 32, context={"items": [ball]}
+        ),
+        tracking.build_event("click", user_id=me, product_id=ball, placement="for_you", recommendation_id="r" * 32),
+        tracking.build_event("view", visitor_id=lone, product_id=ball),
+        # Someone else followed a shared link to the block shown to ours: the pointer goes, their click stays.
+        tracking.build_event("click", visitor_id="0" * 31 + "9", product_id=ball, recommendation_id="r" * 32),
+        tracking.build_event("view", user_id="7", product_id=kite),
+    ]
+    tracking.store_events(events)
+    purchase = tracking.build_event("purchase", user_id=me, product_id=ball, value="9.50")
+    tracking.attribute([purchase])  # to the click, as record_event and the ingest API do
+    tracking.store_events([purchase])
+    assert Event.objects.get(user_id=me, event_type="purchase").recommendation_id == "r" * 32
+    active = RecommendationSet.objects.get(status="active")
+    retired = RecommendationSet.objects.create(status="retired")
+    for subject in (f"u:{me}", f"v:{merged}", f"v:{lone}", "u:7"):
+        StoredList.objects.create(
+            recommendation_set=retired, placement="for_you", subject=subject, items=[[kite, 1, "x"]]
+        )
+        StoredList.objects.update_or_create(
+            recommendation_set=active, placement="for_you", subject=subject, defaults={"items": [[ball, 1, "trending"]]}
+        )
+    StoredList.objects.create(recommendation_set=active, placement="for_you@run7", subject=f"u:{me}", items=[])
+    for who in (f"u:{me}", f"v:{lone}", "u:7"):
+        serving.recommend("for_you", shopper=who)
+        serving.recommend("similar", shopper=who, product_id=kite)
+    caches["default"].set(keys.refresh_pending(f"u:{me}"), 1, 60)  # what a queued refresh's debounce leaves
+    browser = Client()
+    browser.force_login(user)
+    assert browser.get(reverse("recommendations:recommendations", args=["trending"])).status_code == 200
+    ids = [me, merged, lone]
+    assert len(_where_the_ids_are(ids)) > 10  # the scan finds them before: events, lists, blocks, versions, throttle
+    return {"user": user, "ids": ids, "others": _other_rows()}
+
+
+def _erase_through(entry: str, user_id: str, visitors: list[str], tmp_path: Any) -> dict[str, Any]:
+    if entry == "python":
+        return privacy.erase([user_id], visitors, requested_by="test").counts
+    if entry == "command":
+        ids = tmp_path / "ids.txt"
+        ids.write_text("# one a line\n" + "".join(f"v:{v}\n" for v in visitors))
+        out = StringIO()
+        call_command("erase_shopper", "--user", user_id, "--file", str(ids), "--batch-size", "2", stdout=out)
+        assert out.getvalue().count("\n") == 1 and "Erased 2" in out.getvalue()
+        return ErasureRequest.objects.get().counts
+    if entry == "admin":
+        client, _staff = staff_with(Client(), "add_erasurerequest", "view_erasurerequest")
+        url = reverse("admin:recommendations_erasurerequest_add")
+        assert client.get(url).status_code == 200
+        response = client.post(url, {"user_ids": user_id, "visitor_ids": ",".join(visitors)})
+        assert response.status_code == 200
+        assert "Erasure #" in response.content.decode()
+        return ErasureRequest.objects.get().counts
+    response = Client().post(
+        reverse("recommendations:privacy_erase"),
+        {"user_ids": [user_id], "visitor_ids": visitors},
+        content_type="application/json",
+        HTTP_X_RECOMMENDATIONS_KEY=WRITE_KEY,
+    )
+    assert response.status_code == 200, response.content
+    return response.json()["counts"]
+
+
+@pytest.mark.parametrize("entry", ["python", "command", "admin", "api"])
+@override_settings(RECOMMENDATIONS=recommendations_with(WRITE_KEY=WRITE_KEY))
+def test_an_erasure_leaves_no_trace_of_the_shopper_in_any_table_or_cache_key(entry, shopper, tmp_path):
+    counts = _erase_through(entry, str(USER_PK), [LONE_VISITOR], tmp_path)
+
+    assert counts["events"] == 11  # ten of theirs (the merged visitor's, the API page's impression) and the lone one
+    assert counts["events_by_type"]["impression"] == 2 and counts["events_by_type"]["click"] == 1
+    assert (
+        counts["stored_lists"] == 7 and counts["attribution_unlinked"] == 1 and counts["linked_visitors"] == 2
+    )  # the merged one and the API browser's cookie
+    assert counts["cache_keys"] >= 6
+    assert _where_the_ids_are(shopper["ids"]) == []
+    assert _other_rows() == shopper["others"]
+    assert Event.objects.get(visitor_id="0" * 31 + "9").recommendation_id == ""
+    record = ErasureRequest.objects.get()
+    assert record.subjects == 2 and record.finished_at is not None
+    assert record.subject_hashes == sorted(
+        [privacy.subject_hash("user", str(USER_PK)), privacy.subject_hash("visitor", LONE_VISITOR)]
+    )
+    # Idempotent: a second erasure finds nothing and says so.
+    again = privacy.erase([USER_PK], [LONE_VISITOR]).counts
+    assert (again["events"], again["stored_lists"], again["cache_keys"]) == (0, 0, 0)
+
+
+def test_erasure_deletes_in_batches_and_reports_progress(shopper):
+    steps = []
+    counts = privacy.erase(
+        [USER_PK], batch_size=3, progress=lambda stage, done, total: steps.append((done, total))
+    ).counts
+    assert counts["events"] == 10
+    assert steps == [(0, 10), (3, 10), (6, 10), (9, 10), (10, 10)]
+
+
+@override_settings(RECOMMENDATIONS=recommendations_with(WRITE_KEY=WRITE_KEY))
+def test_export_holds_every_event_and_list_of_the_shopper_and_round_trips(shopper, tmp_path):
+    document = privacy.export([USER_PK], [LONE_VISITOR])
+    assert document["format"] == privacy.FORMAT and document["version"] == 1
+    assert VISITOR in document["subjects"]["linked_visitor_ids"]
+    assert {e["event_type"] for e in document["events"]} == {
+        "view",
+        "search",
+        "favorite",
+        "add_to_cart",
+        "remove_from_cart",
+        "impression",
+        "click",
+        "purchase",
+    }
+    assert document["counts"] == {"events": 11, "stored_lists": 7}
+    assert {(row["placement"], row["subject"]) for row in document["stored_lists"]} >= {
+        ("for_you@run7", f"u:{USER_PK}"),
+        ("for_you", f"v:{LONE_VISITOR}"),
+    }
+    assert "u:7" not in json.dumps(document)
+    # The same document through the command (a file) and the API, and it reads back as the rows stored.
+    out = tmp_path / "export.json"
+    call_command("export_shopper", "--user", str(USER_PK), "--visitor", LONE_VISITOR, "--output", str(out))
+    from_file = json.loads(out.read_text())
+    response = Client().post(
+        reverse("recommendations:privacy_export"),
+        {"user_ids": [str(USER_PK)], "visitor_ids": [LONE_VISITOR]},
+        content_type="application/json",
+        HTTP_X_RECOMMENDATIONS_KEY=WRITE_KEY,
+    )
+    assert response.status_code == 200
+    for other in (from_file, response.json()):
+        assert other["events"] == document["events"] and other["stored_lists"] == document["stored_lists"]
+    stored = {e.event_id: e for e in Event.objects.filter(event_id__in=[e["event_id"] for e in document["events"]])}
+    assert len(stored) == 11
+    purchase = next(e for e in document["events"] if e["event_type"] == "purchase")
+    assert purchase["value"] == "9.50" and purchase["recommendation_id"] == "r" * 32
+    assert purchase["occurred_at"] == stored[purchase["event_id"]].occurred_at.isoformat()
+
+
+@override_settings(RECOMMENDATIONS=recommendations_with(WRITE_KEY=WRITE_KEY))
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "user_ids"),
+        ({"user_ids": "42"}, "user_ids"),
+        ({"user_ids": ["42"], "visitor_ids": [""]}, "visitor_ids"),
+        ({"visitor_ids": [{"id": 1}]}, "visitor_ids"),
+        ({"users": ["42"]}, "users"),
+    ],
+)
+def test_the_api_refuses_bad_input_naming_the_field(body, field):
+    for name in ("privacy_erase", "privacy_export"):
+        response = Client().post(
+            reverse(f"recommendations:{name}"),
+            body,
+            content_type="application/json",
+            HTTP_X_RECOMMENDATIONS_KEY=WRITE_KEY,
+        )
+        assert response.status_code == 400, response.content
+        assert response.json()["errors"][0]["field"] == field
+    assert not ErasureRequest.objects.exists()
+
+
+@override_settings(RECOMMENDATIONS=recommendations_with(WRITE_KEY=WRITE_KEY))
+def test_the_api_answers_only_the_write_key(admin_user):
+    url = reverse("recommendations:privacy_erase")
+    assert Client().post(url, {"user_ids": ["1"]}, content_type="application/json").status_code == 403
+    staff = Client()
+    staff.force_login(admin_user)
+    assert staff.post(url, {"user_ids": ["1"]}, content_type="application/json").status_code == 403
+    wrong = Client().post(
+        url, {"user_ids": ["1"]}, content_type="application/json", HTTP_X_RECOMMENDATIONS_KEY="x" * 32
+    )
+    assert wrong.status_code == 403
+    assert not ErasureRequest.objects.exists()
+
+
+def test_the_commands_refuse_bad_input_in_one_line(tmp_path):
+    with pytest.raises(CommandError, match="Name at least one shopper"):
+        call_command("erase_shopper")
+    bad = tmp_path / "ids.txt"
+    bad.write_text("u:1\n42\n")
+    with pytest.raises(CommandError, match=re.escape(f"{bad} line 2")):
+        call_command("erase_shopper", "--file", str(bad))
+    with pytest.raises(CommandError, match="batch-size"):
+        call_command("erase_shopper", "--user", "1", "--batch-size", "0")
+    with pytest.raises(CommandError, match="visitor_ids"):
+        call_command("export_shopper", "--visitor", "x" * 65)
+    assert not ErasureRequest.objects.exists()
+
+
+def test_the_events_action_asks_before_erasing_and_the_erase_page_offers_a_retrain(shopper):
+    client, _staff = staff_with(Client(), "add_erasurerequest", "view_erasurerequest", "view_event", "add_trainingrun")
+    log = client.get(reverse("admin:recommendations_erasurerequest_changelist")).content.decode()
+    assert reverse("admin:recommendations_erasurerequest_add") in log and "Export a shopper" in log
+    picked = Event.objects.filter(visitor_id=LONE_VISITOR).values_list("pk", flat=True)
+    response = client.post(
+        reverse("admin:recommendations_event_changelist"),
+        {"action": "erase_shoppers", "_selected_action": list(picked)},
+    )
+    assert response.status_code == 200
+    assert LONE_VISITOR in response.content.decode()  # the form, filled in; nothing erased yet
+    assert Event.objects.filter(visitor_id=LONE_VISITOR).exists()
+    response = client.post(reverse("admin:recommendations_erasurerequest_add"), {"visitor_ids": LONE_VISITOR})
+    page = response.content.decode()
+    assert reverse("admin:recommendations_trainingrun_retrain_now") in page
+    assert not Event.objects.filter(visitor_id=LONE_VISITOR).exists()
+    assert ErasureRequest.objects.get().requested_by == _staff.get_username()
+    export = client.post(reverse("admin:recommendations_erasurerequest_export"), {"user_ids": str(USER_PK)})
+    assert export["Content-Disposition"].startswith("attachment")
+    assert json.loads(export.content)["counts"]["events"] == 10
+
+
+def test_without_the_permission_there_is_no_erase_page_and_no_action(shopper):
+    client, _staff = staff_with(Client(), "view_erasurerequest", "view_event")
+    assert client.get(reverse("admin:recommendations_erasurerequest_add")).status_code == 403
+    assert client.post(reverse("admin:recommendations_erasurerequest_export"), {"user_ids": "1"}).status_code == 403
+    page = client.get(reverse("admin:recommendations_event_changelist")).content.decode()
+    assert "erase_shoppers" not in page

@@ -28,8 +28,10 @@ TASK_NAMES = {
     "recommendations.tasks.refresh_shoppers",
     "recommendations.tasks.refresh_shopper",
     "recommendations.tasks.refresh_analytics",
+    "recommendations.tasks.apply_retention",
 }
 COMMANDS = {
+    "apply_retention",
     "export_recommendations",
     "import_catalog",
     "import_events",

@@ -7,6 +7,7 @@
 - `experiments`: experiments and their arms, start / stop / promote, the live report.
 - `placements`: placements and their preview page (`preview`); `cold_start`: cold-start rules and their preview;
   `merchandising`: merchandising rules; `rule_forms`: the fields and checks those screens share.
+- `privacy`: the erasure log, "Erase a shopper" and "Export a shopper", and the events screen's erase action.
 - `charts`: the server-side SVG charts the report pages draw; `base`: what the screens share (the read-only admin,
   the schedules box, the report of a run started from the admin).
 """
@@ -20,6 +21,7 @@ from recommendations.admin import (  # noqa: F401
     placements,
     precompute,
     preview,
+    privacy,
     profiles,
     sets,
     training,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.http import HttpRequest
 
 from recommendations.admin.base import ReadOnlyAdmin
+from recommendations.admin.privacy import erase_shoppers
 from recommendations.models import Event
 
 
@@ -27,3 +29,7 @@ class EventAdmin(ReadOnlyAdmin):
     # Counting millions of events on every page load is the slow part of a big changelist.
     show_full_result_count = False
     list_per_page = 50
+    actions = [erase_shoppers]
+
+    def has_erase_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("recommendations.add_erasurerequest")

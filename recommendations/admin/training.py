@@ -129,6 +129,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
                 )
             },
         ),
+        (gettext_lazy("Evaluation"), {"fields": ("evaluation_table",)}),
         (gettext_lazy("Candidates"), {"fields": ("candidate_table",)}),
         (gettext_lazy("Gate"), {"fields": ("gate_table",)}),
         (gettext_lazy("Data"), {"fields": ("data_table",)}),
@@ -192,7 +193,14 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "can_serve": self.has_serve_permission(request)}
+        from recommendations.training.runs import warning_lines
+
+        run = self.get_object(request, unquote(object_id))
+        extra_context = {
+            **(extra_context or {}),
+            "can_serve": self.has_serve_permission(request),
+            "evaluation_warnings": warning_lines(run.data_stats or {}) if run else [],
+        }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def activate_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -415,6 +423,19 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             (_("serving run then"), f"#{serving}" if serving is not None else "-"),
             (_("compared"), gate.get("compared", "-")),
         ]
+        return _key_value_table(rows)
+
+    @admin.display(description=gettext_lazy("evaluation"))
+    def evaluation_table(self, obj: TrainingRun) -> str:
+        """The split the run validated on and why, how the choice was made, and whether the sample could rank."""
+        from recommendations.training.runs import choice_lines, split_line, warning_lines
+
+        stats = obj.data_stats or {}
+        if not stats:
+            return "-"
+        rows = [(_("split"), split_line(stats))]
+        rows += [(_("choice"), line) for line in choice_lines(stats)]
+        rows += [(_("warning"), line) for line in warning_lines(stats)]
         return _key_value_table(rows)
 
     @admin.display(description=gettext_lazy("data"))

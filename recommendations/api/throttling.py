@@ -24,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from recommendations import keys
 from recommendations.api.authentication import has_write_key
 from recommendations.conf import rec_settings
 from recommendations.tracking import valid_visitor_id
@@ -91,7 +92,7 @@ def check_throttle_rates(app_configs: Any = None, **kwargs: Any) -> list[Error]:
 class SlidingWindowThrottle(SimpleRateThrottle):
     """Allows `num_requests` per `duration`, estimated as prev_window * (1 - elapsed share) + this_window."""
 
-    cache_format = "throttle:%(scope)s:%(ident)s"
+    cache_format = keys.THROTTLE
 
     def __init__(self) -> None:
         super().__init__()

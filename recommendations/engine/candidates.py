@@ -16,8 +16,10 @@ RECOMMENDER_PATHS: dict[str, str] = {
     "popularity": "recommendations.engine.baselines:Popularity",
     "item_knn": "recommendations.engine.baselines:ItemKNN",
     "ease": "recommendations.engine.baselines:EASE",
+    "ease_lowrank": "recommendations.engine.lowrank:LowRankEASE",
     "content": "recommendations.engine.content:ContentAffinity",
     "neural": "recommendations.engine.neural:NeuralRecommender",
+    "sequence": "recommendations.engine.sequence:SequenceRecommender",
     "blend": "recommendations.engine.blend:Blend",
 }
 
@@ -29,8 +31,10 @@ CANDIDATE_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "item_knn": ("item_knn", {"history_half_life_days": "recency"}),
     "ease": ("ease", {}),
     "ease_recency": ("ease", {"history_half_life_days": "recency"}),
+    "ease_lowrank": ("ease_lowrank", {}),  # fits only where EASE is refused (min_items = EASE_MAX_ITEMS, runs.py)
     "content": ("content", {"history_half_life_days": "recency"}),
     "neural": ("neural", {}),
+    "sequence": ("sequence", {}),
 }
 
 

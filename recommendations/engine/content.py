@@ -6,17 +6,21 @@ score(shopper, item) = Σ_f beta_f · log P_shopper(f(item)) + gamma · log shar
   price band, smoothed toward the shop-wide share with `alpha` pseudo-events, so one view does not rule out the rest.
 - share(item | category) is the item's rate of distinct shoppers per day *since its first event* within its
   category: a product that arrived last week is not penalised for the weeks it was not for sale, which is where
-  plain co-occurrence models under-rank new arrivals. A product with no events (brand new) gets `cold_share` of the
-  category's mean rate, so it is recommended from its features alone.
+  plain co-occurrence models under-rank new arrivals. A product with no events (brand new) gets the share of the
+  category's mean rate that products new in the training data reached at its age (`cold_prior`, calibrated on them;
+  `cold_share` where there is nothing to calibrate on), so it is recommended from its features alone.
+- Each shopper's best product without events is lifted by `cold_boost`, the largest factor validation shows costs at
+  most COLD_BOOST_TOLERANCE of NDCG@10: one slot, so new products are seen at a bounded, measured price.
 
 Cheap (a few sparse products per batch of shoppers), numpy only, and with validation data `fit` picks beta and gamma
-from a small grid by NDCG@10.
+from a small grid by NDCG@10, then the lift.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,92 @@ GAMMA_GRID = (1.5, 1.0)
 SEARCH_SHOPPERS = 1000  # validation shoppers the grid is scored on
 
 
+# The calibration of a new product's prior (cold_prior): a product's early rate is measured over its first
+# horizon of days on sale (this share of the training span, at least a day, at most four weeks), and products are
+# grouped by their age (days since their created date) when their first event came.
+COLD_HORIZON_SHARE = 0.1
+COLD_HORIZON_DAYS = (1.0, 28.0)
+# Days. The first bucket is a month wide, so the shift between the catalog's clock (created dates are aged from the
+# newest event of all the data) and a split's training part (aged from its cut) does not move newcomers out of it.
+COLD_AGE_EDGES = (30.0, 120.0, 365.0, 1095.0)
+COLD_PRIOR_SHOPPERS = 3.0  # pseudo-shoppers pulling a bucket with little evidence toward `cold_share`
+# Each shopper's best product without events is lifted by the largest of these factors whose validation NDCG@10
+# stays within COLD_BOOST_TOLERANCE of no lift: a new product is shown on its merit plus a bounded, measured lift.
+COLD_BOOSTS = tuple(round(2 ** (k / 2), 3) for k in range(11))  # 1 to 32, steps of √2
+COLD_BOOST_TOLERANCE = 0.005
+COLD_BOOST_K = 10  # the list length the search measures (NDCG@10, as every candidate is chosen by)
+
+
+@dataclass
+class ColdPrior:
+    """What share of its category's mean rate a product without events is expected to reach, by its age.
+
+    `edges` (days) split products by their age; `shares[b]` is bucket b's share, `evidence[b]` the
+    number of products it was measured on (0: the default `cold_share`).
+    """
+
+    edges: list[float]
+    shares: list[float]
+    evidence: list[int]
+
+    def share(self, age_days: np.ndarray) -> np.ndarray:
+        return np.asarray(self.shares, dtype=np.float64)[np.searchsorted(self.edges, age_days, side="left")]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"edges": self.edges, "shares": self.shares, "evidence": self.evidence}
+
+
+def cold_prior(train: Interactions, created_age: np.ndarray, typical_rate: np.ndarray, default: float) -> ColdPrior:
+    """Calibrate a new product's share of its category's mean rate on the products that were new in training.
+
+    A product is new in the training window when its first event comes at least a horizon after the window opens.
+    Its early rate (distinct shoppers in its first horizon of days, per day) over its category's mean rate says
+    how a newcomer of that age fared; pooled per age bucket (its age at its first event) and shrunk toward
+    `default`. A product without events is then expected to do what newcomers of its age did (its age now), so a
+    shop whose new arrivals sell like its best sellers ranks them up there, and dead stock that has waited a year
+    stays down, without a constant chosen by hand. Products without a created date (age 0 before their first
+    event) say nothing about age and are left out.
+    """
+    created_age = np.asarray(created_age, dtype=np.float64)
+    n = created_age.shape[0]
+    edges = list(COLD_AGE_EDGES)
+    if not train.n_events:
+        return ColdPrior(edges=edges, shares=[default] * (len(edges) + 1), evidence=[0] * (len(edges) + 1))
+    age = train.age_days.astype(np.float64)
+    newest, oldest = float(age.min()), float(age.max())
+    horizon = float(np.clip((oldest - newest) * COLD_HORIZON_SHARE, *COLD_HORIZON_DAYS))
+    first = np.full(n, -np.inf)
+    np.maximum.at(first, train.item, age)
+    early = age >= first[train.item] - horizon
+    pairs = np.unique(train.shopper[early].astype(np.int64) * max(n, 1) + train.item[early])
+    shoppers = np.bincount(pairs % max(n, 1), minlength=n).astype(np.float64)
+    days = np.maximum(np.minimum(first - newest, horizon), MIN_EXPOSURE_DAYS)
+    age_at_first = created_age - first
+    newcomer = (first <= oldest - horizon) & (first > newest) & (age_at_first >= 0)
+    bucket = np.searchsorted(edges, age_at_first, side="left")
+    shares, evidence = [], []
+    for b in range(len(edges) + 1):
+        members = newcomer & (bucket == b)
+        expected = float((days[members] * typical_rate[members]).sum())
+        observed = float(shoppers[members].sum())
+        shares.append(round((observed + COLD_PRIOR_SHOPPERS * default) / (expected + COLD_PRIOR_SHOPPERS), 4))
+        evidence.append(int(members.sum()))
+    return ColdPrior(edges=edges, shares=shares, evidence=evidence)
+
+
+def _insert(items: np.ndarray, scores: np.ndarray, item: int, score: float) -> np.ndarray:
+    """A top-k list (item indices, -1 padded; their scores) with `item` moved to where `score` ranks it.
+
+    Ties go to the lower item index, as metrics.top_k breaks them, so this is the list top_k would return.
+    """
+    keep = items != item
+    items, scores = items[keep], scores[keep]
+    ahead = (scores > score) | ((scores == score) & (items >= 0) & (items < item))
+    position = int(ahead.sum())
+    out = np.r_[items[:position], item, items[position:]]
+    return out[: len(keep)]
+
+
 def _facet_codes(features: ItemFeatures) -> dict[str, np.ndarray]:
     return {"category": features.category, "brand": features.brand, "price_band": features.price_band}
 
@@ -65,6 +155,7 @@ class ContentAffinity(Recommender):
         gamma: float | None = None,
         history_half_life_days: float | None = 30.0,
         cold_share: float = 0.5,
+        cold_boost: float | None = None,
     ) -> None:
         super().__init__(
             alpha=alpha,
@@ -72,13 +163,16 @@ class ContentAffinity(Recommender):
             gamma=gamma,
             history_half_life_days=history_half_life_days,
             cold_share=cold_share,
+            cold_boost=cold_boost,
         )
         self.item_ids: list[str] = []
         self.codes: dict[str, np.ndarray] = {}
         self.prior: dict[str, np.ndarray] = {}
         self.log_share = np.zeros(0, dtype=np.float64)
+        self.is_cold = np.zeros(0, dtype=bool)  # no training event: scored from the cold prior (and the boost)
         self.chosen: dict[str, Any] = {}
         self.names: dict[str, list[str]] = {}
+        self.cold_prior = ColdPrior(edges=[], shares=[float(cold_share)], evidence=[0])
 
     # ---- fitting ----------------------------------------------------------------------------------------------------
 
@@ -102,8 +196,11 @@ class ContentAffinity(Recommender):
             size = max(int(codes.max(initial=0)) + 1, len(self.names[facet]))
             mass = np.bincount(codes, weights=item_mass, minlength=size) + 1.0
             self.prior[facet] = mass / mass.sum()
-        self.log_share = self._category_shares(train, self.codes["category"], float(self.params["cold_share"]))
-        stats: dict[str, Any] = {"seconds_base": round(time.monotonic() - started, 3)}
+        self.log_share = self._category_shares(train, features)
+        stats: dict[str, Any] = {
+            "seconds_base": round(time.monotonic() - started, 3),
+            "cold_prior": self.cold_prior.as_dict(),
+        }
         if (
             validation is not None
             and validation.n_shoppers
@@ -112,27 +209,78 @@ class ContentAffinity(Recommender):
             from recommendations.engine.metrics import evaluate_scores
 
             grid = list(itertools.product(BETA_GRID, GAMMA_GRID))
-            validation = validation.sample(SEARCH_SHOPPERS)
+            sample = validation.sample(SEARCH_SHOPPERS)
             results = []
             for step, (betas, gamma) in enumerate(grid):
-                self.chosen = {"betas": list(betas), "gamma": gamma}
-                results.append((evaluate_scores(self.score, validation)["ndcg"], step, betas, gamma))
+                self.chosen = {"betas": list(betas), "gamma": gamma, "cold_boost": 1.0}
+                results.append((evaluate_scores(self.score, sample)["ndcg"], step, betas, gamma))
                 if on_progress is not None:
                     on_progress("content grid", step + 1, len(grid))
             best = max(results, key=lambda r: (r[0], -r[1]))
-            self.chosen = {"betas": list(best[2]), "gamma": best[3]}
+            self.chosen = {"betas": list(best[2]), "gamma": best[3], "cold_boost": 1.0}
             stats["grid"] = [{"betas": list(b), "gamma": g, "ndcg": round(v, 4)} for v, _, b, g in results]
         else:
             self.chosen = {
                 "betas": list(self.params["betas"] or BETA_GRID[0]),
                 "gamma": float(self.params["gamma"] if self.params["gamma"] is not None else GAMMA_GRID[0]),
+                "cold_boost": 1.0,
             }
+        if self.params["cold_boost"] is not None:
+            self.chosen["cold_boost"] = float(self.params["cold_boost"])
+        elif validation is not None and validation.n_shoppers and self.is_cold.any():
+            stats["cold_boost_grid"] = self._choose_cold_boost(validation)
         stats.update(chosen=self.chosen, seconds=round(time.monotonic() - started, 3))
         return stats
 
-    @staticmethod
-    def _category_shares(train: Interactions, category: np.ndarray, cold_share: float) -> np.ndarray:
-        """log of each item's share of its category's exposure-normalized shopper rate."""
+    def _choose_cold_boost(self, validation: EvalSet) -> list[dict[str, float]]:
+        """The largest COLD_BOOSTS factor whose validation NDCG@10 costs at most COLD_BOOST_TOLERANCE of no boost.
+
+        Offline NDCG can only lose by showing products nobody could have chosen yet; a shop still has to show them
+        to learn anything about them. This spends a bounded, measured part of the ranking on them, scored on every
+        validation shopper. A cost within one paired standard error is no measured cost (a small validation set
+        cannot tell it from noise), so it is allowed too; the search stops at the first factor that costs more.
+        A boost moves one item per shopper, so each batch is scored once and every factor only re-inserts that
+        item into the unboosted top 10 (a 200k-product catalog would otherwise be scored once per factor).
+        """
+        from recommendations.engine.metrics import MetricAccumulator, eval_batches, paired_difference, top_k
+
+        k, n = COLD_BOOST_K, len(self.item_ids)
+        accumulators = [MetricAccumulator(k, n, n, validation.cold_items) for _ in COLD_BOOSTS]
+        gamma = float(self.chosen["gamma"])
+        self.chosen["cold_boost"] = 1.0
+        for codes, history, seen in eval_batches(validation, 1000):
+            scores = self.score(history)
+            lists = top_k(scores, k, exclude=seen)
+            listed = np.where(lists >= 0, np.take_along_axis(scores, np.maximum(lists, 0), axis=1), -np.inf)
+            rows, items = self._best_new(scores, history.matrix(self.params["history_half_life_days"]))
+            targets = [validation.targets[c] for c in codes]
+            for boost, accumulator in zip(COLD_BOOSTS, accumulators, strict=True):
+                boosted = lists.copy()
+                for row, item in zip(rows.tolist(), items.tolist(), strict=True):
+                    boosted[row] = _insert(lists[row], listed[row], item, scores[row, item] + gamma * np.log(boost))
+                accumulator.add(boosted, targets)
+        tried: list[dict[str, float]] = []
+        base = accumulators[0].per_shopper("ndcg")
+        chosen = COLD_BOOSTS[0]
+        for boost, accumulator in zip(COLD_BOOSTS, accumulators, strict=True):
+            result = accumulator.result()
+            diff, se = paired_difference(accumulator.per_shopper("ndcg"), base)
+            tried.append(
+                {"boost": boost, "ndcg": round(result["ndcg"], 5), "cold_recall": round(result["cold_recall"], 4)}
+            )
+            if -diff > max(COLD_BOOST_TOLERANCE * float(base.mean()), se):
+                break
+            chosen = boost
+        self.chosen["cold_boost"] = float(chosen)
+        return tried
+
+    def _category_shares(self, train: Interactions, features: ItemFeatures) -> np.ndarray:
+        """log of each item's share of its category's exposure-normalized shopper rate.
+
+        A product nobody has seen yet gets its category's mean rate times the share `cold_prior` calibrates for
+        its age (see there), so a new arrival ranks where new arrivals of that age have landed before.
+        """
+        category = self.codes["category"]
         n = category.shape[0]
         first_age = np.zeros(n, dtype=np.float64)
         if train.n_events:
@@ -140,16 +288,24 @@ class ContentAffinity(Recommender):
         pairs = np.unique(train.shopper.astype(np.int64) * max(n, 1) + train.item)
         shoppers = np.bincount(pairs % max(n, 1), minlength=n).astype(np.float64)
         rate = shoppers / np.maximum(first_age, MIN_EXPOSURE_DAYS)
-        log_share = np.zeros(n, dtype=np.float64)
+        self.is_cold = rate <= 0
         overall_median = float(np.median(rate[rate > 0])) if (rate > 0).any() else 1.0
+        typical = np.full(n, overall_median)
         for code in np.unique(category):
             members = category == code
-            r = rate[members]
-            warm = r > 0
-            # A product nobody has seen yet is, a priori, a `cold_share` of an average one of its category.
-            typical = float(np.mean(r[warm])) if warm.any() else overall_median
-            r = np.where(warm, r, cold_share * typical)
-            log_share[members] = np.log(r / r.sum())
+            warm = rate[members] > 0
+            if warm.any():
+                typical[members] = float(np.mean(rate[members][warm]))
+        newest = float(train.age_days.min()) if train.n_events else 0.0
+        self.cold_prior = cold_prior(
+            train, np.asarray(features.age_days, dtype=np.float64), typical, float(self.params["cold_share"])
+        )
+        age_now = np.maximum(np.asarray(features.age_days, dtype=np.float64) - newest, 0.0)
+        r = np.where(rate > 0, rate, typical * self.cold_prior.share(age_now))
+        log_share = np.zeros(n, dtype=np.float64)
+        for code in np.unique(category):
+            members = category == code
+            log_share[members] = np.log(r[members] / r[members].sum())
         return log_share
 
     # ---- scoring ----------------------------------------------------------------------------------------------------
@@ -173,8 +329,28 @@ class ContentAffinity(Recommender):
             mass = np.asarray((matrix @ onehot).todense(), dtype=np.float64)
             share = (mass + alpha * self.prior[facet]) / (mass.sum(axis=1, keepdims=True) + alpha)
             scores += (beta * np.log(share))[:, codes].astype(np.float32)
-        scores += (float(self.chosen["gamma"]) * self.log_share).astype(np.float32)
+        gamma = float(self.chosen["gamma"])
+        scores += (gamma * self.log_share).astype(np.float32)
+        boost = float(self.chosen.get("cold_boost", 1.0))
+        if boost != 1.0:
+            rows, items = self._best_new(scores, matrix)
+            scores[rows, items] += np.float32(gamma * np.log(boost))
         return scores
+
+    def _best_new(self, scores: np.ndarray, matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, items): each shopper's best-scored product without training events, never one in their history.
+
+        Only that one is lifted: one slot, not every newcomer of a category at once.
+        """
+        cold = np.flatnonzero(self.is_cold)
+        if not cold.size or not scores.shape[0]:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        candidates = scores[:, cold]
+        seen = matrix[:, cold].tocoo()
+        candidates[seen.row, seen.col] = -np.inf
+        best = np.argmax(candidates, axis=1)
+        rows = np.flatnonzero(np.isfinite(candidates[np.arange(scores.shape[0]), best]))
+        return rows, cold[best[rows]]
 
     # ---- persistence ------------------------------------------------------------------------------------------------
 
@@ -184,16 +360,21 @@ class ContentAffinity(Recommender):
             directory / MODEL_FILE,
             item_ids=item_id_array(self.item_ids),
             log_share=self.log_share,
+            is_cold=self.is_cold,
             **{f"codes_{k}": v for k, v in self.codes.items()},
             **{f"prior_{k}": v for k, v in self.prior.items()},
         )
-        self._write_params(directory, {"chosen": self.chosen, "names": self.names})
+        self._write_params(
+            directory, {"chosen": self.chosen, "names": self.names, "cold_prior": self.cold_prior.as_dict()}
+        )
 
     @classmethod
     def load(cls, directory: Path, features: ItemFeatures) -> ContentAffinity:
         directory = Path(directory)
         model, meta = cls._from_params(directory)
         model.chosen = meta["chosen"]
+        if "cold_prior" in meta:  # artefacts from before the calibration keep the constant cold_share
+            model.cold_prior = ColdPrior(**meta["cold_prior"])
         trained_names: dict[str, list[str]] = meta["names"]
         saved = read_arrays(directory / MODEL_FILE)
         trained_ids = [str(x) for x in saved["item_ids"]]
@@ -210,19 +391,24 @@ class ContentAffinity(Recommender):
         position = {pid: i for i, pid in enumerate(trained_ids)}
         model.item_ids = list(features.item_ids)
         shares = np.full(len(model.item_ids), np.nan)
+        trained_cold = saved.get("is_cold", np.zeros(len(trained_ids), dtype=bool))
+        model.is_cold = np.ones(len(model.item_ids), dtype=bool)
         for i, pid in enumerate(model.item_ids):
             j = position.get(pid)
             if j is not None:
                 shares[i] = log_share[j]
-        # Products the model never saw: the cold share of their category's mean, as in fit.
+                model.is_cold[i] = bool(trained_cold[j])
+        # Products the model never saw: the calibrated share of their category's mean for their age, as in fit.
         cold = np.isnan(shares)
         if cold.any():
             cat = model.codes["category"]
             known = ~cold
             fallback = float(np.median(log_share)) if log_share.size else 0.0
+            prior = np.log(model.cold_prior.share(np.asarray(features.age_days, dtype=np.float64)))
             for code in np.unique(cat[cold]):
                 pool = shares[known & (cat == code)]
                 typical = float(np.log(np.mean(np.exp(pool)))) if pool.size else fallback
-                shares[cold & (cat == code)] = typical + np.log(float(model.params["cold_share"]))
+                where = cold & (cat == code)
+                shares[where] = typical + prior[where]
         model.log_share = shares
         return model

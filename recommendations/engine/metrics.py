@@ -209,6 +209,10 @@ class MetricAccumulator:
         cold_hits = (_member(keys, batch.cold_keys) & valid).sum(axis=1)
         self.values["cold_recall"].append((cold_hits / np.minimum(self.k, np.maximum(batch.n_cold, 1)))[has_cold])
 
+    def per_shopper(self, key: str = "ndcg") -> np.ndarray:
+        """Each scored shopper's value of `key`, in evaluation order: what paired comparisons need."""
+        return np.concatenate(self.values[key]) if self.values[key] else np.zeros(0)
+
     def result(self) -> dict[str, float]:
         def mean(key: str) -> tuple[float, int]:
             values = np.concatenate(self.values[key]) if self.values[key] else np.zeros(0)
@@ -237,6 +241,12 @@ def evaluate_scores(
     batch_size: int = 1000,
 ) -> dict[str, float]:
     """`evaluate` for a bare scorer: a callable history -> scores, or precomputed scores for all of `evalset`."""
+    return _accumulate(score_fn, evalset, k, allowed, batch_size).result()
+
+
+def _accumulate(
+    score_fn: ScoreFn | np.ndarray, evalset: EvalSet, k: int, allowed: np.ndarray | None, batch_size: int
+) -> MetricAccumulator:
     n_items = evalset.history.n_items
     mask = allowed_mask(allowed, n_items)
     n_allowed = int(mask.sum()) if mask is not None else n_items
@@ -244,7 +254,35 @@ def evaluate_scores(
     for codes, history, seen in eval_batches(evalset, batch_size):
         scores = score_fn(history) if callable(score_fn) else np.asarray(score_fn)[codes]
         acc.add(top_k(scores, k, exclude=seen, allowed=mask), [evalset.targets[c] for c in codes])
-    return acc.result()
+    return acc
+
+
+def evaluate_paired(
+    recommender: Recommender,
+    evalset: EvalSet,
+    k: int = 10,
+    allowed: np.ndarray | None = None,
+    batch_size: int = 1000,
+) -> tuple[dict[str, float], np.ndarray]:
+    """`evaluate`, and each shopper's NDCG@k in evaluation order, so two models on one set compare pairwise."""
+    acc = _accumulate(recommender.score, evalset, k, allowed, batch_size)
+    return acc.result(), acc.per_shopper("ndcg")
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of a - b over the same shoppers and its standard error (sd of the differences / sqrt(n)).
+
+    Paired, because the shoppers a set holds differ far more from each other than two models do on one shopper:
+    the error of the difference is then much smaller than either mean's own.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same shoppers: {a.shape} vs {b.shape}")
+    diff = a - b
+    if diff.size == 0:
+        return 0.0, 0.0
+    se = float(np.std(diff, ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else 0.0
+    return float(diff.mean()), se
 
 
 def evaluate(

@@ -22,6 +22,7 @@ import re
 import string
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,26 @@ NO_TENSORFLOW = (
 def tensorflow_available() -> bool:
     """Whether the deep model can train here: a web-only install of the app leaves TensorFlow out."""
     return importlib.util.find_spec("tensorflow") is not None
+
+
+def in_batch_loss(
+    tf: Any, rows: Any, positions: Any, states: Any, vectors: Any, weight: Any, logq: Any, temperature: float
+) -> Any:
+    """Next-item softmax over the batch's own targets, logQ-corrected for popularity; a target that is the same
+    product as the true one is not counted as a negative. `states` (B x steps x dim) predict `vectors[:, 1:]`; only
+    `positions` (flat indexes of real targets) count. Both Keras models train with it."""
+    n = tf.shape(positions)[0]
+    target_rows = tf.gather(tf.reshape(rows[:, 1:], [-1]), positions)
+    duplicate = tf.logical_and(
+        tf.equal(target_rows[:, None], target_rows[None, :]), tf.logical_not(tf.eye(n, dtype=tf.bool))
+    )
+    dim = tf.shape(vectors)[2]
+    queries = tf.gather(tf.reshape(states, [-1, dim]), positions)
+    targets = tf.gather(tf.reshape(vectors[:, 1:], [-1, dim]), positions)
+    logits = tf.matmul(queries, targets, transpose_b=True) / temperature - logq[None, :]
+    logits = tf.where(duplicate, tf.constant(-1e9, tf.float32), logits)
+    loss_each = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(n), logits=logits)
+    return tf.reduce_sum(weight * loss_each) / tf.reduce_sum(weight)
 
 
 def _quiet_tensorflow() -> None:
@@ -250,13 +271,15 @@ class NeuralRecommender(Recommender):
     """
 
     name = "neural"
+    progress_stage = PROGRESS_STAGE
+    defaults: dict[str, Any] = DEFAULTS  # the sequence model shares this class with its own parameters
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(DEFAULTS)
+        unknown = set(params) - set(self.defaults)
         if unknown:
-            raise ValueError(f"unknown neural parameters: {sorted(unknown)}")
+            raise ValueError(f"unknown {self.name} parameters: {sorted(unknown)}")
         super().__init__(**params)
-        self.config: dict[str, Any] = {**DEFAULTS, **params}
+        self.config: dict[str, Any] = {**self.defaults, **params}
         self.item_ids: list[str] | None = None
         self.weights: dict[str, np.ndarray] | None = None
         self.item_vectors: np.ndarray | None = None
@@ -272,7 +295,7 @@ class NeuralRecommender(Recommender):
 
     def _require_fit(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if self.weights is None or self.item_vectors is None:
-            raise RuntimeError("neural is not fitted")
+            raise RuntimeError(f"{self.name} is not fitted")
         return self.weights, self.item_vectors
 
     def shopper_vectors(self, history: Interactions) -> np.ndarray:
@@ -307,8 +330,6 @@ class NeuralRecommender(Recommender):
         import keras
         import tensorflow as tf
 
-        from recommendations.engine.metrics import evaluate_scores
-
         cfg = self.config
         seed = int(cfg["seed"])
         keras.utils.set_random_seed(seed)
@@ -316,29 +337,8 @@ class NeuralRecommender(Recommender):
         n_items = features.n_items
         seq_len = int(cfg["seq_len"])
 
-        # Catalog: text vocabulary and tokens from TextVectorization, feature tables (row 0 = padding).
-        texts = [str(t) for t in features.text]
-        vectorizer = _text_vectorizer(keras, cfg)
-        vectorizer.adapt(tf.constant(texts if texts else [""]))
-        self.vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
-        tokens = _vectorize(vectorizer, tf, texts, int(cfg["text_len"]))
-        catalog = {
-            "category": np.asarray(features.category, dtype=np.int32),
-            "brand": np.asarray(features.brand, dtype=np.int32),
-            "band": np.asarray(features.price_band, dtype=np.int32),
-            "price_z": np.asarray(features.price_z, dtype=np.float32),
-            "tokens": tokens,
-        }
-        sizes = {
-            "n_ids": n_items + 1,
-            "n_categories": max(int(catalog["category"].max(initial=0)), features.n_categories) + 1,
-            "n_brands": max(int(catalog["brand"].max(initial=0)), features.n_brands) + 1,
-            "n_bands": max(int(catalog["band"].max(initial=0)), MIN_PRICE_BANDS) + 1,
-            "n_tokens": len(self.vocabulary),
-        }
-        self.categories, self.brands = list(features.categories), list(features.brands)
-        has_id = np.bincount(train.item, minlength=n_items) > 0
-        ids_for_serving = np.where(has_id, np.arange(1, n_items + 1), 0).astype(np.int32)
+        vectorizer, texts, catalog, sizes, ids_for_serving = self._prepare_catalog(keras, tf, train, features)
+        tokens = catalog["tokens"]
 
         item_model, shopper_model = _build_towers(keras, cfg, sizes)
         variables = item_model.trainable_variables + shopper_model.trainable_variables
@@ -372,22 +372,12 @@ class NeuralRecommender(Recommender):
             # rows / ids: a window's events and the one after (B x steps+1); step p predicts event p+1.
             shape = tf.shape(rows)
             flat_rows = tf.reshape(rows, [-1])
-            target_rows = tf.gather(tf.reshape(rows[:, 1:], [-1]), positions)
-            n = tf.shape(positions)[0]
-            duplicate = tf.logical_and(
-                tf.equal(target_rows[:, None], target_rows[None, :]), tf.logical_not(tf.eye(n, dtype=tf.bool))
-            )
             with tf.GradientTape() as tape:
                 vectors = item_vectors_tf(flat_rows, tf.reshape(ids, [-1]))
                 dim = tf.shape(vectors)[1]
                 vectors = tf.reshape(vectors, tf.stack([shape[0], shape[1], dim]))
                 states = shopper_model([vectors[:, :-1], types], training=True)
-                queries = tf.gather(tf.reshape(states, [-1, dim]), positions)
-                targets = tf.gather(tf.reshape(vectors[:, 1:], [-1, dim]), positions)
-                logits = tf.matmul(queries, targets, transpose_b=True) / temperature - logq[None, :]
-                logits = tf.where(duplicate, tf.constant(-1e9, tf.float32), logits)
-                loss_each = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(n), logits=logits)
-                loss = tf.reduce_sum(weight * loss_each) / tf.reduce_sum(weight)
+                loss = in_batch_loss(tf, rows, positions, states, vectors, weight, logq, temperature)
             gradients = tape.gradient(loss, variables)
             optimizer.apply(gradients)
             return loss
@@ -406,6 +396,34 @@ class NeuralRecommender(Recommender):
             )
 
         windows = _Windows(train, seq_len)
+        stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
+        self.item_ids = list(features.item_ids)
+        self._train_catalog = {**catalog, "ids": ids_for_serving}
+        self._train_text = texts
+        self._keras_record = _record_model(keras, item_model, shopper_model, vectorizer, cfg)
+        return {
+            **stats,
+            "seconds": round(time.perf_counter() - started, 3),
+            "n_items": n_items,
+            "vocabulary": len(self.vocabulary),
+        }
+
+    def _train_epochs(
+        self,
+        windows: Any,
+        train_step: Callable[..., Any],
+        take_weights: Callable[[], None],
+        variables: list[Any],
+        validation: EvalSet | None,
+        on_progress: ProgressCallback | None,
+        rng: np.random.Generator,
+        started: float,
+    ) -> dict[str, Any]:
+        """Epochs of `train_step` over the windows, each scored on validation with the numpy serving state; stops on
+        patience or the time budget and leaves the best epoch's weights in place. The sequence model shares it."""
+        from recommendations.engine.metrics import evaluate_scores
+
+        cfg = self.config
         n_targets = int(windows.active.sum()) if windows.n_windows else 0
         epochs = max(int(cfg["epochs"]), 1)
         max_seconds = float(cfg["max_seconds"])
@@ -418,7 +436,7 @@ class NeuralRecommender(Recommender):
         steps: list[int] = []
         epochs_run = 0
         if on_progress is not None:
-            on_progress(PROGRESS_STAGE, 0, epochs)
+            on_progress(self.progress_stage, 0, epochs)
         for epoch in range(1, epochs + 1):
             epoch_started = time.perf_counter()
             over_budget = False
@@ -448,7 +466,7 @@ class NeuralRecommender(Recommender):
                 best_epoch = epoch
             epoch_seconds.append(round(time.perf_counter() - epoch_started, 3))
             if on_progress is not None:
-                on_progress(PROGRESS_STAGE, epoch, epochs)
+                on_progress(self.progress_stage, epoch, epochs)
             if over_budget:
                 stopped = "max_seconds"
                 break
@@ -459,15 +477,9 @@ class NeuralRecommender(Recommender):
             for variable, value in zip(variables, best_state, strict=True):
                 variable.assign(value)
             take_weights()
-
-        self.item_ids = list(features.item_ids)
-        self._train_catalog = {**catalog, "ids": ids_for_serving}
-        self._train_text = texts
-        self._keras_record = _record_model(keras, item_model, shopper_model, vectorizer, cfg)
         return {
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
-            "seconds": round(time.perf_counter() - started, 3),
             "val_ndcg": val_ndcg,
             "loss": losses,
             "epoch_seconds": epoch_seconds,
@@ -475,9 +487,42 @@ class NeuralRecommender(Recommender):
             "stopped": stopped,
             "n_targets": n_targets,
             "n_windows": windows.n_windows,
-            "n_items": n_items,
-            "vocabulary": len(self.vocabulary),
         }
+
+    def _prepare_catalog(
+        self, keras: Any, tf: Any, train: Interactions, features: ItemFeatures
+    ) -> tuple[Any, list[str], dict[str, np.ndarray], dict[str, int], np.ndarray]:
+        """The item tower's inputs for the whole catalog: (vectorizer, texts, feature tables, table sizes, ids).
+
+        Sets the vocabulary and the category / brand names; ids are catalog index + 1 for products with train
+        events and 0 (feature path only) for the others.
+        """
+        cfg = self.config
+        n_items = features.n_items
+        # Catalog: text vocabulary and tokens from TextVectorization, feature tables (row 0 = padding).
+        texts = [str(t) for t in features.text]
+        vectorizer = _text_vectorizer(keras, cfg)
+        vectorizer.adapt(tf.constant(texts if texts else [""]))
+        self.vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
+        tokens = _vectorize(vectorizer, tf, texts, int(cfg["text_len"]))
+        catalog = {
+            "category": np.asarray(features.category, dtype=np.int32),
+            "brand": np.asarray(features.brand, dtype=np.int32),
+            "band": np.asarray(features.price_band, dtype=np.int32),
+            "price_z": np.asarray(features.price_z, dtype=np.float32),
+            "tokens": tokens,
+        }
+        sizes = {
+            "n_ids": n_items + 1,
+            "n_categories": max(int(catalog["category"].max(initial=0)), features.n_categories) + 1,
+            "n_brands": max(int(catalog["brand"].max(initial=0)), features.n_brands) + 1,
+            "n_bands": max(int(catalog["band"].max(initial=0)), MIN_PRICE_BANDS) + 1,
+            "n_tokens": len(self.vocabulary),
+        }
+        self.categories, self.brands = list(features.categories), list(features.brands)
+        has_id = np.bincount(train.item, minlength=n_items) > 0
+        ids_for_serving = np.where(has_id, np.arange(1, n_items + 1), 0).astype(np.int32)
+        return vectorizer, texts, catalog, sizes, ids_for_serving
 
     # -- persistence --
 
@@ -583,7 +628,6 @@ def verify_keras(directory: Path) -> None:
     directory = Path(directory)
     _quiet_tensorflow()
     import keras
-    import tensorflow as tf
 
     try:
         record = keras.saving.load_model(directory / KERAS_FILE, safe_mode=True, compile=False)
@@ -595,16 +639,49 @@ def verify_keras(directory: Path) -> None:
     except Exception as exc:  # a truncated zip, a missing file, a foreign model: all mean "refuse"
         raise ValueError(f"neural artefact unreadable: {type(exc).__name__}: {exc}") from exc
     w = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
-    keras_weights = _numpy_weights(item_model, shopper_model)
+    compare_weights(_numpy_weights(item_model, shopper_model), w)
+    dim = w["item_out_kernel"].shape[1]
+    sequence = {"seq_vectors": np.zeros((1, 1, dim), np.float32), "seq_types": np.zeros((1, 1), np.int32)}
+    numpy_items = verify_item_tower(record, serving, vocabulary, int(config["text_len"]), sequence)
+
+    # The shopper tower at every step of probe sequences of mixed lengths and event types.
+    seq_len = int(config["seq_len"])
+    count = max(numpy_items.shape[0], 4)
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, numpy_items.shape[0], size=(count, seq_len))
+    vectors = numpy_items[picks].astype(np.float32)
+    types = rng.integers(1, N_EVENT_TYPE_CODES, size=(count, seq_len)).astype(np.int32)
+    keras_states = shopper_model.predict([vectors, types], verbose=0)
+    numpy_states = shopper_tower(w, vectors, types, np.full(count, seq_len), all_steps=True)
+    _compare("shopper tower", keras_states, numpy_states)
+    lengths = np.arange(count) % seq_len + 1
+    last = shopper_tower(w, vectors, types, lengths)
+    _compare("shopper tower (last event)", keras_states[np.arange(count), lengths - 1], last)
+
+
+def compare_weights(keras_weights: dict[str, np.ndarray], w: dict[str, np.ndarray]) -> None:
+    """Every Keras weight against its serving.npz copy (ValueError when one is missing, reshaped or different)."""
     for key, value in keras_weights.items():
         if key not in w or w[key].shape != value.shape:
             raise ValueError(f"serving weight {key} is missing or has the wrong shape")
         _compare(f"serving weight {key}", value, w[key])
 
-    text_len = int(config["text_len"])
+
+def verify_item_tower(
+    record: Any, serving: dict[str, np.ndarray], vocabulary: list[str], text_len: int, sequence: dict[str, np.ndarray]
+) -> np.ndarray:
+    """The record's item tower (raw text through its TextVectorization) against the numpy tower and tokenizer on
+    probe products and tricky strings, and against every stored item vector; returns the probes' numpy vectors.
+
+    `sequence` holds one row of each sequence input the record also takes (repeated, never looked at here).
+    """
+    import tensorflow as tf
+
+    w = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
+    item_model = record.get_layer("item_tower")
     probe = serving["probe_rows"].astype(np.int64)
     if not probe.size:
-        raise ValueError("neural artefact has an empty catalog")
+        raise ValueError("the artefact has an empty catalog")
     texts = [str(t) for t in serving["probe_text"].tolist()]
     extra = len(texts) - probe.size
     rows = np.r_[probe, np.full(extra, probe[0])].astype(np.int64)
@@ -618,8 +695,7 @@ def verify_keras(directory: Path) -> None:
             "item_band": tf.constant(features["band"]),
             "item_price_z": tf.constant(features["price_z"][:, None]),
             "item_text": tf.constant([[t] for t in texts], dtype=tf.string),
-            "seq_vectors": tf.zeros((len(texts), 1, w["item_out_kernel"].shape[1]), dtype=tf.float32),
-            "seq_types": tf.zeros((len(texts), 1), dtype=tf.int32),
+            **{key: tf.constant(np.repeat(value, len(texts), axis=0)) for key, value in sequence.items()},
         },
         training=False,
     )[0].numpy()
@@ -648,19 +724,7 @@ def verify_keras(directory: Path) -> None:
         )
         _compare("stored item vectors", keras_part, serving["item_vectors"][part])
 
-    # The shopper tower at every step of probe sequences of mixed lengths and event types.
-    seq_len = int(config["seq_len"])
-    count = max(len(texts), 4)
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, numpy_items.shape[0], size=(count, seq_len))
-    vectors = numpy_items[picks].astype(np.float32)
-    types = rng.integers(1, N_EVENT_TYPE_CODES, size=(count, seq_len)).astype(np.int32)
-    keras_states = shopper_model.predict([vectors, types], verbose=0)
-    numpy_states = shopper_tower(w, vectors, types, np.full(count, seq_len), all_steps=True)
-    _compare("shopper tower", keras_states, numpy_states)
-    lengths = np.arange(count) % seq_len + 1
-    last = shopper_tower(w, vectors, types, lengths)
-    _compare("shopper tower (last event)", keras_states[np.arange(count), lengths - 1], last)
+    return numpy_items
 
 
 def _compare(what: str, keras_values: np.ndarray, numpy_values: np.ndarray) -> None:
@@ -729,8 +793,8 @@ def _vectorize(vectorizer: Any, tf: Any, texts: list[str], length: int) -> np.nd
     return np.concatenate(parts).astype(np.int32)
 
 
-def _build_towers(keras: Any, cfg: dict[str, Any], sizes: dict[str, int]) -> tuple[Any, Any]:
-    """The item tower (ids, features, token ids → vector) and the shopper tower (vectors, types → vector per step)."""
+def _build_item_tower(keras: Any, cfg: dict[str, Any], sizes: dict[str, int]) -> Any:
+    """The item tower (ids, features, token ids → unit vector); `item_tower` is its numpy forward."""
     layers = keras.layers
     item_id = keras.Input(shape=(), dtype="int32", name="id")
     category = keras.Input(shape=(), dtype="int32", name="category")
@@ -753,8 +817,13 @@ def _build_towers(keras: Any, cfg: dict[str, Any], sizes: dict[str, int]) -> tup
     )
     hidden = layers.Dense(int(cfg["hidden"]), activation="relu", name="item_hidden")(joined)
     item_vector = layers.UnitNormalization(name="item_unit")(layers.Dense(int(cfg["dim"]), name="item_out")(hidden))
-    item_model = keras.Model([item_id, category, brand, band, price, tokens], item_vector, name="item_tower")
+    return keras.Model([item_id, category, brand, band, price, tokens], item_vector, name="item_tower")
 
+
+def _build_towers(keras: Any, cfg: dict[str, Any], sizes: dict[str, int]) -> tuple[Any, Any]:
+    """The item tower and the shopper tower (vectors, types → vector per step)."""
+    layers = keras.layers
+    item_model = _build_item_tower(keras, cfg, sizes)
     vectors = keras.Input(shape=(None, int(cfg["dim"])), dtype="float32", name="vectors")
     types = keras.Input(shape=(None,), dtype="int32", name="types")
     events = layers.Embedding(N_EVENT_TYPE_CODES, int(cfg["event_dim"]), name="event_embedding")(types)

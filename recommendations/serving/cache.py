@@ -39,7 +39,7 @@ def _block_key(req: Request) -> str:
             ]
         ).encode()
     ).hexdigest()[:16]
-    return keys.cache_key("block", req.placement, req.shopper, req.product_id, req.category, req.limit or 0, digest)
+    return keys.block(req.shopper, req.placement, req.product_id, req.category, req.limit or 0, digest)
 
 
 def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, Any] | None]:
@@ -48,7 +48,7 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
     block read them); a new event, a new set or a rule saved in the admin retires the cached blocks it affects."""
     key = _block_key(req)
     memo = store.current_pass.get() or RenderPass()
-    version_key = keys.cache_key("shopper", req.shopper) if req.shopper and req.shopper not in memo.versions else None
+    version_key = keys.shopper_version(req.shopper) if req.shopper and req.shopper not in memo.versions else None
     wanted = [
         key,
         *([] if memo.set_known else [keys.ACTIVE_SET]),

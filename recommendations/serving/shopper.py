@@ -117,7 +117,7 @@ def shopper_version(shopper: str) -> str:
     memo = store.current_pass.get()
     if memo is not None and shopper in memo.versions:
         return memo.versions[shopper]
-    version = str(cache.get(keys.cache_key("shopper", shopper)) or "0")
+    version = str(cache.get(keys.shopper_version(shopper)) or "0")
     if memo is not None:
         memo.versions[shopper] = version
     return version
@@ -126,7 +126,7 @@ def shopper_version(shopper: str) -> str:
 def touch_shoppers(shoppers: Iterable[str]) -> None:
     """A shopper did something: their cached blocks are stale (the key carries this version)."""
     stamp = time.time_ns()
-    stamps = {keys.cache_key("shopper", s): stamp for s in set(shoppers) if s}
+    stamps = {keys.shopper_version(s): stamp for s in set(shoppers) if s}
     if stamps:
         try:
             cache.set_many(stamps, SHOPPER_VERSION_TTL)

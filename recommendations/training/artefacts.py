@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+from importlib import import_module
 from pathlib import Path
 
 from django.conf import settings
@@ -21,6 +22,8 @@ from recommendations.engine.base import ItemFeatures, Recommender
 from recommendations.engine.candidates import recommender_class
 
 ALLOWED_SUFFIXES = {".npz", ".json", ".keras"}
+# Recommender name (params.json) -> the engine module whose verify_keras checks its model.keras against numpy.
+KERAS_MODULES = {"neural": "neural", "sequence": "sequence"}
 
 
 class ArtefactError(Exception):
@@ -98,9 +101,9 @@ def verify_artefact(path: str | Path, sha256: str, features: ItemFeatures) -> No
     """
     load_recommender(path, sha256, features)
     for keras_file in sorted(Path(path).rglob("model.keras")):
-        from recommendations.engine.neural import verify_keras
-
         try:
+            kind = json.loads((keras_file.parent / "params.json").read_text())["name"]
+            verify_keras = import_module(f"recommendations.engine.{KERAS_MODULES[kind]}").verify_keras
             verify_keras(keras_file.parent)
         except Exception as exc:
             raise ArtefactError(f"{keras_file} failed verification: {exc}") from exc

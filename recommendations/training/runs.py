@@ -1,7 +1,8 @@
 """One retrain: events → clean training data → temporal split → candidates side by side → pick → gate → register.
 
-Every configured candidate fits on the same split and is measured on the same validation shoppers; the best by
-validation NDCG@10, or a blend of the best few when that scores higher, is the run's choice. The test split is
+The split is the SPLIT setting's, "auto" deciding from the data (engine.split.decide_split). Every configured
+candidate fits on the same split and is measured on the same validation shoppers; `choose` compares them shopper by
+shopper and prefers the simpler recipe unless the richer one leads by more than noise. The test split is
 scored only once the choice is made, for the report. The chosen recipe is then refit on every event (so the
 serving model knows the newest products and shoppers), written as a hash-checked artefact, and it serves only
 if it beats the serving model on this run's validation set by GATE_MARGIN; otherwise the old model stays and
@@ -23,13 +24,14 @@ from typing import Any
 import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from recommendations import signals
 from recommendations.conf import rec_settings
 from recommendations.engine import dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
 from recommendations.engine.candidates import build_candidate
-from recommendations.engine.split import Split, temporal_split
+from recommendations.engine.split import MIN_EVAL_SHOPPERS, Split, decide_split
 from recommendations.models import TrainingRun
 from recommendations.training import artefacts, loading
 from recommendations.training.progress import ProgressCallback, RunProgress
@@ -54,6 +56,14 @@ BLEND_MAX_COMPONENTS = 3
 # Searches that score many variants (blend weights) use this many validation shoppers; the result is then scored on
 # the whole validation set like every candidate.
 SEARCH_SHOPPERS = 1000
+# The noise rule: a richer recipe (a costlier class, a blend) serves over a simpler one only when its validation lead
+# is more than this many paired standard errors. One: on MovieLens a two-error rule would have swapped blends that
+# held on test (+0.031 per shopper) for single models; docs/benchmarks.md has the measurements.
+NOISE_SE = 1.0
+# Cost of a recommender class (to fit, store and score), for the noise rule: among candidates within noise of the
+# best, the cheapest serves. Classes not listed (the neural models) cost UNLISTED_COST.
+CLASS_COST = {"popularity": 0, "content": 1, "item_knn": 1, "ease": 2, "ease_lowrank": 2}
+UNLISTED_COST = 3
 
 
 class TrainingError(Exception):
@@ -77,6 +87,7 @@ class CandidateResult:
     fit: dict[str, Any]
     seconds: float
     test: dict[str, float] = field(default_factory=dict)
+    per_shopper: np.ndarray | None = None  # validation NDCG@10 of each validation shopper, for paired comparisons
 
 
 @dataclass
@@ -86,6 +97,8 @@ class Choice:
     validation: dict[str, float]
     components: list[str]
     weights: list[float]
+    # How the choice was made, as codes and numbers (`choice_lines` words them): each rule that decided something.
+    notes: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ---- data -----------------------------------------------------------------------------------------------------------
@@ -159,49 +172,178 @@ def fit_candidates(
             logger.info("candidate %s left out: %s", name, exc)
             results[name] = CandidateResult(name, recommender, {}, {"skipped": str(exc)}, time.monotonic() - started)
             continue
-        validation = metrics.evaluate(recommender, split.validation, allowed=allowed)
-        results[name] = CandidateResult(name, recommender, validation, fit_stats, round(time.monotonic() - started, 3))
+        validation, per_shopper = metrics.evaluate_paired(recommender, split.validation, allowed=allowed)
+        seconds = round(time.monotonic() - started, 3)
+        results[name] = CandidateResult(name, recommender, validation, fit_stats, seconds, per_shopper=per_shopper)
     return results
 
 
 def class_params(neural_extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Per-class parameters from settings: the NEURAL dict, and EASE's size limit."""
+    """Per-class parameters from settings: the NEURAL dict, and EASE's size limit (where the low-rank EASE starts)."""
     return {
         "neural": {**dict(rec_settings.NEURAL or {}), **(neural_extra or {})},
         "ease": {"max_items": int(rec_settings.EASE_MAX_ITEMS)},
+        # The low-rank EASE stands in only where exact EASE is refused (a 200k-product shop).
+        "ease_lowrank": {"min_items": int(rec_settings.EASE_MAX_ITEMS)},
     }
 
 
 def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allowed: np.ndarray | None = None) -> Choice:
-    """The best candidate by validation NDCG@10, or a blend of the best few when the blend scores higher."""
+    """The candidate to serve, from validation NDCG@10 compared shopper by shopper.
+
+    The best candidate serves unless a cheaper one (CLASS_COST) is within NOISE_SE paired standard errors of it; a
+    blend of the best few serves only when it leads that choice and the best single candidate by more than NOISE_SE
+    paired standard errors, and never on fewer than MIN_EVAL_SHOPPERS validation shoppers, where its weight search
+    fits noise. Paired: the same shoppers score both, so shopper-to-shopper spread does not hide a real lead.
+    """
     fitted = [r for r in results.values() if r.validation]
     if not fitted:
         raise TrainingError(
             "no candidate could be fitted: " + "; ".join(f"{r.name}: {r.fit}" for r in results.values())
         )
+    for result in fitted:
+        if result.per_shopper is None:
+            result.per_shopper = metrics.evaluate_paired(result.recommender, split.validation, allowed=allowed)[1]
     ranked = sorted(fitted, key=lambda r: (-r.validation["ndcg"], r.name))
     best = ranked[0]
-    choice = Choice(best.name, best.recommender, best.validation, [best.name], [1.0])
+    picked, notes = simplest_within_noise(ranked)
+    choice = Choice(picked.name, picked.recommender, picked.validation, [picked.name], [1.0], notes)
     if not blend or len(ranked) < 2:
+        return choice
+    shoppers = split.validation.n_shoppers
+    if shoppers < MIN_EVAL_SHOPPERS:
+        choice.notes.append({"rule": "no_blend_small_sample", "shoppers": shoppers, "min_shoppers": MIN_EVAL_SHOPPERS})
         return choice
     from recommendations.engine.blend import Blend, fit_blend_weights
 
     components = _blend_components(ranked)
     # A 0.1 grid for two components (11 weightings), 0.2 for three (21): finer steps cost time and only fit noise.
     step = 0.1 if len(components) == 2 else 0.2
-    weights, _ = fit_blend_weights(
+    weights, _searched = fit_blend_weights(
         [c.recommender for c in components], split.validation.sample(SEARCH_SHOPPERS), grid=step
     )
     weights = [float(w) for w in weights]
     kept = [(c, w) for c, w in zip(components, weights, strict=True) if w > 0]
     if len(kept) < 2:
         return choice
-    blended = Blend([c.recommender for c, _ in kept], [w for _, w in kept])
-    validation = metrics.evaluate(blended, split.validation, allowed=allowed)
-    if validation["ndcg"] <= best.validation["ndcg"]:
+    blended = Blend([c.recommender for c, _w in kept], [w for _c, w in kept])
+    validation, per_shopper = metrics.evaluate_paired(blended, split.validation, allowed=allowed)
+    names = [c.name for c, _w in kept]
+    name = f"blend({'+'.join(names)})"
+    verdict = blend_verdict(name, per_shopper, [picked] if picked is best else [picked, best])
+    if verdict["rule"] != "blend_leads":
+        choice.notes.append(verdict)
         return choice
-    names = [c.name for c, _ in kept]
-    return Choice(f"blend({'+'.join(names)})", blended, validation, names, [w for _, w in kept])
+    return Choice(name, blended, validation, names, [w for _c, w in kept], [*notes, verdict])
+
+
+def blend_verdict(name: str, per_shopper: np.ndarray, rivals: list[CandidateResult]) -> dict[str, Any]:
+    """Does blend `name` (its validation NDCG per shopper) lead every rival by more than NOISE_SE paired standard
+    errors? The note names the rival it failed to lead ("blend_within_noise"), else its lead over the first one."""
+    for rival in rivals:
+        lead, se = metrics.paired_difference(per_shopper, rival.per_shopper)
+        if lead <= 0 or lead <= NOISE_SE * se:
+            return {"rule": "blend_within_noise", "blend": name, "over": rival.name, "lead": lead, "se": se}
+    lead, se = metrics.paired_difference(per_shopper, rivals[0].per_shopper)
+    return {"rule": "blend_leads", "blend": name, "over": rivals[0].name, "lead": lead, "se": se}
+
+
+def _evaluation_warnings(split: Split, results: dict[str, CandidateResult]) -> list[dict[str, Any]]:
+    """A warning, as a code and numbers, when the validation set is too small to rank the candidates."""
+    shoppers = split.validation.n_shoppers
+    if shoppers >= MIN_EVAL_SHOPPERS:
+        return []
+    warning: dict[str, Any] = {"code": "small_sample", "shoppers": shoppers, "min_shoppers": MIN_EVAL_SHOPPERS}
+    ranked = sorted((r for r in results.values() if r.validation), key=lambda r: (-r.validation["ndcg"], r.name))
+    if len(ranked) >= 2 and ranked[0].per_shopper is not None and ranked[1].per_shopper is not None:
+        lead, se = metrics.paired_difference(ranked[0].per_shopper, ranked[1].per_shopper)
+        warning.update(first=ranked[0].name, second=ranked[1].name, lead=lead, se=se)
+    return [warning]
+
+
+def split_line(stats: dict[str, Any]) -> str:
+    """The split a run used and why, in one sentence for staff (the command's "split:" line, the admin page)."""
+    split = stats.get("split") or {}
+    if "skipped" in split:
+        return _("no validation set (%(why)s)") % {"why": split["skipped"]}
+    decision = split.get("decision") or {}
+    mode = {"global": _("global cut"), "per_shopper": _("per shopper")}.get(split.get("mode"), split.get("mode", "-"))
+    sizes = _("%(validation)s validation and %(test)s test shoppers") % {
+        "validation": split.get("validation_shoppers", 0),
+        "test": split.get("test_shoppers", 0),
+    }
+    reason = decision.get("reason")
+    numbers = {"spanning": decision.get("spanning_shoppers"), "min": decision.get("min_shoppers")}
+    if reason == "enough_span":
+        why = _("auto: %(spanning)s shoppers span the global cut, at least %(min)s") % numbers
+    elif reason == "few_span":
+        why = _("auto: only %(spanning)s shoppers span the global cut, fewer than %(min)s") % numbers
+    elif reason == "no_global_cut":
+        why = _("auto: the events span too little time for a global cut")
+    else:
+        why = _("set in SPLIT")
+    return f"{mode} ({why}); {sizes}"
+
+
+def warning_lines(stats: dict[str, Any]) -> list[str]:
+    """The run's evaluation warnings in words (the command's "warning:" lines, the admin page)."""
+    lines = []
+    for warning in stats.get("warnings") or []:
+        if warning.get("code") != "small_sample":
+            continue
+        line = _(
+            "only %(shoppers)s validation shoppers (fewer than %(min)s): too few to rank the candidates; no blend "
+            "was chosen on them."
+        ) % {"shoppers": warning["shoppers"], "min": warning["min_shoppers"]}
+        if "lead" in warning:
+            line += " " + _("%(first)s leads %(second)s by %(lead).4f ± %(se).4f NDCG@10 (paired standard error).") % {
+                "first": warning["first"],
+                "second": warning["second"],
+                "lead": warning["lead"],
+                "se": warning["se"],
+            }
+        lines.append(line)
+    return lines
+
+
+def choice_lines(stats: dict[str, Any]) -> list[str]:
+    """Why the chosen recipe won over a richer one, in words (one line per rule that decided something)."""
+    lines = []
+    for note in stats.get("choice") or []:
+        rule = note.get("rule")
+        if rule == "simpler_within_noise":
+            lines.append(
+                _(
+                    "%(best)s scored highest but leads by only %(lead).4f ± %(se).4f (within noise): the cheaper "
+                    "model serves."
+                )
+                % note
+            )
+        elif rule == "blend_within_noise":
+            lines.append(
+                _("%(blend)s leads %(over)s by only %(lead).4f ± %(se).4f (within noise): the single model serves.")
+                % note
+            )
+        elif rule == "blend_leads":
+            lines.append(_("%(blend)s leads %(over)s by %(lead).4f ± %(se).4f: the blend serves.") % note)
+    return lines
+
+
+def _cost(result: CandidateResult) -> int:
+    return CLASS_COST.get(result.recommender.name, UNLISTED_COST)
+
+
+def simplest_within_noise(ranked: list[CandidateResult]) -> tuple[CandidateResult, list[dict[str, Any]]]:
+    """The cheapest candidate whose validation NDCG@10 the best one does not beat by more than NOISE_SE paired
+    standard errors (the best one itself when none is); among equally cheap ones, the higher scoring."""
+    best = ranked[0]
+    for result in sorted(ranked, key=lambda r: (_cost(r), -r.validation["ndcg"], r.name)):
+        if result is best or _cost(result) >= _cost(best):
+            break
+        lead, se = metrics.paired_difference(best.per_shopper, result.per_shopper)
+        if lead <= NOISE_SE * se:
+            return result, [{"rule": "simpler_within_noise", "best": best.name, "lead": lead, "se": se}]
+    return best, []
 
 
 def _blend_components(ranked: list[CandidateResult]) -> list[CandidateResult]:
@@ -233,9 +375,9 @@ def refit(
 
     fitted: list[Recommender] = []
     for name in choice.components:
-        if results[name].recommender.name == "neural":
-            # Refitting the neural model would double a retrain's time; as fitted on the split it still reads every
-            # shopper's newest events when scoring and embeds products that arrived since from their features.
+        if results[name].recommender.name in ("neural", "sequence"):
+            # Refitting the neural or sequence model would double a retrain's time; as fitted on the split it reads
+            # every shopper's newest events when scoring and embeds products that arrived since from their features.
             fitted.append(results[name].recommender)
             continue
         recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
@@ -353,13 +495,12 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
             raise TrainingError("there are no training events yet (views, carts, purchases)")
         progress.start("split")
         try:
-            split = temporal_split(
+            split, decision = decide_split(
                 data.interactions,
-                data.features,
+                str(rec_settings.SPLIT),
                 valid_fraction=float(rec_settings.VALIDATION_FRACTION),
                 test_fraction=float(rec_settings.TEST_FRACTION),
                 max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
-                mode=str(rec_settings.SPLIT),
             )
             why_not = "" if split.validation.n_shoppers else NO_VALIDATION[split.mode]
         except ValueError as exc:
@@ -372,7 +513,7 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
             "products": data.features.n_items,
             "products_with_events": int(np.unique(data.interactions.item).size),
             "cleaning": data.cleaning,
-            "split": split.stats(),
+            "split": {**split.stats(), "decision": decision.as_dict()},
             "data_until": data.data_until.isoformat() if data.data_until else None,
         }
         TrainingRun.objects.filter(pk=run.pk).update(data_stats=data_stats)
@@ -380,6 +521,9 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         results = fit_candidates(split, data.features, names, on_stage=progress.start, on_progress=progress.update)
         progress.start("blend")
         choice = choose(results, split, bool(rec_settings.BLEND))
+        data_stats["choice"] = _jsonable(choice.notes)
+        data_stats["warnings"] = _evaluation_warnings(split, results)
+        TrainingRun.objects.filter(pk=run.pk).update(data_stats=data_stats)
 
         progress.start("test")
         for result in results.values():
@@ -509,11 +653,15 @@ def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, dat
     elif serving.chosen in results and results[serving.chosen].validation:
         old = float(results[serving.chosen].validation["ndcg"])
         gate["compared"] = f"serving recipe {serving.chosen} refit on this split"
-    elif serving.validation_ndcg is not None:
+    elif (rebuilt := _serving_blend_on_this_split(serving, results)) is not None:
+        old = float(metrics.evaluate(rebuilt, split.validation)["ndcg"])
+        gate["compared"] = f"serving recipe {serving.chosen} rebuilt from this split's candidates"
+    elif serving.validation_ndcg is not None and _split_mode(serving) == split.mode:
         old = float(serving.validation_ndcg)
         gate["compared"] = "serving model's own recorded validation NDCG"
     if old is None:
-        gate.update(passed=True, reason="The serving model has no comparable score.")
+        # A score recorded on another kind of split (another question, other shoppers) says nothing here.
+        gate.update(passed=True, reason="The serving model has no comparable score on this split.")
         return gate
     gate["serving_ndcg"] = old
     passed = new >= old + margin
@@ -524,6 +672,30 @@ def _gate(choice: Choice, results: dict[str, CandidateResult], split: Split, dat
         f" + margin {margin:g}.",
     )
     return gate
+
+
+def _split_mode(run: TrainingRun) -> str | None:
+    """The split a run validated on ("global", "per_shopper"), as its data_stats recorded it."""
+    split = (run.data_stats or {}).get("split")
+    mode = split.get("mode") if isinstance(split, dict) else None
+    return mode if isinstance(mode, str) else None
+
+
+def _serving_blend_on_this_split(serving: TrainingRun, results: dict[str, CandidateResult]) -> Any:
+    """The serving run's blend, with its recorded weights, over this run's refits of its components; None when
+    it was no blend or a component is missing here (then its recorded score is all there is)."""
+    name = serving.chosen or ""
+    if not (name.startswith("blend(") and name.endswith(")")):
+        return None
+    components = name[len("blend(") : -1].split("+")
+    weights = ((serving.candidates or {}).get(name) or {}).get("weights")
+    if not isinstance(weights, list) or len(weights) != len(components):
+        return None
+    if any(c not in results or not results[c].validation for c in components):
+        return None
+    from recommendations.engine.blend import Blend
+
+    return Blend([results[c].recommender for c in components], [float(w) for w in weights])
 
 
 def _register(

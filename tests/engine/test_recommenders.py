@@ -19,8 +19,10 @@ from recommendations.engine.baselines import EASE, ItemKNN, Popularity, populari
 from recommendations.engine.blend import Blend, fit_blend_weights, standardize_rows
 from recommendations.engine.candidates import RECOMMENDER_CLASSES
 from recommendations.engine.content import ContentAffinity
+from recommendations.engine.lowrank import LowRankEASE
 from recommendations.engine.metrics import evaluate, evaluate_scores, top_k
 from recommendations.engine.neural import NeuralRecommender
+from recommendations.engine.sequence import SequenceRecommender
 from recommendations.engine.split import temporal_split
 from tests.engine.synthetic import TYPE_WEIGHTS, make_shop
 
@@ -42,9 +44,15 @@ CANDIDATES = [
     Candidate("item_knn_recency", lambda: ItemKNN(history_half_life_days=14.0)),
     Candidate("ease", lambda: EASE()),
     Candidate("ease_recency", lambda: EASE(history_half_life_days=14.0)),
+    Candidate("ease_lowrank", lambda: LowRankEASE(rank=4)),
     Candidate("blend", lambda: Blend([Popularity(), ItemKNN()], [0.3, 0.7])),
     Candidate("content", lambda: ContentAffinity(), scores_new_items=True),
     Candidate("neural", lambda: NeuralRecommender(epochs=12, patience=12, seed=1), scores_new_items=True),
+    Candidate(
+        "sequence",
+        lambda: SequenceRecommender(dim=32, seq_len=8, epochs=12, patience=12, seed=1),
+        scores_new_items=True,
+    ),
 ]
 
 Event = tuple[str, str, float]  # (product id, event type, age in days)

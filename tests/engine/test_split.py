@@ -222,15 +222,73 @@ def test_an_unknown_split_mode_is_refused_by_the_split_and_the_settings_check():
     from django.test import override_settings
 
     from recommendations.conf import DEFAULTS, check_settings
-    from recommendations.engine.split import SPLIT_MODES
+    from recommendations.engine.split import SPLIT_SETTINGS
 
     data, features = make_shop(seed=3)
     with pytest.raises(ValueError, match="split mode"):
         temporal_split(data, features, mode="random")
     good = {"PRODUCT_MODEL": "shop.Product"}
-    assert DEFAULTS["SPLIT"] == "global"
-    for mode in SPLIT_MODES:
+    assert DEFAULTS["SPLIT"] == "auto"
+    for mode in SPLIT_SETTINGS:
         with override_settings(RECOMMENDATIONS={**good, "SPLIT": mode}):
             assert check_settings() == []
     with override_settings(RECOMMENDATIONS={**good, "SPLIT": "random"}):
         assert [e.id for e in check_settings()] == ["recommendations.E007"]
+
+
+def _one_visit_each(data: Interactions, seed: int = 0) -> Interactions:
+    """The same events with each shopper's history squeezed into one day somewhere in the 60: shoppers come once,
+    as MovieLens' raters do, so few have events on both sides of any one moment."""
+    rng = np.random.default_rng(seed)
+    start = rng.uniform(0, 59, size=data.n_shoppers)
+    ptr = data.indptr()
+    ages = data.age_days.astype(np.float64).copy()
+    for s in range(data.n_shoppers):
+        part = ages[ptr[s] : ptr[s + 1]]
+        if part.size:
+            ages[ptr[s] : ptr[s + 1]] = start[s] + (part - part.min()) / 60.0
+    return Interactions(
+        n_shoppers=data.n_shoppers,
+        n_items=data.n_items,
+        shopper=data.shopper,
+        item=data.item,
+        event_type=data.event_type,
+        weight=data.weight,
+        age_days=(ages - ages.min()).astype(np.float32),
+    )
+
+
+def test_auto_takes_the_global_cut_when_enough_shoppers_span_it_and_per_shopper_when_few_do():
+    from recommendations.engine.split import decide_split
+
+    data, _features = make_shop(n_shoppers=300, seed=3)
+    split, decision = decide_split(data, "auto", min_shoppers=100)
+    assert (decision.mode, decision.reason, split.mode) == ("global", "enough_span", "global")
+    assert decision.spanning_shoppers == split.validation.n_shoppers >= 100
+    # The same events, each shopper's within one day: a global cut leaves a handful to evaluate.
+    once = _one_visit_each(data)
+    global_only = temporal_split(once, mode="global")
+    assert global_only.validation.n_shoppers < 100
+    split, decision = decide_split(once, "auto", min_shoppers=100)
+    assert (decision.mode, decision.reason, split.mode) == ("per_shopper", "few_span", "per_shopper")
+    assert decision.spanning_shoppers == global_only.validation.n_shoppers
+    assert split.validation.n_shoppers > 200, "per shopper, everyone with enough history is evaluated"
+    assert decision.as_dict()["min_shoppers"] == 100
+    # A mode named in the setting is taken as is, however few shoppers span the cut.
+    split, decision = decide_split(once, "global", min_shoppers=100)
+    assert (split.mode, decision.reason) == ("global", "setting")
+    with pytest.raises(ValueError, match="split mode"):
+        decide_split(once, "random")
+
+
+def test_auto_splits_per_shopper_when_the_events_span_no_time_for_a_global_cut():
+    from recommendations.engine.split import decide_split
+
+    data, _features = make_shop(n_shoppers=50, seed=5)
+    # Every event at the same moment except each shopper's newest few: no quantile cut separates train and test.
+    ages = np.where(data.age_days > 0.5, 10.0, data.age_days).astype(np.float32)
+    flat = Interactions(**{**data.__dict__, "age_days": ages})
+    with pytest.raises(ValueError, match="too little time"):
+        temporal_split(flat, mode="global")
+    split, decision = decide_split(flat, "auto")
+    assert (decision.reason, split.mode) == ("no_global_cut", "per_shopper")

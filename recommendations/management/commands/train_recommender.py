@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from recommendations.engine.candidates import CANDIDATE_SPECS
 from recommendations.management.stage_bars import StageBars
 from recommendations.models import TrainingRun
-from recommendations.training.runs import TrainingError, run_training
+from recommendations.training.runs import TrainingError, choice_lines, run_training, split_line, warning_lines
 
 METRICS = ("ndcg", "recall", "hr", "mrr", "coverage", "cold_recall")
 
@@ -80,6 +80,9 @@ class Command(BaseCommand):
             + ", ".join(f"{m} {run.test_metrics.get(m, 0):.4f}" for m in METRICS if m in run.test_metrics),
             f"data: {stats.get('events', 0)} events, {stats.get('shoppers', 0)} shoppers, "
             f"{stats.get('products', 0)} products; cleaning {stats.get('cleaning', {})}",
+            f"split: {split_line(stats)}",
+            *(f"choice: {line}" for line in choice_lines(stats)),
+            *(f"warning: {line}" for line in warning_lines(stats)),
             f"gate: {run.gate.get('reason', '')}",
             f"model: {run.artefact_path} (sha256 {run.artefact_sha256[:16]})",
             "seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run.stage_seconds.items()),

@@ -1,0 +1,123 @@
+"""The privacy endpoints for a shop's back end: `POST /api/privacy/erase/` and `POST /api/privacy/export/`.
+
+Only a server holding the write key may call them (a browser, even a staff session, is refused: an access or erasure
+request is the shop's to verify before it reaches us). Both take `{"user_ids": [...], "visitor_ids": [...]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, OpenApiTypes, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import APIException, NotAuthenticated, ParseError, PermissionDenied
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from recommendations import privacy
+from recommendations.api.authentication import WriteKeyAuthentication, has_write_key
+from recommendations.api.throttling import IngestKeyThrottle
+
+
+class WriteKeyOnly(BasePermission):
+    message = gettext_lazy("Only a server with the write key may make privacy requests.")
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return has_write_key(request)
+
+
+class _InvalidIds(APIException):
+    status_code = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+SubjectsRequest = inline_serializer(
+    "PrivacyRequest",
+    fields={
+        "user_ids": serializers.ListField(child=serializers.CharField(), required=False),
+        "visitor_ids": serializers.ListField(child=serializers.CharField(), required=False),
+    },
+)
+_ERRORS = {
+    400: OpenApiResponse(OpenApiTypes.OBJECT, description="A field is not a list of ids; `errors` names it."),
+    403: OpenApiResponse(OpenApiTypes.OBJECT, description="No write key, or a wrong one."),
+    429: OpenApiResponse(OpenApiTypes.OBJECT, description="Throttled; Retry-After says when to try again."),
+}
+
+
+class _PrivacyView(APIView):
+    authentication_classes = [WriteKeyAuthentication]
+    permission_classes = [WriteKeyOnly]
+    throttle_classes = [IngestKeyThrottle]
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+
+    def ids(self, request: Request) -> tuple[Any, Any]:
+        body = request.data
+        if not isinstance(body, dict):
+            raise ParseError(_('The body must be a JSON object: {"user_ids": [...], "visitor_ids": [...]}.'))
+        unknown = sorted(set(body) - {"user_ids", "visitor_ids"})
+        if unknown:
+            raise _InvalidIds(unknown[0], _("unknown field; send user_ids and visitor_ids"))
+        return body.get("user_ids"), body.get("visitor_ids")
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Refusals as `{"errors": [{"field", "message"}], "detail"}`, like the app's other endpoints."""
+        if isinstance(exc, privacy.InvalidSubjects):
+            exc = _InvalidIds(exc.field, exc.message)
+        if isinstance(exc, NotAuthenticated):
+            exc = PermissionDenied(WriteKeyOnly.message)
+        response = super().handle_exception(exc)
+        detail = response.data.get("detail") if isinstance(response.data, dict) else None
+        if detail is not None:
+            response.data = {
+                "errors": [{"field": getattr(exc, "field", None), "message": str(detail)}],
+                "detail": detail,
+            }
+        return response
+
+
+class EraseView(_PrivacyView):
+    """Erase every event, stored list and cache key of the shoppers named; answers the counts."""
+
+    @extend_schema(
+        operation_id="privacy_erase",
+        summary="Erase shoppers' data",
+        description=(
+            "Deletes every event (impressions and clicks included), stored list and cache key of the users and "
+            "visitors named, and of the visitors merged into those users at login. Idempotent. Answers "
+            '`{"erasure": <audit row id>, "counts": {...}}`. Retrain afterwards so the next model never saw them.'
+        ),
+        request=SubjectsRequest,
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="What was deleted."), **_ERRORS},
+        tags=["privacy"],
+    )
+    def post(self, request: Request) -> Response:
+        user_ids, visitor_ids = self.ids(request)
+        record = privacy.erase(user_ids, visitor_ids, requested_by="api (write key)", via="api")
+        return Response({"erasure": record.pk, "counts": record.counts})
+
+
+class ExportView(_PrivacyView):
+    """Every event and stored list of the shoppers named, as one JSON document (docs/privacy.md)."""
+
+    @extend_schema(
+        operation_id="privacy_export",
+        summary="Export shoppers' data",
+        description="One JSON document with every event and stored list of the shoppers named (docs/privacy.md).",
+        request=SubjectsRequest,
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The export document."), **_ERRORS},
+        tags=["privacy"],
+    )
+    def post(self, request: Request) -> Response:
+        user_ids, visitor_ids = self.ids(request)
+        return Response(privacy.export(user_ids, visitor_ids))
