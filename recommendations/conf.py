@@ -78,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     # `apply_retention` task and command. None keeps them (the app's default; the demo sets one). Impressions may
     # have their own, shorter retention (None: the events' one).
     "EVENT_RETENTION_DAYS": None,
+    # Training knows shoppers by an HMAC of their id under this key (training.loading.pseudonym); None: SECRET_KEY.
+    "PSEUDONYM_KEY": None,
     "IMPRESSION_RETENTION_DAYS": None,
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
@@ -316,6 +318,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         value = user.get(key, DEFAULTS[key])
         if not isinstance(value, int) or value <= 0:
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a positive integer.", id="recommendations.E006"))
+    pseudonym_key = user.get("PSEUDONYM_KEY", DEFAULTS["PSEUDONYM_KEY"])
+    if pseudonym_key is not None and (not isinstance(pseudonym_key, str) or len(pseudonym_key) < 16):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['PSEUDONYM_KEY'] must be None (use SECRET_KEY) or a secret of 16 characters or more.",
+                id="recommendations.E006",
+            )
+        )
     for key in ("EVENT_RETENTION_DAYS", "IMPRESSION_RETENTION_DAYS"):
         value = user.get(key, DEFAULTS[key])
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):

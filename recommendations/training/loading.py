@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import Q, QuerySet
+from django.utils.crypto import salted_hmac
 
+from recommendations.conf import rec_settings
 from recommendations.engine.dataset import LOAD_CHUNK, EventLog, ProfileRow, event_log_from_rows, loaded_event_types
 from recommendations.models import Event, ProductProfile
 
@@ -34,15 +36,31 @@ def unreadable(events: Any) -> Any:
     return events.filter(Q(occurred_at__lt=READABLE_FROM) | Q(occurred_at__gt=READABLE_UNTIL))
 
 
+PSEUDONYM_SALT = "recommendations.training.pseudonym"
+
+
+def pseudonym(shopper: str) -> str:
+    """The keyed hash training knows a shopper by: HMAC-SHA256 under PSEUDONYM_KEY (default: SECRET_KEY).
+
+    Training needs to tell shoppers apart, never who they are: what it reads, holds in memory and could leave in an
+    artefact or a log is this. Stable while the key is, so runs agree; unlinkable to a shopper without the key.
+    Precompute reads raw ids, since it writes each shopper's list.
+    """
+    key = rec_settings.PSEUDONYM_KEY or None  # None: salted_hmac takes SECRET_KEY
+    return "p:" + salted_hmac(PSEUDONYM_SALT, shopper, secret=key, algorithm="sha256").hexdigest()[:32]
+
+
 def load_event_log(
     item_ids: Sequence[str],
     weights: dict[str, float],
     on_row_chunk: Callable[[int], None] | None = None,
     shopper_range: tuple[str, str | None] | None = None,
+    pseudonymise: bool = False,
 ) -> EventLog:
     """Stream the training events out of the database (a server-side cursor, so memory stays flat).
 
-    `shopper_range` (low inclusive, high exclusive or None for no end) limits it to one shard's shoppers.
+    `shopper_range` (low inclusive, high exclusive or None for no end) limits it to one shard's shoppers;
+    `pseudonymise` replaces each shopper id by its `pseudonym` as rows are read (training does).
     """
     qs = readable(training_events(weights))
     if shopper_range is not None:
@@ -50,8 +68,20 @@ def load_event_log(
         qs = qs.filter(shopper__gte=low)
         if high is not None:
             qs = qs.filter(shopper__lt=high)
-    qs = qs.values_list("shopper", "product_id", "event_type", "occurred_at")
-    return event_log_from_rows(qs.iterator(chunk_size=LOAD_CHUNK), item_ids, weights, on_row_chunk)
+    rows = qs.values_list("shopper", "product_id", "event_type", "occurred_at").iterator(chunk_size=LOAD_CHUNK)
+    if pseudonymise:
+        rows = _pseudonymised(rows)
+    return event_log_from_rows(rows, item_ids, weights, on_row_chunk)
+
+
+def _pseudonymised(rows: Any) -> Any:
+    """The rows with each shopper id hashed once (a shopper's events share one HMAC)."""
+    known: dict[str, str] = {}
+    for shopper, product_id, event_type, occurred_at in rows:
+        hashed = known.get(shopper)
+        if hashed is None:
+            hashed = known[shopper] = pseudonym(shopper) if shopper else shopper
+        yield hashed, product_id, event_type, occurred_at
 
 
 def training_events(weights: dict[str, float]) -> QuerySet[Event]:

@@ -122,7 +122,9 @@ def build_training_data(progress: RunProgress | None = None) -> TrainingData:
     item_ids = [r[0] for r in rows]
     if progress:
         progress.start("load events", loading.count_training_events(weights))
-    log = loading.load_event_log(item_ids, weights, on_row_chunk=progress.advance if progress else None)
+    log = loading.load_event_log(
+        item_ids, weights, on_row_chunk=progress.advance if progress else None, pseudonymise=True
+    )
     if progress:
         progress.start("clean")
     log, cleaning = dataset.clean_log(
