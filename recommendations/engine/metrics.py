@@ -225,10 +225,19 @@ class MetricAccumulator:
         return out
 
 
+# A batch's dense scores (shoppers x items) stay under this many cells: 1,000 shoppers of a 5,000-item shop, but 125
+# of a 200,000-item one, whose 1,000 x 200,000 float32 block alone was 800 MB (and a candidate's temporaries more).
+EVAL_BLOCK_CELLS = 25_000_000
+
+
 def eval_batches(evalset: EvalSet, batch_size: int) -> Iterator[tuple[np.ndarray, Interactions, sp.csr_matrix]]:
-    """(shopper codes, their history renumbered 0.., seen mask) per batch: what every scorer of `evalset` needs."""
-    for start in range(0, evalset.n_shoppers, batch_size):
-        codes = np.arange(start, min(start + batch_size, evalset.n_shoppers))
+    """(shopper codes, their history renumbered 0.., seen mask) per batch: what every scorer of `evalset` needs.
+
+    At most `batch_size` shoppers, fewer in a big catalog (EVAL_BLOCK_CELLS); the metrics do not depend on it.
+    """
+    rows = max(1, min(batch_size, EVAL_BLOCK_CELLS // max(evalset.history.n_items, 1)))
+    for start in range(0, evalset.n_shoppers, rows):
+        codes = np.arange(start, min(start + rows, evalset.n_shoppers))
         history = evalset.history.select(codes)
         yield codes, history, history.seen()
 

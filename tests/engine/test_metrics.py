@@ -258,3 +258,14 @@ def test_top_k_scratch_on_a_view_or_another_dtype_gives_the_same_lists():
     assert top_k(np.where(np.isnan(scores), -np.inf, scores).astype(np.float16), 9, allowed=allowed).tolist() == (
         expected
     )
+
+
+def test_a_big_catalog_is_scored_in_fewer_shoppers_a_batch_with_the_same_metrics(monkeypatch):
+    """A batch's dense scores stay under EVAL_BLOCK_CELLS (200,000 items: 125 shoppers, not 1,000 x 800 MB)."""
+    evalset = _evalset()
+    reference = evaluate(ByHistoryItem(), evalset, k=3)
+    n_items = evalset.history.n_items
+    monkeypatch.setattr(metrics, "EVAL_BLOCK_CELLS", n_items)  # one shopper's row per batch
+    sizes = [len(codes) for codes, _history, _seen in metrics.eval_batches(evalset, 1000)]
+    assert sizes == [1] * evalset.n_shoppers
+    assert evaluate(ByHistoryItem(), evalset, k=3) == reference
