@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from recommendations import privacy
 from recommendations.api.authentication import WriteKeyAuthentication, has_write_key
 from recommendations.api.throttling import IngestKeyThrottle
+from recommendations.api.validation import as_error_list
 
 
 class WriteKeyOnly(BasePermission):
@@ -76,14 +77,7 @@ class _PrivacyView(APIView):
             exc = _InvalidIds(exc.field, exc.message)
         if isinstance(exc, NotAuthenticated):
             exc = PermissionDenied(WriteKeyOnly.message)
-        response = super().handle_exception(exc)
-        detail = response.data.get("detail") if isinstance(response.data, dict) else None
-        if detail is not None:
-            response.data = {
-                "errors": [{"field": getattr(exc, "field", None), "message": str(detail)}],
-                "detail": detail,
-            }
-        return response
+        return as_error_list(super().handle_exception(exc), exc)
 
 
 class EraseView(_PrivacyView):

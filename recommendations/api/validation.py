@@ -52,6 +52,14 @@ class Identity:
     visitor_id: str = ""
 
 
+def as_error_list(response: Any, exc: Exception) -> Any:
+    """A DRF error response in the app's one refusal shape: `{"errors": [{"field", "message"}], "detail"}`."""
+    detail = response.data.get("detail") if isinstance(response.data, dict) else None
+    if detail is not None:
+        response.data = {"errors": [{"field": getattr(exc, "field", None), "message": str(detail)}], "detail": detail}
+    return response
+
+
 def oldest_event_time(now: datetime) -> datetime:
     """The earliest timestamp an event may carry: EVENT_MAX_AGE_DAYS before `now`.
 

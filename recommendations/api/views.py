@@ -54,7 +54,7 @@ from recommendations.api.serializers import (
     RecommendationBlockSerializer,
 )
 from recommendations.api.throttling import IngestKeyThrottle, IngestThrottle, ReadKeyThrottle, ReadThrottle
-from recommendations.api.validation import MAX_ID_LENGTH, Identity, validate_event
+from recommendations.api.validation import MAX_ID_LENGTH, Identity, as_error_list, validate_event
 from recommendations.conf import DEFAULTS, rec_settings
 from recommendations.models import ProductProfile
 from recommendations.tracking import get_visitor_id, valid_visitor_id
@@ -490,10 +490,4 @@ class RecommendationsView(APIView):
         if isinstance(exc, InvalidParameters):
             response.data = {"errors": exc.errors, "detail": str(exc.detail[0])}
             return response
-        detail = response.data.get("detail") if isinstance(response.data, dict) else None
-        if detail is not None:
-            response.data = {
-                "errors": [{"field": getattr(exc, "field", None), "message": str(detail)}],
-                "detail": detail,
-            }
-        return response
+        return as_error_list(response, exc)

@@ -119,6 +119,14 @@ def tensorflow_available() -> bool:
     return importlib.util.find_spec("tensorflow") is not None
 
 
+def padded_tables(tf: Any, catalog: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The catalog's feature tables as constants with a zero row in front: row 0 is padding, product i is row i+1."""
+    return {
+        key: tf.constant(np.concatenate([np.zeros((1, *value.shape[1:]), value.dtype), value]))
+        for key, value in catalog.items()
+    }
+
+
 def in_batch_loss(
     tf: Any, rows: Any, positions: Any, states: Any, vectors: Any, weight: Any, logq: Any, temperature: float
 ) -> Any:
@@ -303,9 +311,9 @@ class NeuralRecommender(Recommender):
         return shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]))
 
     def score(self, history: Interactions) -> np.ndarray:
-        weights, item_vectors = self._require_fit()
+        _, item_vectors = self._require_fit()
         check_items(history, item_vectors.shape[0])
-        shoppers = shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]))
+        shoppers = self.shopper_vectors(history)  # the sequence model encodes its own way, scores the same
         # Dividing the (rows x dim) shopper vectors rather than the (rows x items) product saves a pass and a
         # copy over the scores; asarray copies nothing when they are float32 already (they are).
         scaled = shoppers / np.float32(self.config["temperature"])
@@ -322,18 +330,8 @@ class NeuralRecommender(Recommender):
     ) -> dict[str, Any]:
         """Train the towers; returns epochs_run, best_epoch, seconds, val_ndcg (per epoch) and sizes."""
         started = time.perf_counter()
-        if train.n_items != features.n_items:
-            raise ValueError(f"interactions cover {train.n_items} items, features {features.n_items}")
-        if not tensorflow_available():
-            raise ValueError(NO_TENSORFLOW)  # the run leaves this candidate out and records why
-        _quiet_tensorflow()
-        import keras
-        import tensorflow as tf
-
+        keras, tf, rng = self._start_fit(train, features)
         cfg = self.config
-        seed = int(cfg["seed"])
-        keras.utils.set_random_seed(seed)
-        rng = np.random.default_rng(seed)
         n_items = features.n_items
         seq_len = int(cfg["seq_len"])
 
@@ -344,10 +342,7 @@ class NeuralRecommender(Recommender):
         variables = item_model.trainable_variables + shopper_model.trainable_variables
         optimizer = _LazyAdam(tf, variables, float(cfg["learning_rate"]))
 
-        def pad_row(values: np.ndarray) -> tf.Tensor:
-            return tf.constant(np.concatenate([np.zeros((1, *values.shape[1:]), values.dtype), values]))
-
-        tables = {key: pad_row(value) for key, value in catalog.items()}
+        tables = padded_tables(tf, catalog)
         temperature = float(cfg["temperature"])
 
         def item_vectors_tf(rows: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -407,6 +402,22 @@ class NeuralRecommender(Recommender):
             "n_items": n_items,
             "vocabulary": len(self.vocabulary),
         }
+
+    def _start_fit(self, train: Interactions, features: ItemFeatures) -> tuple[Any, Any, np.random.Generator]:
+        """How both Keras models begin a fit: the inputs checked, TensorFlow imported quietly, every seed set.
+
+        Returns (keras, tensorflow, the numpy generator of the batches)."""
+        if train.n_items != features.n_items:
+            raise ValueError(f"interactions cover {train.n_items} items, features {features.n_items}")
+        if not tensorflow_available():
+            raise ValueError(NO_TENSORFLOW)  # the run leaves this candidate out and records why
+        _quiet_tensorflow()
+        import keras
+        import tensorflow as tf
+
+        seed = int(self.config["seed"])
+        keras.utils.set_random_seed(seed)
+        return keras, tf, np.random.default_rng(seed)
 
     def _train_epochs(
         self,

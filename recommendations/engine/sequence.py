@@ -37,7 +37,6 @@ from recommendations.engine.base import (
     ItemFeatures,
     ProgressCallback,
     Recommender,
-    check_items,
 )
 
 PROGRESS_STAGE = "train sequence"
@@ -159,12 +158,6 @@ class SequenceRecommender(neural.NeuralRecommender):
         # A shopper with no events reads the state after one padding step: finite, the same for all of them.
         return states[np.arange(states.shape[0]), np.maximum(lengths - 1, 0)]
 
-    def score(self, history: Interactions) -> np.ndarray:
-        _, item_vectors = self._require_fit()
-        check_items(history, item_vectors.shape[0])
-        scaled = self.shopper_vectors(history) / np.float32(self.config["temperature"])
-        return np.asarray(scaled @ item_vectors.T, dtype=np.float32)
-
     def fit(
         self,
         train: Interactions,
@@ -174,28 +167,15 @@ class SequenceRecommender(neural.NeuralRecommender):
     ) -> dict[str, Any]:
         """Train the item tower and the transformer together; returns epochs_run, best_epoch, seconds, val_ndcg..."""
         started = time.perf_counter()
-        if train.n_items != features.n_items:
-            raise ValueError(f"interactions cover {train.n_items} items, features {features.n_items}")
-        if not neural.tensorflow_available():
-            raise ValueError(neural.NO_TENSORFLOW)
-        neural._quiet_tensorflow()
-        import keras
-        import tensorflow as tf
-
+        keras, tf, rng = self._start_fit(train, features)
         cfg = self.config
-        seed = int(cfg["seed"])
-        keras.utils.set_random_seed(seed)
-        rng = np.random.default_rng(seed)
         seq_len, buckets = int(cfg["seq_len"]), int(cfg["gap_buckets"])
         vectorizer, texts, catalog, sizes, ids_for_serving = self._prepare_catalog(keras, tf, train, features)
         item_model = neural._build_item_tower(keras, cfg, sizes)
         encoder = _build_encoder(keras, cfg)
         variables = item_model.trainable_variables + encoder.trainable_variables
         optimizer = neural._LazyAdam(tf, variables, float(cfg["learning_rate"]))
-        tables = {
-            key: tf.constant(np.concatenate([np.zeros((1, *value.shape[1:]), value.dtype), value]))
-            for key, value in catalog.items()
-        }
+        tables = neural.padded_tables(tf, catalog)
         temperature = float(cfg["temperature"])
 
         int_matrix = tf.TensorSpec([None, None], tf.int32)
