@@ -81,6 +81,17 @@ DEFAULTS: dict[str, Any] = {
     # Training knows shoppers by an HMAC of their id under this key (training.loading.pseudonym); None: SECRET_KEY.
     "PSEUDONYM_KEY": None,
     "IMPRESSION_RETENTION_DAYS": None,
+    # Consent (tracking.consent, docs/privacy.md). CONSENT_CHECK: a dotted path to a callable taking the request
+    # and returning a bool (or a tracking.consent.Consent): may this shopper be tracked and personalised. The default
+    # reads the signed-in shopper's own choice, then the CONSENT_COOKIE_NAME cookie ("granted" / "denied"), then
+    # `Sec-GPC: 1`; when none says anything, CONSENT_REQUIRED decides: True (opt-in, as the GDPR and PIPL ask) tracks
+    # nobody before they agree, False (opt-out) tracks until they refuse. ERASE_ON_OPT_OUT: a shopper who refuses
+    # through the app's consent view also loses what was kept about them so far.
+    "CONSENT_CHECK": "recommendations.tracking.consent.default_consent",
+    "CONSENT_COOKIE_NAME": "rec_consent",
+    "CONSENT_COOKIE_AGE": 365 * 24 * 3600,
+    "CONSENT_REQUIRED": True,
+    "ERASE_ON_OPT_OUT": False,
     # The anonymous visitor cookie.
     "VISITOR_COOKIE_NAME": "rec_vid",
     "VISITOR_COOKIE_AGE": 365 * 24 * 3600,
@@ -109,6 +120,12 @@ DEFAULTS: dict[str, Any] = {
     # With a trained model serving and a broker, the for_you stage runs as this many Celery tasks (a group,
     # spread over every worker on the default queue); 1 keeps it in the precompute task.
     "PRECOMPUTE_SHARDS": 1,
+    # A running precompute or retrain writes a heartbeat on its row every RUN_HEARTBEAT_SECONDS; a run whose last
+    # heartbeat is older than RUN_STALE_SECONDS lost its worker and is taken over (training.liveness), at most
+    # RUN_MAX_ATTEMPTS times in all: a run that kills its worker every time (out of memory) then fails, said so.
+    "RUN_HEARTBEAT_SECONDS": 15,
+    "RUN_STALE_SECONDS": 90,
+    "RUN_MAX_ATTEMPTS": 3,
     # Where trained models are written (a directory shared by all workers). None: <BASE_DIR>/var/models.
     "MODEL_DIR": None,
     # Training runs whose artefacts are kept (the serving one is always kept).
@@ -189,6 +206,31 @@ DEFAULTS: dict[str, Any] = {
     "SERVING_BUDGET_MS": 150,
     # An add to cart or purchase of a product this long after a click on it in a block is attributed to the block.
     "ATTRIBUTION_HOURS": 24,
+    # Health and metrics (recommendations.health, the `health/` and `metrics/` views; docs/operations.md). The
+    # detailed health report and the metrics answer staff sessions and `Authorization: Bearer <METRICS_TOKEN>`
+    # ("" = staff only); anyone else gets the bare liveness answer from `health/` and a 403 from `metrics/`. The
+    # serving model and the active list set fail their checks past these ages (None: not checked); the broker and
+    # the worker ping wait at most HEALTH_TIMEOUT_SECONDS.
+    "METRICS_TOKEN": "",
+    "HEALTH_MAX_MODEL_AGE_HOURS": 168,
+    "HEALTH_MAX_LIST_AGE_HOURS": 6,
+    "HEALTH_TIMEOUT_SECONDS": 1.0,
+    # Push e-mails (recommendations/push/, docs/email.md). SITE_URL: the site's root as shoppers reach it
+    # ("https://shop.example"); every link in an e-mail starts with it, and nothing is sent while it is "".
+    # EMAIL_CONSENT: a dotted path to a callable (user) -> bool, may this shopper get marketing e-mail (the default
+    # reads the app's EmailConsent rows); EMAIL_ADDRESS: (user) -> str, where to send it (default: user.email).
+    # EMAIL_FROM: the From address (None: DEFAULT_FROM_EMAIL). EMAIL_MIN_HOURS_BETWEEN: at most one e-mail of any
+    # flow per shopper in this many hours (Klaviyo's Smart Sending window); each flow has its own cap in days too.
+    # EMAIL_UNSUBSCRIBE_MAILTO: an address for a second, mailto: List-Unsubscribe entry ("" leaves it out).
+    "SITE_URL": "",
+    "EMAIL_CONSENT": "recommendations.push.consent.stored_email_consent",
+    "EMAIL_ADDRESS": "recommendations.push.consent.user_email",
+    "EMAIL_FROM": None,
+    "EMAIL_MIN_HOURS_BETWEEN": 16,
+    "EMAIL_BATCH_SIZE": 200,
+    "EMAIL_CLICK_MAX_AGE_DAYS": 60,
+    "EMAIL_UNSUBSCRIBE_MAX_AGE_DAYS": 365,
+    "EMAIL_UNSUBSCRIBE_MAILTO": "",
 }
 
 PRODUCT_FIELD_KEYS = ("name", "category", "brand", "price", "in_stock", "text", "created_at", "active")
@@ -335,9 +377,149 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="recommendations.E006",
                 )
             )
+    errors += _check_consent(user)
     errors += _check_purchase_settings(user)
     errors.extend(_check_serving(user))
     errors.extend(_check_tasks_and_rates(user))
+    errors.extend(_check_health(user))
+    errors.extend(_check_run_liveness(user))
+    errors.extend(_check_email(user))
+    return errors
+
+
+def _check_email(user: dict[str, Any]) -> list[Error]:
+    """The push e-mail settings: a link to a wrong site, or a consent check that cannot be imported, would go out in
+    every e-mail (a failing consent check sends nothing, push.consent)."""
+    errors: list[Error] = []
+    site = user.get("SITE_URL", DEFAULTS["SITE_URL"])
+    if not isinstance(site, str) or (site and not site.startswith(("http://", "https://"))):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['SITE_URL'] must be \"\" or the site's root URL, starting with https:// or http://.",
+                id="recommendations.E015",
+            )
+        )
+    for key in ("EMAIL_CONSENT", "EMAIL_ADDRESS"):
+        path = user.get(key, DEFAULTS[key])
+        if callable(path):
+            continue
+        from django.utils.module_loading import import_string
+
+        try:
+            found = import_string(path) if isinstance(path, str) else None
+        except ImportError:
+            found = None
+        if not callable(found):
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS[{key!r}] {path!r} is not a dotted path to a callable taking the user.",
+                    id="recommendations.E015",
+                )
+            )
+    for key in ("EMAIL_MIN_HOURS_BETWEEN", "EMAIL_CLICK_MAX_AGE_DAYS", "EMAIL_UNSUBSCRIBE_MAX_AGE_DAYS"):
+        value = user.get(key, DEFAULTS[key])
+        low = 0 if key == "EMAIL_MIN_HOURS_BETWEEN" else 1
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be a number >= {low}.", id="recommendations.E015"))
+    batch = user.get("EMAIL_BATCH_SIZE", DEFAULTS["EMAIL_BATCH_SIZE"])
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        errors.append(Error("RECOMMENDATIONS['EMAIL_BATCH_SIZE'] must be an integer >= 1.", id="recommendations.E015"))
+    for key in ("EMAIL_FROM", "EMAIL_UNSUBSCRIBE_MAILTO"):
+        value = user.get(key, DEFAULTS[key])
+        if value is not None and not isinstance(value, str):
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be an e-mail address.", id="recommendations.E015"))
+    return errors
+
+
+def _check_run_liveness(user: dict[str, Any]) -> list[Error]:
+    """A stale time within two heartbeats would take over runs that are alive (one slow UPDATE would do it)."""
+    heartbeat = user.get("RUN_HEARTBEAT_SECONDS", DEFAULTS["RUN_HEARTBEAT_SECONDS"])
+    stale = user.get("RUN_STALE_SECONDS", DEFAULTS["RUN_STALE_SECONDS"])
+    attempts = user.get("RUN_MAX_ATTEMPTS", DEFAULTS["RUN_MAX_ATTEMPTS"])
+    errors: list[Error] = []
+    numbers = [v for v in (heartbeat, stale) if not isinstance(v, bool) and isinstance(v, int | float) and v > 0]
+    if len(numbers) < 2:
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['RUN_HEARTBEAT_SECONDS'] and ['RUN_STALE_SECONDS'] must be numbers > 0.",
+                id="recommendations.E014",
+            )
+        )
+    elif stale < 3 * heartbeat:
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['RUN_STALE_SECONDS'] must be at least three times RUN_HEARTBEAT_SECONDS.",
+                hint="Otherwise a run that is alive but slow to write one heartbeat is taken over.",
+                id="recommendations.E014",
+            )
+        )
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        errors.append(Error("RECOMMENDATIONS['RUN_MAX_ATTEMPTS'] must be an integer >= 1.", id="recommendations.E014"))
+    return errors
+
+
+def _check_health(user: dict[str, Any]) -> list[Error]:
+    """The health thresholds and the metrics token: a typo would make the checks fail or the metrics open to all."""
+    errors: list[Error] = []
+    for key in ("HEALTH_MAX_MODEL_AGE_HOURS", "HEALTH_MAX_LIST_AGE_HOURS"):
+        value = user.get(key, DEFAULTS[key])
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+            errors.append(
+                Error(f"RECOMMENDATIONS[{key!r}] must be None (not checked) or hours > 0.", id="recommendations.E013")
+            )
+    timeout = user.get("HEALTH_TIMEOUT_SECONDS", DEFAULTS["HEALTH_TIMEOUT_SECONDS"])
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 30:
+        errors.append(
+            Error("RECOMMENDATIONS['HEALTH_TIMEOUT_SECONDS'] must be seconds in (0, 30].", id="recommendations.E013")
+        )
+    token = user.get("METRICS_TOKEN", DEFAULTS["METRICS_TOKEN"])
+    if not isinstance(token, str) or (token and len(token) < 16):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['METRICS_TOKEN'] must be \"\" (staff only) or a secret of 16 characters or more.",
+                id="recommendations.E013",
+            )
+        )
+    return errors
+
+
+def _check_consent(user: dict[str, Any]) -> list[Error]:
+    """A consent check that cannot be imported would leave every shopper untracked (a failing check says no)."""
+    errors: list[Error] = []
+    path = user.get("CONSENT_CHECK", DEFAULTS["CONSENT_CHECK"])
+    if not callable(path):
+        from django.utils.module_loading import import_string
+
+        try:
+            found = import_string(path) if isinstance(path, str) else None
+        except ImportError as exc:
+            found = None
+            problem = str(exc)
+        else:
+            problem = "it is not callable"
+        if not callable(found):
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS['CONSENT_CHECK'] {path!r} cannot be used: {problem}.",
+                    hint="A dotted path to a callable taking the request and returning True or False.",
+                    id="recommendations.E012",
+                )
+            )
+    for key in ("CONSENT_REQUIRED", "ERASE_ON_OPT_OUT"):
+        if not isinstance(user.get(key, DEFAULTS[key]), bool):
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be True or False.", id="recommendations.E012"))
+    name = user.get("CONSENT_COOKIE_NAME", DEFAULTS["CONSENT_COOKIE_NAME"])
+    if (
+        not isinstance(name, str)
+        or not name
+        or name == user.get("VISITOR_COOKIE_NAME", DEFAULTS["VISITOR_COOKIE_NAME"])
+    ):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['CONSENT_COOKIE_NAME'] must be a cookie name other than VISITOR_COOKIE_NAME.",
+                id="recommendations.E012",
+            )
+        )
     return errors
 
 

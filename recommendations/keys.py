@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from typing import Any
 
 PREFIX = "recommendations"
@@ -20,6 +21,7 @@ RULES_VERSION = f"{PREFIX}:rules:version"  # moved by every save of a tunable; s
 RULES_SOURCE = f"{PREFIX}:rules:source:"  # + a digest of (rule, its update, category, limit): a rule's products
 PROFILES_VERSION = f"{PREFIX}:profiles:version"  # a counter, moved by every write of profiles
 PROFILES_CHANGE = f"{PREFIX}:profiles:change:"  # + a counter value: the product ids that write touched
+HEALTH_PROBE = f"{PREFIX}:health:probe:"  # + a random token: the cache check writes it and reads it back
 ARM_LIST_SEPARATOR = "@run"
 # DRF's throttle key for the API's scopes (api/throttling.py); the ident is a shopper key, "ip:<address>" or
 # "write-key", and the throttle appends ":<window>".
@@ -68,6 +70,52 @@ def shopper_key_patterns(shopper: str) -> tuple[list[str], list[str]]:
     if not _GLOB_CHARACTER.search(shopper) and not _UNSAFE_KEY_CHARACTER.search(shopper):
         patterns.append(THROTTLE % {"scope": "*", "ident": shopper} + ":*")
     return exact, patterns
+
+
+_BLOCK_HEAD = f"{PREFIX}:block:"
+_THROTTLE_HEAD = THROTTLE.split("%", 1)[0]  # "throttle:"
+
+
+class ShopperKeys:
+    """Every cache key of many shoppers at once: `key in ShopperKeys(shoppers)` is True when a key (as spelt here,
+    without the cache's own prefix) is one of `shopper_key_patterns(s)` of one of them, exact or matching a pattern.
+
+    An erasure of thousands of shoppers walks the cache once per family in `FAMILIES` and asks this of each key found,
+    where a SCAN per shopper and pattern would walk the whole cache thousands of times, and a DEL per exact key would
+    name keys that mostly do not exist. Kept next to the patterns so that the two change together (a test checks that
+    they agree).
+    """
+
+    FAMILIES = (f"{PREFIX}:*", f"{_THROTTLE_HEAD}*")  # every key shopper_key_patterns names or matches falls in one
+
+    def __init__(self, shoppers: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        self.parts: set[str] = set()
+        self.idents: set[str] = set()
+        for shopper in shoppers:
+            self.exact.update((shopper_version(shopper), refresh_pending(shopper)))
+            self.parts.add(_shopper_part(shopper))
+            if not _GLOB_CHARACTER.search(shopper) and not _UNSAFE_KEY_CHARACTER.search(shopper):
+                self.idents.add(shopper)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if key in self.exact:
+            return True
+        if key.startswith(_BLOCK_HEAD):  # "<head><part>:*": the part is what comes before one of the colons
+            rest = key[len(_BLOCK_HEAD) :]
+            at = rest.find(":")
+            while at != -1:
+                if rest[:at] in self.parts:
+                    return True
+                at = rest.find(":", at + 1)
+            return False
+        if key.startswith(_THROTTLE_HEAD):  # "throttle:*:<shopper>:*": between two colons, after the head
+            rest = key[len(_THROTTLE_HEAD) :]  # "<scope>:<shopper>:<window>"; the scope's "*" may be empty
+            colons = [at for at, character in enumerate(rest) if character == ":"]
+            return any(rest[a + 1 : b] in self.idents for i, a in enumerate(colons) for b in colons[i + 1 :])
+        return False
 
 
 def rules_explore(max_age_days: int, limit: int) -> str:

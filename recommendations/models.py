@@ -173,6 +173,18 @@ class PrecomputeRun(models.Model):
     created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
     finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
+    # Who runs it and whether they are alive (training.liveness): the worker writes heartbeat_at while it works; a run
+    # whose heartbeat is too old lost its worker and is taken over, which counts an attempt and notes it in takeovers.
+    heartbeat_at = models.DateTimeField(null=True, blank=True, verbose_name=_("heartbeat at"))
+    attempts = models.PositiveIntegerField(
+        default=0,
+        help_text=_("How many times a worker started this run; more than one means a worker was lost"),
+        verbose_name=_("attempts"),
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, default="", help_text=_("host:pid of the current attempt"), verbose_name=_("worker")
+    )
+    takeovers = models.JSONField(default=list, blank=True, verbose_name=_("takeovers"))
     recommendation_set = models.ForeignKey(
         RecommendationSet,
         on_delete=models.SET_NULL,
@@ -218,6 +230,16 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started at"))
     finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished at"))
     heartbeat_at = models.DateTimeField(null=True, blank=True, verbose_name=_("heartbeat at"))
+    # As on PrecomputeRun: attempts, the current attempt's worker and the takeovers after a worker was lost.
+    attempts = models.PositiveIntegerField(
+        default=0,
+        help_text=_("How many times a worker started this run; more than one means a worker was lost"),
+        verbose_name=_("attempts"),
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, default="", help_text=_("host:pid of the current attempt"), verbose_name=_("worker")
+    )
+    takeovers = models.JSONField(default=list, blank=True, verbose_name=_("takeovers"))
     stage_seconds = models.JSONField(default=dict, blank=True, verbose_name=_("stage seconds"))
     data_stats = models.JSONField(default=dict, blank=True, verbose_name=_("data stats"))
     # {candidate: {"validation": {...metrics}, "test": {...}, "fit": {...stats}, "seconds": s}}
@@ -623,3 +645,164 @@ class ErasureRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Erasure #{self.pk} ({self.subjects})"
+
+
+class ConsentChoice(models.Model):
+    """A signed-in shopper's own answer to "may the shop learn from what I do and personalise for me", so it holds on
+    every device they sign in on (tracking.consent reads it before any cookie).
+
+    Kept under a keyed hash of the user id (tracking.consent.choice_subject), never the id: an erasure keeps an
+    opt-out, the one thing a shopper who said no wants remembered, without the table naming anybody.
+    """
+
+    subject = models.CharField(max_length=64, unique=True, verbose_name=_("subject hash"))
+    personalised = models.BooleanField(verbose_name=_("personalised"))
+    changed_at = models.DateTimeField(default=timezone.now, verbose_name=_("changed at"))
+
+    class Meta:
+        verbose_name = _("consent choice")
+        verbose_name_plural = _("consent choices")
+
+    def __str__(self) -> str:
+        return f"{self.subject[:12]}… {'yes' if self.personalised else 'no'}"
+
+
+# -- push: e-mails of recommendations (recommendations/push/, docs/email.md) ------------------------------------------
+
+
+class Flow(models.Model):
+    """A push flow: whom to e-mail and when (the trigger), with the products of which placement, under which caps.
+
+    The trigger is a kind plus the numbers an event pattern needs (`window_hours`, `delay_hours`); push.triggers
+    gives each kind its meaning, so a new kind adds a choice and a class there, not columns here.
+    """
+
+    class Trigger(models.TextChoices):
+        WEEKLY_PICKS = "weekly_picks", _("Weekly picks (once a week)")
+        BROWSE_ABANDONMENT = "browse_abandonment", _("Browse abandonment (viewed products, added none to the cart)")
+
+    name = models.CharField(max_length=120, verbose_name=_("name"))
+    # email:<slug> is the placement of the flow's clicks and impressions, and Event.placement holds 40 characters.
+    slug = models.SlugField(
+        max_length=34,
+        unique=True,
+        help_text=_("Clicks in its e-mails are recorded on the placement email:<slug>"),
+        verbose_name=_("slug"),
+    )
+    trigger = models.CharField(max_length=40, choices=Trigger.choices, verbose_name=_("trigger"))
+    window_hours = models.PositiveIntegerField(
+        default=24,
+        help_text=_("Event triggers: what the shopper did in the last N hours"),
+        verbose_name=_("window (hours)"),
+    )
+    delay_hours = models.PositiveIntegerField(
+        default=2,
+        help_text=_("Event triggers: their last such event at least M hours ago (they left)"),
+        verbose_name=_("delay (hours)"),
+    )
+    placement = models.CharField(
+        max_length=40,
+        default="for_you",
+        help_text=_("Whose pipeline picks the products: for_you, or similar (to the viewed products)"),
+        verbose_name=_("placement"),
+    )
+    size = models.PositiveSmallIntegerField(default=6, help_text=_("Products per e-mail"), verbose_name=_("size"))
+    min_good_items = models.PositiveSmallIntegerField(
+        default=3,
+        help_text=_("Skip the e-mail when fewer products come from the shopper's own lists (not best sellers)"),
+        verbose_name=_("minimum good products"),
+    )
+    subject = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text=_("Translated, then rendered as a template ({{ products.0.name }}); blank: the trigger's own"),
+        verbose_name=_("subject"),
+    )
+    enabled = models.BooleanField(default=False, verbose_name=_("enabled"))
+    cap_days = models.PositiveSmallIntegerField(
+        default=7,
+        help_text=_("At most one e-mail of this flow per shopper in this many days (0: only the global cap)"),
+        verbose_name=_("cap (days)"),
+    )
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+
+    class Meta:
+        verbose_name = _("flow")
+        verbose_name_plural = _("flows")
+        ordering = ["name", "pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def event_placement(self) -> str:
+        """The placement its e-mails' clicks and impressions are recorded on."""
+        return f"email:{self.slug}"
+
+
+class Message(models.Model):
+    """One e-mail of a flow to a shopper for one period, sent or skipped; `key` makes it happen at most once.
+
+    The row is written (status "sending") in its own transaction before the e-mail goes out, so a retry or a second
+    worker finds the key taken and sends nothing; push.sending says what becomes of a row left "sending".
+    """
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        SKIPPED_CAP = "skipped_cap", _("Skipped: frequency cap")
+        SKIPPED_WEAK = "skipped_weak", _("Skipped: too few good products")
+        SKIPPED_NO_CONSENT = "skipped_no_consent", _("Skipped: no consent")
+        FAILED = "failed", _("Failed")
+
+    key = models.CharField(max_length=200, unique=True, verbose_name=_("idempotency key"))
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="messages", verbose_name=_("flow"))
+    user_id = models.CharField(max_length=64, verbose_name=_("user id"))
+    period = models.CharField(max_length=32, verbose_name=_("period"))
+    status = models.CharField(max_length=20, choices=Status.choices, db_index=True, verbose_name=_("status"))
+    recommendation_id = models.CharField(
+        max_length=64, blank=True, default="", db_index=True, verbose_name=_("recommendation id")
+    )
+    products = models.JSONField(default=list, blank=True, verbose_name=_("products"))
+    subject = models.CharField(max_length=255, blank=True, default="", verbose_name=_("subject"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
+    sent_at = models.DateTimeField(null=True, blank=True, verbose_name=_("sent at"))
+    error = models.TextField(blank=True, default="", verbose_name=_("error"))
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user_id", "created_at"], name="rec_message_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+
+class EmailConsent(models.Model):
+    """A shopper's answer to "may the shop send me recommendations by e-mail", and the flows they left.
+
+    Read by push.consent when RECOMMENDATIONS["EMAIL_CONSENT"] is the app's own; with a host's callable, a row that
+    says no (an unsubscribe through the app's link) still wins until the shopper opts in again.
+    """
+
+    user_id = models.CharField(max_length=64, unique=True, verbose_name=_("user id"))
+    opted_in = models.BooleanField(default=False, verbose_name=_("opted in"))
+    opted_in_at = models.DateTimeField(null=True, blank=True, verbose_name=_("opted in at"))
+    opted_out_at = models.DateTimeField(null=True, blank=True, verbose_name=_("opted out at"))
+    opted_out_via = models.CharField(
+        max_length=34, blank=True, default="", help_text=_("The flow whose link they used"), verbose_name=_("via")
+    )
+    unsubscribed_flows = models.JSONField(
+        default=list, blank=True, help_text=_("Slugs of the flows they left"), verbose_name=_("unsubscribed flows")
+    )
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+
+    class Meta:
+        verbose_name = _("e-mail consent")
+        verbose_name_plural = _("e-mail consents")
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {'yes' if self.opted_in else 'no'}"

@@ -18,6 +18,7 @@ from django.db.models.signals import post_delete, post_save
 from recommendations import catalog, privacy, serving, signals, tasks, tracking
 from recommendations.conf import rec_settings
 from recommendations.lists import store
+from recommendations.push import consent as push_consent
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,16 @@ def connect_user_signals() -> None:
     """Deleting a user (settings.AUTH_USER_MODEL) deletes what the app keeps about them (see privacy/erasure.py)."""
     post_delete.connect(
         privacy.on_user_deleted, sender=settings.AUTH_USER_MODEL, dispatch_uid="recommendations_user_deleted"
+    )
+    post_delete.connect(
+        privacy.forget_deleted_user_choice,
+        sender=settings.AUTH_USER_MODEL,
+        dispatch_uid="recommendations_user_deleted_choice",
+    )
+    post_delete.connect(
+        push_consent.forget_deleted_user,
+        sender=settings.AUTH_USER_MODEL,
+        dispatch_uid="recommendations_user_deleted_email",
     )
 
 

@@ -17,3 +17,7 @@ set_activated = Signal()
 # Events were stored. kwargs: shoppers (whose cached blocks are now stale) and tasted (those whose events say
 # something about their taste, so their lists should be refreshed). Receivers mark and schedule.
 events_stored = Signal()
+
+# Asked by `health.run_checks` for the checks that only a higher layer can make (the broker and a worker answering:
+# tasks.task_mode says whether there is one). Each receiver returns a list of health.Check.
+health_checks = Signal()

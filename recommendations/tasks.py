@@ -24,6 +24,7 @@ from celery import chord, current_app, shared_task
 from django.core.cache import cache
 from django.db import OperationalError, transaction
 
+from recommendations import breaker
 from recommendations.conf import rec_settings
 from recommendations.holds import Hold
 from recommendations.keys import refresh_pending as refresh_key
@@ -32,6 +33,14 @@ from recommendations.models import PrecomputeRun, TrainingRun
 logger = logging.getLogger(__name__)
 
 TRAINING_QUEUE = "recommendations-training"
+
+# Every task here may be delivered twice and does its work once (a finished run, a rewritten list, a deleted event is
+# not done again; training.liveness fences the long runs), so each is acknowledged only once it has finished
+# (acks_late) and goes back on the queue when the process running it dies (reject_on_worker_lost; without it Celery
+# acknowledges a task whose pool process was killed as failed, and the work is lost). Set on each task, not in the
+# host's Celery configuration: it is a property of these tasks, and a host's own tasks that are not idempotent keep
+# Celery's defaults. docs/operations.md ("When a worker dies") has the broker side (visibility timeout, prefetch).
+REDELIVERED: dict[str, Any] = {"acks_late": True, "reject_on_worker_lost": True}
 
 CELERY, INLINE = "celery", "inline"
 NO_APP, NO_BROKER = "auto: the project has no Celery app", "auto: the Celery app has no broker_url"
@@ -91,11 +100,12 @@ def _send(task: Any, *, args: list[Any] | None = None, kwargs: dict[str, Any] | 
     return task.apply_async(args=args, kwargs=kwargs, **options)
 
 
-@shared_task(bind=True, name="recommendations.tasks.retrain", queue=TRAINING_QUEUE)
+@shared_task(bind=True, name="recommendations.tasks.retrain", queue=TRAINING_QUEUE, **REDELIVERED)
 def retrain(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
     """Retrain (run `run_id`, or a fresh run from the beat schedule); single-flight, so a second one skips.
 
-    A redelivered message for a finished run does nothing; one for a run whose worker died starts it over.
+    A redelivered message for a finished run, or for one whose worker is alive, does nothing; one for a run whose
+    worker was lost takes it over and starts it again (training.liveness).
     """
     from recommendations.training.runs import TrainingError, run_training
 
@@ -119,7 +129,7 @@ def enqueue_retrain() -> TrainingRun:
     return run
 
 
-@shared_task(bind=True, name="recommendations.tasks.activate_model", queue=TRAINING_QUEUE)
+@shared_task(bind=True, name="recommendations.tasks.activate_model", queue=TRAINING_QUEUE, **REDELIVERED)
 def activate_model(self: Any, run_id: int) -> dict[str, Any]:
     """Make run `run_id`'s model serve as staff asked in the admin (the request's token is this task's id).
 
@@ -158,11 +168,12 @@ def enqueue_activation(run_id: int, token: str) -> None:
     transaction.on_commit(lambda: _send(activate_model, args=[run_id], task_id=token), robust=True)
 
 
-@shared_task(bind=True, name="recommendations.tasks.precompute")
+@shared_task(bind=True, name="recommendations.tasks.precompute", **REDELIVERED)
 def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
     """Run precompute `run_id` (a fresh run when None, as the beat schedule sends it).
 
-    Redelivery of a finished run does nothing, so acks_late retries are safe.
+    Redelivery of a finished run, or of one alive in another worker, does nothing, so acks_late retries are safe;
+    a run whose worker was lost is taken over, its half-written set deleted (training.liveness).
     """
     from recommendations.lists.precompute import run_precompute
 
@@ -172,27 +183,56 @@ def precompute(self: Any, run_id: int | None = None) -> dict[str, Any] | None:
     except PrecomputeRun.DoesNotExist:
         logger.warning("precompute run #%s does not exist (deleted, or a message from another database)", run_id)
         return None
-    if run.status == PrecomputeRun.Status.RUNNING and "shard_plan" in run.stats:
+    attempt = getattr(run, "shards_to_send", None)
+    if attempt is not None:
         n = len(run.stats["shard_plan"]["bounds"])
-        chord(precompute_shard.si(run.pk, i) for i in range(n))(finish_precompute.si(run.pk))
+        chord(precompute_shard.si(run.pk, i, attempt) for i in range(n))(finish_precompute.si(run.pk, attempt))
     return {"run_id": run.pk, "status": run.status, "set_id": run.recommendation_set_id}
 
 
-@shared_task(bind=True, name="recommendations.tasks.precompute_shard")
-def precompute_shard(self: Any, run_id: int, shard: int) -> dict[str, Any]:
-    """One shard of a precompute's for_you stage (see lists.precompute.run_shard)."""
+@shared_task(bind=True, name="recommendations.tasks.precompute_shard", **REDELIVERED)
+def precompute_shard(self: Any, run_id: int, shard: int, attempt: int | None = None) -> dict[str, Any]:
+    """One shard of a precompute's for_you stage (see lists.precompute.run_shard); `attempt` planned it."""
     from recommendations.lists.precompute import run_shard
 
-    return run_shard(run_id, shard, worker=self.request.hostname or "")
+    return run_shard(run_id, shard, worker=self.request.hostname or "", attempt=attempt)
 
 
-@shared_task(name="recommendations.tasks.finish_precompute")
-def finish_precompute(run_id: int) -> dict[str, Any]:
-    """After the last shard: activate the set the shards wrote."""
+@shared_task(name="recommendations.tasks.finish_precompute", **REDELIVERED)
+def finish_precompute(run_id: int, attempt: int | None = None) -> dict[str, Any]:
+    """After the last shard: activate the set the shards wrote (unless `attempt` was taken over since)."""
     from recommendations.lists.precompute import finish_sharded
 
-    run = finish_sharded(run_id)
+    run = finish_sharded(run_id, attempt)
     return {"run_id": run.pk, "status": run.status, "set_id": run.recommendation_set_id}
+
+
+@shared_task(name="recommendations.tasks.recover_runs", ignore_result=True, **REDELIVERED)
+def recover_runs() -> dict[str, list[int]]:
+    """Every minute (beat): send the task of each precompute and retrain whose worker was lost once more.
+
+    Lost: running, with a heartbeat older than RUN_STALE_SECONDS (or its process on this machine ended). The message
+    claims the run when it arrives (training.liveness), so one that comes after another took the run over does
+    nothing. Each expires after RUN_STALE_SECONDS, so they do not pile up while no worker is up: the next sweep
+    sends a fresh one. This does not wait for the broker's visibility timeout, and covers a run whose own message
+    was redelivered while it still looked alive and then dropped.
+    """
+    from recommendations.training import liveness
+
+    expires = float(rec_settings.RUN_STALE_SECONDS)
+    sent: dict[str, list[int]] = {"precompute": [], "retrain": []}
+    for name, task, model in (("precompute", precompute, PrecomputeRun), ("retrain", retrain, TrainingRun)):
+        for run in liveness.lost_runs(model):
+            logger.warning(
+                "%s run #%s lost its worker %s (last heartbeat %s); sending it again",
+                name,
+                run.pk,
+                run.worker or "(unknown)",
+                run.heartbeat_at,
+            )
+            _send(task, args=[run.pk], task_id=uuid.uuid4().hex, expires=expires)
+            sent[name].append(run.pk)
+    return sent
 
 
 def enqueue_precompute() -> PrecomputeRun:
@@ -209,7 +249,7 @@ def enqueue_precompute() -> PrecomputeRun:
 EAGER_REFRESH_MAX_SHOPPERS = 3
 
 
-@shared_task(name="recommendations.tasks.refresh_shoppers", ignore_result=True)
+@shared_task(name="recommendations.tasks.refresh_shoppers", ignore_result=True, **REDELIVERED)
 def refresh_shoppers(shoppers: list[str]) -> int:
     """Rewrite these shoppers' for_you lists from their newest events (see lists.refresh)."""
     from recommendations.lists.refresh import refresh_shopper
@@ -217,7 +257,7 @@ def refresh_shoppers(shoppers: list[str]) -> int:
     return sum(1 for shopper in shoppers if refresh_shopper(shopper) is not None)
 
 
-@shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True)
+@shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True, **REDELIVERED)
 def refresh_shopper(shopper: str) -> int | None:
     """Rewrite one shopper's for_you list now (for back ends that know a shopper just did something big)."""
     from recommendations.lists.refresh import refresh_shopper as refresh
@@ -232,6 +272,7 @@ def schedule_refresh(shoppers: Iterable[str]) -> None:
     already scheduled, which runs after the window closes and reads every event committed by then. Two cache
     round trips and one message per call, whatever the batch size, so ingest stays fast.
     Inline (no broker, see task_mode): a small batch refreshes in-process once the request's transaction commits.
+    Neither a cache nor a broker that cannot be reached fails or stalls the caller: see `_publish_refresh`.
     """
     shoppers = [s for s in dict.fromkeys(shoppers) if s]
     if not shoppers or not rec_settings.REALTIME_REFRESH:
@@ -243,14 +284,59 @@ def schedule_refresh(shoppers: Iterable[str]) -> None:
     window = float(rec_settings.REFRESH_DEBOUNCE_SECONDS)
     keys = {refresh_key(s): s for s in shoppers}
     # Not atomic: two racing requests may both schedule a shopper, which costs one spare refresh, nothing more.
-    waiting = cache.get_many(list(keys))
+    # Without the cache every shopper is due: a spare refresh is cheaper than a lost one.
+    waiting = _debounce(lambda: cache.get_many(list(keys)), {})
     due = {key: shopper for key, shopper in keys.items() if key not in waiting}
     if not due:
         return
-    cache.set_many(dict.fromkeys(due, 1), timeout=max(1, int(window)))
-    transaction.on_commit(
-        lambda: _send(refresh_shoppers, args=[list(due.values())], countdown=window + 0.5), robust=True
-    )
+    _debounce(lambda: cache.set_many(dict.fromkeys(due, 1), timeout=max(1, int(window))), None)
+    transaction.on_commit(lambda: _publish_refresh(list(due.values()), window + 0.5, list(due)), robust=True)
+
+
+# A broker that cannot be reached is skipped for this long after a failure: a refresh it would have carried is
+# covered by the next precompute, which rewrites every shopper's list, so nothing is lost but a few minutes of
+# freshness, and a hung broker costs a web process one slow publish per interval instead of one per event batch.
+BROKER_BREAKER_SECONDS = 30.0
+BROKER = breaker.named("Celery broker (shopper refreshes)", BROKER_BREAKER_SECONDS)
+DEBOUNCE = breaker.named("refresh debounce keys (the shared cache)")
+# One immediate retry: enough for a pooled connection the broker closed while restarting, never a wait that a dead
+# broker turns into seconds per event batch (Celery's default policy retries three times, ~0.6 s when refused).
+REFRESH_PUBLISH_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
+
+
+def _debounce(read_or_write: Any, degraded: Any) -> Any:
+    """A debounce-key call to the shared cache, or `degraded` when the cache cannot be reached (breaker open)."""
+    if not DEBOUNCE.allow():
+        return degraded
+    try:
+        result = read_or_write()
+    except Exception as exc:  # whatever the cache backend raises when it cannot be reached
+        DEBOUNCE.failed(exc)
+        return degraded
+    DEBOUNCE.succeeded()
+    return result
+
+
+def _publish_refresh(shoppers: list[str], countdown: float, debounce_keys: list[str]) -> None:
+    """Send one refresh task; when the broker cannot take it, log once and leave these shoppers to the next precompute.
+
+    Event ingest must need only the database: a broker that is down (refused at once) or hung (until the socket
+    timeout in CELERY_BROKER_TRANSPORT_OPTIONS) neither fails nor stalls each batch, thanks to the breaker.
+    """
+    if not BROKER.allow():
+        logger.debug("broker skipped; %d shoppers' lists are refreshed by the next precompute", len(shoppers))
+        return
+    try:
+        _send(refresh_shoppers, args=[shoppers], countdown=countdown, retry=True, retry_policy=REFRESH_PUBLISH_POLICY)
+    except Exception as exc:  # kombu's OperationalError, a socket timeout, ...: the broker did not take it
+        BROKER.failed(exc)
+        logger.warning(
+            "could not schedule the refresh of %d shoppers' lists; the next precompute refreshes them", len(shoppers)
+        )
+        # Their debounce keys would make the next events within the window ride on a task that was never sent.
+        _debounce(lambda: cache.delete_many(debounce_keys), None)
+        return
+    BROKER.succeeded()
 
 
 def _refresh_quietly(shoppers: list[str]) -> None:
@@ -269,7 +355,7 @@ def _refresh_quietly(shoppers: list[str]) -> None:
         return
 
 
-@shared_task(name="recommendations.tasks.refresh_analytics", ignore_result=True)
+@shared_task(name="recommendations.tasks.refresh_analytics", ignore_result=True, **REDELIVERED)
 def refresh_analytics(start: str | None = None, end: str | None = None) -> int:
     """Rebuild the daily analytics of days `start`..`end` (ISO dates; yesterday and today when left out)."""
     from recommendations.analytics import rebuild_recent
@@ -282,9 +368,28 @@ def enqueue_analytics_refresh(start: str, end: str) -> None:
     transaction.on_commit(lambda: _send(refresh_analytics, kwargs={"start": start, "end": end}), robust=True)
 
 
-@shared_task(name="recommendations.tasks.apply_retention")
+@shared_task(name="recommendations.tasks.apply_retention", **REDELIVERED)
 def apply_retention() -> dict[str, int]:
     """Delete events past the retention window (daily, from beat); a no-op while retention is off."""
     from recommendations.retention import apply_retention as apply
 
     return apply()
+
+
+@shared_task(name="recommendations.tasks.send_due_messages", **REDELIVERED)
+def send_due_messages(flow: str | None = None) -> dict[str, Any]:
+    """Send every enabled flow's due e-mails (hourly, from beat), or flow `flow`'s (a slug); each at most once, so a
+    redelivered or overlapping run sends nothing twice (push.sending)."""
+    from recommendations.push.sending import NotConfigured
+    from recommendations.push.sending import send_due_messages as send
+
+    try:
+        return send(flow)
+    except NotConfigured as exc:
+        logger.error("push e-mails not sent: %s", exc)
+        return {"error": str(exc)}
+
+
+def enqueue_send_due_messages(flow: str | None = None) -> None:
+    """Send the flows' due e-mails through the broker once the surrounding transaction commits (see task_mode)."""
+    transaction.on_commit(lambda: _send(send_due_messages, kwargs={"flow": flow}), robust=True)

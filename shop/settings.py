@@ -89,6 +89,9 @@ DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        # A kept connection PostgreSQL dropped meanwhile (a restart, a failover, pg_terminate_backend) is found out
+        # and replaced at the start of the next request, instead of failing that request's first query (a 5xx).
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -98,8 +101,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # A shared cache (Redis) when configured: throttling and cached reads must agree across processes.
 CACHE_URL = os.environ.get("CACHE_URL", "")
 if CACHE_URL:
-    # Django's Redis backend, keeping its client between calls (recommendations/cache_backends.py).
-    CACHES = {"default": {"BACKEND": "recommendations.cache_backends.RedisCache", "LOCATION": CACHE_URL}}
+    # Django's Redis backend, keeping its client between calls and going on without Redis when it cannot be reached
+    # (recommendations/cache_backends.py). The timeouts are deliberate: a Redis on this machine or its LAN connects
+    # and answers in about a millisecond, so half a second means it is hung (or the network is), and without a timeout
+    # a hung Redis would hold each request for as long as the operating system waits. After one failure the breaker
+    # skips Redis for BREAKER_SECONDS, then one request tries again (docs/operations.md, "When parts fail").
+    CACHES = {
+        "default": {
+            "BACKEND": "recommendations.cache_backends.RedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, "BREAKER_SECONDS": 5},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -141,9 +154,27 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", _BROKER or None)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# When a worker dies mid-task (docs/operations.md, "When a worker dies"). The app's tasks ask for acks_late and
+# reject_on_worker_lost themselves (recommendations.tasks.REDELIVERED: they are idempotent, so a second delivery is
+# safe); acks_late here covers any task the site adds. Prefetch 1: a worker reserves no message beyond the one it runs,
+# so a worker that dies strands at most that one, and a long precompute never holds short refreshes behind it.
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A broker hiccup must not cancel an hour-long retrain: it runs on, and a copy of its message delivered meanwhile
+# finds the run's heartbeat fresh and does nothing (Celery 6 would cancel it by default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Socket timeouts on the broker's connections. Without them a broker that hangs without closing its connections (a
+# frozen Redis, a partition) holds a publish, and so the web request that sends a refresh task, forever (kombu's
+# default). 5 s stays well above the 1 s the worker's BRPOP waits for a message, so an idle worker never times out;
+# the app's breaker then skips the broker for 30 s (recommendations.tasks.BROKER), so a web process pays it once.
+# Visibility timeout: Redis hands a message that is still unacknowledged this long after its delivery to another
+# worker (its worker is presumed dead). Ten minutes, not kombu's hour: a refresh, a shard or an analytics rebuild
+# whose worker died comes back within minutes; yet it stays above the longest task that has no run row to fence it
+# (a shard, a day's analytics) and above every countdown (the refresh debounce), so none runs twice at once. A
+# precompute or retrain does not wait for it: its heartbeat goes quiet, and recover_runs (beat, every minute) has it
+# taken over after RUN_STALE_SECONDS; one that runs longer than this is redelivered and the copy does nothing.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5, "visibility_timeout": 600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 
@@ -195,7 +226,21 @@ RECOMMENDATIONS = {
     "MODEL_DIR": os.environ.get("RECOMMENDATIONS_MODEL_DIR") or None,
     # Split the for_you precompute into this many Celery tasks (run by however many workers there are).
     "PRECOMPUTE_SHARDS": int(os.environ.get("RECOMMENDATIONS_PRECOMPUTE_SHARDS", "1")),
+    # Push e-mails: every link in them starts with the site's root as shoppers reach it.
+    "SITE_URL": os.environ.get("RECOMMENDATIONS_SITE_URL", "http://127.0.0.1:8000"),
 }
+
+# E-mail: the demo prints e-mails on the console; EMAIL_HOST (and EMAIL_PORT, ...) sends them over SMTP instead.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "") == "1"
+EMAIL_TIMEOUT = 10
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Demo shop <shop@example.com>")
 
 LOGGING = {
     "version": 1,

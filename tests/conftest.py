@@ -9,7 +9,7 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
-from recommendations import holds, tasks
+from recommendations import breaker, holds, tasks
 from tests.factories import child_database_url, make_user
 
 
@@ -27,6 +27,14 @@ def _clear_holds():
     holds.clear_all()
     yield
     holds.clear_all()
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers():
+    """A service a test made unreachable (tests/faults) is not skipped in the next test: breakers start closed."""
+    breaker.reset_all()
+    yield
+    breaker.reset_all()
 
 
 @pytest.fixture(autouse=True)

@@ -3,3 +3,8 @@
 from shop.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.shapes"]  # noqa: F405
+
+# The suite's shoppers are tracked unless a test says otherwise (opt-out, as where the law allows it): the tests are
+# about what tracking does. tests/tracking/test_consent.py and the consent browser test run the app's own default
+# (CONSENT_REQUIRED = True: nobody is tracked before agreeing), which the demo shop keeps.
+RECOMMENDATIONS = {**RECOMMENDATIONS, "CONSENT_REQUIRED": False}  # noqa: F405

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -138,6 +139,17 @@ def _browser() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
+def _say_yes(opener: urllib.request.OpenerDirector, base: str) -> None:
+    """Answer the consent banner (README step 4) with yes, as a visitor clicking it would."""
+    status, home, _ = _get(opener, f"{base}/")
+    assert status == 200 and "data-rec-consent" in home, home
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', home)
+    assert token, home
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token.group(1), "personalised": "1", "next": "/"})
+    with opener.open(f"{base}/privacy/consent/", data=form.encode(), timeout=30) as response:
+        assert response.status == 200 and "data-rec-consent" not in response.read().decode()
+
+
 def _get(opener: urllib.request.OpenerDirector, url: str) -> tuple[int, str, dict[str, str]]:
     try:
         with opener.open(url, timeout=30) as response:
@@ -169,9 +181,10 @@ def test_the_readme_steps_give_a_working_api_and_blocks_in_a_plain_project(host_
     assert "30" in synced.stdout, synced.stdout
 
     with _server(env) as (base, log):
-        # Twelve visitors browse; each page view is recorded in-process (no broker is configured).
+        # Twelve visitors say yes to the banner and browse; each page view is recorded in-process (no broker).
         for visitor in range(12):
             browser = _browser()
+            _say_yes(browser, base)
             for step in range(4):
                 item = 1 + (visitor * 3 + step * 7) % 12
                 status, _, _ = _get(browser, f"{base}/items/{item}/")

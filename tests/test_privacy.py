@@ -3,6 +3,7 @@ exported; deleting a user erases them too, and a failing erasure never fails the
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from io import StringIO
@@ -386,3 +387,246 @@ def test_without_the_permission_there_is_no_erase_page_and_no_action(shopper):
     assert client.post(reverse("admin:recommendations_erasurerequest_export"), {"user_ids": "1"}).status_code == 403
     page = client.get(reverse("admin:recommendations_event_changelist")).content.decode()
     assert "erase_shoppers" not in page
+
+
+# --- many shoppers at once: the batched path, and the user admin's action -------------------------------------------
+
+
+def _many_shoppers() -> dict[str, Any]:
+    """24 shoppers (users and visitors) with events, lists in two sets and cached keys, wired so that the erasure's
+    pieces cut between a user and the browser merged into their account, and blocks shown to one shopper are pointed
+    at from other shoppers' rows, kept and erased alike."""
+    users = [f"7{i:03d}" for i in range(12)]
+    visitors = [f"{i:02d}" + "ab" * 15 for i in range(12)]
+    merged = {users[i]: f"{i:02d}" + "cd" * 15 for i in (0, 5, 11)}  # browsed, then logged in; one logs out again
+    rows: list[Event] = []
+
+    def event(kind: str, user: str = "", visitor: str = "", rec: str = "", **extra: Any) -> str:
+        event_id = f"many-{len(rows)}"
+        key = f"u:{user}" if user else f"v:{visitor}"
+        rows.append(
+            Event(
+                event_id=event_id,
+                event_type=kind,
+                user_id=user,
+                visitor_id=visitor,
+                shopper=key,
+                product_id="" if kind == "impression" else "17",
+                recommendation_id=rec,
+                placement="for_you" if rec else "",
+                **extra,
+            )
+        )
+        return event_id
+
+    for n, user in enumerate(users):
+        event("view", user=user)
+        event("impression", user=user, rec=f"rec-u{n}")
+        event("click", user=user, rec=f"rec-u{n}")
+        event("purchase", user=user, rec=f"rec-u{n}", context={"attributed": "click"})
+    for n, visitor in enumerate(visitors):
+        event("view", visitor=visitor)
+        event("impression", visitor=visitor, rec=f"rec-v{n}")
+    for user, visitor in merged.items():
+        event("view", user=user, visitor=visitor)
+        event("view", user=user, visitor=visitor)
+    event("search", visitor=merged[users[5]], query="kite")  # after logging out again
+    # A named visitor's browsing merged into an account that stays: those rows go, the account's own stay.
+    event("view", user=users[1], visitor=visitors[2])
+    # Links to blocks: kept -> erased, erased -> erased (another piece), kept -> kept, erased -> kept.
+    event("click", user=users[1], rec="rec-u0")
+    event("click", visitor=visitors[3], rec="rec-v10")
+    event("click", user=users[10], rec="rec-v0")
+    event("click", user=users[3], rec="rec-u1")
+    event("click", user=users[8], rec="rec-u3")
+    Event.objects.bulk_create(rows)
+    erased_users, erased_visitors = users[0::2], visitors[0::2]  # even positions: half of each kind
+    gone_visitors = {*erased_visitors, *(merged[u] for u in erased_users if u in merged)}
+    gone_keys = {f"u:{u}" for u in erased_users} | {f"v:{v}" for v in gone_visitors}
+    all_keys = {e.shopper for e in rows}
+    active = RecommendationSet.objects.create(status="active")
+    retired = RecommendationSet.objects.create(status="retired")
+    for key in sorted(all_keys):
+        StoredList.objects.create(recommendation_set=active, placement="for_you", subject=key, items=[["17", 1, "x"]])
+        StoredList.objects.create(recommendation_set=retired, placement="for_you", subject=key, items=[])
+    StoredList.objects.create(recommendation_set=active, placement="for_you@run3", subject=f"u:{users[0]}", items=[])
+    StoredList.objects.create(recommendation_set=active, placement="similar", subject="17", items=[])
+    owner = {}  # every per-shopper key written, to whom it belongs
+    for key in sorted(all_keys):
+        owner[keys.block(key, "for_you", 8)] = owner[keys.shopper_version(key)] = key
+        owner[keys.THROTTLE % {"scope": "recommendations_read", "ident": key} + ":60"] = key
+    owner[keys.refresh_pending(f"u:{users[0]}")] = f"u:{users[0]}"
+    caches["default"].set_many({**dict.fromkeys(owner, 1), keys.ACTIVE_SET: active.pk}, 300)
+    gone = {
+        e.event_id for e in rows if e.shopper in gone_keys or e.user_id in erased_users or e.visitor_id in gone_visitors
+    }
+    gone_recs = {e.recommendation_id for e in rows if e.event_id in gone and e.recommendation_id}
+    pointers = {e.event_id for e in rows if e.event_id not in gone and e.recommendation_id in gone_recs}
+    return {
+        "users": erased_users,
+        "visitors": erased_visitors,
+        "gone_keys": gone_keys,
+        "gone": gone,
+        "pointers": pointers,
+        "events": {e.event_id: e.recommendation_id for e in rows},
+        "lists": {(sl.recommendation_set_id, sl.placement, sl.subject) for sl in StoredList.objects.all()},
+        "cache": _app_cache_keys(),
+        "owner": owner,
+    }
+
+
+def _app_cache_keys() -> set[str]:
+    """Every key in the default cache, as the app spells it (without the cache's own prefix)."""
+    cache = caches["default"]
+    head = cache.make_key("")
+    if hasattr(cache, "_cache") and isinstance(cache._cache, dict):  # the local-memory cache
+        names = list(cache._cache)
+    else:
+        names = [k.decode() for k in cache._cache.get_client(None).scan_iter(count=1000)]
+    return {name[len(head) :] for name in names if name.startswith(head)}
+
+
+def _check_many_erased(data: dict[str, Any], counts: dict[str, Any]) -> None:
+    after = dict(Event.objects.values_list("event_id", "recommendation_id"))
+    assert set(after) == set(data["events"]) - data["gone"]
+    assert {e for e, rec in after.items() if rec != data["events"][e]} == data["pointers"]
+    assert all(after[e] == "" for e in data["pointers"])
+    lists = {(sl.recommendation_set_id, sl.placement, sl.subject) for sl in StoredList.objects.all()}
+    assert lists == {entry for entry in data["lists"] if entry[2] not in data["gone_keys"]}
+    assert _app_cache_keys() == {k for k in data["cache"] if data["owner"].get(k) not in data["gone_keys"]}
+    assert (counts["events"], counts["attribution_unlinked"]) == (len(data["gone"]), len(data["pointers"]))
+    assert sum(counts["events_by_type"].values()) == counts["events"]
+    assert counts["stored_lists"] == len(data["lists"]) - len(lists)
+    assert counts["cache_keys"] == len(data["cache"]) - len(_app_cache_keys())
+    assert counts["linked_visitors"] == 1 and counts["shopper_keys"] == len(data["gone_keys"])
+
+
+@pytest.mark.parametrize("cache_backend", ["redis", "locmem"])
+def test_many_shoppers_are_erased_in_pieces_and_batches_exactly(monkeypatch, settings, cache_backend):
+    if cache_backend == "locmem":
+        settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Pieces of three ids, batches of two events, lists four shoppers a statement, the cache walked once per family.
+    monkeypatch.setattr(privacy.erasure, "IDS_PER_STATEMENT", 3)
+    monkeypatch.setattr(privacy.erasure, "LIST_SUBJECTS_PER_STATEMENT", 4)
+    monkeypatch.setattr(privacy.erasure, "FEW_SHOPPERS", 2)
+    data = _many_shoppers()
+    whole = set(
+        Event.objects.filter(privacy.resolve(data["users"], data["visitors"]).events_filter()).values_list(
+            "event_id", flat=True
+        )
+    )
+    assert whole == data["gone"]  # the single filter selects what the pieces must add up to
+    steps: list[tuple[str, int, int]] = []
+    counts = privacy.erase(
+        data["users"], data["visitors"], batch_size=2, progress=lambda *step: steps.append(step)
+    ).counts
+
+    _check_many_erased(data, counts)
+    events = [(done, total) for stage, done, total in steps if stage == "events"]
+    assert events[0][0] == 0 and events[-1] == (counts["events"], counts["events"])
+    assert all(0 <= later[0] - earlier[0] <= 2 for earlier, later in itertools.pairwise(events))  # batches of two
+    shoppers = len(data["gone_keys"])
+    assert [s for s in steps if s[0] == "stored lists"][-1] == ("stored lists", shoppers, shoppers)
+    again = privacy.erase(data["users"], data["visitors"]).counts
+    assert (again["events"], again["stored_lists"], again["cache_keys"]) == (0, 0, 0)
+
+
+def test_the_cache_key_index_agrees_with_the_patterns():
+    """`keys.ShopperKeys` (one walk of the cache for many shoppers) names exactly what the per-shopper patterns match,
+    for shoppers whose ids hold colons, glob characters, spaces or run long."""
+    from fnmatch import fnmatchcase
+
+    odd = ["u:1", "u:12", "v:" + "a" * 32, "u:a:b", "u:*x", "u:[1]", "u:x y", "u:" + "z" * 90, "v::", "u:1:"]
+    candidates = [
+        name
+        for shopper in odd
+        for name in (
+            keys.block(shopper, "for_you", 8),
+            keys.THROTTLE % {"scope": "recommendations_read", "ident": shopper} + ":60",
+            keys.THROTTLE % {"scope": "a:b", "ident": shopper} + ":1",
+            f"throttle::{shopper}:",
+            keys.shopper_version(shopper),
+            keys.refresh_pending(shopper),
+        )
+    ] + ["throttle:recommendations_read:write-key:60", "recommendations:block:", keys.ACTIVE_SET]
+    for shopper in odd:
+        exact, patterns = keys.shopper_key_patterns(shopper)
+        index = keys.ShopperKeys([shopper])
+        for name in candidates:
+            expected = name in exact or any(fnmatchcase(name, p) for p in patterns)
+            assert (name in index) is expected, (shopper, name)
+        assert all(any(fnmatchcase(f"{p[:-1]}x", f) for f in keys.ShopperKeys.FAMILIES) for p in patterns)
+
+
+def test_subject_hashes_are_the_subject_hash_of_each_id():
+    ids = ["42", "é", "v" * 64]
+    assert privacy.subject_hashes("user", ids) == [privacy.subject_hash("user", i) for i in ids]
+
+
+def test_the_user_admin_erases_recommendation_data_after_a_confirmation(shopper):
+    client, staff = staff_with(
+        Client(), "view_user", "change_user", "add_erasurerequest", apps=("auth", "recommendations")
+    )
+    changelist = reverse("admin:auth_user_changelist")
+    assert "erase_recommendation_data" in client.get(changelist).content.decode()
+    others = shopper["others"]
+    picked = {"action": "erase_recommendation_data", "_selected_action": [str(USER_PK)]}
+
+    page = client.post(changelist, picked)
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "erased" in text and 'name="post" value="yes"' in text  # the user listed; nothing erased yet
+    assert "10 events" in text and "2 browsers" in text
+    assert Event.objects.filter(user_id=str(USER_PK)).exists() and not ErasureRequest.objects.exists()
+
+    done = client.post(changelist, {**picked, "post": "yes"})
+    assert done.status_code == 302
+    record = ErasureRequest.objects.get()
+    assert (record.via, record.requested_by, record.subjects) == ("admin", staff.get_username(), 1)
+    assert record.counts["events"] == 10 and record.subject_hashes == [privacy.subject_hash("user", str(USER_PK))]
+    assert _where_the_ids_are([str(USER_PK), VISITOR]) == []
+    assert _other_rows() == others
+    assert Event.objects.filter(visitor_id=LONE_VISITOR).exists()  # not theirs
+    assert shopper["user"].__class__.objects.filter(pk=USER_PK).exists()  # the account stays
+    from django.contrib.admin.models import LogEntry
+
+    assert LogEntry.objects.filter(user=staff, object_id=str(record.pk)).exists()
+
+
+def test_without_the_permission_the_user_admin_offers_no_erase_action(shopper):
+    client, _staff = staff_with(Client(), "view_user", "change_user", apps=("auth",))
+    changelist = reverse("admin:auth_user_changelist")
+    assert "erase_recommendation_data" not in client.get(changelist).content.decode()
+    before = Event.objects.filter(user_id=str(USER_PK)).count()
+    client.post(changelist, {"action": "erase_recommendation_data", "_selected_action": [str(USER_PK)], "post": "yes"})
+    assert Event.objects.filter(user_id=str(USER_PK)).count() == before > 0 and not ErasureRequest.objects.exists()
+
+
+def test_the_erase_action_joins_a_user_admins_own_actions_once():
+    from django.contrib import admin
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.admin import UserAdmin
+    from django.test import RequestFactory
+
+    from recommendations.admin import EraseRecommendationDataMixin, attach_erase_action
+
+    assert isinstance(admin.site.get_model_admin(get_user_model()), EraseRecommendationDataMixin)  # the demo's
+
+    @admin.action(description="Mark as VIP")
+    def mark_vip(model_admin: Any, request: Any, queryset: Any) -> None:
+        return None
+
+    class ShopUserAdmin(UserAdmin):
+        actions = [mark_vip]
+
+    site = admin.AdminSite(name="host")
+    site.register(get_user_model(), ShopUserAdmin)
+    assert attach_erase_action(site) and attach_erase_action(site)
+    model_admin = site.get_model_admin(get_user_model())
+    assert type(model_admin).__mro__.count(EraseRecommendationDataMixin) == 1
+    request = RequestFactory().get("/")
+    request.user = make_user(is_superuser=True, is_staff=True)
+    assert {"mark_vip", "erase_recommendation_data", "delete_selected"} <= set(model_admin.get_actions(request))
+    request.user = make_user(is_staff=True)
+    assert "erase_recommendation_data" not in model_admin.get_actions(request)
+    assert not attach_erase_action(admin.AdminSite(name="empty"))

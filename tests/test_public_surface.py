@@ -29,6 +29,7 @@ TASK_NAMES = {
     "recommendations.tasks.refresh_shopper",
     "recommendations.tasks.refresh_analytics",
     "recommendations.tasks.apply_retention",
+    "recommendations.tasks.send_due_messages",
 }
 COMMANDS = {
     "apply_retention",
@@ -37,6 +38,7 @@ COMMANDS = {
     "import_events",
     "precompute_recommendations",
     "refresh_analytics",
+    "send_flows",
     "sync_products",
     "train_recommender",
 }
@@ -65,3 +67,5 @@ def test_the_template_library_keeps_its_tags() -> None:
 def test_the_url_names_resolve() -> None:
     assert reverse("recommendations:ingest") == "/api/events/"
     assert reverse("recommendations:recommendations", args=["for_you"]) == "/api/recommendations/for_you/"
+    assert reverse("recommendations:email_click", args=["t"]) == "/e/c/t/"
+    assert reverse("recommendations:email_unsubscribe", args=["t"]) == "/e/u/t/"

@@ -1,5 +1,6 @@
 """What the admin's screens share: the read-only ModelAdmin for rows the engine and tracking write, the
-django-celery-beat schedules box and the report of a run started from the admin (training and precompute both)."""
+django-celery-beat schedules box, the report of a run started from the admin and what happened to a run whose worker
+was lost (training and precompute both)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.formats import localize
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -111,3 +115,43 @@ def report_launch(model_admin: admin.ModelAdmin, request: HttpRequest, run: Any,
     logger.info("%s run #%s from the admin by %s: %s", kind, run.pk, request.user.get_username(), launch.how)
     model_admin.log_addition(request, run, LAUNCH_LOG[launch.how] % kind)
     model_admin.message_user(request, text, messages.ERROR if launch.how == "failed" else messages.SUCCESS)
+
+
+def _when(iso: str | None) -> str:
+    moment = parse_datetime(iso) if iso else None
+    return localize(timezone.localtime(moment)) if moment else ""
+
+
+def takeover_lines(run: Any) -> list[str]:
+    """What happened to a run whose worker was lost: one sentence per takeover (training.liveness records them)."""
+    lines = []
+    for record in run.takeovers or []:
+        values = {
+            "at": _when(record.get("at")),
+            "attempt": record.get("attempt"),
+            "worker": record.get("lost_worker") or _("an unknown worker"),
+            "stage": record.get("stage") or _("the start"),
+            "seen": _when(record.get("last_heartbeat")) or _("never"),
+        }
+        if record.get("gave_up"):
+            text = _(
+                "Gave up at %(at)s: worker %(worker)s was lost at stage %(stage)s (last heartbeat %(seen)s), and the "
+                "run had no attempts left."
+            )
+        else:
+            text = _(
+                "Taken over at %(at)s (attempt %(attempt)s): worker %(worker)s was lost at stage %(stage)s (last "
+                "heartbeat %(seen)s)."
+            )
+        lines.append(text % values)
+    return lines
+
+
+def attempts_summary(run: Any) -> str:
+    """The run list's "attempts" cell: the count, and when the worker was lost, the last takeover's time."""
+    if not run.takeovers:
+        return str(run.attempts) if run.attempts else "-"
+    return _("%(attempts)s (worker lost; taken over at %(at)s)") % {
+        "attempts": run.attempts,
+        "at": _when(run.takeovers[-1].get("at")),
+    }

@@ -9,9 +9,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy
 
-from recommendations.admin.base import ReadOnlyAdmin, beat_schedules, report_launch
+from recommendations.admin.base import ReadOnlyAdmin, attempts_summary, beat_schedules, report_launch, takeover_lines
+from recommendations.admin.status import status_view
 from recommendations.models import PrecomputeRun
 
 PRECOMPUTE_TASK = "recommendations.tasks.precompute"
@@ -28,6 +30,7 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         "started_at",
         "duration",
         "task_state",
+        "attempts_column",
         "recommendation_set",
     )
     list_filter = ("status",)
@@ -40,12 +43,16 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
         "created_at",
         "started_at",
         "finished_at",
+        "heartbeat_at",
+        "worker",
+        "attempts_column",
+        "what_happened",
         "recommendation_set",
         "timings",
         "stats",
         "error",
     )
-    exclude = ("progress",)
+    exclude = ("progress", "attempts", "takeovers")
     change_list_template = "admin/recommendations/precomputerun/change_list.html"
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -58,7 +65,13 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
             self.admin_site.admin_view(self.run_now_view),
             name="recommendations_precomputerun_run_now",
         )
-        return [run_now, *super().get_urls()]
+        # The app's "System status" page lives here, one admin for the whole app having no model of its own.
+        status = path(
+            "status/",
+            self.admin_site.admin_view(lambda request: status_view(self, request)),
+            name="recommendations_status",
+        )
+        return [run_now, status, *super().get_urls()]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {
@@ -114,6 +127,15 @@ class PrecomputeRunAdmin(ReadOnlyAdmin):
             return AsyncResult(obj.task_id).state
         except Exception:
             return "-"
+
+    @admin.display(description=gettext_lazy("attempts"), ordering="attempts")
+    def attempts_column(self, obj: PrecomputeRun) -> str:
+        return attempts_summary(obj)
+
+    @admin.display(description=gettext_lazy("worker lost"))
+    def what_happened(self, obj: PrecomputeRun) -> str:
+        lines = takeover_lines(obj)
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines)) if lines else "-"
 
     @admin.display(description=gettext_lazy("seconds per stage"))
     def timings(self, obj: PrecomputeRun) -> str:

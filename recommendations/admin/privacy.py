@@ -1,5 +1,6 @@
 """Privacy: the erasure log, "Erase a shopper" and "Export a shopper" (the log's Add button and a link beside it),
-and an action on the events screen that erases the shoppers of the selected events after a confirmation.
+an action on the events screen that erases the shoppers of the selected events after a confirmation, and "Erase
+recommendation data" on the host's own user admin (`EraseRecommendationDataMixin`, put there by `attach_erase_action`).
 
 Both forms need the add permission on erasure requests; after an erase the page offers "Retrain now", so the next
 model is trained without the erased shoppers.
@@ -13,8 +14,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -23,7 +27,7 @@ from django.utils.translation import gettext_lazy
 
 from recommendations import privacy
 from recommendations.admin.base import ReadOnlyAdmin
-from recommendations.models import ErasureRequest
+from recommendations.models import ErasureRequest, Event, StoredList
 
 _SEPARATORS = re.compile(r"[\s,]+")
 
@@ -160,3 +164,103 @@ def erase_shoppers(model_admin: admin.ModelAdmin, request: HttpRequest, queryset
     site = model_admin.admin_site
     erasures = site._registry.get(ErasureRequest) or ErasureRequestAdmin(ErasureRequest, site)
     return erasures._page(request, form, "erase")
+
+
+# --- "Erase recommendation data" on the host's user admin ------------------------------------------------------------
+
+USERS_SHOWN = 100  # users listed by name on the confirmation page; the rest are counted
+
+
+def may_erase(request: HttpRequest) -> bool:
+    """The permission every erasure from the admin needs: *add erasure request*, as for "Erase a shopper"."""
+    return request.user.has_perm("recommendations.add_erasurerequest")
+
+
+@admin.action(description=gettext_lazy("Erase recommendation data"), permissions=["erase_recommendation_data"])
+def erase_recommendation_data(model_admin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> Any:
+    """The selected users' recommendation data: first a page listing them and what goes, then, once confirmed, the
+    erasure (privacy.erase, recorded as an ErasureRequest and in the admin's history). The users stay."""
+    if not may_erase(request):  # the action is not offered without it; a hand-made POST gets no further
+        raise PermissionDenied
+    count = queryset.count()
+    if count > privacy.MAX_IDS:
+        model_admin.message_user(
+            request,
+            _("Select at most %(most)s users at a time; %(count)s were selected.")
+            % {"most": privacy.MAX_IDS, "count": count},
+            messages.ERROR,
+        )
+        return None
+    user_ids = [str(pk) for pk in queryset.order_by("pk").values_list("pk", flat=True)]
+    if request.POST.get("post") == "yes":
+        record = privacy.erase(user_ids, requested_by=request.user.get_username(), via="admin")
+        model_admin.log_addition(request, record, "Erased users' recommendation data from the admin.")
+        model_admin.message_user(request, erased_message(record), messages.SUCCESS)
+        return None
+    subjects = privacy.resolve(user_ids)
+    shown = list(queryset.order_by("pk")[:USERS_SHOWN])
+    per_user = dict(
+        Event.objects.filter(user_id__in=[str(u.pk) for u in shown])
+        .order_by()
+        .values_list("user_id")
+        .annotate(n=Count("pk"))
+        .values_list("user_id", "n")
+    )
+    opts = model_admin.model._meta
+    return TemplateResponse(
+        request,
+        "admin/recommendations/erase_users_confirmation.html",
+        {
+            **model_admin.admin_site.each_context(request),
+            "title": _("Erase recommendation data"),
+            "opts": opts,
+            "users": [(user, per_user.get(str(user.pk), 0)) for user in shown],
+            "more": count - len(shown),
+            "count": count,
+            "events": sum(
+                Event.objects.filter(piece).count() for piece in subjects.events_filters(privacy.IDS_PER_STATEMENT)
+            ),
+            "lists": StoredList.objects.filter(subject__in=subjects.shoppers).count(),
+            "linked_visitors": len(subjects.linked_visitor_ids),
+            "user_ids": user_ids,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "action": erase_recommendation_data.__name__,
+        },
+    )
+
+
+class EraseRecommendationDataMixin:
+    """Gives a user ModelAdmin the "Erase recommendation data" action, offered to staff holding *add erasure
+    request*. The app puts it on the user admin registered on `admin.site` by itself (`attach_erase_action`); use the
+    mixin for a user admin on another admin site, or one registered after the app's admin was loaded:
+    `class MyUserAdmin(EraseRecommendationDataMixin, UserAdmin)`."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)  # type: ignore[misc]
+        offered = self.actions is not None and IS_POPUP_VAR not in request.GET  # type: ignore[attr-defined]
+        if offered and self.has_erase_recommendation_data_permission(request):
+            name = erase_recommendation_data.__name__
+            actions.setdefault(name, (erase_recommendation_data, name, erase_recommendation_data.short_description))
+        return actions
+
+    def has_erase_recommendation_data_permission(self, request: HttpRequest) -> bool:
+        return may_erase(request)
+
+
+def attach_erase_action(site: admin.AdminSite = admin.site) -> bool:
+    """Mix `EraseRecommendationDataMixin` into the user model's registered ModelAdmin on `site` (idempotent); False
+    when the user model is not registered there.
+
+    Runs when the app's admin is imported (autodiscover) and again when the app is ready, after a host's own admin
+    modules may have registered their user admin anew.
+    """
+    user_model = get_user_model()
+    if not site.is_registered(user_model):
+        return False
+    model_admin = site.get_model_admin(user_model)
+    if not isinstance(model_admin, EraseRecommendationDataMixin):
+        base = type(model_admin)
+        model_admin.__class__ = type(
+            base.__name__, (EraseRecommendationDataMixin, base), {"__module__": base.__module__}
+        )
+    return True

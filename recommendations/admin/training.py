@@ -17,11 +17,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from recommendations.admin.analytics import validation_metrics_chart
-from recommendations.admin.base import ReadOnlyAdmin, beat_schedules, report_launch
+from recommendations.admin.base import ReadOnlyAdmin, attempts_summary, beat_schedules, report_launch, takeover_lines
 from recommendations.models import TrainingRun
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
         "created_at",
         "duration",
         "task_state",
+        "attempts_column",
     )
     list_display_links = ("run",)
     list_filter = ("status", "is_serving")
@@ -112,6 +114,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     fieldsets = (
         (None, {"fields": ("status", "message", "error", "progress_percent", "stage", "task_id", "task_state")}),
         (gettext_lazy("Times"), {"fields": ("created_at", "started_at", "finished_at", "heartbeat_at", "duration")}),
+        (gettext_lazy("Workers"), {"fields": ("worker", "attempts_column", "what_happened")}),
         (
             "Model",
             {
@@ -360,6 +363,15 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             return AsyncResult(obj.task_id).state
         except Exception:
             return "-"
+
+    @admin.display(description=gettext_lazy("attempts"), ordering="attempts")
+    def attempts_column(self, obj: TrainingRun) -> str:
+        return attempts_summary(obj)
+
+    @admin.display(description=gettext_lazy("worker lost"))
+    def what_happened(self, obj: TrainingRun) -> str:
+        lines = takeover_lines(obj)
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines)) if lines else "-"
 
     @admin.display(description=gettext_lazy("candidates"))
     def candidate_table(self, obj: TrainingRun) -> str:

@@ -10,8 +10,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
-from drf_spectacular.utils import OpenApiResponse, OpenApiTypes, extend_schema, inline_serializer
-from rest_framework import serializers
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import APIException, NotAuthenticated, ParseError, PermissionDenied
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
@@ -22,6 +21,13 @@ from rest_framework.views import APIView
 
 from recommendations import privacy
 from recommendations.api.authentication import WriteKeyAuthentication, has_write_key
+from recommendations.api.schema import RETRY_AFTER, ApiSchema
+from recommendations.api.serializers import (
+    ApiErrorSerializer,
+    ErasureResultSerializer,
+    ExportDocumentSerializer,
+    PrivacyRequestSerializer,
+)
 from recommendations.api.throttling import IngestKeyThrottle
 from recommendations.api.validation import as_error_list
 
@@ -41,17 +47,15 @@ class _InvalidIds(APIException):
         self.field = field
 
 
-SubjectsRequest = inline_serializer(
-    "PrivacyRequest",
-    fields={
-        "user_ids": serializers.ListField(child=serializers.CharField(), required=False),
-        "visitor_ids": serializers.ListField(child=serializers.CharField(), required=False),
-    },
-)
 _ERRORS = {
-    400: OpenApiResponse(OpenApiTypes.OBJECT, description="A field is not a list of ids; `errors` names it."),
-    403: OpenApiResponse(OpenApiTypes.OBJECT, description="No write key, or a wrong one."),
-    429: OpenApiResponse(OpenApiTypes.OBJECT, description="Throttled; Retry-After says when to try again."),
+    400: OpenApiResponse(
+        ApiErrorSerializer,
+        description="The body is not JSON or not an object, a field is unknown or not a list of ids, or no one is "
+        "named; errors[].field names the part at fault.",
+    ),
+    403: OpenApiResponse(ApiErrorSerializer, description="No write key, or a wrong one."),
+    415: OpenApiResponse(ApiErrorSerializer, description="The body is not application/json."),
+    429: OpenApiResponse(ApiErrorSerializer, description="Throttled; the Retry-After header says when to try again."),
 }
 
 
@@ -61,6 +65,7 @@ class _PrivacyView(APIView):
     throttle_classes = [IngestKeyThrottle]
     parser_classes = [JSONParser]
     renderer_classes = [JSONRenderer]
+    schema = ApiSchema()
 
     def ids(self, request: Request) -> tuple[Any, Any]:
         body = request.data
@@ -69,6 +74,10 @@ class _PrivacyView(APIView):
         unknown = sorted(set(body) - {"user_ids", "visitor_ids"})
         if unknown:
             raise _InvalidIds(unknown[0], _("unknown field; send user_ids and visitor_ids"))
+        for name in ("user_ids", "visitor_ids"):
+            # A JSON object is iterable too (its keys), so `clean_ids` alone would read {"a": 1} as ["a"].
+            if body.get(name) is not None and not isinstance(body[name], list):
+                raise _InvalidIds(name, _("must be a list of ids"))
         return body.get("user_ids"), body.get("visitor_ids")
 
     def handle_exception(self, exc: Exception) -> Response:
@@ -91,8 +100,9 @@ class EraseView(_PrivacyView):
             "visitors named, and of the visitors merged into those users at login. Idempotent. Answers "
             '`{"erasure": <audit row id>, "counts": {...}}`. Retrain afterwards so the next model never saw them.'
         ),
-        request=SubjectsRequest,
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="What was deleted."), **_ERRORS},
+        request=PrivacyRequestSerializer,
+        responses={200: OpenApiResponse(ErasureResultSerializer, description="What was deleted."), **_ERRORS},
+        parameters=[RETRY_AFTER],
         tags=["privacy"],
     )
     def post(self, request: Request) -> Response:
@@ -108,8 +118,9 @@ class ExportView(_PrivacyView):
         operation_id="privacy_export",
         summary="Export shoppers' data",
         description="One JSON document with every event and stored list of the shoppers named (docs/privacy.md).",
-        request=SubjectsRequest,
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The export document."), **_ERRORS},
+        request=PrivacyRequestSerializer,
+        responses={200: OpenApiResponse(ExportDocumentSerializer, description="The export document."), **_ERRORS},
+        parameters=[RETRY_AFTER],
         tags=["privacy"],
     )
     def post(self, request: Request) -> Response:

@@ -12,6 +12,9 @@ Two departures from DRF's `SimpleRateThrottle`, both deliberate:
 - Counting uses two fixed windows in the shared cache, weighted as a sliding window: one atomic `incr` plus one
   read per request. DRF keeps a list of every request's timestamp per client and rewrites it on each request,
   which is slow at server rates (thousands a minute) and loses counts when gunicorn workers race.
+
+When the cache cannot count (Redis down), requests are let through, not refused or failed: ingest must need only
+the database. A breaker (`COUNTERS`) then skips counting for a few seconds, logged once.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from recommendations import keys
+from recommendations import breaker, keys
 from recommendations.api.authentication import has_write_key
+from recommendations.cache_backends import CacheUnavailable
 from recommendations.conf import rec_settings
 from recommendations.tracking import valid_visitor_id
 
@@ -37,6 +41,8 @@ DEFAULT_RATES: dict[str, str] = {
     "recommendations_read_key": "6000/min",
 }
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# The shared cache's counters, as the throttles see them: while they cannot be reached, requests are not throttled.
+COUNTERS = breaker.named("API throttle counters (the shared cache)")
 
 
 def valid_rate(rate: Any) -> bool:
@@ -112,12 +118,25 @@ class SlidingWindowThrottle(SimpleRateThrottle):
         window = int(window)
         elapsed = offset / self.duration
         key, previous_key = f"{base}:{window}", f"{base}:{window - 1}"
-        current = self._increment(key)
-        previous = self.cache.get(previous_key) or 0
-        if previous * (1 - elapsed) + current <= self.num_requests:
+        if not COUNTERS.allow():
             return True
-        # A refused request does not count against the client, so it may retry after the advertised wait.
-        self.cache.decr(key)
+        try:
+            current = self._increment(key)
+            previous = self.cache.get(previous_key) or 0
+            allowed = previous * (1 - elapsed) + current <= self.num_requests
+            if not allowed:
+                # A refused request does not count against the client, so it may retry after the advertised wait.
+                self.cache.decr(key)
+        except CacheUnavailable:
+            return True  # the app's Redis backend: its own breaker already skips Redis and logged it
+        except Exception as exc:  # whatever another cache backend raises when it cannot count
+            # Fail open: a throttle that cannot count must not refuse (or fail) the request, least of all an event
+            # batch; the breaker skips counting for a while instead of trying a dead cache on every request.
+            COUNTERS.failed(exc)
+            return True
+        COUNTERS.succeeded()
+        if allowed:
+            return True
         self._wait = self._seconds_until_allowed(previous, current - 1, elapsed)
         return False
 

@@ -30,11 +30,18 @@ MAX_ID_LENGTH = 64
 MAX_PLACEMENT_LENGTH = 40
 MAX_QUANTITY = 2**31 - 1  # the column is a 32-bit integer
 MAX_VALUE = Decimal("9999999999.99")  # DecimalField(max_digits=12, decimal_places=2)
+MAX_QUERY_LENGTH = 10_000
+# A value sent as a string: plain digits, as the schema says; "1e3", " 5" or "+5" would be read by Decimal but are
+# not what a client meant to send, and a schema cannot describe everything Decimal accepts.
+DECIMAL_STRING = re.compile(r"[0-9]{1,10}(\.[0-9]+)?")
 CENTS = Decimal("0.01")
 NEEDS_PRODUCT = frozenset({"view", "add_to_cart", "remove_from_cart", "purchase", "favorite", "impression", "click"})
 NEEDS_PLACEMENT = frozenset({"impression", "click"})
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 _UNIX_STRING = re.compile(r"^-?\d{1,12}(\.\d{1,9})?$")
+# What PostgreSQL cannot store in text or jsonb: NUL, and a lone UTF-16 surrogate (valid in a JSON string as \ud800,
+# not in UTF-8). json.loads joins a proper pair into one character, so any surrogate left in a str is a lone one.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 ErrorDict = dict[str, Any]
 
@@ -119,7 +126,18 @@ def _text(raw: Any, limit: int, *, allow_int: bool = False) -> str:
         raise ValueError(_("must be a string"))
     if len(raw) > limit:
         raise ValueError(_("must be at most %(most)s characters") % {"most": limit})
+    _check_storable(raw)
     return raw
+
+
+def _check_storable(text: str) -> None:
+    """Refuse text the database would refuse: one such event must cost only itself, not its whole batch."""
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return
+    if found.group() == "\x00":
+        raise ValueError(_("must not contain the NUL character (U+0000)"))
+    raise ValueError(_("must not contain a lone surrogate (U+D800 to U+DFFF): it is not valid Unicode text"))
 
 
 def _quantity(raw: Any) -> int:
@@ -133,8 +151,10 @@ def _quantity(raw: Any) -> int:
 def _value(raw: Any) -> Decimal:
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ValueError(_("must be a decimal number"))
+    if isinstance(raw, str) and not DECIMAL_STRING.fullmatch(raw):
+        raise ValueError(_("must be a JSON number or a string of digits such as 12.50"))
     try:
-        value = Decimal(str(raw).strip())
+        value = Decimal(str(raw))
     except InvalidOperation:
         raise ValueError(_("must be a decimal number")) from None
     if not value.is_finite():
@@ -149,11 +169,23 @@ def _value(raw: Any) -> Decimal:
 def _context(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ValueError(_("must be an object"))
-    size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode())
+    # "surrogatepass": a lone surrogate is refused below with its own message, not as an encoding error.
+    size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
     if size > MAX_CONTEXT_BYTES:
         raise ValueError(
             _("is %(size)s bytes of JSON; at most %(most)s are kept") % {"size": size, "most": MAX_CONTEXT_BYTES}
         )
+    # Every key and string inside, at any depth; a loop, not recursion: 2 KB of "[[[[" nests a thousand deep.
+    pending: list[Any] = [raw]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            _check_storable(value)
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
     return raw
 
 
@@ -224,7 +256,7 @@ def validate_event(raw: Any, index: int, identity: Identity, now: datetime) -> t
         problem("product_id", _required_for(event_type))
     quantity = optional("quantity", _quantity, 1)
     value = optional("value", _value, None)
-    query = optional("query", lambda v: _text(v, 10_000), "")
+    query = optional("query", lambda v: _text(v, MAX_QUERY_LENGTH), "")
     if event_type == "search" and not query.strip() and not any(e["field"] == "query" for e in errors):
         problem("query", _required_for("search"))
     placement = optional("placement", lambda v: _text(v, MAX_PLACEMENT_LENGTH), "")

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.http import QueryDict
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -39,14 +39,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from recommendations import catalog, serving, tracking, tunables
-from recommendations.api import schema  # noqa: F401 - registers the authentication classes with drf-spectacular
+from recommendations import catalog, metrics, serving, tracking, tunables
 from recommendations.api.authentication import (
     BeaconSessionAuthentication,
     SameOriginBrowser,
     WriteKeyAuthentication,
     has_write_key,
 )
+from recommendations.api.schema import RETRY_AFTER, ApiSchema, BlockSchema  # also registers the app's extensions
 from recommendations.api.serializers import (
     ApiErrorSerializer,
     BatchResultSerializer,
@@ -97,11 +97,16 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Whom a browser without consent validates its batch as: never stored, so never a shopper.
+UNTRACKED_VISITOR = "0" * 32
+
+
 def batch_result(
     accepted: int = 0,
     duplicates: int = 0,
     errors: list[dict[str, Any]] | None = None,
     unknown_products: list[str] | None = None,
+    tracked: bool = True,
 ) -> dict[str, Any]:
     """The one answer shape of this endpoint, for successes and failures alike."""
     return {
@@ -109,6 +114,7 @@ def batch_result(
         "duplicates": duplicates,
         "errors": errors or [],
         "unknown_products": unknown_products or [],
+        "tracked": tracked,
     }
 
 
@@ -131,6 +137,7 @@ class EventIngestView(APIView):
     throttle_classes = [IngestThrottle, IngestKeyThrottle]
     renderer_classes = [JSONRenderer]
     parser_classes: list[Any] = []  # the body is read and limited by `read_batch`, never by DRF's parsers
+    schema = ApiSchema()
 
     @extend_schema(
         operation_id="events_create",
@@ -139,12 +146,17 @@ class EventIngestView(APIView):
             "A browser writes events for its own shopper (session user or visitor cookie) and must not name "
             "`user_id` / `visitor_id` of anyone else; a server sends the write key header and names `user_id` or "
             "`visitor_id` in every event. Valid events are stored even when others in the batch are not; each "
-            "problem is listed in `errors` with the event's index and the field at fault."
+            "problem is listed in `errors` with the event's index and the field at fault. A browser whose shopper "
+            "has not agreed to be tracked gets a 200 with `tracked: false` once the body is a batch, and nothing "
+            "of it is kept."
         ),
         request={"application/json": EventBatchSerializer},
+        parameters=[RETRY_AFTER],
         responses={
             200: OpenApiResponse(BatchResultSerializer, description="At least one event was valid (or a replay)."),
-            400: _refused("The body is not a batch, or no event in it was valid."),
+            400: _refused(
+                "The body is not JSON, not a batch, or its events list is empty, or no event in it was valid."
+            ),
             403: _refused("A wrong write key, or a browser request from another origin."),
             413: _refused("Over INGEST_MAX_BYTES or INGEST_MAX_EVENTS."),
             415: _refused("The body is not application/json."),
@@ -156,6 +168,11 @@ class EventIngestView(APIView):
     def post(self, request: Request) -> Response:
         raw_events = self.read_batch(request)
         identity = self.identity(request)
+        tracked = identity.trusted or tracking.may_track(request._request)
+        if not tracked:
+            # The shopper has not agreed to be tracked (tracking.consent): the batch is checked as anyone's is, so a
+            # bad one is refused the same way, and then nothing of it is kept.
+            identity = Identity(trusted=False, visitor_id=UNTRACKED_VISITOR)
         now = timezone.now()
         valid = []
         errors: list[dict[str, Any]] = []
@@ -166,14 +183,19 @@ class EventIngestView(APIView):
             else:
                 valid.append(event)
         if not valid:
-            return Response(batch_result(errors=errors), status=status.HTTP_400_BAD_REQUEST)
+            return Response(batch_result(errors=errors, tracked=tracked), status=status.HTTP_400_BAD_REQUEST)
+        if not tracked:
+            return Response(batch_result(errors=errors, tracked=False))
 
         product_ids = list(dict.fromkeys(e.product_id for e in valid if e.product_id))
         known = catalog.known_product_ids(product_ids)
         tracking.attribute(valid)
-        stored = tracking.insert_events(valid)
+        # All of the batch or none of it (a batch over one INSERT's chunk is several statements), so a 503 for a
+        # database lost midway means "send it all again", and the event ids make that retry exact.
+        with transaction.atomic():
+            stored = tracking.insert_events(valid)
         if stored:
-            tracking.on_events_stored(stored)
+            self.after_stored(stored)
         return Response(
             batch_result(
                 accepted=len(stored),
@@ -182,6 +204,16 @@ class EventIngestView(APIView):
                 unknown_products=[pid for pid in product_ids if pid not in known],
             )
         )
+
+    def after_stored(self, stored: list[Any]) -> None:
+        """Tell the app the events are in (refresh scheduling, cache invalidation, receivers of `events_stored`).
+
+        Once the events are stored the answer is 200 whatever happens here: a 5xx would make the sender send the
+        batch again, and a failed refresh only costs freshness (the next precompute covers it)."""
+        try:
+            tracking.on_events_stored(stored)
+        except Exception:
+            logger.exception("event ingest: %d events stored, but what follows their storing failed", len(stored))
 
     def read_batch(self, request: Request) -> list[Any]:
         """The list under "events", after the content type and both size limits are checked, in that order."""
@@ -241,6 +273,11 @@ class EventIngestView(APIView):
             }
         return response
 
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        """Count every answer, refusals included, from the one batch shape they all have (metrics)."""
+        metrics.ingest_answered(response.status_code, getattr(response, "data", None))
+        return super().finalize_response(request, response, *args, **kwargs)
+
 
 # -- GET /api/recommendations/<placement>/ ---------------------------------------------------------------------------
 
@@ -248,6 +285,9 @@ MAX_LIMIT = 50
 MAX_CATEGORY_LENGTH = 255  # ProductProfile.category
 # Control characters never belong in an id or a slug, and PostgreSQL cannot even compare a string holding NUL.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The same rule for the schema: an id without control characters or white space around it (an empty parameter is
+# "not given", which the schema says with allowEmptyValue).
+_ID_PATTERN = r"^[^\s\u0000-\u001f\u007f]([^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f])?$"
 
 
 class RecommendationsUnavailable(APIException):
@@ -327,13 +367,11 @@ def read_query(params: QueryDict) -> BlockQuery:
 
     limit: int | None = None
     if values["limit"]:
-        try:
-            limit = int(values["limit"])
-        except ValueError:
+        # Digits only: int() would also take " 5", "+5" or "5_0", which the schema's integer does not say.
+        limit = int(values["limit"]) if values["limit"].isascii() and values["limit"].isdigit() else None
+        if limit is None or not 1 <= limit <= MAX_LIMIT:
+            limit = None
             problem("limit", _("must be a whole number from 1 to %(most)s") % {"most": MAX_LIMIT})
-        else:
-            if not 1 <= limit <= MAX_LIMIT:
-                problem("limit", _("must be a whole number from 1 to %(most)s") % {"most": MAX_LIMIT})
 
     shopper = values["shopper"]
     if shopper and not _valid_shopper(shopper):
@@ -399,6 +437,7 @@ class RecommendationsView(APIView):
     permission_classes = [AllowAny]  # who may ask for whom is decided per request, in `get`
     throttle_classes = [ReadThrottle, ReadKeyThrottle]
     renderer_classes = [JSONRenderer]
+    schema = BlockSchema()
 
     @extend_schema(
         operation_id="recommendations_retrieve",
@@ -417,8 +456,17 @@ class RecommendationsView(APIView):
                 enum=list(DEFAULTS["PLACEMENTS"]),  # the system check allows no others (each needs a source)
                 description='A surface; its size, caps and fallback are set in RECOMMENDATIONS["PLACEMENTS"].',
             ),
-            OpenApiParameter("product", str, description="The page's product id (similar, bought_together)."),
-            OpenApiParameter("category", str, description="Scopes trending; an unknown category is not an error."),
+            OpenApiParameter(
+                "product",
+                {"type": "string", "maxLength": MAX_ID_LENGTH, "pattern": _ID_PATTERN},
+                description="The page's product id (similar, bought_together): no control characters or white "
+                "space around it.",
+            ),
+            OpenApiParameter(
+                "category",
+                {"type": "string", "maxLength": MAX_CATEGORY_LENGTH, "pattern": r"^[^\u0000-\u001f\u007f]*$"},
+                description="Scopes trending; an unknown category is not an error.",
+            ),
             OpenApiParameter(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
@@ -426,10 +474,11 @@ class RecommendationsView(APIView):
             ),
             OpenApiParameter(
                 "shopper",
-                str,
-                pattern=r"^(u:.{1,64}|v:[0-9a-f]{32})$",
-                description="Another shopper's block: needs the write key or a staff session.",
+                {"type": "string", "pattern": f"^(u:{_ID_PATTERN[1:-1]}|v:[0-9a-f]{{32}})$", "maxLength": 66},
+                description="Another shopper's block (u:<user id> or v:<visitor id>): needs the write key or a staff "
+                "session.",
             ),
+            RETRY_AFTER,
         ],
         responses={
             200: OpenApiResponse(RecommendationBlockSerializer, description="The block; items may be empty."),
@@ -478,7 +527,7 @@ class RecommendationsView(APIView):
             tracking.queue_impression(django_request, block)
         elif has_write_key(request):
             tracking.queue_impression(django_request, block, shopper=shopper)
-        return Response(block_answer(block))
+        return Response({**block_answer(block), "personalised": bool(shopper)})
 
     def handle_exception(self, exc: Exception) -> Response:
         """Every refusal as `{"errors": [{"field", "message"}], "detail"}`, like the ingest API's; a database that

@@ -42,6 +42,9 @@ from recommendations.importing.files import (
 )
 from recommendations.models import Event, shopper_key
 from recommendations.tracking import EVENT_COLUMNS
+from recommendations.tracking.consent import has_opt_outs, opted_out_users
+
+USER_ID = EVENT_COLUMNS.index("user_id")
 
 try:
     from django.db.backends.postgresql.psycopg_any import is_psycopg3
@@ -166,6 +169,7 @@ class EventWriter:
         self.batch: list[EventValues] = []
         self.inserted = 0
         self.duplicates = 0
+        self.refused = 0  # events of users who said no on their account (tracking.consent): never stored
         # copy_expert is psycopg2's; psycopg 3 has another COPY API, so it takes the portable path.
         self.use_copy = connection.vendor == "postgresql" and not is_psycopg3
 
@@ -184,6 +188,11 @@ class EventWriter:
         if self.use_copy:
             self._copy(io.StringIO("".join(map(copy_line, batch))), len(batch))
             return
+        refused = opted_out_users(v[USER_ID] for v in batch if v[USER_ID])
+        if refused:
+            kept = [v for v in batch if v[USER_ID] not in refused]
+            self.refused += len(batch) - len(kept)
+            batch = kept
         with transaction.atomic():
             inserted = self._bulk_create(batch)
         self.inserted += inserted
@@ -215,6 +224,17 @@ class EventWriter:
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS rec_event_import ({definition}) ON COMMIT DROP")
             cursor.execute("TRUNCATE rec_event_import")
             cursor.copy_expert(f"COPY rec_event_import ({columns}) FROM STDIN", buffer)
+            user_column = qn(opts.get_field("user_id").column)
+            if has_opt_outs():
+                cursor.execute(f"SELECT DISTINCT {user_column} FROM rec_event_import WHERE {user_column} <> ''")  # noqa: S608
+                refused = opted_out_users(row[0] for row in cursor.fetchall())
+                if refused:
+                    cursor.execute(
+                        f"DELETE FROM rec_event_import WHERE {user_column} = ANY(%s)",  # noqa: S608
+                        [sorted(refused)],
+                    )
+                    self.refused += max(cursor.rowcount, 0)
+                    count -= max(cursor.rowcount, 0)
             cursor.execute(
                 f"INSERT INTO {qn(opts.db_table)} ({columns}) SELECT {columns} FROM rec_event_import "  # noqa: S608
                 f"ON CONFLICT ({qn(opts.get_field('event_id').column)}) DO NOTHING"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,7 +42,7 @@ from recommendations.models import (
     StoredList,
     TrainingRun,
 )
-from recommendations.training import loading
+from recommendations.training import liveness, loading
 from recommendations.training.artefacts import ArtefactError
 from recommendations.training.progress import ProgressCallback, RunProgress
 
@@ -76,23 +76,18 @@ def validate_settings() -> None:
         raise ImproperlyConfigured("; ".join(error.msg for error in errors))
 
 
-def _claim(run_id: int | None, task_id: str) -> tuple[PrecomputeRun, bool]:
-    """The run to work on and whether there is work: a finished run is left as it is (idempotent redelivery)."""
-    with transaction.atomic():
-        if run_id is None:
-            run = PrecomputeRun.objects.create(
-                status=PrecomputeRun.Status.RUNNING, started_at=timezone.now(), task_id=task_id
-            )
-            return run, True
-        run = PrecomputeRun.objects.select_for_update().get(pk=run_id)
-        if run.status in (PrecomputeRun.Status.SUCCEEDED, PrecomputeRun.Status.FAILED):
-            return run, False
-        run.status = PrecomputeRun.Status.RUNNING
-        run.started_at = timezone.now()
-        run.task_id = task_id or run.task_id
-        run.progress, run.stage, run.error = 0.0, "", ""
-        run.save(update_fields=["status", "started_at", "task_id", "progress", "stage", "error"])
-        return run, True
+def _claim(run_id: int | None, task_id: str) -> liveness.Claim:
+    """Claim the run for this process (training.liveness): a finished run, or one alive in another worker, is left
+    as it is, so a redelivered or resent message does nothing. A run taken over from a lost worker starts again from
+    a new set: the lost attempt's set (half written, never switched on) is deleted."""
+    if run_id is None:
+        return liveness.start_new(PrecomputeRun, task_id)
+    claimed = liveness.claim(
+        PrecomputeRun, run_id, task_id=task_id, reset={"recommendation_set": None, "stats": {}, "finished_at": None}
+    )
+    if claimed.why in ("taken over", "exhausted") and claimed.previous is not None:
+        _discard_set(claimed.previous.recommendation_set_id)
+    return claimed
 
 
 def run_precompute(
@@ -105,44 +100,65 @@ def run_precompute(
     """Compute and activate a new set for run `run_id` (a new run when None); returns the finished run.
 
     With a trained model serving and `shards` > 1, the for_you stage is left to `run_shard` tasks: this returns
-    the run still *running*, its stats holding the shard plan, and `finish_sharded` activates the set once every
-    shard has written its shoppers. Raises whatever made the run fail, after recording it on the run and removing
-    the partial set.
+    the run still *running*, its stats holding the shard plan and its `shards_to_send` attribute the attempt whose
+    shards the caller sends, and `finish_sharded` activates the set once every shard has written its shoppers.
+    Raises whatever made the run fail, after recording it on the run and removing
+    the partial set. A run finished or alive elsewhere is returned as it is; one whose worker was lost is taken over.
     """
-    run, has_work = _claim(run_id, task_id)
-    if not has_work:
-        logger.info("precompute run #%s already %s; nothing to do", run.pk, run.status)
-        return run
-    progress = RunProgress(run, on_progress, STAGES)
+    claimed = _claim(run_id, task_id)
+    if claimed.attempt is None:
+        logger.info("precompute run #%s: nothing to do (%s, %s)", claimed.run.pk, claimed.why, claimed.run.status)
+        return claimed.run
+    with liveness.Heartbeat(PrecomputeRun, claimed.run.pk, claimed.attempt) as heartbeat:
+        return _attempt(claimed.run, claimed.attempt, heartbeat, on_progress, shards)
+
+
+def _attempt(
+    run: PrecomputeRun,
+    attempt: int,
+    heartbeat: liveness.Heartbeat,
+    on_progress: ProgressCallback | None,
+    shards: int,
+) -> PrecomputeRun:
+    """One attempt at run `run`: every write to the run's row is fenced by `attempt` (see training.liveness)."""
+    progress = RunProgress(run, on_progress, STAGES, attempt=attempt)
     new_set: RecommendationSet | None = None
     try:
         validate_settings()
         served = serving_model.serving_run()
         algorithm = f"model: {served.chosen} (training run #{served.pk})" if served else "cooccurrence"
         new_set = RecommendationSet.objects.create(algorithm=algorithm[:60])
-        PrecomputeRun.objects.filter(pk=run.pk).update(recommendation_set=new_set)
+        liveness.fenced_update(PrecomputeRun, run.pk, attempt, recommendation_set=new_set)
         stats = _compute_and_write(new_set, progress, shards)
+        heartbeat.check()
         if "shard_plan" in stats:
             progress.finish()
             stats["seconds"] = progress.seconds
-            PrecomputeRun.objects.filter(pk=run.pk).update(stage="for_you", stats=stats)
+            liveness.fenced_update(PrecomputeRun, run.pk, attempt, stage="for_you", stats=stats)
             run.refresh_from_db()
+            run.shards_to_send = attempt  # only this call sends the shards: a redelivery finds the plan and sends none
             return run
         if "model_refused" in stats:
             new_set.algorithm = _kept_for_you_algorithm(stats["model_refused"])
             RecommendationSet.objects.filter(pk=new_set.pk).update(algorithm=new_set.algorithm)
         progress.start("sales counts")
         stats["sales_counts_changed"] = update_sales_counts()
-        # Last, so that any failure above leaves the old set serving.
+        heartbeat.check()
+        # Last, and in one transaction with the run's success, so any failure above leaves the old set serving and
+        # an attempt that lost the run (taken over meanwhile) can never switch a set on.
         progress.start("activate")
-        _switch_to(new_set.pk, finished_only=False)
-        delete_old_sets()
-        progress.finish()
+        _switch_to(new_set.pk, finished_only=False, then=lambda: _succeed(run.pk, attempt, new_set, stats, progress))
+    except liveness.RunLost as exc:
+        # Taken over: the new attempt builds its own set; this one's goes, and nothing is recorded on the run.
+        logger.warning("precompute run #%s: %s; this attempt stops", run.pk, exc)
+        _discard(new_set)
+        run.refresh_from_db()
+        return run
     except Exception as exc:
         logger.exception("precompute run #%s failed at stage %r", run.pk, progress.stage)
         stage = progress.stage
         _discard(new_set)
-        PrecomputeRun.objects.filter(pk=run.pk).update(
+        liveness.fenced(PrecomputeRun, run.pk, attempt).update(
             status=PrecomputeRun.Status.FAILED,
             finished_at=timezone.now(),
             stage=stage,
@@ -150,10 +166,23 @@ def run_precompute(
             stats={"seconds": progress.seconds},
         )
         raise
+    _delete_old_sets_quietly()
+    run.refresh_from_db()
+    return run
+
+
+def _succeed(
+    run_id: int, attempt: int, new_set: RecommendationSet, stats: dict[str, Any], progress: RunProgress
+) -> None:
+    """Inside the switch's transaction: the run succeeds as `attempt`, or RunLost rolls the switch back."""
+    progress.finish()
     stats["seconds"] = progress.seconds
     stats["seconds_total"] = round(sum(progress.seconds.values()), 3)
     RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
-    PrecomputeRun.objects.filter(pk=run.pk).update(
+    liveness.fenced_update(
+        PrecomputeRun,
+        run_id,
+        attempt,
         status=PrecomputeRun.Status.SUCCEEDED,
         finished_at=timezone.now(),
         progress=1.0,
@@ -162,8 +191,14 @@ def run_precompute(
         # A run that succeeded with something staff must fix says so where a failure would (the admin shows it).
         error="\n".join(stats.get("warnings", [])),
     )
-    run.refresh_from_db()
-    return run
+
+
+def _delete_old_sets_quietly() -> None:
+    # Housekeeping after the run succeeded: a failure here is the next run's to retry, never this run's failure.
+    try:
+        delete_old_sets()
+    except Exception:
+        logger.exception("could not delete old recommendation sets; the next precompute tries again")
 
 
 def load_catalog() -> cooccurrence.CatalogView:
@@ -452,31 +487,47 @@ class _ShardProgress:
             self.callback(self.stage, self.done, self.total)
 
 
-def run_shard(run_id: int, shard: int, worker: str = "", on_progress: ProgressCallback | None = None) -> dict:
-    """Write the for_you lists of one shard's shoppers into the run's set (idempotent: rewrites its own rows)."""
+def run_shard(
+    run_id: int,
+    shard: int,
+    worker: str = "",
+    on_progress: ProgressCallback | None = None,
+    attempt: int | None = None,
+) -> dict:
+    """Write the for_you lists of one shard's shoppers into the run's set (idempotent: rewrites its own rows).
+
+    `attempt` is the run's attempt that planned the shard (None: the current one): a shard of an attempt that was
+    taken over, a shard already written, or one another live process is writing does nothing.
+    """
     started = time.monotonic()
+    skip, attempt = _claim_shard(run_id, shard, attempt)
+    if skip:
+        return {"shard": shard, "skipped": skip}
     run = PrecomputeRun.objects.get(pk=run_id)
-    if run.status != PrecomputeRun.Status.RUNNING or run.recommendation_set_id is None:
-        return {"shard": shard, "skipped": run.status}
     plan = run.stats["shard_plan"]
     low, high = plan["bounds"][shard]
     new_set = RecommendationSet.objects.get(pk=run.recommendation_set_id)
     try:
-        catalog_view = load_catalog()
-        served = serving_model.load_serving_model(catalog_view.item_ids)
-        if served is None or served.sha256 != plan["model_sha256"]:
-            raise RuntimeError("the serving model changed while the precompute ran")
-        weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
-        log = loading.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
-        # A redelivered shard starts from a clean slate: its shoppers' rows from an earlier try go first.
-        mine = StoredList.objects.filter(recommendation_set=new_set, placement="for_you", subject__gte=low)
-        (mine.filter(subject__lt=high) if high is not None else mine).delete()
-        writer = _ListWriter(new_set)
-        stats = _model_for_you(served, log, catalog_view, writer, _ShardProgress(on_progress), plan["reference_us"])
-        writer.flush()
+        with liveness.Heartbeat(PrecomputeRun, run_id, attempt) as heartbeat:
+            catalog_view = load_catalog()
+            served = serving_model.load_serving_model(catalog_view.item_ids)
+            if served is None or served.sha256 != plan["model_sha256"]:
+                raise RuntimeError("the serving model changed while the precompute ran")
+            weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+            log = loading.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
+            # A redelivered shard starts from a clean slate: its shoppers' rows from an earlier try go first.
+            mine = StoredList.objects.filter(recommendation_set=new_set, placement="for_you", subject__gte=low)
+            (mine.filter(subject__lt=high) if high is not None else mine).delete()
+            writer = _ListWriter(new_set)
+            stats = _model_for_you(served, log, catalog_view, writer, _ShardProgress(on_progress), plan["reference_us"])
+            writer.flush()
+            heartbeat.check()
+    except liveness.RunLost as exc:
+        logger.warning("precompute run #%s shard %s: %s; the new attempt writes its own set", run_id, shard, exc)
+        return {"shard": shard, "skipped": "taken over"}
     except Exception as exc:
         logger.exception("precompute run #%s shard %s failed", run_id, shard)
-        _fail(run_id, new_set, f"shard {shard}: {type(exc).__name__}: {exc}", "for_you")
+        _fail(run_id, attempt, new_set, f"shard {shard}: {type(exc).__name__}: {exc}", "for_you")
         raise
     report = {
         "worker": worker,
@@ -485,7 +536,9 @@ def run_shard(run_id: int, shard: int, worker: str = "", on_progress: ProgressCa
         "seconds": round(time.monotonic() - started, 3),
     }
     with transaction.atomic():
-        locked = PrecomputeRun.objects.select_for_update().get(pk=run_id)
+        locked = liveness.fenced(PrecomputeRun, run_id, attempt).select_for_update().first()
+        if locked is None:
+            return {"shard": shard, "skipped": "taken over"}
         locked.stats.setdefault("shards", {})[str(shard)] = report
         done = len(locked.stats["shards"])
         locked.progress = round(0.6 + 0.35 * done / len(plan["bounds"]), 4)
@@ -493,11 +546,39 @@ def run_shard(run_id: int, shard: int, worker: str = "", on_progress: ProgressCa
     return {"shard": shard, **report}
 
 
-def finish_sharded(run_id: int) -> PrecomputeRun:
-    """After every shard: sales counts, then switch the set on; a no-op for a run that is not waiting."""
+def _claim_shard(run_id: int, shard: int, attempt: int | None) -> tuple[str, int]:
+    """("", attempt) when this process is to write the shard; otherwise why not. Recorded under the run's row lock.
+
+    A shard message delivered twice (a broker's visibility timeout passed while it ran) must not write the same rows
+    from two processes at once: the second leaves it to the first while that one lives.
+    """
+    with transaction.atomic():
+        locked = PrecomputeRun.objects.select_for_update().filter(pk=run_id).first()
+        if locked is None or locked.status != PrecomputeRun.Status.RUNNING or locked.recommendation_set_id is None:
+            return (locked.status if locked else "deleted"), 0
+        if "shard_plan" not in locked.stats or (attempt is not None and locked.attempts != attempt):
+            return "taken over", 0
+        if str(shard) in locked.stats.get("shards", {}):
+            return "done", 0
+        me = liveness.this_process()
+        holder = locked.stats.get("shard_holders", {}).get(str(shard))
+        if holder and holder != me and not liveness.holder_gone(holder) and not liveness.is_lost(locked):
+            return "running elsewhere", 0
+        locked.stats.setdefault("shard_holders", {})[str(shard)] = me
+        locked.heartbeat_at = timezone.now()
+        locked.save(update_fields=["stats", "heartbeat_at"])
+        return "", locked.attempts
+
+
+def finish_sharded(run_id: int, attempt: int | None = None) -> PrecomputeRun:
+    """After every shard: sales counts, then switch the set on; a no-op for a run that is not waiting (finished, or
+    `attempt` taken over since)."""
     run = PrecomputeRun.objects.get(pk=run_id)
     if run.status != PrecomputeRun.Status.RUNNING or "shard_plan" not in run.stats:
         return run
+    if attempt is not None and run.attempts != attempt:
+        return run
+    attempt = run.attempts
     missing = set(map(str, range(len(run.stats["shard_plan"]["bounds"])))) - set(run.stats.get("shards", {}))
     if missing:
         raise RuntimeError(f"precompute run #{run_id}: shards {sorted(missing)} have not finished")
@@ -508,24 +589,39 @@ def finish_sharded(run_id: int) -> PrecomputeRun:
         counts = dict(stats.get("lists", {}))
         counts["for_you"] = StoredList.objects.filter(recommendation_set=new_set, placement="for_you").count()
         stats["lists"] = counts
-        _switch_to(new_set.pk, finished_only=False)
-        delete_old_sets()
+
+        def succeed() -> None:
+            RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
+            liveness.fenced_update(
+                PrecomputeRun,
+                run_id,
+                attempt,
+                status=PrecomputeRun.Status.SUCCEEDED,
+                finished_at=timezone.now(),
+                progress=1.0,
+                stage="done",
+                stats=stats,
+            )
+
+        _switch_to(new_set.pk, finished_only=False, then=succeed)
+    except liveness.RunLost:
+        logger.warning("precompute run #%s was taken over before its shards' set was switched on", run_id)
+        run.refresh_from_db()
+        return run
     except Exception as exc:
-        _fail(run_id, new_set, f"{type(exc).__name__}: {exc}", "activate")
+        _fail(run_id, attempt, new_set, f"{type(exc).__name__}: {exc}", "activate")
         raise
-    RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
-    PrecomputeRun.objects.filter(pk=run_id).update(
-        status=PrecomputeRun.Status.SUCCEEDED, finished_at=timezone.now(), progress=1.0, stage="done", stats=stats
-    )
+    _delete_old_sets_quietly()
     run.refresh_from_db()
     return run
 
 
-def _fail(run_id: int, new_set: RecommendationSet | None, error: str, stage: str) -> None:
-    _discard(new_set)
-    PrecomputeRun.objects.filter(pk=run_id, status=PrecomputeRun.Status.RUNNING).update(
+def _fail(run_id: int, attempt: int, new_set: RecommendationSet | None, error: str, stage: str) -> None:
+    # Only as the attempt that owns the run: a taken-over attempt's failure is not the run's.
+    if liveness.fenced(PrecomputeRun, run_id, attempt).update(
         status=PrecomputeRun.Status.FAILED, finished_at=timezone.now(), stage=stage, error=error
-    )
+    ):
+        _discard(new_set)
 
 
 def _bought_by(log: dataset.EventLog, shoppers: list[str], n_items: int) -> Any:
@@ -575,7 +671,9 @@ def activate_set(set_id: int) -> RecommendationSet:
     return _switch_to(set_id, finished_only=True)
 
 
-def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
+def _switch_to(set_id: int, finished_only: bool, then: Callable[[], None] | None = None) -> RecommendationSet:
+    """Make set `set_id` the active one; `then` runs inside the same transaction (a run's success: if it raises,
+    nothing switched)."""
     with transaction.atomic():
         target = RecommendationSet.objects.select_for_update().get(pk=set_id)
         if finished_only and target.status == RecommendationSet.Status.BUILDING:
@@ -587,6 +685,8 @@ def _switch_to(set_id: int, finished_only: bool) -> RecommendationSet:
         target.status = RecommendationSet.Status.ACTIVE
         target.activated_at = timezone.now()
         target.save(update_fields=["status", "activated_at"])
+        if then is not None:
+            then()
     # After the commit: a reader that refills the cache now finds the new set.
     signals.set_activated.send(sender=RecommendationSet, set_id=target.pk)
     return target
@@ -598,6 +698,12 @@ def _delete_sets(set_ids: list[int]) -> None:
     # One DELETE for the (many) lists, then the sets themselves.
     StoredList.objects.filter(recommendation_set_id__in=set_ids).delete()
     RecommendationSet.objects.filter(pk__in=set_ids).delete()
+
+
+def _discard_set(set_id: int | None) -> None:
+    """Delete set `set_id` if it is still building (a lost attempt's): a set that ever served is never touched."""
+    if set_id is not None:
+        _discard(RecommendationSet(pk=set_id))
 
 
 def _discard(recommendation_set: RecommendationSet | None) -> None:

@@ -4,6 +4,7 @@ Re-exports every name callers read as privacy.X.
 """
 
 from recommendations.privacy.access import FORMAT, VERSION, export
+from recommendations.privacy.consent import forget_deleted_user_choice, set_account_choice, set_consent
 from recommendations.privacy.erasure import (
     BATCH_SIZE,
     delete_cache_keys,
@@ -12,11 +13,21 @@ from recommendations.privacy.erasure import (
     on_user_deleted,
     shoppers_of_user,
 )
-from recommendations.privacy.subjects import InvalidSubjects, Subjects, resolve, subject_hash
+from recommendations.privacy.subjects import (
+    IDS_PER_STATEMENT,
+    MAX_IDS,
+    InvalidSubjects,
+    Subjects,
+    resolve,
+    subject_hash,
+    subject_hashes,
+)
 
 __all__ = [
     "BATCH_SIZE",
     "FORMAT",
+    "IDS_PER_STATEMENT",
+    "MAX_IDS",
     "VERSION",
     "InvalidSubjects",
     "Subjects",
@@ -24,8 +35,12 @@ __all__ = [
     "erase",
     "erase_user",
     "export",
+    "forget_deleted_user_choice",
     "on_user_deleted",
     "resolve",
+    "set_account_choice",
+    "set_consent",
     "shoppers_of_user",
     "subject_hash",
+    "subject_hashes",
 ]

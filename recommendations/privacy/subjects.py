@@ -6,18 +6,26 @@ those are the same person's browsing before they logged in; a visitor id is that
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils.crypto import salted_hmac
+from django.utils.encoding import force_bytes
 from django.utils.translation import gettext as _
 
 from recommendations.models import Event, shopper_key
 
 MAX_ID_LENGTH = 64  # Event.user_id and Event.visitor_id
 MAX_IDS = 100_000  # one request; a bigger job is several requests (or the command's file, read in parts)
+# Ids one statement names. At 1,000 PostgreSQL (random_page_cost 4) planned a scan of the whole event table for each
+# statement instead of index lookups (bench/erase.py, docs/benchmarks.md).
+IDS_PER_STATEMENT = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 HASH_SALT = "recommendations.privacy.subject"
 
@@ -57,6 +65,36 @@ class Subjects:
             q |= Q(visitor_id__in=self.all_visitor_ids)
         return q
 
+    def events_filters(self, size: int) -> Iterator[Q]:
+        """`events_filter` in pieces of at most `size` ids whose union is the whole: a piece is a few index lookups,
+        where one filter naming 100,000 ids is a statement of megabytes that PostgreSQL plans as a scan."""
+        people = [(u, "") for u in self.user_ids] + [("", v) for v in self.all_visitor_ids]
+        for start in range(0, len(people), size):
+            users = [u for u, _ in people[start : start + size] if u]
+            visitors = [v for _, v in people[start : start + size] if v]
+            q = Q(shopper__in=[shopper_key(u, "") for u in users] + [shopper_key("", v) for v in visitors])
+            if users:
+                q |= Q(user_id__in=users)
+            if visitors:
+                q |= Q(visitor_id__in=visitors)
+            yield q
+
+    def names(self, shopper: str, user_id: str, visitor_id: str) -> bool:
+        """Whether an event with these ids is theirs (what `events_filter` selects), tested in Python."""
+        return shopper in self._shopper_set or user_id in self._user_set or visitor_id in self._visitor_set
+
+    @cached_property
+    def _shopper_set(self) -> frozenset[str]:
+        return frozenset(self.shoppers)
+
+    @cached_property
+    def _user_set(self) -> frozenset[str]:
+        return frozenset(self.user_ids)
+
+    @cached_property
+    def _visitor_set(self) -> frozenset[str]:
+        return frozenset(self.all_visitor_ids)
+
 
 def clean_ids(values: object, name: str) -> list[str]:
     """A list of ids as given (strings, or integers for user ids), checked; duplicates dropped, order kept."""
@@ -86,9 +124,9 @@ def resolve(user_ids: object = None, visitor_ids: object = None) -> Subjects:
     if not users and not visitors:
         raise InvalidSubjects("user_ids", _("name at least one user id or visitor id"))
     linked: set[str] = set()
-    for start in range(0, len(users), 1000):
+    for start in range(0, len(users), IDS_PER_STATEMENT):
         linked.update(
-            Event.objects.filter(user_id__in=users[start : start + 1000])
+            Event.objects.filter(user_id__in=users[start : start + IDS_PER_STATEMENT])
             .exclude(visitor_id="")
             .order_by()
             .values_list("visitor_id", flat=True)
@@ -100,3 +138,10 @@ def resolve(user_ids: object = None, visitor_ids: object = None) -> Subjects:
 def subject_hash(kind: str, value: str) -> str:
     """A keyed hash of one id (HMAC-SHA256 under SECRET_KEY): the audit can prove an id was erased, not name it."""
     return salted_hmac(HASH_SALT, f"{kind}:{value}", algorithm="sha256").hexdigest()
+
+
+def subject_hashes(kind: str, values: Iterable[str]) -> list[str]:
+    """`subject_hash` of many ids: the key derived once, as salted_hmac derives it on every call (100,000 ids in a
+    fifth of the time)."""
+    key = hashlib.sha256(force_bytes(HASH_SALT) + force_bytes(settings.SECRET_KEY)).digest()
+    return [hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest() for value in values]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from recommendations import keys, serving_sql
+from recommendations import keys, metrics, serving_sql
 from recommendations.conf import rec_settings
 from recommendations.experiments import assignment
 from recommendations.lists import store
@@ -64,6 +64,7 @@ def recommend(
     )
     block = Block(placement)
     config: Placement | None = None
+    started, outcome = time.perf_counter(), "built"
     try:
         with render_pass():
             cache_key, stamp, cached = _cached_block(req)
@@ -72,12 +73,13 @@ def recommend(
                 block.variant, block.model = cached.get("variant", ""), cached.get("model", "")
                 block.items = [Recommendation(*row) for row in cached["items"]]
                 _note_sources(block)
+                metrics.observe_block(placement, "cached", block.source, started)
                 return block
             tunables = snapshot.bundle(stamp[2])
             config = placement_config(placement, tunables)
             block.title = config.title
-            if config.enabled:
-                _build(block, req, config, _size(req, config), tunables)
+            if config.enabled and _build(block, req, config, _size(req, config), tunables):
+                outcome = "degraded"
             if preview:
                 return block
             _cache_block(
@@ -97,7 +99,7 @@ def recommend(
         logger.exception(
             "%s failed for product %r, shopper %r; serving fallback", placement, req.product_id, req.shopper
         )
-        block.source = "fallback"
+        block.source, outcome = "fallback", "fallback"
         try:
             config = config or placement_config(placement)
         except Exception:
@@ -105,6 +107,8 @@ def recommend(
         block.title = block.title or (config.title if config else "")
         block.items = _safe_fallback(config, _size(req, config), req) if config else []
     _note_sources(block)
+    if not preview:
+        metrics.observe_block(placement, outcome, block.source, started)
     return block
 
 
@@ -113,7 +117,8 @@ def _size(req: Request, config: Placement | None) -> int:
     return max(1, min(int(req.limit or default), 50))
 
 
-def _build(block: Block, req: Request, config: Placement, size: int, tunables: snapshot.Bundle) -> None:
+def _build(block: Block, req: Request, config: Placement, size: int, tunables: snapshot.Bundle) -> bool:
+    """Fill `block`; True when it ran over its time budget and was filled from the shared lists (degraded)."""
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
     arm = assignment.arm_for(tunables.experiments.get(config.name), req.shopper)
     block.variant = arm.stamp if arm is not None else ""
@@ -130,13 +135,14 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: s
         return context_category
 
     candidates, block.model = _candidates(req, state, config, arm)
+    degraded = False
     if time.monotonic() > deadline:
         logger.warning(
             "%s over its %s ms budget after candidates; filling from shared lists",
             config.name,
             rec_settings.SERVING_BUDGET_MS,
         )
-        candidates = []
+        candidates, degraded = [], True
     merchandising = rules.merchandising_in(tunables.merchandising, config.name)
     pins: dict[int, str] = {}
     notes: dict[str, list[str]] = {}
@@ -185,6 +191,7 @@ def _build(block: Block, req: Request, config: Placement, size: int, tunables: s
     if len(block.items) < min(config.min_size, size):
         block.items = []  # too few to stand under the title (one "frequently bought together" product): no block
     _name_reasons(block.items)
+    return degraded
 
 
 def _read_ahead(req: Request, config: Placement, arm: assignment.Arm | None) -> None:

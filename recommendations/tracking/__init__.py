@@ -8,6 +8,7 @@ integrations go through the ingest API, which ends up in `store_events` too. Eve
 
 from recommendations.models import shopper_key
 from recommendations.tracking.attribution import ATTRIBUTED_TYPES, attribute
+from recommendations.tracking.consent import Consent, consent_of, current_request, may_track
 from recommendations.tracking.events import (
     EVENT_COLUMNS,
     INSERT_BATCH,
@@ -22,6 +23,7 @@ from recommendations.tracking.identity import (
     CAMPAIGN_COOKIE,
     CAMPAIGN_PATTERN,
     VISITOR_ATTR,
+    forget_visitor,
     get_shopper,
     get_user_id,
     get_visitor_id,
@@ -49,16 +51,21 @@ __all__ = [
     "IMPRESSIONS_ATTR",
     "INSERT_BATCH",
     "VISITOR_ATTR",
+    "Consent",
     "VisitorMiddleware",
     "after_response",
     "attribute",
     "build_event",
+    "consent_of",
+    "current_request",
     "finish_request",
     "flush_impressions",
+    "forget_visitor",
     "get_shopper",
     "get_user_id",
     "get_visitor_id",
     "insert_events",
+    "may_track",
     "merge_visitor",
     "new_visitor_id",
     "on_event_recorded",

@@ -16,10 +16,11 @@ from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from recommendations import signals
+from recommendations import metrics, signals
 from recommendations.conf import EVENT_TYPES, rec_settings
 from recommendations.models import Event, shopper_key
 from recommendations.tracking.attribution import attribute
+from recommendations.tracking.consent import may_track, opted_out_users
 from recommendations.tracking.identity import get_user_id, get_visitor_id
 
 logger = logging.getLogger(__name__)
@@ -71,23 +72,32 @@ def build_event(
 def record_event(request: HttpRequest | None, event_type: str, **fields: Any) -> Event | None:
     """Record one event for the shopper behind `request` (or the user_id / visitor_id given).
 
-    Tracking must never break the shop: a failure is logged and None is returned.
+    Nothing is stored (None) without the shopper's consent (tracking.consent), nor, when a server names a user
+    without a request, for a user who said no on their account. Tracking must never break the shop: a failure is
+    logged and None is returned.
     """
     try:
         if request is not None:
+            if not may_track(request):
+                return None
             fields.setdefault("user_id", get_user_id(request))
             fields.setdefault("visitor_id", get_visitor_id(request))
+        elif fields.get("user_id") and opted_out_users([str(fields["user_id"])]):
+            return None
         event = build_event(event_type, **fields)
         attribute([event])
         with transaction.atomic():
             event.save(force_insert=True)
         on_event_recorded(event)
+        metrics.count_events("record_event", accepted=1)
         return event
     except IntegrityError:
         logger.info("duplicate event_id %s ignored", fields.get("event_id"))
+        metrics.count_events("record_event", duplicated=1)
         return None
     except Exception:
         logger.exception("could not record %s event", event_type)
+        metrics.count_events("record_event", refused=1, reason="error")
         return None
 
 
@@ -159,7 +169,8 @@ def _insert_postgresql(events: list[Event]) -> set[str]:
 
 
 def insert_events(events: Iterable[Event]) -> list[Event]:
-    """Insert events, skipping ids already stored or repeated in the batch; returns the events actually stored.
+    """Insert events, skipping ids already stored or repeated in the batch, and those of users who refused
+    tracking on their account; returns the events actually stored.
 
     On PostgreSQL the answer is exact even when another request races this one with the same ids. Elsewhere
     (SQLite for the demo) it is one read of existing ids and a bulk insert that ignores conflicts, exact unless a
@@ -168,6 +179,9 @@ def insert_events(events: Iterable[Event]) -> list[Event]:
     unique: dict[str, Event] = {}
     for event in events:
         unique.setdefault(event.event_id, event)
+    refused = opted_out_users(e.user_id for e in unique.values() if e.user_id)
+    if refused:  # a user who said no on their account: whoever sends their events, none is kept
+        unique = {eid: e for eid, e in unique.items() if e.user_id not in refused}
     if not unique:
         return []
     if connection.vendor == "postgresql":

@@ -9,6 +9,8 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse
 
+from recommendations import metrics
+from recommendations.tracking.consent import may_track
 from recommendations.tracking.events import build_event, insert_events
 from recommendations.tracking.identity import get_user_id, get_visitor_id
 
@@ -29,8 +31,10 @@ def queue_impression(request: HttpRequest | None, block: Any, shopper: str | Non
     if shopper:
         kind, _, key = shopper.partition(":")
         user_id, visitor_id = (key, "") if kind == "u" else ("", key)
-    else:
+    elif may_track(request):
         user_id, visitor_id = get_user_id(request), get_visitor_id(request)
+    else:
+        return  # no consent: no impression either (it would be an event about them)
     event = build_event(
         "impression",
         user_id=user_id,
@@ -53,10 +57,13 @@ def flush_impressions(request: HttpRequest) -> int:
     if not pending:
         return 0
     try:
-        return len(insert_events(pending))
+        stored = len(insert_events(pending))
     except Exception:
         logger.exception("could not store %d impressions", len(pending))
+        metrics.count_events("impression", refused=len(pending), reason="error")
         return 0
+    metrics.count_events("impression", accepted=stored, duplicated=len(pending) - stored)
+    return stored
 
 
 AFTER_RESPONSE_ATTR = "_recommendations_after_response"

@@ -13,6 +13,8 @@ from typing import Any
 from django.db import models
 from django.utils import timezone
 
+from recommendations.training import liveness
+
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 PROGRESS_SAVE_SECONDS = 1.0
 
@@ -20,8 +22,17 @@ PROGRESS_SAVE_SECONDS = 1.0
 class RunProgress:
     """Tracks the current stage of `run` (a model with progress/stage fields) given each stage's share of the bar."""
 
-    def __init__(self, run: models.Model, callback: ProgressCallback | None, stages: dict[str, float]) -> None:
+    def __init__(
+        self,
+        run: models.Model,
+        callback: ProgressCallback | None,
+        stages: dict[str, float],
+        attempt: int | None = None,
+    ) -> None:
         self.run = run
+        # The attempt that owns the run (training.liveness): its saves are fenced, and one that finds the run taken
+        # over raises RunLost, so a worker that lost its run stops at its next step.
+        self.attempt = attempt
         self.callback = callback
         self.stages = stages
         self.stage = ""
@@ -74,4 +85,7 @@ class RunProgress:
             fields: dict[str, Any] = {"progress": round(self.fraction, 4), "stage": self.stage}
             if self.has_heartbeat:
                 fields["heartbeat_at"] = timezone.now()
-            type(self.run).objects.filter(pk=self.run.pk).update(**fields)
+            if self.attempt is None:
+                type(self.run).objects.filter(pk=self.run.pk).update(**fields)
+            else:
+                liveness.fenced_update(type(self.run), self.run.pk, self.attempt, **fields)

@@ -33,7 +33,7 @@ from recommendations.engine.base import Interactions, ItemFeatures, Recommender
 from recommendations.engine.candidates import build_candidate
 from recommendations.engine.split import MIN_EVAL_SHOPPERS, Split, decide_split
 from recommendations.models import TrainingRun
-from recommendations.training import artefacts, loading
+from recommendations.training import artefacts, liveness, loading
 from recommendations.training.progress import ProgressCallback, RunProgress
 
 logger = logging.getLogger(__name__)
@@ -430,18 +430,6 @@ def single_flight() -> Iterator[bool]:
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def _claim(run_id: int | None, task_id: str) -> TrainingRun:
-    now = timezone.now()
-    if run_id is None:
-        return TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, started_at=now, task_id=task_id)
-    run = TrainingRun.objects.get(pk=run_id)
-    run.status = TrainingRun.Status.RUNNING
-    run.started_at, run.heartbeat_at, run.task_id = now, now, task_id or run.task_id
-    run.progress, run.stage, run.error, run.message = 0.0, "", "", ""
-    run.save(update_fields=["status", "started_at", "heartbeat_at", "task_id", "progress", "stage", "error", "message"])
-    return run
-
-
 def run_training(
     run_id: int | None = None,
     *,
@@ -452,16 +440,25 @@ def run_training(
     """Retrain under the single-flight lock; returns the finished run (succeeded, kept_old, skipped or failed).
 
     Raises TrainingError / other exceptions after recording them on the run, so a command can exit non-zero.
-    A finished run given again (a redelivered task) is returned untouched.
+    A finished run given again (a redelivered task) is returned untouched, and so is a run whose worker is alive
+    (its heartbeat is fresh, or it holds the lock); a run whose worker was lost is taken over (training.liveness).
     """
+    existing: TrainingRun | None = None
     if run_id is not None:
         existing = TrainingRun.objects.filter(pk=run_id).first()
         if existing is None:
             raise TrainingRun.DoesNotExist(f"training run #{run_id} does not exist")
         if existing.status not in (TrainingRun.Status.PENDING, TrainingRun.Status.RUNNING):
             return existing
+        if existing.status == TrainingRun.Status.RUNNING and not liveness.is_lost(existing):
+            logger.info("training run #%s is alive in %s; nothing to do", run_id, existing.worker or "another worker")
+            return existing
     with single_flight() as got_lock:
         if not got_lock:
+            if existing is not None and existing.status == TrainingRun.Status.RUNNING:
+                # Its worker still holds the lock (alive, or its connection not closed yet): the beat's recover_runs
+                # sends the run again while its heartbeat stays quiet.
+                return existing
             busy = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(pk=run_id).first()
             message = f"another retrain (run #{busy.pk})" if busy else "another retrain"
             fields = {
@@ -472,16 +469,34 @@ def run_training(
             }
             if run_id is None:
                 return TrainingRun.objects.create(**fields)
-            TrainingRun.objects.filter(pk=run_id).update(**fields)
+            TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.PENDING).update(**fields)
             return TrainingRun.objects.get(pk=run_id)
-        # Holding the lock, any other "running" run belongs to a worker that died: say so, clear its leftovers.
-        TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(pk=run_id).update(
+        # Holding the lock, any other run still "running" without a heartbeat belongs to a worker that died.
+        dead = [run.pk for run in liveness.lost_runs(TrainingRun) if run.pk != run_id]
+        TrainingRun.objects.filter(pk__in=dead, status=TrainingRun.Status.RUNNING).update(
             status=TrainingRun.Status.FAILED,
             finished_at=timezone.now(),
             error="Interrupted: the worker stopped before the run finished.",
         )
-        run = _claim(run_id, task_id)
-        return _train(run, on_progress, candidates)
+        if run_id is None:
+            claimed = liveness.start_new(TrainingRun, task_id)
+        else:
+            # Holding the lock proves a running run's worker gone, whatever its heartbeat says.
+            claimed = liveness.claim(
+                TrainingRun, run_id, task_id=task_id, force=True, reset={"message": "", "finished_at": None}
+            )
+        if claimed.attempt is None:
+            if claimed.why == "exhausted":
+                TrainingRun.objects.filter(pk=claimed.run.pk).update(
+                    message="Failed: its worker was lost at every attempt; the serving model is unchanged."
+                )
+            return TrainingRun.objects.get(pk=claimed.run.pk)
+        with liveness.Heartbeat(TrainingRun, claimed.run.pk, claimed.attempt):
+            try:
+                return _train(claimed.run, on_progress, candidates)
+            except liveness.RunLost as exc:
+                logger.warning("training run #%s: %s; this attempt stops", claimed.run.pk, exc)
+                return TrainingRun.objects.get(pk=claimed.run.pk)
 
 
 def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: list[str] | None) -> TrainingRun:
@@ -489,7 +504,8 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
     stages = dict(FIXED_STAGES)
     for name in names:
         stages[f"fit {name}"] = FIT_SHARE / len(names)
-    progress = RunProgress(run, on_progress, stages)
+    # `run` is the claimed row: its attempt fences every progress write, the registration and the failure.
+    progress = RunProgress(run, on_progress, stages, attempt=run.attempts)
     try:
         _prune_artefacts()
         data = build_training_data(progress)
@@ -552,6 +568,8 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         artefacts.verify_artefact(path, sha, data.features)
         progress.finish()
         return _register(run, path, sha, gate, data.data_until, progress.seconds)
+    except liveness.RunLost:
+        raise
     except Exception as exc:
         _record_failure(run, progress, exc)
         raise
@@ -563,7 +581,7 @@ def _record_failure(run: TrainingRun, progress: RunProgress, exc: Exception) -> 
         logger.warning("training run #%s stopped at stage %r: %s", run.pk, stage, exc)
     else:
         logger.exception("training run #%s failed at stage %r", run.pk, stage)
-    TrainingRun.objects.filter(pk=run.pk).update(
+    liveness.fenced(TrainingRun, run.pk, run.attempts).update(
         status=TrainingRun.Status.FAILED,
         finished_at=timezone.now(),
         stage=stage,
@@ -705,7 +723,11 @@ def _register(
 ) -> TrainingRun:
     """Record the artefact and, when the gate passed, make it the serving model, all in one transaction."""
     with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        # As the attempt that claimed the run: one that was taken over meanwhile registers nothing.
+        locked = liveness.fenced(TrainingRun, run.pk, run.attempts).select_for_update().first()
+        if locked is None:
+            raise liveness.RunLost(f"training run #{run.pk}: attempt {run.attempts} no longer owns the run")
+        run = locked
         run.artefact_path, run.artefact_sha256, run.data_until = str(path), sha, data_until
         run.gate, run.stage_seconds, run.progress, run.stage = gate, seconds, 1.0, "done"
         run.finished_at = timezone.now()

@@ -84,7 +84,7 @@ def test_valid_batch_is_stored_for_the_requesting_visitor(browser, url, products
     ]
     response = post(browser, url, events)
     assert response.status_code == 200, response.content
-    assert response.json() == {"accepted": 3, "duplicates": 0, "errors": [], "unknown_products": []}
+    assert response.json() == {"accepted": 3, "duplicates": 0, "errors": [], "unknown_products": [], "tracked": True}
     stored = {e.event_id: e for e in Event.objects.all()}
     assert set(stored) == {"e1", "e2", "e3"}
     assert all(e.visitor_id == VISITOR and e.user_id == "" and e.shopper == f"v:{VISITOR}" for e in stored.values())
@@ -147,7 +147,7 @@ def test_replayed_batch_is_counted_as_duplicates(browser, url, products):
     assert post(browser, url, events).json()["accepted"] == 2
     again = post(browser, url, events)
     assert again.status_code == 200
-    assert again.json() == {"accepted": 0, "duplicates": 2, "errors": [], "unknown_products": []}
+    assert again.json() == {"accepted": 0, "duplicates": 2, "errors": [], "unknown_products": [], "tracked": True}
     assert Event.objects.count() == 2
 
 

@@ -62,9 +62,11 @@ def browser(playwright: Playwright, chromium_executable: str) -> Iterator[Browse
 
 @pytest.fixture
 def context(browser: Browser, live_server) -> Iterator[BrowserContext]:
-    """A fresh browser profile per test, with relative URLs resolved against the live server."""
+    """A fresh browser profile per test, with relative URLs resolved against the live server, of a shopper who has
+    answered the consent banner with yes (test_consent_browser.py starts from a browser that has not)."""
     context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
     context.set_default_timeout(TIMEOUT_MS)
+    context.add_cookies([{"name": "rec_consent", "value": "granted", "url": live_server.url}])
     yield context
     context.close()
 

@@ -28,7 +28,7 @@ from recommendations import catalog
 from recommendations.conf import rec_settings
 from recommendations.contrib.oscar.adapter import OscarProductAdapter
 from recommendations.product_fields import ProductAdapter, load_adapter
-from recommendations.tracking import record_event, valid_visitor_id
+from recommendations.tracking import current_request, may_track, record_event, valid_visitor_id
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +134,9 @@ def on_order_placed(sender: Any, order: Any, user: Any = None, **kwargs: Any) ->
     if kwargs.get("raw"):
         return
     if _state.in_request:
+        request = current_request()
+        if request is not None and not may_track(request):
+            return  # the shopper placing it has not agreed to be tracked
         _state.pending_orders[order.pk] = order  # post_checkout, if it comes, records it with the request
         return
     record_order(order, request=None, user=user if user is not None else order.user)
@@ -141,6 +144,11 @@ def on_order_placed(sender: Any, order: Any, user: Any = None, **kwargs: Any) ->
 
 @never_raises
 def on_user_search(sender: Any, query: str = "", user: Any = None, **kwargs: Any) -> None:
+    request = current_request()
+    if request is not None:  # the signal carries no request, but the middleware knows it: its consent applies
+        if query:
+            record_event(request, "search", query=query)
+        return
     user_id, visitor_id = _user_id(user), _state.visitor_id
     if not query or not (user_id or visitor_id):
         return  # an anonymous shopper's first page: no cookie yet, nobody to record it for

@@ -28,6 +28,7 @@ class Command(FileImportCommand):
         found, writer = importing.import_event_file(path, fmt, now=now, skip_invalid=skip_invalid, progress=progress)
         return (
             f"Imported {writer.inserted} events; {writer.duplicates} duplicates skipped "
-            f"(already stored, or repeated in the file); {found.bad} invalid rows skipped.",
+            f"(already stored, or repeated in the file); {found.bad} invalid rows skipped"
+            + (f"; {writer.refused} of users who refused tracking not stored." if writer.refused else "."),
             found,
         )

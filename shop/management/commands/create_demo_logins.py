@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from recommendations import privacy
 from recommendations.models import Event
 from recommendations.tracking import build_event
 from shop.models import Order, OrderLine, Product
@@ -93,6 +94,8 @@ class Command(BaseCommand):
         user.is_active = True
         user.set_password(password)
         user.save()
+        # The demo shopper said yes to personal recommendations on their account, so they see them at once.
+        privacy.set_account_choice(user.pk, True)
         if not Event.objects.filter(user_id=str(user.pk)).exists():
             if give_history(user):
                 note = "the shopper got a short history just now; run precompute_recommendations to use it."

@@ -97,3 +97,11 @@ def pipeline(django_db_setup: Any, django_db_blocker: Any) -> dict[str, Any]:
         steps["train"] = run("train_recommender", "--no-progress")
         steps["precompute"] = run("precompute_recommendations", "--no-progress")
     return steps
+
+
+@pytest.fixture
+def client(client: Any) -> Any:
+    """A shopper who answered the consent banner (templates/oscar/layout.html) with yes; test_pipeline.py's consent
+    test uses a client that has not."""
+    client.cookies["rec_consent"] = "granted"
+    return client

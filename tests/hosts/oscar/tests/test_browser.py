@@ -87,6 +87,8 @@ def test_view_basket_and_order_are_recorded_through_oscars_signals(
     product = Product.objects.get(upc="BK-0003")
 
     page.goto("/accounts/login/")
+    page.get_by_role("button", name="Yes, personalise").click()  # the consent banner, on every storefront page
+    page.wait_for_url(re.compile(r"/accounts/login/"))
     page.fill("#id_login-username", "ada@example.com")
     page.fill("#id_login-password", "a-long-pass-42")
     page.click("button[name=login_submit]")

@@ -126,6 +126,24 @@ def test_a_variant_added_to_the_basket_is_recorded_under_its_parent(pipeline: di
     assert 'data-rec-placement="bought_together"' in basket or 'data-rec-placement="for_you"' in basket
 
 
+def test_without_consent_oscars_signals_record_nothing_and_the_blocks_are_shared_lists(
+    pipeline: dict[str, Any], django_user_model: Any
+) -> None:
+    before = Event.objects.count()
+    shopper = Client()  # has not answered the banner: the app's default records nothing
+    product = Product.objects.get(upc="BK-0003")
+    page = shopper.get(product.get_absolute_url())
+    assert page.status_code == 200 and "data-rec-consent" in page.content.decode()
+    assert len(PRODUCT_LINK.findall(block(page.content.decode(), "similar"))) >= 3
+    assert "rec_vid" not in page.cookies
+    assert shopper.post(f"/basket/add/{product.pk}/", {"quantity": 1}).status_code == 302
+    assert shopper.get("/search/", {"q": "crime"}).status_code == 200
+    user = django_user_model.objects.create_user(username="quiet", email="quiet@example.com", password="pw")
+    shopper.force_login(user)
+    assert shopper.get("/search/", {"q": "poetry"}).status_code == 200
+    assert Event.objects.count() == before
+
+
 def test_a_search_is_recorded_for_the_signed_in_shopper(
     pipeline: dict[str, Any], client: Client, django_user_model: Any
 ) -> None:

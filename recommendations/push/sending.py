@@ -1,0 +1,357 @@
+"""`send_due_messages`: every enabled flow's due e-mails, composed in batches and sent through Django's e-mail
+backend, each at most once.
+
+Per batch of due shoppers (EMAIL_BATCH_SIZE): shoppers whose key (flow, shopper, period) is already taken are
+passed over; those without marketing consent or an address are counted and left alone (no row: most shoppers never
+opted in, and a row each per period would be most of the table); the frequency caps write a `skipped_cap` row (one
+e-mail of any flow per EMAIL_MIN_HOURS_BETWEEN hours, one of this flow per its `cap_days`); the rest are composed
+through the serving pipeline, a weak list (fewer than `min_good_items` of the shopper's own) is a `skipped_weak` row.
+
+Each e-mail that goes out is first claimed: its Message row is inserted with status "sending" in a transaction of
+its own, after consent and the global cap are read once more (an unsubscribe a moment ago holds). The unique key
+makes a second worker, a retried task or a rerun find it taken and send nothing. Then the e-mail is sent, and the row
+becomes "sent" (and an impression is stored on placement email:<slug>, so clicks have their block) or "failed" with
+the error: a failure is recorded, never lost, and never retried within its period.
+
+At most once, not exactly once: a process that dies between the claim and the send leaves a "sending" row, and
+whether the SMTP server took the e-mail is unknown. A later run marks such rows, older than INTERRUPTED_AFTER,
+"failed" ("interrupted") and never sends them again: a shopper missing one e-mail costs less than one getting two
+(and, for a provider, a complaint). At most one row per dying process is in that state, since each row is claimed
+right before its own send.
+
+Call it outside a transaction (the task and the `send_flows` command do): each claim must commit before its send.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.core.mail import get_connection
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from recommendations.conf import rec_settings
+from recommendations.models import Flow, Message
+from recommendations.push import compose, consent
+from recommendations.push.triggers import Due, Trigger, message_key, trigger_of
+from recommendations.tracking.events import build_event, insert_events
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED_AFTER = timedelta(minutes=30)  # far longer than one SMTP send, so a live sender's row is never taken
+COUNTED = (Message.Status.SENT, Message.Status.SENDING)  # what the caps count: e-mails that went (or may have) out
+Progress = Callable[[str, int, int], None]  # (flow slug, done, total), as management.stage_bars.StageBars takes it
+
+
+class NotConfigured(Exception):
+    """Nothing can be sent: the setting it names is missing."""
+
+
+@dataclass
+class FlowReport:
+    """What one run did for one flow; `sent` counts what would be sent on a dry run."""
+
+    due: int = 0
+    already: int = 0
+    not_consented: int = 0
+    no_address: int = 0
+    skipped_cap: int = 0
+    skipped_weak: int = 0
+    skipped_no_consent: int = 0
+    failed: int = 0
+    sent: int = 0
+
+
+def send_due_messages(
+    flow: str | None = None, *, dry_run: bool = False, now: datetime | None = None, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Send every enabled flow's due e-mails (or only flow `flow`, a slug); returns what happened, per flow.
+
+    `dry_run` composes and counts without writing a row or sending anything. Raises NotConfigured without SITE_URL:
+    every link in an e-mail starts with it.
+    """
+    if not rec_settings.SITE_URL:
+        raise NotConfigured(_("RECOMMENDATIONS['SITE_URL'] is not set, so e-mail links would lead nowhere."))
+    now = now or timezone.now()
+    interrupted = 0 if dry_run else resolve_interrupted(now)
+    flows = Flow.objects.filter(enabled=True).order_by("pk")
+    if flow is not None:
+        flows = flows.filter(slug=flow)
+    reports = {}
+    for row in flows:
+        try:
+            report = _send_flow(row, now, dry_run, progress)
+        except Exception as exc:  # one broken flow (a placement no longer configured) never stops the others
+            logger.exception("flow %s could not be sent", row.slug)
+            reports[row.slug] = {**asdict(FlowReport()), "error": repr(exc)}
+            continue
+        reports[row.slug] = asdict(report)
+        logger.info("flow %s%s: %s", row.slug, " (dry run)" if dry_run else "", reports[row.slug])
+    return {"dry_run": dry_run, "interrupted": interrupted, "flows": reports}
+
+
+def resolve_interrupted(now: datetime) -> int:
+    """Mark "sending" rows older than INTERRUPTED_AFTER failed: their process died mid-send; never sent again."""
+    stale = Message.objects.filter(status=Message.Status.SENDING, created_at__lt=now - INTERRUPTED_AFTER)
+    count = stale.update(
+        status=Message.Status.FAILED,
+        error="interrupted between the claim and the send; not sent again (at most once)",
+    )
+    if count:
+        logger.warning("%d e-mails were interrupted mid-send and are marked failed, not sent again", count)
+    return count
+
+
+def _send_flow(flow: Flow, now: datetime, dry_run: bool, progress: Progress | None) -> FlowReport:
+    report = FlowReport()
+    try:
+        trigger = trigger_of(flow)
+    except KeyError:
+        logger.error("flow %s has a trigger this version does not know (%r); skipped", flow.slug, flow.trigger)
+        return report
+    candidates = list(trigger.candidates(flow, now))
+    report.due = len(candidates)
+    size = int(rec_settings.EMAIL_BATCH_SIZE)
+    sender = _Sender(dry_run)
+    try:
+        for start in range(0, len(candidates), size):
+            _send_batch(flow, trigger, candidates[start : start + size], now, sender, report)
+            if progress is not None:
+                progress(flow.slug, min(start + size, len(candidates)), len(candidates))
+    finally:
+        sender.close()
+    return report
+
+
+class _Sender:
+    """One connection of the e-mail backend for a flow's run, opened at the first e-mail; after a failure it is
+    closed so the next e-mail opens a fresh one (an SMTP server that hung up fails one e-mail, not the rest)."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self.dry_run = dry_run
+        self.connection: Any = None
+
+    def send(self, message: Any) -> None:
+        if self.connection is None:
+            self.connection = get_connection()
+            self.connection.open()  # kept open for the flow's e-mails: the backend closes only what it opened itself
+        message.connection = self.connection
+        try:
+            if message.send() != 1:
+                raise RuntimeError("the e-mail backend did not take the message")
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:
+                logger.debug("closing the e-mail connection failed", exc_info=True)
+            self.connection = None
+
+
+def _send_batch(
+    flow: Flow, trigger: Trigger, batch: list[tuple[str, str]], now: datetime, sender: _Sender, report: FlowReport
+) -> None:
+    keys = {message_key(flow, user_id, period): (user_id, period) for user_id, period in batch}
+    taken = set(Message.objects.filter(key__in=list(keys)).values_list("key", flat=True))
+    report.already += len(taken)
+    fresh = [pair for key, pair in keys.items() if key not in taken]
+    users = consent.load_users(user_id for user_id, _ in fresh)
+    allowed = consent.consenting([user_id for user_id, _ in fresh], flow.slug, users)
+    # A consent row of an account since deleted or deactivated counts as no consent.
+    reachable = {u: users[u] for u in allowed if u in users and getattr(users[u], "is_active", True)}
+    report.not_consented += len(fresh) - len(reachable)
+    addresses = consent.addresses(reachable)
+    report.no_address += len(reachable) - len(addresses)
+    ready = [(user_id, period) for user_id, period in fresh if user_id in addresses]
+    capped = capped_users(flow, [user_id for user_id, _ in ready], now)
+    for user_id, period in ready:
+        if user_id in capped:
+            report.skipped_cap += _record(flow, user_id, period, Message.Status.SKIPPED_CAP, now, sender.dry_run)
+    ready = [(user_id, period) for user_id, period in ready if user_id not in capped]
+    anchors = trigger.anchors(flow, now, [user_id for user_id, _ in ready]) if ready else {}
+    dues = [Due(user_id, period, anchors.get(user_id, ())) for user_id, period in ready]
+    for composed in compose.compose(flow, dues):
+        due = composed.due
+        products = [item.product_id for item in composed.block.items]
+        if composed.good < flow.min_good_items:
+            report.skipped_weak += _record(
+                flow, due.user_id, due.period, Message.Status.SKIPPED_WEAK, now, sender.dry_run, products=products
+            )
+            continue
+        try:
+            rendered = compose.render(flow, composed, users[due.user_id])
+            message = compose.email_message(rendered, addresses[due.user_id])
+        except Exception as exc:
+            logger.exception("could not render flow %s's e-mail", flow.slug)
+            report.failed += _record(
+                flow, due.user_id, due.period, Message.Status.FAILED, now, sender.dry_run, error=repr(exc)
+            )
+            continue
+        if sender.dry_run:
+            report.sent += 1
+            continue
+        row = _claim(flow, composed, rendered, now)
+        if row is None:
+            report.already += 1
+            continue
+        if row.status != Message.Status.SENDING:
+            setattr(report, row.status, getattr(report, row.status) + 1)
+            continue
+        try:
+            sender.send(message)
+        except Exception as exc:
+            logger.warning("flow %s: the e-mail to shopper %s failed: %r", flow.slug, due.user_id, exc)
+            Message.objects.filter(pk=row.pk).update(status=Message.Status.FAILED, error=repr(exc)[:2000])
+            report.failed += 1
+            continue
+        Message.objects.filter(pk=row.pk).update(status=Message.Status.SENT, sent_at=timezone.now())
+        report.sent += 1
+        _store_impression(flow, composed, row)
+
+
+def capped_users(flow: Flow, user_ids: list[str], now: datetime) -> set[str]:
+    """Which of these shoppers an e-mail of this flow would exceed a cap for: any flow's within the last
+    EMAIL_MIN_HOURS_BETWEEN hours, or this flow's within its cap_days."""
+    if not user_ids:
+        return set()
+    capped: set[str] = set()
+    hours = float(rec_settings.EMAIL_MIN_HOURS_BETWEEN)
+    recent = Message.objects.filter(user_id__in=user_ids, status__in=COUNTED)
+    if hours > 0:
+        capped |= set(recent.filter(created_at__gte=now - timedelta(hours=hours)).values_list("user_id", flat=True))
+    if flow.cap_days > 0:
+        mine = recent.filter(flow=flow, created_at__gte=now - timedelta(days=flow.cap_days))
+        capped |= set(mine.values_list("user_id", flat=True))
+    return capped
+
+
+def _record(
+    flow: Flow,
+    user_id: str,
+    period: str,
+    status: str,
+    now: datetime,
+    dry_run: bool,
+    *,
+    products: list[str] | None = None,
+    error: str = "",
+) -> int:
+    """Write a row for an e-mail that does not go out (its key is then spent for the period); 1 if written (or, on a
+    dry run, would be), 0 if another run wrote the key first."""
+    if dry_run:
+        return 1
+    try:
+        with transaction.atomic():
+            Message.objects.create(
+                key=message_key(flow, user_id, period),
+                flow=flow,
+                user_id=user_id,
+                period=period,
+                status=status,
+                products=products or [],
+                created_at=now,
+                error=error[:2000],
+            )
+    except IntegrityError:
+        return 0
+    return 1
+
+
+def _claim(flow: Flow, composed: compose.Composed, rendered: compose.Rendered, now: datetime) -> Message | None:
+    """Insert the e-mail's row, committed before it is sent: "sending", or a skip when consent or the global cap
+    changed since the batch read them; None when another run holds the key."""
+    due = composed.due
+    if not consent.may_email(due.user_id, flow.slug):
+        status = Message.Status.SKIPPED_NO_CONSENT
+    elif capped_users(flow, [due.user_id], now):
+        status = Message.Status.SKIPPED_CAP
+    else:
+        status = Message.Status.SENDING
+    try:
+        with transaction.atomic():
+            return Message.objects.create(
+                key=message_key(flow, due.user_id, due.period),
+                flow=flow,
+                user_id=due.user_id,
+                period=due.period,
+                status=status,
+                recommendation_id=composed.block.recommendation_id,
+                products=rendered.products,
+                subject=rendered.subject,
+                created_at=now,
+            )
+    except IntegrityError:
+        return None
+
+
+def _store_impression(flow: Flow, composed: compose.Composed, row: Message) -> None:
+    """The e-mail's block as an impression on email:<slug>: clicks name it, analytics count it. Kept only for a
+    shopper who did not refuse tracking on their account (insert_events drops those)."""
+    block = composed.block
+    try:
+        insert_events(
+            [
+                build_event(
+                    "impression",
+                    user_id=row.user_id,
+                    placement=flow.event_placement,
+                    recommendation_id=block.recommendation_id,
+                    variant=block.variant,
+                    context={
+                        "items": [item.product_id for item in block.items],
+                        "sources": [item.source for item in block.items],
+                        "message": row.key,
+                    },
+                    event_id=f"email-{block.recommendation_id}",
+                )
+            ]
+        )
+    except Exception:
+        logger.exception("could not store the impression of e-mail %s", row.key)
+
+
+def preview(flow: Flow, user_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """The e-mail this flow would send this shopper now, rendered exactly as it would go out, with what would stop it
+    (consent, address, a cap, a weak list); for the admin. Writes nothing; its links record no click (no sent row)."""
+    now = now or timezone.now()
+    user = consent.load_users([user_id]).get(user_id)
+    if user is None:
+        return {"error": _("No user has the id “%(id)s”.") % {"id": user_id}}
+    notes = []
+    if not rec_settings.SITE_URL:
+        notes.append(_("RECOMMENDATIONS['SITE_URL'] is not set: nothing is sent, and the links below are relative."))
+    if not consent.may_email(user_id, flow.slug):
+        notes.append(_("This shopper has not agreed to marketing e-mail, or left this flow: nothing would be sent."))
+    address = consent.addresses({user_id: user}).get(user_id, "")
+    if not address:
+        notes.append(_("This shopper has no e-mail address: nothing would be sent."))
+    if capped_users(flow, [user_id], now):
+        notes.append(_("A frequency cap holds for this shopper now: this e-mail would be skipped."))
+    trigger = trigger_of(flow)
+    anchors = trigger.anchors(flow, now, [user_id]).get(user_id, ())
+    if flow.trigger == Flow.Trigger.BROWSE_ABANDONMENT and not anchors:
+        notes.append(_("This shopper viewed nothing in the flow's window: the trigger would not fire."))
+    composed = compose.compose(flow, [Due(user_id, "preview", anchors)])[0]
+    if composed.good < flow.min_good_items:
+        notes.append(
+            _("Only %(good)d of the products come from the shopper's own lists (%(min)d needed): skipped as weak.")
+            % {"good": composed.good, "min": flow.min_good_items}
+        )
+    rendered = compose.render(flow, composed, user)
+    return {
+        "rendered": rendered,
+        "address": address,
+        "notes": notes,
+        "items": composed.block.items,
+        "good": composed.good,
+        "variant": composed.block.variant,
+    }
