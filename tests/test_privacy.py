@@ -19,7 +19,18 @@ from django.urls import reverse
 
 from recommendations import keys, privacy, serving, tracking
 from recommendations.experiments import operations
-from recommendations.models import ErasureRequest, Event, Experiment, ExperimentVariant, RecommendationSet, StoredList
+from recommendations.models import (
+    ConsentChoice,
+    EmailConsent,
+    ErasureRequest,
+    Event,
+    Experiment,
+    ExperimentVariant,
+    Flow,
+    Message,
+    RecommendationSet,
+    StoredList,
+)
 from tests.factories import (
     active_lists,
     make_co_viewed_toys,
@@ -113,6 +124,8 @@ def _other_rows() -> dict[str, int]:
     return {
         "events": Event.objects.exclude(user_id=str(USER_PK)).exclude(visitor_id__in=[VISITOR, LONE_VISITOR]).count(),
         "lists": StoredList.objects.exclude(subject__in=[f"u:{USER_PK}", f"v:{VISITOR}", f"v:{LONE_VISITOR}"]).count(),
+        "email": Message.objects.exclude(user_id=str(USER_PK)).count()
+        + EmailConsent.objects.exclude(user_id=str(USER_PK)).count(),
         "keys": len(
             [
                 k
@@ -197,6 +210,15 @@ def shopper(shop: dict[str, Any]) -> dict[str, Any]:
         serving.recommend("for_you", shopper=who)
         serving.recommend("similar", shopper=who, product_id=kite)
     caches["default"].set(keys.refresh_pending(f"u:{me}"), 1, 60)  # what a queued refresh's debounce leaves
+    # E-mail: a sent weekly message and a marketing opt-in each, for ours and another; ours also said yes to
+    # personalisation on the account (kept under a keyed hash, so it stays and names nobody).
+    flow = Flow.objects.create(name="Weekly", slug="weekly", trigger="weekly_picks")
+    for who in (me, "7"):
+        Message.objects.create(
+            key=f"{flow.pk}:{who}:2026-W49", flow=flow, user_id=who, period="2026-W49", status="sent", products=[kite]
+        )
+        EmailConsent.objects.create(user_id=who, opted_in=True)
+    privacy.set_account_choice(me, True)
     browser = Client()
     browser.force_login(user)
     assert browser.get(reverse("recommendations:recommendations", args=["trending"])).status_code == 200
@@ -244,7 +266,9 @@ def test_an_erasure_leaves_no_trace_of_the_shopper_in_any_table_or_cache_key(ent
         counts["stored_lists"] == 7 and counts["attribution_unlinked"] == 1 and counts["linked_visitors"] == 2
     )  # the merged one and the API browser's cookie
     assert counts["cache_keys"] >= 6
+    assert (counts["email_messages"], counts["email_consents"]) == (1, 1)
     assert _where_the_ids_are(shopper["ids"]) == []
+    assert ConsentChoice.objects.get().personalised is True  # their answer stays, under its hash
     assert _other_rows() == shopper["others"]
     assert Event.objects.get(visitor_id="0" * 31 + "9").recommendation_id == ""
     record = ErasureRequest.objects.get()
@@ -281,7 +305,12 @@ def test_export_holds_every_event_and_list_of_the_shopper_and_round_trips(shoppe
         "click",
         "purchase",
     }
-    assert document["counts"] == {"events": 11, "stored_lists": 7}
+    assert document["counts"] == {"events": 11, "stored_lists": 7, "email_messages": 1, "email_consents": 1}
+    assert [(m["flow"], m["status"], m["period"]) for m in document["email_messages"]] == [
+        ("weekly", "sent", "2026-W49")
+    ]
+    assert document["email_consents"][0]["user_id"] == str(USER_PK) and document["email_consents"][0]["opted_in"]
+    assert document["personalisation_choices"] == {str(USER_PK): True}
     assert {(row["placement"], row["subject"]) for row in document["stored_lists"]} >= {
         ("for_you@run7", f"u:{USER_PK}"),
         ("for_you", f"v:{LONE_VISITOR}"),

@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy
 
 from recommendations import privacy
 from recommendations.admin.base import ReadOnlyAdmin
-from recommendations.models import ErasureRequest, Event, StoredList
+from recommendations.models import ConsentChoice, ErasureRequest, Event, StoredList
 
 _SEPARATORS = re.compile(r"[\s,]+")
 
@@ -264,3 +264,18 @@ def attach_erase_action(site: admin.AdminSite = admin.site) -> bool:
             base.__name__, (EraseRecommendationDataMixin, base), {"__module__": base.__module__}
         )
     return True
+
+
+@admin.register(ConsentChoice)
+class ConsentChoiceAdmin(ReadOnlyAdmin):
+    """Signed-in shoppers' answers to "may the shop personalise for me": how many said yes or no, and when. The rows
+    name nobody (a keyed hash of the user id), so staff see the counts, not who."""
+
+    list_display = ("short_subject", "personalised", "changed_at")
+    list_filter = ("personalised",)
+    date_hierarchy = "changed_at"
+    ordering = ("-changed_at",)
+
+    @admin.display(description=gettext_lazy("subject hash"))
+    def short_subject(self, obj: ConsentChoice) -> str:
+        return obj.subject[:16] + "…"

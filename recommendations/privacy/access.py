@@ -10,8 +10,9 @@ from typing import Any
 
 from django.utils import timezone
 
-from recommendations.models import Event, StoredList
+from recommendations.models import ConsentChoice, EmailConsent, Event, Message, StoredList
 from recommendations.privacy.subjects import resolve
+from recommendations.tracking.consent import choice_subject
 
 FORMAT = "django-recommendations/shopper-export"
 VERSION = 1
@@ -69,6 +70,45 @@ def export(user_ids: Iterable[str | int] | None = None, visitor_ids: Iterable[st
         .order_by("recommendation_set_id", "placement", "subject")
         .values_list("recommendation_set_id", "recommendation_set__status", "placement", "subject", "items")
     ]
+    messages = [
+        {
+            "flow": slug,
+            "period": period,
+            "status": status,
+            "subject": subject,
+            "products": products,
+            "recommendation_id": recommendation_id,
+            "created_at": _plain(created),
+            "sent_at": _plain(sent),
+        }
+        for slug, period, status, subject, products, recommendation_id, created, sent in Message.objects.filter(
+            user_id__in=subjects.user_ids
+        )
+        .order_by("created_at", "pk")
+        .values_list(
+            "flow__slug", "period", "status", "subject", "products", "recommendation_id", "created_at", "sent_at"
+        )
+    ]
+    consents = [
+        {
+            "user_id": user_id,
+            "opted_in": opted_in,
+            "opted_in_at": _plain(opted_in_at),
+            "opted_out_at": _plain(opted_out_at),
+            "unsubscribed_flows": unsubscribed,
+        }
+        for user_id, opted_in, opted_in_at, opted_out_at, unsubscribed in EmailConsent.objects.filter(
+            user_id__in=subjects.user_ids
+        )
+        .order_by("user_id")
+        .values_list("user_id", "opted_in", "opted_in_at", "opted_out_at", "unsubscribed_flows")
+    ]
+    personalised = {
+        user_id: ConsentChoice.objects.filter(subject=choice_subject(user_id))
+        .values_list("personalised", flat=True)
+        .first()
+        for user_id in subjects.user_ids
+    }
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -79,7 +119,16 @@ def export(user_ids: Iterable[str | int] | None = None, visitor_ids: Iterable[st
             "linked_visitor_ids": subjects.linked_visitor_ids,
             "shoppers": subjects.shoppers,
         },
-        "counts": {"events": len(events), "stored_lists": len(lists)},
+        "counts": {
+            "events": len(events),
+            "stored_lists": len(lists),
+            "email_messages": len(messages),
+            "email_consents": len(consents),
+        },
         "events": events,
         "stored_lists": lists,
+        "email_messages": messages,
+        "email_consents": consents,
+        # Each user's answer to "may the shop personalise for me" on their account (None: never given there).
+        "personalisation_choices": personalised,
     }

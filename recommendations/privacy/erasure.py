@@ -35,7 +35,7 @@ from django.db.models.signals import post_delete, pre_delete
 from django.utils import timezone
 
 from recommendations import keys
-from recommendations.models import ErasureRequest, Event, StoredList
+from recommendations.models import EmailConsent, ErasureRequest, Event, Message, StoredList
 from recommendations.privacy.subjects import IDS_PER_STATEMENT, Subjects, resolve, subject_hashes
 
 logger = logging.getLogger(__name__)
@@ -122,6 +122,19 @@ def _delete_lists(shoppers: list[str], progress: Progress | None) -> int:
         if progress and len(shoppers) > step:
             progress("stored lists", min(start + step, len(shoppers)), len(shoppers))
     return deleted
+
+
+def _delete_email_data(user_ids: list[str]) -> tuple[int, int]:
+    """Their e-mail messages (whom, when, which products, the key naming them) and their marketing e-mail answer:
+    an erased shopper gets no e-mail until they opt in again. Returns (messages, consents) deleted."""
+    messages = consents = 0
+    step = LIST_SUBJECTS_PER_STATEMENT
+    for start in range(0, len(user_ids), step):
+        piece = user_ids[start : start + step]
+        with transaction.atomic():
+            messages += Message.objects.filter(user_id__in=piece).delete()[0]
+            consents += EmailConsent.objects.filter(user_id__in=piece).delete()[0]
+    return messages, consents
 
 
 def delete_cache_keys(shoppers: Iterable[str]) -> int | None:
@@ -230,6 +243,8 @@ def erase(
     clock.lap("events")
     lists = _delete_lists(shoppers, progress)
     clock.lap("stored_lists")
+    messages, email_consents = _delete_email_data(subjects.user_ids)
+    clock.lap("email")
     cache_keys = delete_cache_keys(shoppers)
     clock.lap("cache")
     if cache_keys is None:
@@ -244,6 +259,8 @@ def erase(
         "events_by_type": by_type,
         "attribution_unlinked": unlinked,
         "stored_lists": lists,
+        "email_messages": messages,
+        "email_consents": email_consents,
         "cache_keys": cache_keys,
         "linked_visitors": len(subjects.linked_visitor_ids),
         "shopper_keys": len(shoppers),

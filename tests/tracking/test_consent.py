@@ -310,3 +310,17 @@ def test_the_demo_shopper_said_yes_on_their_account_so_a_new_browser_personalise
         "asked": True,
     }
     assert "data-rec-consent" not in client.get("/").content.decode()
+
+
+def test_staff_see_how_many_said_yes_or_no_but_not_who(admin_user):
+    users = [make_user(f"answer{n}") for n in range(3)]
+    for user, answer in zip(users, (True, False, False), strict=True):
+        ConsentChoice.objects.create(subject=choice_subject(user.pk), personalised=answer)
+    staff = Client()
+    staff.force_login(admin_user)
+    page = staff.get(reverse("admin:recommendations_consentchoice_changelist"), {"personalised__exact": "0"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "2 consent choices" in html
+    assert all(f">{user.username}<" not in html for user in users)
+    assert staff.get(reverse("admin:recommendations_consentchoice_add")).status_code == 403
