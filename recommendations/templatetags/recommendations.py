@@ -170,12 +170,21 @@ def trending_products(context: template.Context, category: str | None = None, li
     return render_block(context, "trending", category=category, limit=limit)
 
 
-def _consent_context(context: template.Context) -> dict[str, Any] | None:
+def _render_consent(context: template.Context, name: str, *, unasked_only: bool = False) -> SafeString:
+    """One of the consent snippets with the request's answer; nothing (logged) when it cannot render."""
     request = context.get("request")
-    if request is None:
-        return None
-    consent = tracking.consent_of(request)
-    return {"consent": consent, "next": request.get_full_path(), "request": request}
+    try:
+        if request is None:
+            return mark_safe("")
+        consent = tracking.consent_of(request)
+        if unasked_only and consent.asked:
+            return mark_safe("")
+        data = {"consent": consent, "next": request.get_full_path(), "request": request}
+        html = select_template([f"recommendations/{name}.html"]).render(data, request)
+        return mark_safe(html)  # noqa: S308 - the template itself autoescapes every value
+    except Exception:
+        logger.exception("the %s failed to render", name)
+        return mark_safe("")
 
 
 @register.simple_tag(takes_context=True)
@@ -183,27 +192,11 @@ def consent_banner(context: template.Context) -> SafeString:
     """`{% consent_banner %}`: asks a shopper who has not answered yet (nor sent Global Privacy Control) whether the
     shop may personalise from what they do; renders nothing once they answered. Override
     `recommendations/consent_banner.html` to word or style it your way; keep the form's field names."""
-    try:
-        data = _consent_context(context)
-        if data is None or data["consent"].asked:
-            return mark_safe("")
-        html = select_template(["recommendations/consent_banner.html"]).render(data, context.get("request"))
-        return mark_safe(html)  # noqa: S308 - the template itself autoescapes every value
-    except Exception:
-        logger.exception("the consent banner failed to render")
-        return mark_safe("")
+    return _render_consent(context, "consent_banner", unasked_only=True)
 
 
 @register.simple_tag(takes_context=True)
 def consent_switch(context: template.Context) -> SafeString:
     """`{% consent_switch %}`: the shopper's current answer and a button to change it, for an account or privacy
     page. A signed-in shopper's answer is kept on their account, so it holds on every device."""
-    try:
-        data = _consent_context(context)
-        if data is None:
-            return mark_safe("")
-        html = select_template(["recommendations/consent_switch.html"]).render(data, context.get("request"))
-        return mark_safe(html)  # noqa: S308 - the template itself autoescapes every value
-    except Exception:
-        logger.exception("the consent switch failed to render")
-        return mark_safe("")
+    return _render_consent(context, "consent_switch")
