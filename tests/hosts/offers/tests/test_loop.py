@@ -54,10 +54,18 @@ def test_training_without_tensorflow_falls_back_to_numpy_and_a_model_serves(shop
         assert "neural" in run.candidates and not run.candidates["neural"].get("validation"), run.candidates
 
 
+def consenting() -> Client:
+    """A browser whose shopper said yes in this shop's consent manager, which sets the app's `rec_consent` cookie
+    (the other tests' plain `Client()` has not: it gets shared lists only, and nothing is recorded)."""
+    client = Client()
+    client.cookies["rec_consent"] = "granted"
+    return client
+
+
 def test_precompute_stored_lists_from_the_serving_model(shop) -> None:
     assert RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).count() == 1, shop.outputs
     shopper = get_user_model().objects.get(pk=int(shop.shopper_ids[0]))
-    client = Client()
+    client = consenting()
     client.force_login(shopper)
     response = client.get("/api/recommendations/for_you/")
     assert response.status_code == 200, response.content
@@ -100,7 +108,9 @@ def test_an_out_of_stock_product_is_left_out_of_the_blocks_it_was_stored_in(shop
 
 def test_a_product_view_is_recorded_under_its_uuid_and_shows_in_recently_viewed(shop) -> None:
     first, second = shop.products[5], shop.products[6]
-    client = Client()
+    assert Client().get(f"/products/{first.pk}/").status_code == 200  # without consent: nothing recorded
+    assert not Event.objects.filter(event_type="view", product_id=str(first.pk)).exclude(visitor_id="").exists()
+    client = consenting()
     assert client.get(f"/products/{first.pk}/").status_code == 200
     assert Event.objects.filter(event_type="view", product_id=str(first.pk)).exclude(visitor_id="").count() == 1
     html = client.get(f"/products/{second.pk}/").content.decode()
