@@ -123,3 +123,19 @@ def no_broker(monkeypatch, settings, _model_dir):
     monkeypatch.setenv("RECOMMENDATIONS_MODEL_DIR", str(_model_dir))
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)  # the child runs the demo's no-broker settings
     tasks.ANNOUNCED.clear()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Any) -> Any:
+    """A redis-server of the test's own on a free port, stopped after the test: fault tests stop and freeze it, never
+    the suite's shared one (tests/faults/conftest.py has the server)."""
+    from tests.faults.conftest import REDIS_SERVER, RedisServer
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

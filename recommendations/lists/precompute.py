@@ -178,6 +178,14 @@ def _succeed(
     progress.finish()
     stats["seconds"] = progress.seconds
     stats["seconds_total"] = round(sum(progress.seconds.values()), 3)
+    # A run that succeeded with something staff must fix says so where a failure would (the admin shows it).
+    _mark_succeeded(run_id, attempt, new_set, stats, error="\n".join(stats.get("warnings", [])))
+
+
+def _mark_succeeded(
+    run_id: int, attempt: int, new_set: RecommendationSet, stats: dict[str, Any], **fields: Any
+) -> None:
+    """The set's stats and the run's success as `attempt`, in the switch's transaction (RunLost rolls both back)."""
     RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
     liveness.fenced_update(
         PrecomputeRun,
@@ -188,8 +196,7 @@ def _succeed(
         progress=1.0,
         stage="done",
         stats=stats,
-        # A run that succeeded with something staff must fix says so where a failure would (the admin shows it).
-        error="\n".join(stats.get("warnings", [])),
+        **fields,
     )
 
 
@@ -589,21 +596,7 @@ def finish_sharded(run_id: int, attempt: int | None = None) -> PrecomputeRun:
         counts = dict(stats.get("lists", {}))
         counts["for_you"] = StoredList.objects.filter(recommendation_set=new_set, placement="for_you").count()
         stats["lists"] = counts
-
-        def succeed() -> None:
-            RecommendationSet.objects.filter(pk=new_set.pk).update(stats=stats)
-            liveness.fenced_update(
-                PrecomputeRun,
-                run_id,
-                attempt,
-                status=PrecomputeRun.Status.SUCCEEDED,
-                finished_at=timezone.now(),
-                progress=1.0,
-                stage="done",
-                stats=stats,
-            )
-
-        _switch_to(new_set.pk, finished_only=False, then=succeed)
+        _switch_to(new_set.pk, finished_only=False, then=lambda: _mark_succeeded(run_id, attempt, new_set, stats))
     except liveness.RunLost:
         logger.warning("precompute run #%s was taken over before its shards' set was switched on", run_id)
         run.refresh_from_db()

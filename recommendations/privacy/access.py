@@ -103,12 +103,11 @@ def export(user_ids: Iterable[str | int] | None = None, visitor_ids: Iterable[st
         .order_by("user_id")
         .values_list("user_id", "opted_in", "opted_in_at", "opted_out_at", "unsubscribed_flows")
     ]
-    personalised = {
-        user_id: ConsentChoice.objects.filter(subject=choice_subject(user_id))
-        .values_list("personalised", flat=True)
-        .first()
-        for user_id in subjects.user_ids
-    }
+    users_by_subject = {choice_subject(user_id): user_id for user_id in subjects.user_ids}
+    answers = dict(
+        ConsentChoice.objects.filter(subject__in=list(users_by_subject)).values_list("subject", "personalised")
+    )
+    personalised = {user_id: answers.get(subject) for subject, user_id in users_by_subject.items()}
     return {
         "format": FORMAT,
         "version": VERSION,

@@ -96,18 +96,6 @@ class RedisServer:
 
 
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def cache_on_own_redis(own_redis: RedisServer, settings: Any) -> RedisServer:
     """The default cache on `own_redis` (db 1), with the demo's OPTIONS (socket timeouts) and a 1 s breaker."""
     configured = django_settings.CACHES["default"]

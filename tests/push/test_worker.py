@@ -23,7 +23,7 @@ from recommendations import tasks
 from recommendations.models import Message
 from shop.celery import app as celery_app
 from tests.factories import child_database_url
-from tests.faults.conftest import REDIS_SERVER, RedisServer, producer_at
+from tests.faults.conftest import RedisServer, producer_at
 from tests.push.conftest import SITE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,19 +37,6 @@ pytestmark = [
         django_settings.CELERY_TASK_ALWAYS_EAGER, reason="needs CELERY_BROKER_URL (a real Redis broker)"
     ),
 ]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of the test's own on a free port, stopped after the test (never the suite's shared one)."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @contextlib.contextmanager
@@ -97,13 +84,13 @@ def push_worker(broker_url: str, smtp_port: int) -> Iterator[Any]:
 
 
 def test_the_task_on_a_real_worker_sends_each_due_email_once(
-    broker: RedisServer, smtp_server: Any, smtp: Any, push_shop: Any, weekly: Any, settings: Any
+    own_redis: RedisServer, smtp_server: Any, smtp: Any, push_shop: Any, weekly: Any, settings: Any
 ) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("the worker reaches the test database by its URL")
     settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "celery"}
     handler, port = smtp_server
-    with push_worker(broker.url(0), port) as read_log:
+    with push_worker(own_redis.url(0), port) as read_log:
         # Twice, as a redelivered message or an overlapping beat run would: the keys make the second a no-op.
         tasks._send(tasks.send_due_messages)
         tasks._send(tasks.send_due_messages)
