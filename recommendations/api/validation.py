@@ -41,7 +41,7 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 _UNIX_STRING = re.compile(r"^-?\d{1,12}(\.\d{1,9})?$")
 # What PostgreSQL cannot store in text or jsonb: NUL, and a lone UTF-16 surrogate (valid in a JSON string as \ud800,
 # not in UTF-8). json.loads joins a proper pair into one character, so any surrogate left in a str is a lone one.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 ErrorDict = dict[str, Any]
 
@@ -126,13 +126,13 @@ def _text(raw: Any, limit: int, *, allow_int: bool = False) -> str:
         raise ValueError(_("must be a string"))
     if len(raw) > limit:
         raise ValueError(_("must be at most %(most)s characters") % {"most": limit})
-    _check_storable(raw)
+    check_storable(raw)
     return raw
 
 
-def _check_storable(text: str) -> None:
+def check_storable(text: str) -> None:
     """Refuse text the database would refuse: one such event must cost only itself, not its whole batch."""
-    found = _UNSTORABLE.search(text)
+    found = UNSTORABLE.search(text)
     if found is None:
         return
     if found.group() == "\x00":
@@ -180,7 +180,7 @@ def _context(raw: Any) -> dict[str, Any]:
     while pending:
         value = pending.pop()
         if isinstance(value, str):
-            _check_storable(value)
+            check_storable(value)
         elif isinstance(value, dict):
             pending.extend(value.keys())
             pending.extend(value.values())

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from recommendations.engine.base import EvalSet, Interactions, ItemFeatures, ProgressCallback, check_items
-from recommendations.engine.baselines import _Fitted, align
+from recommendations.engine.baselines import _Fitted, _same_catalog, align
 
 DEFAULT_RANK = 256
 OVERSAMPLE = 16
@@ -218,6 +218,10 @@ class LowRankEASE(_Fitted):
         return {"u": self.u, "w": self.w}
 
     def _restore(self, arrays: dict[str, np.ndarray], item_ids: list[str]) -> None:
+        if _same_catalog(arrays["item_ids"], item_ids):
+            # The usual load (the run's own verify, a precompute soon after): no second items x rank copy of each.
+            self._set_factors(arrays["u"], arrays["w"])
+            return
         old, new = align(arrays["item_ids"], item_ids)
         factors = []
         for key in ("u", "w"):

@@ -25,6 +25,8 @@ from recommendations.api.validation import (
     CLOCK_SKEW,
     MAX_QUANTITY,
     MAX_VALUE,
+    UNSTORABLE,
+    check_storable,
     parse_timestamp,
     too_old,
 )
@@ -275,7 +277,7 @@ def is_blank(raw: Any) -> bool:
 def parse_text(raw: Any, limit: int = MAX_TEXT, required: bool = False) -> str:
     if raw.__class__ is str:  # the common case first: this runs for most fields of a million rows
         text = raw.strip()
-        if text and len(text) <= limit and "\x00" not in text:
+        if text and len(text) <= limit and UNSTORABLE.search(text) is None:
             return text
     if is_blank(raw):
         if required:
@@ -286,8 +288,7 @@ def parse_text(raw: Any, limit: int = MAX_TEXT, required: bool = False) -> str:
     text = str(raw).strip()
     if len(text) > limit:
         raise ValueError(f"must be at most {limit} characters")
-    if "\x00" in text:
-        raise ValueError("must not contain NUL characters")
+    check_storable(text)  # NUL or a lone surrogate: this row is refused by name, not the whole COPY
     return text
 
 

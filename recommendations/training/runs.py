@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import gc
 import logging
 import time
 import uuid
@@ -565,6 +566,10 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         model = model or choice.recommender
         progress.start("save")
         path, sha = artefacts.write_artefact(model, f"run-{run.pk}")
+        # The check loads a second copy of the model: the fitted ones and the split go first, or at 200k products
+        # the two copies side by side are what takes a retrain over its memory budget.
+        del model, choice, results, split
+        gc.collect()
         artefacts.verify_artefact(path, sha, data.features)
         progress.finish()
         return _register(run, path, sha, gate, data.data_until, progress.seconds)

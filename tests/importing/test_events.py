@@ -52,3 +52,33 @@ def test_import_events_refuses_out_of_window_rows_one_line_each(tmp_path):
     assert list(Event.objects.values_list("event_id", flat=True)) == ["good"]
     assert "2 invalid rows skipped" in out
     assert "line 3: timestamp" in err and "line 4: timestamp" in err
+
+
+def test_import_events_names_the_line_and_field_of_text_postgresql_cannot_store(tmp_path):
+    # A lone surrogate (valid in a JSON string, not in UTF-8) or a NUL must cost only its own row, named with its
+    # field, never the COPY of the whole batch.
+    recent = (timezone.now() - timedelta(days=3)).isoformat()
+
+    def row(event_id: str, user_id: str, product_id: str) -> str:
+        # user_id and product_id go in as raw JSON string bodies, so "\\ud800" stays an escape json.loads reads.
+        return (
+            f'{{"event_id": "{event_id}", "user_id": "{user_id}", "product_id": "{product_id}", '
+            f'"event_type": "view", "timestamp": "{recent}"}}'
+        )
+
+    lines = [row("good", "7", "p1"), row("lone", "7\\ud800", "p1"), row("nul", "7", "p\\u0000")]
+    lines.append(row("pair", "\\ud83d\\ude00", "p2"))
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(CommandError) as caught:
+        call_command("import_events", str(path), "--no-progress", stdout=io.StringIO(), stderr=io.StringIO())
+    problems = [line for line in str(caught.value).splitlines() if line.startswith("line ")]
+    assert [line.split(":")[0] for line in problems] == ["line 2", "line 3"]
+    assert "user_id" in problems[0] and "surrogate" in problems[0]
+    assert "product_id" in problems[1] and "NUL" in problems[1]
+    assert not Event.objects.exists()
+
+    out = io.StringIO()
+    call_command("import_events", str(path), "--no-progress", "--skip-invalid", stdout=out, stderr=io.StringIO())
+    assert sorted(Event.objects.values_list("event_id", flat=True)) == ["good", "pair"]
+    assert Event.objects.get(event_id="pair").user_id == "\U0001f600"  # a proper pair is one character, kept
