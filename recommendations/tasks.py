@@ -209,7 +209,8 @@ def finish_precompute(run_id: int, attempt: int | None = None) -> dict[str, Any]
 
 @shared_task(name="recommendations.tasks.recover_runs", ignore_result=True, **REDELIVERED)
 def recover_runs() -> dict[str, list[int]]:
-    """Every minute (beat): send the task of each precompute and retrain whose worker was lost once more.
+    """Every minute (beat): send the task of each precompute and retrain whose worker was lost once more, and of
+    each run still pending after RUN_STALE_SECONDS (queued while the broker was down: its message never left).
 
     Lost: running, with a heartbeat older than RUN_STALE_SECONDS (or its process on this machine ended). The message
     claims the run when it arrives (training.liveness), so one that comes after another took the run over does
@@ -230,6 +231,10 @@ def recover_runs() -> dict[str, list[int]]:
                 run.worker or "(unknown)",
                 run.heartbeat_at,
             )
+            _send(task, args=[run.pk], task_id=uuid.uuid4().hex, expires=expires)
+            sent[name].append(run.pk)
+        for run in liveness.unsent_runs(model):
+            logger.warning("%s run #%s still pending since %s; sending it again", name, run.pk, run.created_at)
             _send(task, args=[run.pk], task_id=uuid.uuid4().hex, expires=expires)
             sent[name].append(run.pk)
     return sent

@@ -104,6 +104,13 @@ def lost_runs(model: type[models.Model]) -> list[Any]:
     return [run for run in model.objects.filter(status=RUNNING).order_by("pk") if is_lost(run, now)]
 
 
+def unsent_runs(model: type[models.Model]) -> list[Any]:
+    """Pending runs older than RUN_STALE_SECONDS: their message never reached a worker (the broker was down when
+    they were queued) or is stuck behind others. Sending one again is safe: the first message to arrive claims it."""
+    cutoff = timezone.now() - stale_after()
+    return list(model.objects.filter(status=PENDING, created_at__lt=cutoff).order_by("pk"))
+
+
 @dataclass(frozen=True)
 class Claim:
     """What `claim` did: `attempt` is this worker's fencing token, None when it must do nothing (`why` says why)."""

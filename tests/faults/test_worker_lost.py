@@ -316,3 +316,26 @@ def test_a_refresh_whose_worker_is_killed_is_done_by_the_next_worker(fast_runs, 
     assert mine.count() == 1
     assert [item[0] for item in row.items][:1] == [str(products[3].pk)]  # Yo-yo, co-viewed with the Kite
     assert liveness.lost_runs(PrecomputeRun) == []
+
+
+def test_a_precompute_queued_while_the_broker_was_down_is_sent_again_by_recover_runs(
+    fast_runs, workers, broker_on_own_redis
+):
+    """The message never left: the run stays pending until the beat's sweep sends it once it is RUN_STALE_SECONDS
+    old; a run queued just now is left to its own message."""
+    make_shop()
+    old = RecommendationSet.objects.get(status="active")
+    broker_on_own_redis.stop()
+    run = tasks.enqueue_precompute()  # autocommit: the send fails at once, logged, nothing raised
+    assert tasks.recover_runs() == {"precompute": [], "retrain": []}, "too young to be called unsent"
+    broker_on_own_redis.start()
+    workers()
+    time.sleep(1)
+    run.refresh_from_db()
+    assert run.status == "pending", "nothing was sent, nothing ran"
+    wait_for(lambda: run.created_at < timezone.now() - liveness.stale_after(), "never stale", timeout=10)
+    assert tasks.recover_runs() == {"precompute": [run.pk], "retrain": []}
+    done = wait_for(lambda: PrecomputeRun.objects.filter(pk=run.pk, status="succeeded").first(), "not finished")
+    assert done.attempts == 1 and not done.takeovers
+    assert RecommendationSet.objects.get(status="active").pk == done.recommendation_set_id != old.pk
+    assert tasks.recover_runs() == {"precompute": [], "retrain": []}
