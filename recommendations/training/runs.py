@@ -800,6 +800,18 @@ def record_activation(run_id: int, token: str, state: str, **details: Any) -> bo
     return True
 
 
+def _count_activation_attempt(run_id: int, token: str) -> int:
+    """This delivery's number for request `token`, counted on the run before the model is loaded."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run_id)
+        request = activation_request(run)
+        if request.get("token") != token:
+            return 0
+        request["attempts"] = int(request.get("attempts") or 0) + 1
+        TrainingRun.objects.filter(pk=run_id).update(gate={**(run.gate or {}), ACTIVATION: request})
+    return request["attempts"]
+
+
 @dataclass(frozen=True)
 class ActivationOutcome:
     """What carrying out an activation request did: state "activated" (serving now; `before` is the run that served
@@ -822,6 +834,14 @@ def activate_requested(run_id: int, token: str) -> ActivationOutcome:
     request = activation_request(run) if run else {}
     if request.get("token") != token or request.get("state") != "pending":
         return ActivationOutcome("stale", request=request, run=run)
+    attempts = _count_activation_attempt(run_id, token)
+    if attempts > int(rec_settings.RUN_MAX_ATTEMPTS):
+        # Loading this model killed its worker every time (out of memory?): the message is redelivered after each
+        # loss, so without a limit it would be handed from worker to worker for ever.
+        reason = f"Gave up after {attempts - 1} attempts: the worker loading the model was lost each time."
+        logger.error("activation of training run #%s: %s", run_id, reason)
+        record_activation(run_id, token, "refused", reason=reason)
+        return ActivationOutcome("refused", request=request, run=run, reason=reason)
     before = TrainingRun.objects.filter(is_serving=True).values_list("pk", flat=True).first()
     try:
         run = activate(run_id, by=str(request.get("by") or ""))

@@ -364,3 +364,29 @@ def test_schedule_links_show_only_to_staff_who_may_open_them(client):
     box = schedules_box(beat_viewer.get(reverse(TRAINING_LIST)).content.decode())
     [edit] = links(box)
     assert beat_viewer.get(edit).status_code == 200
+
+
+def test_an_activation_whose_worker_keeps_dying_gives_up_after_run_max_attempts(two_runs, settings):
+    """Each delivery counts itself on the run before it loads the model: a model whose loading kills the worker (the
+    message comes back after every loss) is refused after RUN_MAX_ATTEMPTS instead of circling for ever."""
+    first, second = two_runs
+    token = training.request_activation(first.pk, by="staff")
+    limit = int(training.rec_settings.RUN_MAX_ATTEMPTS)
+    for attempt in range(1, limit + 1):  # deliveries that died while loading: counted, then nothing
+        assert training._count_activation_attempt(first.pk, token) == attempt
+
+    outcome = training.activate_requested(first.pk, token)
+
+    assert outcome.state == "refused" and f"Gave up after {limit} attempts" in outcome.reason
+    first.refresh_from_db()
+    assert training.activation_request(first) | {"finished_at": None} == {
+        **training.activation_request(first),
+        "finished_at": None,
+        "state": "refused",
+        "attempts": limit + 1,
+    }
+    assert serving_pk() == second.pk, "the serving model is unchanged"
+    assert training.activate_requested(first.pk, token).state == "stale", "a later copy does nothing"
+
+    fresh = training.request_activation(first.pk, by="staff")  # a new request starts counting again
+    assert training.activate_requested(first.pk, fresh).state == "activated" and serving_pk() == first.pk
