@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import json
 import os
 import platform
+import secrets
 import signal
 import subprocess
 import sys
@@ -170,6 +172,37 @@ def dataset_marker(url: str, table: str, columns: str, counts: list[str]) -> tup
             cursor.execute(statement)
             now.append(cursor.fetchone()[0])
     return found, tuple(now)
+
+
+def production_env(database_url: str, cache_url: str, write_key: str, **more: str) -> dict[str, str]:
+    """The environment of a server under test: the production settings (a fresh secret key, no HTTPS redirect,
+    127.0.0.1 only) on the bench database and cache, with the ingest write key; `more` adds or overrides."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "shop.settings_production",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_LOG_LEVEL": "WARNING",
+        "DATABASE_URL": database_url,
+        "CACHE_URL": cache_url,
+        "RECOMMENDATIONS_WRITE_KEY": write_key,
+        **more,
+    }
+
+
+def args_marker(args: Any, keys: tuple[str, ...], **more: Any) -> str:
+    """The marker of a generated data set: the arguments that shaped it, and what else the script says (`more`)."""
+    return json.dumps({**{k: getattr(args, k) for k in keys}, **more}, sort_keys=True)
+
+
+def loaded_at(url: str, marker: str, table: str, columns: str, counts: list[str]) -> Any:
+    """The load time a marker row (marker, loaded_at, *counts) keeps, when it names this data and the tables still
+    hold exactly what was generated; else None."""
+    found, now = dataset_marker(url, table, columns, counts)
+    if found is not None and (found[0], *found[2:]) == (marker, *now):
+        return found[1]
+    return None
 
 
 def data_in_place(url: str, marker: str) -> bool:

@@ -36,6 +36,7 @@ from common import (
     count_events,
     create_and_migrate,
     print_row,
+    production_env,
     refuse_foreign_events,
     transaction,
 )
@@ -156,19 +157,13 @@ def drain_broker(url: str) -> int:
 
 def start_gunicorn(args: argparse.Namespace, write_key: str, log_dir: Path) -> Server:
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "shop.settings_production",
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DJANGO_LOG_LEVEL": "WARNING",
-        "DATABASE_URL": args.database_url,
-        "CACHE_URL": args.cache_url,
-        "RECOMMENDATIONS_WRITE_KEY": write_key,
-        "RECOMMENDATIONS_INGEST_KEY_RATE": "1000000/min",
-        "RECOMMENDATIONS_INGEST_RATE": "1000000/min",
-    }
+    env = production_env(
+        args.database_url,
+        args.cache_url,
+        write_key,
+        RECOMMENDATIONS_INGEST_KEY_RATE="1000000/min",
+        RECOMMENDATIONS_INGEST_RATE="1000000/min",
+    )
     env.pop("CELERY_BROKER_URL", None)
     if args.broker_url:
         env["CELERY_BROKER_URL"] = args.broker_url

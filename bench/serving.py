@@ -56,15 +56,16 @@ import psycopg2
 from common import (
     ROOT,
     add_database_arguments,
+    args_marker,
     category_cdf,
     copy_events,
     copy_profiles,
     create_database,
     database_name,
-    dataset_marker,
     event_line,
     hardware,
     is_bench_database,
+    loaded_at,
     print_table,
     setup_django,
     shopper_ids,
@@ -357,13 +358,14 @@ def create_bench_database(url: str) -> None:
 
 def marker_for(args: argparse.Namespace) -> str:
     keys = ("shoppers", "products", "categories", "events_per_shopper", "seed")
-    return json.dumps({**{k: getattr(args, k) for k in keys}, "mix": EVENT_MIX, "v": 1}, sort_keys=True)
+    return args_marker(args, keys, mix=EVENT_MIX, v=1)
 
 
 def data_in_place(url: str, marker: str) -> datetime | None:
     """The load time when the marker names this data and the tables still hold exactly what was generated."""
-    found, now = dataset_marker(
+    return loaded_at(
         url,
+        marker,
         "bench_serving_dataset",
         "marker text NOT NULL, loaded_at timestamptz, events bigint, lists bigint, products int",
         [
@@ -372,9 +374,6 @@ def data_in_place(url: str, marker: str) -> datetime | None:
             "SELECT count(*) FROM shop_product",
         ],
     )
-    if found is not None and (found[0], *found[2:]) == (marker, *now):
-        return found[1]
-    return None
 
 
 def load_data(url: str, args: argparse.Namespace, marker: str) -> datetime:

@@ -451,6 +451,7 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
         if not batch:
             return
         update_fields = sorted({k for row in batch for k in row if k != "product_id"})
+        note_product_changes(batch)
         objs = [ProductProfile(**row) for row in batch]
         ProductProfile.objects.bulk_create(
             objs,
@@ -471,6 +472,31 @@ def upsert_profiles(rows: Iterable[dict[str, Any]]) -> int:
     if written:
         profiles_changed(touched)
     return written
+
+
+def note_product_changes(rows: list[dict[str, Any]]) -> int:
+    """Record which of these profiles, about to be written, come back in stock or get cheaper (ProductChange rows),
+    for the back-in-stock and price-drop e-mails; one read of the stored profiles per batch. A new product is no
+    change. Returns how many rows were written."""
+    from recommendations.models import ProductChange, ProductProfile
+
+    watched = {row["product_id"]: row for row in rows if "in_stock" in row or "price" in row}
+    if not watched:
+        return 0
+    before = ProductProfile.objects.filter(product_id__in=list(watched)).values_list("product_id", "in_stock", "price")
+    changes = []
+    for product_id, was_in_stock, was_price in before:
+        row = watched[product_id]
+        price = row.get("price", was_price)
+        if not was_in_stock and row.get("in_stock", was_in_stock):
+            kind = ProductChange.Kind.BACK_IN_STOCK
+            changes.append(ProductChange(product_id=product_id, kind=kind, old=was_price, new=price))
+        if was_price is not None and price is not None and price < was_price:
+            kind = ProductChange.Kind.PRICE_DROP
+            changes.append(ProductChange(product_id=product_id, kind=kind, old=was_price, new=price))
+    if changes:
+        ProductChange.objects.bulk_create(changes)
+    return len(changes)
 
 
 def profiles_changed(product_ids: Iterable[str] | None = None) -> None:

@@ -222,6 +222,11 @@ DEFAULTS: dict[str, Any] = {
     # EMAIL_FROM: the From address (None: DEFAULT_FROM_EMAIL). EMAIL_MIN_HOURS_BETWEEN: at most one e-mail of any
     # flow per shopper in this many hours (Klaviyo's Smart Sending window); each flow has its own cap in days too.
     # EMAIL_UNSUBSCRIBE_MAILTO: an address for a second, mailto: List-Unsubscribe entry ("" leaves it out).
+    # Timing and language (docs/email.md): EMAIL_QUIET_HOURS (start, end) in the shopper's local hours, when nothing
+    # is sent (None: never quiet); EMAIL_TIME_ZONE: a dotted path to (user) -> str | None, the shopper's IANA zone
+    # (None or no answer: TIME_ZONE); EMAIL_LANGUAGE: (user) -> str | None, the language of their e-mails (None: the
+    # user's `language` attribute, else LANGUAGE_CODE). A flow sent at the shopper's best hour learns it from their
+    # events of the last EMAIL_BEST_HOUR_DAYS days, when there are at least EMAIL_BEST_HOUR_MIN_EVENTS of them.
     "SITE_URL": "",
     "EMAIL_CONSENT": "recommendations.push.consent.stored_email_consent",
     "EMAIL_ADDRESS": "recommendations.push.consent.user_email",
@@ -231,6 +236,11 @@ DEFAULTS: dict[str, Any] = {
     "EMAIL_CLICK_MAX_AGE_DAYS": 60,
     "EMAIL_UNSUBSCRIBE_MAX_AGE_DAYS": 365,
     "EMAIL_UNSUBSCRIBE_MAILTO": "",
+    "EMAIL_QUIET_HOURS": (21, 8),
+    "EMAIL_TIME_ZONE": None,
+    "EMAIL_LANGUAGE": None,
+    "EMAIL_BEST_HOUR_DAYS": 30,
+    "EMAIL_BEST_HOUR_MIN_EVENTS": 10,
 }
 
 PRODUCT_FIELD_KEYS = ("name", "category", "brand", "price", "in_stock", "text", "created_at", "active")
@@ -401,15 +411,7 @@ def _check_email(user: dict[str, Any]) -> list[Error]:
         )
     for key in ("EMAIL_CONSENT", "EMAIL_ADDRESS"):
         path = user.get(key, DEFAULTS[key])
-        if callable(path):
-            continue
-        from django.utils.module_loading import import_string
-
-        try:
-            found = import_string(path) if isinstance(path, str) else None
-        except ImportError:
-            found = None
-        if not callable(found):
+        if not _names_callable(path):
             errors.append(
                 Error(
                     f"RECOMMENDATIONS[{key!r}] {path!r} is not a dotted path to a callable taking the user.",
@@ -428,6 +430,50 @@ def _check_email(user: dict[str, Any]) -> list[Error]:
         value = user.get(key, DEFAULTS[key])
         if value is not None and not isinstance(value, str):
             errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be an e-mail address.", id="recommendations.E015"))
+    return errors + _check_email_timing(user)
+
+
+def _names_callable(path: Any) -> bool:
+    """A callable, or a dotted path that imports one (a host's hook taking the user)."""
+    if callable(path):
+        return True
+    from django.utils.module_loading import import_string
+
+    try:
+        return isinstance(path, str) and callable(import_string(path))
+    except ImportError:
+        return False
+
+
+def _check_email_timing(user: dict[str, Any]) -> list[Error]:
+    """Quiet hours, the zone and language callables, the best hour's numbers: a wrong one would hold or garble every
+    e-mail of every flow."""
+    errors: list[Error] = []
+    quiet = user.get("EMAIL_QUIET_HOURS", DEFAULTS["EMAIL_QUIET_HOURS"])
+    if quiet is not None and not (
+        isinstance(quiet, list | tuple)
+        and len(quiet) == 2
+        and all(isinstance(h, int) and not isinstance(h, bool) and 0 <= h <= 23 for h in quiet)
+    ):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['EMAIL_QUIET_HOURS'] must be None or (start, end), two hours from 0 to 23.",
+                id="recommendations.E015",
+            )
+        )
+    for key in ("EMAIL_TIME_ZONE", "EMAIL_LANGUAGE"):
+        path = user.get(key, DEFAULTS[key])
+        if path is not None and not _names_callable(path):
+            errors.append(
+                Error(
+                    f"RECOMMENDATIONS[{key!r}] {path!r} is not None or a dotted path to a callable taking the user.",
+                    id="recommendations.E015",
+                )
+            )
+    for key in ("EMAIL_BEST_HOUR_DAYS", "EMAIL_BEST_HOUR_MIN_EVENTS"):
+        value = user.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(Error(f"RECOMMENDATIONS[{key!r}] must be an integer >= 1.", id="recommendations.E015"))
     return errors
 
 

@@ -108,6 +108,36 @@ class ProductProfile(models.Model):
         return self.name or self.product_id
 
 
+class ProductChange(models.Model):
+    """A product came back in stock or got cheaper, noted where profiles are written (catalog.upsert_profiles).
+
+    The back-in-stock and price-drop e-mail flows read the recent ones (push.triggers); the hourly send prunes
+    rows older than a week, which no trigger reads.
+    """
+
+    class Kind(models.TextChoices):
+        BACK_IN_STOCK = "back_in_stock", _("Back in stock")
+        PRICE_DROP = "price_drop", _("Price drop")
+
+    product_id = models.CharField(max_length=64, verbose_name=_("product id"))
+    kind = models.CharField(max_length=20, choices=Kind.choices, verbose_name=_("kind"))
+    old = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text=_("The price before"), verbose_name=_("old")
+    )
+    new = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text=_("The price after"), verbose_name=_("new")
+    )
+    at = models.DateTimeField(default=timezone.now, verbose_name=_("at"))
+
+    class Meta:
+        verbose_name = _("product change")
+        verbose_name_plural = _("product changes")
+        indexes = [models.Index(fields=["kind", "at"], name="rec_product_change_kind_at")]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.kind} {self.at:%Y-%m-%d %H:%M}"
+
+
 class RecommendationSet(models.Model):
     """One precompute's output. Readers use the active set only, so a set is built whole, then switched on."""
 
@@ -544,6 +574,7 @@ class ExperimentVariant(models.Model):
         TRENDING = "trending", _("Trending only")
         POPULAR = "popular", _("Best sellers only")
         NEWEST = "newest", _("Newest arrivals only")
+        HOLDOUT = "holdout", _("Hold out: send nothing (e-mail flows only)")
 
     experiment = models.ForeignKey(
         Experiment, on_delete=models.CASCADE, related_name="variants", verbose_name=_("experiment")
@@ -680,6 +711,11 @@ class Flow(models.Model):
     class Trigger(models.TextChoices):
         WEEKLY_PICKS = "weekly_picks", _("Weekly picks (once a week)")
         BROWSE_ABANDONMENT = "browse_abandonment", _("Browse abandonment (viewed products, added none to the cart)")
+        CART_ABANDONMENT = "cart_abandonment", _("Cart abandonment (added to the cart, did not buy)")
+        BACK_IN_STOCK = "back_in_stock", _("Back in stock (a product they viewed or favourited)")
+        PRICE_DROP = "price_drop", _("Price drop (a product they viewed or favourited got cheaper)")
+        AFTER_PURCHASE = "after_purchase", _("After a purchase (N days later: what goes with it)")
+        WIN_BACK = "win_back", _("Win-back (no visit for N days)")
 
     name = models.CharField(max_length=120, verbose_name=_("name"))
     # email:<slug> is the placement of the flow's clicks and impressions, and Event.placement holds 40 characters.
@@ -725,6 +761,24 @@ class Flow(models.Model):
         help_text=_("At most one e-mail of this flow per shopper in this many days (0: only the global cap)"),
         verbose_name=_("cap (days)"),
     )
+    days = models.PositiveSmallIntegerField(
+        default=7,
+        help_text=_("After a purchase: this many days after it; win-back: this many days without a visit"),
+        verbose_name=_("days"),
+    )
+    price_drop_percent = models.PositiveSmallIntegerField(
+        default=10,
+        help_text=_("Price drop: the price fell by at least this many percent"),
+        verbose_name=_("price drop (%)"),
+    )
+    # None: the trigger's default (on for weekly picks, whose week leaves a day to wait in; off for event triggers).
+    best_hour = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text=_("Wait for the hour the shopper is usually active (within a day); blank: on for weekly picks only"),
+        verbose_name=_("send at the shopper's best hour"),
+    )
     created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
@@ -755,10 +809,13 @@ class Message(models.Model):
         SKIPPED_CAP = "skipped_cap", _("Skipped: frequency cap")
         SKIPPED_WEAK = "skipped_weak", _("Skipped: too few good products")
         SKIPPED_NO_CONSENT = "skipped_no_consent", _("Skipped: no consent")
+        SKIPPED_HOLDOUT = "skipped_holdout", _("Skipped: experiment hold-out")
         FAILED = "failed", _("Failed")
 
     key = models.CharField(max_length=200, unique=True, verbose_name=_("idempotency key"))
-    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="messages", verbose_name=_("flow"))
+    # PROTECT: the row is the record that an e-mail went out, and its unsubscribe link finds the shopper through it;
+    # a flow that sent anything is switched off, not deleted.
+    flow = models.ForeignKey(Flow, on_delete=models.PROTECT, related_name="messages", verbose_name=_("flow"))
     user_id = models.CharField(max_length=64, verbose_name=_("user id"))
     period = models.CharField(max_length=32, verbose_name=_("period"))
     status = models.CharField(max_length=20, choices=Status.choices, db_index=True, verbose_name=_("status"))
@@ -766,6 +823,8 @@ class Message(models.Model):
         max_length=64, blank=True, default="", db_index=True, verbose_name=_("recommendation id")
     )
     products = models.JSONField(default=list, blank=True, verbose_name=_("products"))
+    # The arm of the flow's experiment (email:<slug>) this shopper was in, "<experiment id>:<variant>", as on events.
+    variant = models.CharField(max_length=80, blank=True, default="", verbose_name=_("variant"))
     subject = models.CharField(max_length=255, blank=True, default="", verbose_name=_("subject"))
     created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created at"))
     sent_at = models.DateTimeField(null=True, blank=True, verbose_name=_("sent at"))
@@ -806,3 +865,28 @@ class EmailConsent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}: {'yes' if self.opted_in else 'no'}"
+
+
+class Unsubscribe(models.Model):
+    """One shopper leaving e-mail through a flow's link, counted for the flow's analytics; no user id is kept.
+
+    Written only when the answer changes (a second one-click POST writes nothing): a leave through the one-click
+    POST (every flow), the preference page's "unsubscribe from all", or its unticking of one flow.
+    """
+
+    class Kind(models.TextChoices):
+        ONE_CLICK = "one_click", _("One-click (mail client)")
+        ALL = "all", _("Preference page: every flow")
+        FLOW = "flow", _("Preference page: this flow")
+
+    flow = models.ForeignKey(Flow, on_delete=models.CASCADE, related_name="unsubscribes", verbose_name=_("flow"))
+    kind = models.CharField(max_length=10, choices=Kind.choices, verbose_name=_("kind"))
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
+
+    class Meta:
+        verbose_name = _("unsubscribe")
+        verbose_name_plural = _("unsubscribes")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.flow_id} {self.kind} {self.created_at:%Y-%m-%d}"

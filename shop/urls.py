@@ -19,6 +19,7 @@ urlpatterns = [
     path("favorites/", views.favorites, name="favorites"),
     path("favorites/toggle/<int:product_id>/", views.favorite_toggle, name="favorite_toggle"),
     path("account/", views.account, name="account"),
+    path("account/email/", views.account_email, name="account_email"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     # Django 5's LogoutView accepts POST only, so logging out cannot be triggered by a link or an <img>.

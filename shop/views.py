@@ -13,13 +13,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
+from recommendations.push.consent import preferences, set_email_consent
 from recommendations.tracking import record_event
 from shop.cart import Cart
 from shop.forms import AddToCartForm, CheckoutForm, SignupForm
@@ -256,7 +257,31 @@ def favorites(request: HttpRequest) -> HttpResponse:
 def account(request: HttpRequest) -> HttpResponse:
     orders = request.user.orders.prefetch_related("lines__product").order_by("-created_at")
     favs = Favorite.objects.filter(user=request.user).select_related("product__category", "product__brand")
-    return render(request, "shop/account.html", {"orders": orders, "favorites": favs.order_by("-created_at")[:8]})
+    wants_email, _left = preferences(str(request.user.pk))
+    context = {"orders": orders, "favorites": favs.order_by("-created_at")[:8], "email_recommendations": wants_email}
+    return render(request, "shop/account.html", context)
+
+
+EMAIL_CHOICE_FIELD = "email_recommendations"
+
+
+@login_required
+@require_POST
+def account_email(request: HttpRequest) -> HttpResponse:
+    """The account page's "Recommendations by e-mail" switch: the shopper's marketing opt-in, the only thing that lets
+    the app's flows e-mail them (recommendations.push.consent keeps it; an unsubscribe link turns it off again)."""
+    choice = request.POST.get(EMAIL_CHOICE_FIELD, "")
+    if choice not in ("0", "1"):
+        return HttpResponseBadRequest(
+            _("The field “%(field)s” must be 1 (yes) or 0 (no).") % {"field": EMAIL_CHOICE_FIELD},
+            content_type="text/plain; charset=utf-8",
+        )
+    set_email_consent(request.user.pk, choice == "1")
+    if choice == "1":
+        messages.success(request, _("We will e-mail you recommendations. Every e-mail has a link to stop them."))
+    else:
+        messages.success(request, _("We will not e-mail you recommendations any more."))
+    return redirect("account")
 
 
 @require_http_methods(["GET", "POST"])

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
 from recommendations import breaker, holds, tasks
-from tests.factories import child_database_url, make_user
+from tests.factories import child_database_url, closed_port, make_user
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +146,64 @@ def own_redis(tmp_path: Any) -> Any:
         yield server
     finally:
         server.stop()
+
+
+# -- a real SMTP server (tests/push and the browser test of e-mails) -------------------------------------------------
+
+
+@dataclass
+class Received:
+    """What the SMTP server was handed: the envelope's recipients and the parsed message."""
+
+    to: list[str]
+    message: EmailMessage
+
+    @property
+    def html(self) -> str:
+        return self.message.get_body(("html",)).get_content()
+
+    @property
+    def text(self) -> str:
+        return self.message.get_body(("plain",)).get_content()
+
+
+@dataclass
+class SMTPHandler:
+    """aiosmtpd's handler: keeps every message; refuses recipients listed in `refuse` (a 550, as a bounce)."""
+
+    received: list[Received] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        with self.lock:
+            self.received.append(Received(list(envelope.rcpt_tos), parsed))
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if address in r.to]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.received.clear()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[SMTPHandler, int]]:
+    """A real SMTP server on 127.0.0.1 and a free port, stopped after the test."""
+    handler = SMTPHandler()
+    port = closed_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

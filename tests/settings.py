@@ -8,3 +8,6 @@ INSTALLED_APPS = [*INSTALLED_APPS, "tests.shapes"]  # noqa: F405
 # about what tracking does. tests/tracking/test_consent.py and the consent browser test run the app's own default
 # (CONSENT_REQUIRED = True: nobody is tracked before agreeing), which the demo shop keeps.
 RECOMMENDATIONS = {**RECOMMENDATIONS, "CONSENT_REQUIRED": False}  # noqa: F405
+# No quiet hours for e-mail (a flow sent at night would wait for the morning, so the suite would pass by day only);
+# tests/push/test_timing.py sets them.
+RECOMMENDATIONS["EMAIL_QUIET_HOURS"] = None

@@ -49,7 +49,7 @@ def _admin_dsn() -> dict:
 @pytest.fixture
 def host_database() -> Iterator[str]:
     """A database of the host's own, created and dropped here."""
-    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    if not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
         pytest.skip("the host project runs on PostgreSQL")
     dsn = _admin_dsn()
     name = f"rec_host_plain_{uuid.uuid4().hex[:8]}"

@@ -24,7 +24,6 @@ from django.urls import URLPattern, path, reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from recommendations import tunables
 from recommendations.admin import charts
 from recommendations.experiments import operations
 from recommendations.experiments import report as stats
@@ -129,6 +128,11 @@ class VariantFormSet(BaseInlineFormSet):
                 _("The variants' names must differ (ignoring case); repeated: %(names)s.")
                 % {"names": ", ".join(repeated)}
             )
+        placement = getattr(self.instance, "placement", "") or ""
+        if not placement.startswith(operations.EMAIL_PREFIX) and any(
+            f.cleaned_data.get("strategy") == ExperimentVariant.Strategy.HOLDOUT for f in kept
+        ):
+            raise ValidationError(_("Only an e-mail flow's experiment (email:<slug>) can hold shoppers out."))
 
 
 class VariantInline(admin.TabularInline):
@@ -170,7 +174,7 @@ class ExperimentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "placement" not in self.fields:  # read-only once started
             return
-        names = tunables.placement_names()
+        names = operations.experiment_placements()
         current = self.instance.placement if self.instance.pk else ""
         choices = [(n, n) for n in names]
         if current and current not in names:  # a placement since removed from the settings: show it, refuse it
@@ -179,7 +183,7 @@ class ExperimentForm(forms.ModelForm):
 
     def clean_placement(self) -> str:
         placement = self.cleaned_data["placement"]
-        if placement not in tunables.placement_names():
+        if placement not in operations.experiment_placements():
             raise ValidationError(_("There is no placement called “%(name)s”.") % {"name": placement})
         return placement
 

@@ -21,16 +21,32 @@ from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from recommendations import serving, tasks
 from recommendations.admin.base import ReadOnlyAdmin, beat_schedules
+from recommendations.admin.flow_analytics import FlowAnalyticsMixin
 from recommendations.models import EmailConsent, Flow, Message
+from recommendations.push.analytics import recent_annotations
 from recommendations.push.sending import preview
+from recommendations.push.triggers import TRIGGERS
 
-# The placements a flow may fill from: for_you for anyone; the product's placements need the viewed products.
+# The placements a flow may fill from: for_you for anyone; the product's placements need the products that set the
+# flow off (viewed, in the cart, back in stock, cheaper, bought): triggers whose `has_anchors` says they have some.
 NEEDS_VIEWED = ("similar", "bought_together")
+
+
+OPTIONAL_NUMBERS = ("days", "price_drop_percent")
 
 
 class FlowForm(forms.ModelForm):
     placement = forms.ChoiceField(
         help_text=gettext_lazy("Whose pipeline picks the products (its rules and experiments apply)")
+    )
+    best_hour = forms.NullBooleanField(
+        required=False,
+        label=gettext_lazy("Send at the shopper's best hour"),
+        help_text=gettext_lazy(
+            "Wait, within a day, for the hour the shopper is usually active; the trigger's default is on for weekly "
+            "picks only (an event trigger's window must then be a day longer than its delay)"
+        ),
+        widget=forms.NullBooleanSelect(),
     )
 
     class Meta:
@@ -47,11 +63,21 @@ class FlowForm(forms.ModelForm):
             "min_good_items",
             "subject",
             "cap_days",
+            "days",
+            "price_drop_percent",
+            "best_hour",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["placement"].choices = [(name, name) for name in serving.placement_names()]
+        for name in OPTIONAL_NUMBERS:  # read by some triggers only: left out, the model's default
+            self.fields[name].required = False
+        self.fields["best_hour"].widget.choices = [
+            ("unknown", gettext("The trigger's default")),
+            ("true", gettext("Yes")),
+            ("false", gettext("No")),
+        ]
 
     def clean_subject(self) -> str:
         subject = self.cleaned_data["subject"].strip()
@@ -63,10 +89,17 @@ class FlowForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if data.get("placement") in NEEDS_VIEWED and data.get("trigger") != Flow.Trigger.BROWSE_ABANDONMENT:
+        for name in OPTIONAL_NUMBERS:
+            if data.get(name) is None:
+                data[name] = Flow._meta.get_field(name).default
+        trigger = TRIGGERS.get(data.get("trigger") or "")
+        if data.get("placement") in NEEDS_VIEWED and trigger is not None and not trigger.has_anchors:
             self.add_error(
                 "placement",
-                gettext("%(placement)s needs the products a shopper viewed: only browse abandonment has them.")
+                gettext(
+                    "%(placement)s needs the products that set the flow off (viewed, in the cart, back in stock, "
+                    "cheaper, bought): this trigger has none."
+                )
                 % {"placement": data["placement"]},
             )
         size, least = data.get("size"), data.get("min_good_items")
@@ -74,7 +107,7 @@ class FlowForm(forms.ModelForm):
             self.add_error("size", gettext("An e-mail shows 1 to 20 products."))
         elif size is not None and least is not None and least > size:
             self.add_error("min_good_items", gettext("Cannot be more than the products per e-mail."))
-        if data.get("trigger") == Flow.Trigger.BROWSE_ABANDONMENT:
+        if data.get("trigger") in (Flow.Trigger.BROWSE_ABANDONMENT, Flow.Trigger.CART_ABANDONMENT):
             window, delay = data.get("window_hours"), data.get("delay_hours")
             if window is not None and delay is not None and delay >= window:
                 self.add_error("delay_hours", gettext("The delay must be shorter than the window."))
@@ -86,9 +119,19 @@ class PreviewForm(forms.Form):
 
 
 @admin.register(Flow)
-class FlowAdmin(admin.ModelAdmin):
+class FlowAdmin(FlowAnalyticsMixin, admin.ModelAdmin):
     form = FlowForm
-    list_display = ["name", "slug", "trigger", "placement", "enabled", "cap_days", "sent_7_days"]
+    list_display = [
+        "name",
+        "slug",
+        "trigger",
+        "placement",
+        "enabled",
+        "cap_days",
+        "sent_7_days",
+        "clicks_7_days",
+        "orders_7_days",
+    ]
     list_editable = ["enabled"]
     list_filter = ["enabled", "trigger"]
     search_fields = ["name", "slug"]
@@ -103,6 +146,7 @@ class FlowAdmin(admin.ModelAdmin):
             super()
             .get_queryset(request)
             .annotate(sent_week=Count("messages", filter=Q(messages__status="sent", messages__created_at__gte=week)))
+            .annotate(**recent_annotations(days=7))
         )
 
     @admin.display(description=gettext_lazy("sent (7 days)"), ordering="sent_week")
@@ -138,7 +182,11 @@ class FlowAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view(self.preview_view)
-        return [path("<int:pk>/preview/", view, name="recommendations_flow_preview"), *super().get_urls()]
+        return [
+            path("<int:pk>/preview/", view, name="recommendations_flow_preview"),
+            *self.analytics_urls(),
+            *super().get_urls(),
+        ]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         schedules = beat_schedules(
@@ -182,6 +230,7 @@ class MessageAdmin(ReadOnlyAdmin):
         "status",
         "subject",
         "recommendation_id",
+        "variant",
         "products",
         "created_at",
         "sent_at",

@@ -6,8 +6,10 @@ request is the shop's to verify before it reaches us). Both take `{"user_ids": [
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -30,6 +32,9 @@ from recommendations.api.serializers import (
 )
 from recommendations.api.throttling import IngestKeyThrottle
 from recommendations.api.validation import as_error_list
+from recommendations.api.views import UNAVAILABLE_RETRY_SECONDS
+
+logger = logging.getLogger(__name__)
 
 
 class WriteKeyOnly(BasePermission):
@@ -47,6 +52,16 @@ class _InvalidIds(APIException):
         self.field = field
 
 
+class PrivacyUnavailable(APIException):
+    """The database cannot be reached: a 503 with Retry-After, so the shop's back end sends the request again (an
+    erasure is idempotent, an export reads only), rather than a 500 that reads as a bug."""
+
+    status_code = 503
+    default_detail = gettext_lazy("Privacy requests cannot be handled right now; please send the request again later.")
+    default_code = "unavailable"
+    wait = UNAVAILABLE_RETRY_SECONDS
+
+
 _ERRORS = {
     400: OpenApiResponse(
         ApiErrorSerializer,
@@ -56,6 +71,10 @@ _ERRORS = {
     403: OpenApiResponse(ApiErrorSerializer, description="No write key, or a wrong one."),
     415: OpenApiResponse(ApiErrorSerializer, description="The body is not application/json."),
     429: OpenApiResponse(ApiErrorSerializer, description="Throttled; the Retry-After header says when to try again."),
+    503: OpenApiResponse(
+        ApiErrorSerializer,
+        description="The database cannot be reached; the Retry-After header says when to send the request again.",
+    ),
 }
 
 
@@ -86,6 +105,9 @@ class _PrivacyView(APIView):
             exc = _InvalidIds(exc.field, exc.message)
         if isinstance(exc, NotAuthenticated):
             exc = PermissionDenied(WriteKeyOnly.message)
+        if isinstance(exc, OperationalError | InterfaceError):
+            logger.warning("privacy request: the database cannot be reached: %s", exc)
+            exc = PrivacyUnavailable()
         return as_error_list(super().handle_exception(exc), exc)
 
 

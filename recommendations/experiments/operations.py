@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 
 from recommendations import tunables
 from recommendations.experiments import assignment
-from recommendations.models import Experiment, ExperimentVariant, Placement
+from recommendations.models import Experiment, ExperimentVariant, Flow, Placement
 
 # What promoting an arm of each strategy sets as the placement's strategy (model versions serve through "model").
 PLACEMENT_STRATEGY = {
@@ -33,6 +33,13 @@ PLACEMENT_STRATEGY = {
 
 
 SEEDED_FIELDS = ("title", "size", "allow_bought", "max_per_category", "max_per_brand", "fallback")
+EMAIL_PREFIX = "email:"  # an e-mail flow's placement, email:<slug>: its experiment splits the flow's shoppers
+
+
+def experiment_placements() -> list[str]:
+    """Where an experiment can run: every page placement, and every e-mail flow's email:<slug>."""
+    flows = Flow.objects.order_by("slug").values_list("slug", flat=True)
+    return [*tunables.placement_names(), *(EMAIL_PREFIX + slug for slug in flows)]
 
 
 class ExperimentError(Exception):
@@ -78,7 +85,7 @@ def start_problems(experiment: Experiment) -> list[str]:
     """Why this experiment cannot start now (empty when it can): the checks the admin form makes, made again at Start
     (a training run's artefact may have been pruned since), plus one running experiment per placement."""
     problems = []
-    if experiment.placement not in tunables.placement_names():
+    if experiment.placement not in experiment_placements():
         problems.append(_("There is no placement called “%(name)s”.") % {"name": experiment.placement})
     variants = list(experiment.variants.select_related("training_run").order_by("pk"))
     if len(variants) < 2:
@@ -88,6 +95,10 @@ def start_problems(experiment: Experiment) -> list[str]:
         problems.append(_("The variants' names must differ."))
     for v in variants:
         problems += variant_problems(v.name, v.share, v.strategy, v.training_run)
+        if v.strategy == ExperimentVariant.Strategy.HOLDOUT and not experiment.placement.startswith(EMAIL_PREFIX):
+            problems.append(
+                _("Variant “%(name)s”: only an e-mail flow's experiment can hold shoppers out.") % {"name": v.name}
+            )
     if (
         Experiment.objects.filter(placement=experiment.placement, status=Experiment.Status.RUNNING)
         .exclude(pk=experiment.pk)
@@ -165,8 +176,6 @@ def promote(experiment_id: int, variant_id: int, by: str, start_activation: Call
     inside this transaction, so work it defers to the commit starts only if the promotion is saved. Without it the
     model is loaded and activated here, in this process.
     """
-    from recommendations.conf import rec_settings
-
     with transaction.atomic():
         experiment = Experiment.objects.select_for_update().get(pk=experiment_id)
         variant = experiment.variants.select_related("training_run").filter(pk=variant_id).first()
@@ -197,26 +206,47 @@ def promote(experiment_id: int, variant_id: int, by: str, start_activation: Call
                 done.append(f"activated training run #{run.pk}")
             else:
                 done.append(f"training run #{run.pk} already serves")
-        strategy = PLACEMENT_STRATEGY[variant.strategy]
-        config = rec_settings.PLACEMENTS.get(experiment.placement, {})
-        row, created = Placement.objects.get_or_create(
-            name=experiment.placement,
-            defaults={
-                **{key: config[key] for key in SEEDED_FIELDS if key in config},
-                "fallback": list(config.get("fallback", [])),
-                "strategy": strategy,
-                "updated_by": by,
-            },
-        )
-        if created or row.strategy != strategy:
-            if not created:
-                row.strategy, row.updated_by = strategy, by
-                row.save(update_fields=["strategy", "updated_by", "updated_at"])
-            done.append(f"{experiment.placement} now serves “{row.get_strategy_display()}”")
+        if experiment.placement.startswith(EMAIL_PREFIX):
+            done.append(_promote_in_flow(experiment, variant))
         else:
-            done.append(f"{experiment.placement} already served “{row.get_strategy_display()}”")
+            done.append(_promote_in_placement(experiment, variant, by))
         experiment.status = Experiment.Status.STOPPED
         experiment.stopped_at = experiment.stopped_at or timezone.now()
         experiment.winner = variant
         experiment.save(update_fields=["status", "stopped_at", "winner"])
     return f"Promoted “{variant.name}”: " + "; ".join(done) + "."
+
+
+def _promote_in_placement(experiment: Experiment, variant: ExperimentVariant, by: str) -> str:
+    """The arm's strategy becomes the page placement's own (a Placement row, made from the settings if missing)."""
+    from recommendations.conf import rec_settings
+
+    strategy = PLACEMENT_STRATEGY[variant.strategy]
+    config = rec_settings.PLACEMENTS.get(experiment.placement, {})
+    row, created = Placement.objects.get_or_create(
+        name=experiment.placement,
+        defaults={
+            **{key: config[key] for key in SEEDED_FIELDS if key in config},
+            "fallback": list(config.get("fallback", [])),
+            "strategy": strategy,
+            "updated_by": by,
+        },
+    )
+    if created or row.strategy != strategy:
+        if not created:
+            row.strategy, row.updated_by = strategy, by
+            row.save(update_fields=["strategy", "updated_by", "updated_at"])
+        return f"{experiment.placement} now serves “{row.get_strategy_display()}”"
+    return f"{experiment.placement} already served “{row.get_strategy_display()}”"
+
+
+def _promote_in_flow(experiment: Experiment, variant: ExperimentVariant) -> str:
+    """A flow's experiment: a winning hold-out switches the flow off (sending nothing did as well or better); another
+    arm leaves the flow as it is, filling from its placement, whose own strategy staff set on that placement."""
+    flow = Flow.objects.filter(slug=experiment.placement.removeprefix(EMAIL_PREFIX)).first()
+    if flow is None:
+        return f"the flow of {experiment.placement} no longer exists"
+    if variant.strategy == ExperimentVariant.Strategy.HOLDOUT:
+        Flow.objects.filter(pk=flow.pk).update(enabled=False)
+        return f"flow {flow.slug} is switched off"
+    return f"flow {flow.slug} keeps filling from {flow.placement}; set the placement's strategy there to keep the arm's"

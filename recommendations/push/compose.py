@@ -23,9 +23,10 @@ from django.utils.translation import gettext
 
 from recommendations import catalog, serving
 from recommendations.conf import rec_settings
-from recommendations.models import Flow, ProductProfile
+from recommendations.experiments import assignment
+from recommendations.models import ExperimentVariant, Flow, ProductProfile
 from recommendations.push import tokens
-from recommendations.push.triggers import Due, trigger_of
+from recommendations.push.triggers import Due, anchor_args, trigger_of
 from recommendations.tracking.consent import opted_out_users
 
 # Where an item came from that says something about this shopper (serving's sources): the rest (trending, best
@@ -41,6 +42,9 @@ class Composed:
     block: serving.Block
     good: int
     viewed: list[Any] = field(default_factory=list)  # the anchors, as EmailItem
+    held_out: bool = (
+        False  # in the hold-out arm of the flow's experiment: composed (to compare like with like), not sent
+    )
 
 
 @dataclass
@@ -72,9 +76,11 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
     """Each due shopper's block from the flow's placement, in one render pass for the batch.
 
     A shopper who refused personalisation on their account gets the shared lists only (no good items: skipped as
-    weak). For the similar placement the block is similar to their newest viewed product, leaving out what they viewed.
+    weak). The products that set the flow off lead a product placement (triggers.anchor_args: similar to the newest,
+    bought_together with them all) and are left out of the list. Call it under the shoppers' language.
     """
     refused = opted_out_users(d.user_id for d in dues)
+    holdouts = holdout_stamps(flow)
     composed = []
     with serving.render_pass() as memo:
         for due in dues:
@@ -82,13 +88,15 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
             block = serving.recommend(
                 flow.placement,
                 shopper="" if due.user_id in refused else f"u:{due.user_id}",
-                product_id=due.anchors[0] if due.anchors and flow.placement != "for_you" else "",
+                **anchor_args(flow.placement, due.anchors),
                 exclude=due.anchors,
                 limit=flow.size,
                 preview=True,  # built afresh from the stored lists, never from or into the block cache
+                experiment=flow.event_placement,  # an experiment on email:<slug> splits the flow's shoppers
             )
             serving.attach_products(block)
-            composed.append(Composed(due=due, block=block, good=good_items(block)))
+            held_out = bool(block.variant) and block.variant in holdouts
+            composed.append(Composed(due=due, block=block, good=good_items(block), held_out=held_out))
     anchors = {pid for c in composed for pid in c.due.anchors}
     if anchors:
         products = catalog.get_products(anchors)
@@ -107,8 +115,18 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
     return composed
 
 
+def holdout_stamps(flow: Flow) -> set[str]:
+    """The variant stamps of the hold-out arms of the experiment running on the flow's placement (email:<slug>)."""
+    return {
+        assignment.stamp_of(v["experiment_id"], v["name"])
+        for v in assignment.running_for(flow.event_placement) or []
+        if v["strategy"] == ExperimentVariant.Strategy.HOLDOUT
+    }
+
+
 def _tracked(flow: Flow, c: Composed, item: EmailItem) -> EmailItem:
-    click = tokens.Click(c.due.user_id, flow.slug, c.block.recommendation_id, item.product_id)
+    # The link names the e-mail (its recommendation id) and the product, never the shopper: see tokens.
+    click = tokens.Click(c.block.recommendation_id, item.product_id)
     item.url = tokens.click_url(click)
     return item
 
@@ -126,10 +144,10 @@ def template_names(flow: Flow, extension: str) -> list[str]:
 
 
 def render(flow: Flow, c: Composed, user: Any) -> Rendered:
-    """Subject, plain text and HTML of one shopper's e-mail, in the site's language (LANGUAGE_CODE), with the
+    """Subject, plain text and HTML of one shopper's e-mail, in their language (else LANGUAGE_CODE), with the
     unsubscribe link and headers (RFC 8058 one-click: List-Unsubscribe and List-Unsubscribe-Post)."""
-    unsubscribe = tokens.unsubscribe_url(c.due.user_id, flow.slug)
-    with translation.override(settings.LANGUAGE_CODE):
+    unsubscribe = tokens.unsubscribe_url(c.block.recommendation_id)
+    with translation.override(c.due.language or settings.LANGUAGE_CODE):
         products = [
             _tracked(
                 flow,

@@ -3,15 +3,18 @@ backend, each at most once.
 
 Per batch of due shoppers (EMAIL_BATCH_SIZE): shoppers whose key (flow, shopper, period) is already taken are
 passed over; those without marketing consent or an address are counted and left alone (no row: most shoppers never
-opted in, and a row each per period would be most of the table); the frequency caps write a `skipped_cap` row (one
-e-mail of any flow per EMAIL_MIN_HOURS_BETWEEN hours, one of this flow per its `cap_days`); the rest are composed
-through the serving pipeline, a weak list (fewer than `min_good_items` of the shopper's own) is a `skipped_weak` row.
+opted in, and a row each per period would be most of the table); so are those whose hour has not come (push.timing:
+quiet hours in their zone, the flow's wait for their best hour), counted as waiting, whom a later run finds due
+again; the frequency caps write a `skipped_cap` row (one e-mail of any flow per EMAIL_MIN_HOURS_BETWEEN hours, one of
+this flow per its `cap_days` calendar days); the rest are composed through the serving pipeline in their language, a
+weak list (fewer than `min_good_items` of the shopper's own) is a `skipped_weak` row.
 
-Each e-mail that goes out is first claimed: its Message row is inserted with status "sending" in a transaction of
-its own, after consent and the global cap are read once more (an unsubscribe a moment ago holds). The unique key
-makes a second worker, a retried task or a rerun find it taken and send nothing. Then the e-mail is sent, and the row
-becomes "sent" (and an impression is stored on placement email:<slug>, so clicks have their block) or "failed" with
-the error: a failure is recorded, never lost, and never retried within its period.
+Once a batch is composed, consent and the caps are read once more for all of it (an unsubscribe during the compose
+holds). Then each e-mail that goes out is first claimed: its Message row is inserted with status "sending" and
+committed on its own. The unique key makes a second worker, a retried task or a rerun find it taken and send nothing.
+Then the e-mail is sent, and the row becomes "sent" or "failed" with the error: a failure is recorded, never lost,
+and never retried within its period. The batch's sent e-mails are stored as impressions on placement email:<slug>
+in one insert at its end (clicks find their e-mail through its Message row either way).
 
 At most once, not exactly once: a process that dies between the claim and the send leaves a "sending" row, and
 whether the SMTP server took the e-mail is unknown. A later run marks such rows, older than INTERRUPTED_AFTER,
@@ -27,24 +30,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.mail import get_connection
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from recommendations.conf import rec_settings
-from recommendations.models import Flow, Message
-from recommendations.push import compose, consent
-from recommendations.push.triggers import Due, Trigger, message_key, trigger_of
+from recommendations.models import Flow, Message, ProductChange
+from recommendations.push import compose, consent, timing
+from recommendations.push.triggers import Candidate, Due, Trigger, message_key, trigger_of, uses_best_hour
 from recommendations.tracking.events import build_event, insert_events
 
 logger = logging.getLogger(__name__)
 
 INTERRUPTED_AFTER = timedelta(minutes=30)  # far longer than one SMTP send, so a live sender's row is never taken
 COUNTED = (Message.Status.SENT, Message.Status.SENDING)  # what the caps count: e-mails that went (or may have) out
+CHANGES_KEPT = timedelta(days=7)  # ProductChange rows older than this set no trigger off (triggers.CHANGE_WINDOW)
 Progress = Callable[[str, int, int], None]  # (flow slug, done, total), as management.stage_bars.StageBars takes it
 
 
@@ -63,6 +68,8 @@ class FlowReport:
     skipped_cap: int = 0
     skipped_weak: int = 0
     skipped_no_consent: int = 0
+    waiting: int = 0  # quiet hours or their best hour not come yet: no row, a later run sends it
+    skipped_holdout: int = 0
     failed: int = 0
     sent: int = 0
 
@@ -79,6 +86,8 @@ def send_due_messages(
         raise NotConfigured(_("RECOMMENDATIONS['SITE_URL'] is not set, so e-mail links would lead nowhere."))
     now = now or timezone.now()
     interrupted = 0 if dry_run else resolve_interrupted(now)
+    if not dry_run:
+        ProductChange.objects.filter(at__lt=now - CHANGES_KEPT).delete()
     flows = Flow.objects.filter(enabled=True).order_by("pk")
     if flow is not None:
         flows = flows.filter(slug=flow)
@@ -158,12 +167,13 @@ class _Sender:
 
 
 def _send_batch(
-    flow: Flow, trigger: Trigger, batch: list[tuple[str, str]], now: datetime, sender: _Sender, report: FlowReport
+    flow: Flow, trigger: Trigger, batch: list[Candidate], now: datetime, sender: _Sender, report: FlowReport
 ) -> None:
-    keys = {message_key(flow, user_id, period): (user_id, period) for user_id, period in batch}
+    keys = {message_key(flow, c.user_id, c.period): c for c in batch}
     taken = set(Message.objects.filter(key__in=list(keys)).values_list("key", flat=True))
     report.already += len(taken)
-    fresh = [pair for key, pair in keys.items() if key not in taken]
+    fresh = [(c.user_id, c.period) for key, c in keys.items() if key not in taken]
+    since = {c.user_id: c.since for key, c in keys.items() if key not in taken}
     users = consent.load_users(user_id for user_id, _ in fresh)
     allowed = consent.consenting([user_id for user_id, _ in fresh], flow.slug, users)
     # A consent row of an account since deleted or deactivated counts as no consent.
@@ -172,20 +182,30 @@ def _send_batch(
     addresses = consent.addresses(reachable)
     report.no_address += len(reachable) - len(addresses)
     ready = [(user_id, period) for user_id, period in fresh if user_id in addresses]
+    # Quiet hours, or their best hour still to come: no row, so a later run finds them due again.
+    held = timing.waiting(((u, since[u]) for u, _ in ready), users, now, uses_best_hour(flow))
+    report.waiting += len(held)
+    ready = [(user_id, period) for user_id, period in ready if user_id not in held]
     capped = capped_users(flow, [user_id for user_id, _ in ready], now)
     for user_id, period in ready:
         if user_id in capped:
             report.skipped_cap += _record(flow, user_id, period, Message.Status.SKIPPED_CAP, now, sender.dry_run)
     ready = [(user_id, period) for user_id, period in ready if user_id not in capped]
     anchors = trigger.anchors(flow, now, [user_id for user_id, _ in ready]) if ready else {}
-    dues = [Due(user_id, period, anchors.get(user_id, ())) for user_id, period in ready]
-    for composed in compose.compose(flow, dues):
+    dues = [Due(u, period, anchors.get(u, ()), timing.language_of(users[u])) for u, period in ready]
+    outgoing: list[tuple[compose.Composed, compose.Rendered, Any]] = []
+    for composed in _compose(flow, dues):
         due = composed.due
         products = [item.product_id for item in composed.block.items]
-        if composed.good < flow.min_good_items:
-            report.skipped_weak += _record(
-                flow, due.user_id, due.period, Message.Status.SKIPPED_WEAK, now, sender.dry_run, products=products
+        if composed.good < flow.min_good_items or composed.held_out:
+            # A held-out shopper's e-mail would have gone out: they are the baseline an experiment measures lift by.
+            weak = composed.good < flow.min_good_items
+            status = Message.Status.SKIPPED_WEAK if weak else Message.Status.SKIPPED_HOLDOUT
+            variant = composed.block.variant  # the arm, so an experiment's report counts every row per arm
+            done = _record(
+                flow, due.user_id, due.period, status, now, sender.dry_run, products=products, variant=variant
             )
+            setattr(report, status, getattr(report, status) + done)
             continue
         try:
             rendered = compose.render(flow, composed, users[due.user_id])
@@ -199,28 +219,71 @@ def _send_batch(
         if sender.dry_run:
             report.sent += 1
             continue
-        row = _claim(flow, composed, rendered, now)
-        if row is None:
-            report.already += 1
-            continue
-        if row.status != Message.Status.SENDING:
-            setattr(report, row.status, getattr(report, row.status) + 1)
-            continue
-        try:
-            sender.send(message)
-        except Exception as exc:
-            logger.warning("flow %s: the e-mail to shopper %s failed: %r", flow.slug, due.user_id, exc)
-            Message.objects.filter(pk=row.pk).update(status=Message.Status.FAILED, error=repr(exc)[:2000])
-            report.failed += 1
-            continue
-        Message.objects.filter(pk=row.pk).update(status=Message.Status.SENT, sent_at=timezone.now())
-        report.sent += 1
-        _store_impression(flow, composed, row)
+        outgoing.append((composed, rendered, message))
+    if outgoing:
+        _send_outgoing(flow, outgoing, users, now, sender, report)
+
+
+def _send_outgoing(
+    flow: Flow,
+    outgoing: list[tuple[compose.Composed, compose.Rendered, Any]],
+    users: dict[str, Any],
+    now: datetime,
+    sender: _Sender,
+    report: FlowReport,
+) -> None:
+    """Claim and send a batch's composed e-mails one by one; consent and the global cap are read once more for the
+    whole batch first (an unsubscribe during the compose holds), the impressions are stored together at the end."""
+    ids = [composed.due.user_id for composed, _rendered, _message in outgoing]
+    still = consent.consenting(ids, flow.slug, users)
+    capped = capped_users(flow, ids, now)
+    impressions = []
+    try:
+        for composed, rendered, message in outgoing:
+            user_id = composed.due.user_id
+            if user_id not in still:
+                status = Message.Status.SKIPPED_NO_CONSENT
+            elif user_id in capped:
+                status = Message.Status.SKIPPED_CAP
+            else:
+                status = Message.Status.SENDING
+            row = _claim(flow, composed, rendered, status, now)
+            if row is None:
+                report.already += 1
+                continue
+            if status != Message.Status.SENDING:
+                setattr(report, status, getattr(report, status) + 1)
+                continue
+            try:
+                sender.send(message)
+            except Exception as exc:
+                logger.warning("flow %s: the e-mail to shopper %s failed: %r", flow.slug, user_id, exc)
+                Message.objects.filter(pk=row.pk).update(status=Message.Status.FAILED, error=repr(exc)[:2000])
+                report.failed += 1
+                continue
+            Message.objects.filter(pk=row.pk).update(status=Message.Status.SENT, sent_at=timezone.now())
+            report.sent += 1
+            impressions.append(_impression(flow, composed, row))
+    finally:
+        _store_impressions(impressions)
+
+
+def _compose(flow: Flow, dues: list[Due]) -> list[compose.Composed]:
+    """compose.compose per language, each under it: the reasons serving words are in the shopper's language."""
+    by_language: dict[str, list[Due]] = {}
+    for due in dues:
+        by_language.setdefault(due.language, []).append(due)
+    composed: list[compose.Composed] = []
+    for language, group in by_language.items():
+        with translation.override(language or settings.LANGUAGE_CODE):
+            composed.extend(compose.compose(flow, group))
+    return composed
 
 
 def capped_users(flow: Flow, user_ids: list[str], now: datetime) -> set[str]:
     """Which of these shoppers an e-mail of this flow would exceed a cap for: any flow's within the last
-    EMAIL_MIN_HOURS_BETWEEN hours, or this flow's within its cap_days."""
+    EMAIL_MIN_HOURS_BETWEEN hours, or this flow's within its cap_days, counted in calendar days (UTC): an e-mail
+    sent at 20:00 does not hold back the next week's at 08:00 when the shopper's best hour moved."""
     if not user_ids:
         return set()
     capped: set[str] = set()
@@ -229,7 +292,8 @@ def capped_users(flow: Flow, user_ids: list[str], now: datetime) -> set[str]:
     if hours > 0:
         capped |= set(recent.filter(created_at__gte=now - timedelta(hours=hours)).values_list("user_id", flat=True))
     if flow.cap_days > 0:
-        mine = recent.filter(flow=flow, created_at__gte=now - timedelta(days=flow.cap_days))
+        today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        mine = recent.filter(flow=flow, created_at__gte=today - timedelta(days=flow.cap_days - 1))
         capped |= set(mine.values_list("user_id", flat=True))
     return capped
 
@@ -244,6 +308,7 @@ def _record(
     *,
     products: list[str] | None = None,
     error: str = "",
+    variant: str = "",
 ) -> int:
     """Write a row for an e-mail that does not go out (its key is then spent for the period); 1 if written (or, on a
     dry run, would be), 0 if another run wrote the key first."""
@@ -258,6 +323,7 @@ def _record(
                 period=period,
                 status=status,
                 products=products or [],
+                variant=variant,
                 created_at=now,
                 error=error[:2000],
             )
@@ -266,57 +332,85 @@ def _record(
     return 1
 
 
-def _claim(flow: Flow, composed: compose.Composed, rendered: compose.Rendered, now: datetime) -> Message | None:
-    """Insert the e-mail's row, committed before it is sent: "sending", or a skip when consent or the global cap
-    changed since the batch read them; None when another run holds the key."""
+def _claim(
+    flow: Flow, composed: compose.Composed, rendered: compose.Rendered, status: str, now: datetime
+) -> Message | None:
+    """Insert the e-mail's row, committed before it is sent ("sending", or the skip the batch's last look found);
+    None when another run holds the key. One INSERT: outside a transaction (as the task and the command run) it
+    commits by itself, and a key taken raises before anything is written."""
     due = composed.due
-    if not consent.may_email(due.user_id, flow.slug):
-        status = Message.Status.SKIPPED_NO_CONSENT
-    elif capped_users(flow, [due.user_id], now):
-        status = Message.Status.SKIPPED_CAP
-    else:
-        status = Message.Status.SENDING
+    row = Message(
+        key=message_key(flow, due.user_id, due.period),
+        flow=flow,
+        user_id=due.user_id,
+        period=due.period,
+        status=status,
+        recommendation_id=composed.block.recommendation_id,
+        variant=composed.block.variant,
+        products=rendered.products,
+        subject=rendered.subject,
+        created_at=now,
+    )
     try:
-        with transaction.atomic():
-            return Message.objects.create(
-                key=message_key(flow, due.user_id, due.period),
-                flow=flow,
-                user_id=due.user_id,
-                period=due.period,
-                status=status,
-                recommendation_id=composed.block.recommendation_id,
-                products=rendered.products,
-                subject=rendered.subject,
-                created_at=now,
-            )
+        if connection.in_atomic_block:  # a caller's transaction (tests): a savepoint keeps it usable after a clash
+            with transaction.atomic():
+                row.save(force_insert=True)
+        else:
+            row.save(force_insert=True)
     except IntegrityError:
         return None
+    return row
 
 
-def _store_impression(flow: Flow, composed: compose.Composed, row: Message) -> None:
-    """The e-mail's block as an impression on email:<slug>: clicks name it, analytics count it. Kept only for a
-    shopper who did not refuse tracking on their account (insert_events drops those)."""
+def _impression(flow: Flow, composed: compose.Composed, row: Message) -> Any:
+    """The e-mail's block as an impression on email:<slug>: clicks name it, analytics count it."""
     block = composed.block
+    return build_event(
+        "impression",
+        user_id=row.user_id,
+        placement=flow.event_placement,
+        recommendation_id=block.recommendation_id,
+        variant=block.variant,
+        context={
+            "items": [item.product_id for item in block.items],
+            "sources": [item.source for item in block.items],
+            "message": row.key,
+        },
+        event_id=f"email-{block.recommendation_id}",
+    )
+
+
+def _store_impressions(events: list[Any]) -> None:
+    """A batch's impressions in one insert, kept only for shoppers who did not refuse tracking on their account
+    (insert_events drops those); a failure costs the impressions, never an e-mail."""
+    if not events:
+        return
     try:
-        insert_events(
-            [
-                build_event(
-                    "impression",
-                    user_id=row.user_id,
-                    placement=flow.event_placement,
-                    recommendation_id=block.recommendation_id,
-                    variant=block.variant,
-                    context={
-                        "items": [item.product_id for item in block.items],
-                        "sources": [item.source for item in block.items],
-                        "message": row.key,
-                    },
-                    event_id=f"email-{block.recommendation_id}",
-                )
-            ]
-        )
+        insert_events(events)
     except Exception:
-        logger.exception("could not store the impression of e-mail %s", row.key)
+        logger.exception("could not store the impressions of %d e-mails", len(events))
+
+
+def _timing_notes(flow: Flow, user_id: str, user: Any, now: datetime) -> list[str]:
+    """What the shopper's zone says of sending now: quiet hours, their best hour."""
+    zone = timing.zones({user_id: user})[user_id]
+    local = now.astimezone(zone)
+    notes = []
+    if timing.is_quiet(local.hour):
+        notes.append(
+            _("It is %(time)s for this shopper (%(zone)s), within quiet hours: the e-mail would wait for the morning.")
+            % {"time": f"{local:%H:%M}", "zone": str(zone)}
+        )
+    if uses_best_hour(flow):
+        hour = timing.best_hours([user_id], {user_id: zone}, now).get(user_id)
+        if hour is None:
+            notes.append(_("Too few events to learn this shopper's best hour: it would go as soon as it is due."))
+        else:
+            notes.append(
+                _("This flow waits for the shopper's best hour, %(hour)s (%(zone)s), within a day of being due.")
+                % {"hour": f"{hour:02d}:00", "zone": str(zone)}
+            )
+    return notes
 
 
 def preview(flow: Flow, user_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -340,12 +434,17 @@ def preview(flow: Flow, user_id: str, now: datetime | None = None) -> dict[str, 
     anchors = trigger.anchors(flow, now, [user_id]).get(user_id, ())
     if flow.trigger == Flow.Trigger.BROWSE_ABANDONMENT and not anchors:
         notes.append(_("This shopper viewed nothing in the flow's window: the trigger would not fire."))
-    composed = compose.compose(flow, [Due(user_id, "preview", anchors)])[0]
+    elif trigger.has_anchors and not anchors:
+        notes.append(_("Nothing this shopper did sets this trigger off now: it would not fire."))
+    notes.extend(_timing_notes(flow, user_id, user, now))
+    composed = _compose(flow, [Due(user_id, "preview", anchors, timing.language_of(user))])[0]
     if composed.good < flow.min_good_items:
         notes.append(
             _("Only %(good)d of the products come from the shopper's own lists (%(min)d needed): skipped as weak.")
             % {"good": composed.good, "min": flow.min_good_items}
         )
+    if composed.held_out:
+        notes.append(_("This shopper is in the hold-out arm of the flow's experiment: nothing would be sent."))
     rendered = compose.render(flow, composed, user)
     return {
         "rendered": rendered,

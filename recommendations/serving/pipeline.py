@@ -43,10 +43,13 @@ def recommend(
     limit: int | None = None,
     campaign: str = "",
     preview: bool = False,
+    experiment: str = "",
 ) -> Block:
     """A block for `placement`; raises UnknownPlacement for a name not configured, never anything else.
 
     `preview` builds afresh (no cached block is read or written) for the admin's "what does this shopper see".
+    `experiment` names another placement whose running experiment splits the shoppers first (an e-mail flow's
+    email:<slug>, whose blocks fill from this placement); without one running there, this placement's own applies.
     """
     if placement not in rec_settings.PLACEMENTS:
         raise UnknownPlacement(placement)
@@ -78,7 +81,7 @@ def recommend(
             tunables = snapshot.bundle(stamp[2])
             config = placement_config(placement, tunables)
             block.title = config.title
-            if config.enabled and _build(block, req, config, _size(req, config), tunables):
+            if config.enabled and _build(block, req, config, _size(req, config), tunables, experiment):
                 outcome = "degraded"
             if preview:
                 return block
@@ -117,10 +120,13 @@ def _size(req: Request, config: Placement | None) -> int:
     return max(1, min(int(req.limit or default), 50))
 
 
-def _build(block: Block, req: Request, config: Placement, size: int, tunables: snapshot.Bundle) -> bool:
+def _build(
+    block: Block, req: Request, config: Placement, size: int, tunables: snapshot.Bundle, experiment: str = ""
+) -> bool:
     """Fill `block`; True when it ran over its time budget and was filled from the shared lists (degraded)."""
     deadline = time.monotonic() + float(rec_settings.SERVING_BUDGET_MS) / 1000
-    arm = assignment.arm_for(tunables.experiments.get(config.name), req.shopper)
+    variants = (tunables.experiments.get(experiment) if experiment else None) or tunables.experiments.get(config.name)
+    arm = assignment.arm_for(variants, req.shopper)
     block.variant = arm.stamp if arm is not None else ""
     _read_ahead(req, config, arm)
     state = shopper_state(req.shopper) if req.shopper else ShopperState()

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -86,8 +86,7 @@ def record_event(request: HttpRequest | None, event_type: str, **fields: Any) ->
             return None
         event = build_event(event_type, **fields)
         attribute([event])
-        with transaction.atomic():
-            event.save(force_insert=True)
+        _save_once(event)
         on_event_recorded(event)
         metrics.count_events("record_event", accepted=1)
         return event
@@ -99,6 +98,29 @@ def record_event(request: HttpRequest | None, event_type: str, **fields: Any) ->
         logger.exception("could not record %s event", event_type)
         metrics.count_events("record_event", refused=1, reason="error")
         return None
+
+
+def _save_once(event: Event) -> None:
+    """Insert `event`; if PostgreSQL dropped the session under it (a restart, `pg_terminate_backend`), once more on a
+    new connection, so a blip loses no event. Its event_id makes that exact: had the first insert committed after
+    all, the second is an IntegrityError, a duplicate. Inside the caller's own transaction the error stands (its
+    earlier work went with the session)."""
+    for attempt in (1, 2):
+        connection.ensure_connection()
+        session = connection.connection
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+            return
+        except (OperationalError, InterfaceError):
+            # The session is gone (not merely the statement refused) when the driver says so, or when Django, failing
+            # to roll it back, dropped it and opened another as the transaction ended.
+            gone = connection.connection is not session or bool(getattr(session, "closed", False))
+            if attempt == 2 or connection.in_atomic_block or not gone:
+                raise
+            logger.warning("the database dropped the connection while recording an event; trying once more")
+            if connection.connection is session:
+                connection.close()  # the next statement opens a new one
 
 
 INSERT_BATCH = 1000

@@ -14,7 +14,8 @@ Three rules of POST /api/events/ depend on things no OpenAPI schema can state, s
 client would send it (`as_a_client_would`), in valid and invalid requests alike, without touching what Schemathesis
 made invalid:
 - a timestamp must fall in the last EVENT_MAX_AGE_DAYS: one outside is replaced by the present, in the same form;
-- `context` holds at most 2048 bytes of JSON, without NUL in any key: a bigger one is replaced by {};
+- `context` holds at most 2048 bytes of JSON, without NUL or a lone surrogate in any key or string: one that breaks
+  either is replaced by {};
 - a browser names no shopper (its cookie says who it is), a server with the write key names one in every event.
 """
 
@@ -41,7 +42,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from recommendations import catalog, tracking
-from recommendations.api.validation import MAX_CONTEXT_BYTES, oldest_event_time, parse_timestamp
+from recommendations.api.validation import MAX_CONTEXT_BYTES, UNSTORABLE, oldest_event_time, parse_timestamp
 from recommendations.lists.precompute import run_precompute
 from tests.factories import child_database_url, closed_port, make_brand, make_category, make_product
 
@@ -202,11 +203,23 @@ def _in_window(raw: Any) -> bool:
     return moment >= oldest_event_time(datetime.now(UTC)) + timedelta(minutes=1)
 
 
+def _storable(value: Any) -> bool:
+    """No NUL and no lone surrogate in any key or string, however deep (json.dumps escapes a NUL, so the packed
+    text cannot tell)."""
+    if isinstance(value, str):
+        return UNSTORABLE.search(value) is None
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
 def _fits(context: Any) -> bool:
     if not isinstance(context, dict):
         return True
     packed = json.dumps(context, separators=(",", ":"), ensure_ascii=False)
-    return len(packed.encode()) <= MAX_CONTEXT_BYTES and "\x00" not in packed
+    return len(packed.encode("utf-8", "surrogatepass")) <= MAX_CONTEXT_BYTES and _storable(context)
 
 
 def as_a_client_would(case: Any, *, keyed: bool) -> None:

@@ -1,5 +1,6 @@
-"""Push e-mail fixtures: a real SMTP server (aiosmtpd) on a free 127.0.0.1 port that the e-mail backend sends to, a
-small shop with stored lists, shoppers who opted in (and one who did not), and the flows.
+"""Push e-mail fixtures: Django's e-mail backend pointed at the real SMTP server of tests/conftest.py (aiosmtpd on a
+free 127.0.0.1 port, `smtp_server`, shared with the browser tests), a small shop with stored lists, shoppers who
+opted in (and one who did not), and the flows.
 
 Each shopper's for_you list is stated exactly (factories.active_lists), so a test checks that the e-mail holds that
 shopper's own products, not any list.
@@ -7,81 +8,18 @@ shopper's own products, not any list.
 
 from __future__ import annotations
 
-import email
-import email.policy
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.message import EmailMessage
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from recommendations import catalog
 from recommendations.models import Flow, ProductProfile
 from recommendations.push.consent import set_email_consent
-from tests.factories import active_lists, closed_port, make_category, make_product, make_user
+from tests.conftest import SMTPHandler
+from tests.factories import active_lists, make_category, make_product, make_user
 
 SITE = "http://testserver"  # the test client's host: a link from an e-mail is followed by the client as it is
-
-
-@dataclass
-class Received:
-    """What the SMTP server was handed: the envelope's recipients and the parsed message."""
-
-    to: list[str]
-    message: EmailMessage
-
-    @property
-    def html(self) -> str:
-        return self.message.get_body(("html",)).get_content()
-
-    @property
-    def text(self) -> str:
-        return self.message.get_body(("plain",)).get_content()
-
-
-@dataclass
-class SMTPHandler:
-    """aiosmtpd's handler: keeps every message; refuses recipients listed in `refuse` (a 550, as a bounce)."""
-
-    received: list[Received] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
-        if address in self.refuse:
-            return "550 5.1.1 mailbox unavailable"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
-        with self.lock:
-            self.received.append(Received(list(envelope.rcpt_tos), parsed))
-        return "250 Message accepted for delivery"
-
-    def to(self, address: str) -> list[Received]:
-        with self.lock:
-            return [r for r in self.received if address in r.to]
-
-    def clear(self) -> None:
-        with self.lock:
-            self.received.clear()
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[SMTPHandler, int]]:
-    """A real SMTP server on 127.0.0.1 and a free port, stopped after the test."""
-    handler = SMTPHandler()
-    port = closed_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core import signing
 from django.test import Client
 from django.utils import timezone
 
@@ -90,7 +91,7 @@ def test_an_expired_click_link_still_leads_to_the_product_but_counts_nothing(smt
 
 
 def test_a_preview_link_or_an_unsent_message_counts_no_click(smtp, push_shop, weekly):
-    token = tokens.click_token(tokens.Click(str(push_shop.users["ann"].pk), "weekly", "f" * 32, push_shop.pid("Kite")))
+    token = tokens.click_token(tokens.Click("f" * 32, push_shop.pid("Kite")))
     assert Client().get(f"/e/c/{token}/").status_code == 302
     assert not Event.objects.filter(event_type="click").exists()
 
@@ -143,7 +144,8 @@ def test_the_preference_page_changes_nothing_on_get_and_saves_with_csrf(smtp, pu
 
 def test_a_bad_unsubscribe_link_is_refused_and_an_expired_one_click_is_honoured(push_shop, weekly, settings):
     ann = str(push_shop.users["ann"].pk)
-    token = tokens.unsubscribe_token(ann, "weekly")
+    # A link of the first format (it named the shopper and the flow): e-mails in inboxes still carry them.
+    token = signing.dumps({"u": ann, "f": "weekly"}, salt=tokens.UNSUBSCRIBE_SALT, compress=True)
     assert Client().get(f"/e/u/{token[:-2]}xx/").status_code == 400
     assert Client().post(f"/e/u/{token[:-2]}xx/", {"List-Unsubscribe": "One-Click"}).status_code == 400
     assert EmailConsent.objects.get(user_id=ann).opted_in

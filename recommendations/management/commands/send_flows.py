@@ -81,3 +81,8 @@ class Command(BaseCommand):
                     "already": counts["already"],
                 }
             )
+            if counts.get("waiting"):
+                self.stdout.write(
+                    _("%(flow)s: %(count)d waiting for their hour (quiet hours or best hour), sent by a later run.")
+                    % {"flow": flow_slug, "count": counts["waiting"]}
+                )

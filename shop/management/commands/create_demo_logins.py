@@ -1,6 +1,7 @@
 """`manage.py create_demo_logins`: the two logins of the demo, a staff superuser and a shopper with a history.
 
-Safe to run again and again: it resets the passwords and gives the shopper a history only when it has none.
+Safe to run again and again: it resets the passwords and the shopper's yes to e-mail, and gives the shopper a history
+only when it has none.
 The shopper is preferably a generated shopper (the one with the most orders) renamed to "shopper", so its
 precomputed "Recommended for you" list is already there; without generated data it gets a few sessions of its own.
 """
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from recommendations import privacy
 from recommendations.models import Event
+from recommendations.push.consent import set_email_consent
 from recommendations.tracking import build_event
 from shop.models import Order, OrderLine, Product
 
@@ -34,7 +36,8 @@ SITE_ENV = "DEMO_SITE_URL"
 
 class Command(BaseCommand):
     help = (
-        f"Create or reset the demo logins: '{STAFF}' (superuser) and '{SHOPPER}' (a shopper with a history). "
+        f"Create or reset the demo logins: '{STAFF}' (superuser) and '{SHOPPER}' (a shopper with a history, who "
+        "agreed to recommendations by e-mail). "
         "Refuses to run with DEBUG off unless --force is given."
     )
 
@@ -96,6 +99,12 @@ class Command(BaseCommand):
         user.save()
         # The demo shopper said yes to personal recommendations on their account, so they see them at once.
         privacy.set_account_choice(user.pk, True)
+        # ... and yes to recommendations by e-mail (the account page's switch), so the demo's flows have someone to
+        # send to. A shopper without an address gets the demo's; one they have is kept.
+        if not user.email:
+            user.email = "shopper@example.com"
+            user.save(update_fields=["email"])
+        set_email_consent(user.pk, True)
         if not Event.objects.filter(user_id=str(user.pk)).exists():
             if give_history(user):
                 note = "the shopper got a short history just now; run precompute_recommendations to use it."
