@@ -23,6 +23,7 @@ from recommendations import serving, tasks
 from recommendations.admin.base import ReadOnlyAdmin, beat_schedules
 from recommendations.admin.flow_analytics import FlowAnalyticsMixin
 from recommendations.models import EmailConsent, Flow, Message
+from recommendations.push import timing
 from recommendations.push.analytics import recent_annotations
 from recommendations.push.sending import preview
 from recommendations.push.triggers import TRIGGERS
@@ -111,6 +112,21 @@ class FlowForm(forms.ModelForm):
             window, delay = data.get("window_hours"), data.get("delay_hours")
             if window is not None and delay is not None and delay >= window:
                 self.add_error("delay_hours", gettext("The delay must be shorter than the window."))
+            elif window is not None and delay is not None and trigger is not None:
+                # A due e-mail may wait for the morning or the shopper's hour; if the views that set it off leave the
+                # window meanwhile, the shopper is no longer due and nothing is ever sent.
+                best = data.get("best_hour")
+                wait = timing.longest_wait_hours(trigger.best_hour_default if best is None else bool(best))
+                if delay + wait > window:
+                    self.add_error(
+                        "window_hours",
+                        gettext(
+                            "At least %(hours)d hours: the delay and the longest wait for the shopper's hour (%(wait)d "
+                            "hours of quiet hours or best hour), or the e-mail of a shopper who left late in the day "
+                            "is never sent."
+                        )
+                        % {"hours": delay + wait, "wait": wait},
+                    )
         return data
 
 

@@ -89,6 +89,12 @@ def is_quiet(hour: int) -> bool:
     return start <= hour < end if start < end else hour >= start or hour < end
 
 
+def longest_wait_hours(best_hour: bool) -> int:
+    """The longest a due e-mail can wait for its hour: the quiet hours, or a day for the best hour."""
+    quiet = sum(1 for hour in range(24) if is_quiet(hour))
+    return max(quiet, 24 if best_hour else 0)
+
+
 def _local_hour(utc_hour: int, offset: timedelta) -> int:
     """The local hour most of a UTC hour falls in (its middle), for a zone `offset` from UTC (30-minute zones too)."""
     minutes = utc_hour * 60 + 30 + int(offset.total_seconds() // 60)

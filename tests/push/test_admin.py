@@ -122,3 +122,32 @@ def test_send_now_queues_the_task_on_a_broker_and_never_sends_in_the_request(
         staff_client.post(url, action, follow=True)
     assert sent == [{"task": "recommendations.tasks.send_due_messages", "kwargs": {"flow": "weekly"}}]
     assert not Message.objects.exists()
+
+
+def test_the_form_refuses_an_abandonment_window_a_shopper_leaves_before_their_e_mail_may_go(staff_client, settings, db):
+    """Left at 21:05 with a 2-hour delay: due at 23:05, quiet until 08:00. With a 12-hour window their views have left
+    it by then, so they are never due again and nothing is sent: the form says how long the window must be."""
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "EMAIL_QUIET_HOURS": (21, 8)}
+    data = {
+        "name": "Come back",
+        "slug": "come-back",
+        "trigger": "browse_abandonment",
+        "window_hours": 12,
+        "delay_hours": 2,
+        "placement": "similar",
+        "size": 4,
+        "min_good_items": 2,
+        "subject": "",
+        "cap_days": 7,
+        "best_hour": "unknown",
+    }
+    page = staff_client.post(reverse("admin:recommendations_flow_add"), data)
+    errors = page.context["adminform"].form.errors
+    assert set(errors) == {"window_hours"} and "At least 13 hours" in errors["window_hours"][0]
+    best = staff_client.post(
+        reverse("admin:recommendations_flow_add"), {**data, "window_hours": 24, "best_hour": "true"}
+    )
+    assert "At least 26 hours" in best.context["adminform"].form.errors["window_hours"][0]
+    assert not Flow.objects.exists()
+    assert staff_client.post(reverse("admin:recommendations_flow_add"), {**data, "window_hours": 13}).status_code == 302
+    assert Flow.objects.get().window_hours == 13
