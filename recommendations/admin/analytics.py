@@ -34,27 +34,19 @@ logger = logging.getLogger(__name__)
 MAX_ROWS_SHOWN = 500  # the per-day table below the charts; the CSV has every row
 
 
-def _day_label(day: date) -> str:
-    return f"{day:%b} {day.day}"
-
-
-def _rate(value: float | None) -> str:
-    return "-" if value is None else charts.percent(value)
-
-
 def _line(label: str, row: Any, **more: Any) -> dict[str, Any]:
     """One table row, formatted: counts with thousands separators, rates as percentages ("-" with no base)."""
     return {
         "label": label,
         "impressions": f"{row.impressions:,}",
         "clicks": f"{row.clicks:,}",
-        "ctr": _rate(analytics.ratio(row.clicks, row.impressions)),
+        "ctr": charts.rate(analytics.ratio(row.clicks, row.impressions)),
         "add_to_carts": f"{row.add_to_carts:,}",
         "orders": f"{row.orders:,}",
         "revenue": f"{row.revenue:,.2f}",
         "items_shown": f"{row.items_shown:,}",
         "exploration_items": f"{row.exploration_items:,}",
-        "exploration_share": _rate(analytics.ratio(row.exploration_items, row.items_shown)),
+        "exploration_share": charts.rate(analytics.ratio(row.exploration_items, row.items_shown)),
         **more,
     }
 
@@ -124,7 +116,7 @@ class PlacementDayAdmin(admin.ModelAdmin):
         per_placement, grand = analytics.totals(start, end, placement)
         days = analytics.days_between(start, end)
         by_day = analytics.daily(start, end, placement)
-        labels = [_day_label(d) for d in days]
+        labels = [charts.day_label(d) for d in days]
 
         def per_day(attribute: str) -> dict[str, list[float | None]]:
             return {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -43,6 +44,16 @@ def percent(value: float) -> str:
     """A share as a percentage: 0.0312 -> 3.1%."""
     text = f"{value * 100:.1f}"
     return (text[:-2] if text.endswith(".0") else text) + "%"
+
+
+def rate(value: float | None) -> str:
+    """A table's rate cell: a percentage, or "-" when there was nothing to divide by."""
+    return "-" if value is None else percent(value)
+
+
+def day_label(day: date) -> str:
+    """A chart's label of a day: "Dec 7"."""
+    return f"{day:%b} {day.day}"
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:

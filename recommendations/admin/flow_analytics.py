@@ -27,10 +27,6 @@ from recommendations.models import Flow
 from recommendations.push import analytics as flow_analytics
 
 
-def _rate(value: float | None) -> str:
-    return "-" if value is None else charts.percent(value)
-
-
 def _line(label: str, c: flow_analytics.FlowCounts, **more: Any) -> dict[str, Any]:
     """One table row, formatted like the placements' page: thousands separators, rates as percentages."""
     return {
@@ -41,7 +37,7 @@ def _line(label: str, c: flow_analytics.FlowCounts, **more: Any) -> dict[str, An
         "held_out": f"{c.held_out:,}",
         "failed": f"{c.failed:,}",
         "clicks": f"{c.clicks:,}",
-        "click_rate": _rate(c.click_rate),
+        "click_rate": charts.rate(c.click_rate),
         "add_to_carts": f"{c.add_to_carts:,}",
         "orders": f"{c.orders:,}",
         "revenue": f"{c.revenue:,.2f}",
@@ -65,13 +61,17 @@ def _arm_line(arm: flow_analytics.ArmCounts) -> dict[str, Any]:
         "orders": f"{arm.orders:,}",
         "revenue": f"{arm.revenue:,.2f}",
         "buyers": f"{arm.buyers:,}",
-        "purchase_rate": _rate(arm.purchase_rate),
-        "purchase_interval": _("%(low)s to %(high)s") % {"low": _rate(interval[0]), "high": _rate(interval[1])}
-        if interval
-        else "-",
+        "purchase_rate": charts.rate(arm.purchase_rate),
+        "purchase_interval": _interval(interval),
         "difference": "" if arm.is_baseline else _difference(arm),
         "significant": arm.enough and vs.significant,
     }
+
+
+def _interval(interval: tuple[float, float] | None) -> str:
+    if not interval:
+        return "-"
+    return _("%(low)s to %(high)s") % {"low": charts.rate(interval[0]), "high": charts.rate(interval[1])}
 
 
 def _difference(arm: flow_analytics.ArmCounts) -> str:
@@ -148,7 +148,7 @@ class FlowAnalyticsMixin:
         days = analytics.days_between(start, end)
         by_day = flow_analytics.flow_days(flow, start, end)
         total = flow_analytics.totals(by_day)
-        labels = [f"{d:%b} {d.day}" for d in days]
+        labels = [charts.day_label(d) for d in days]
 
         def per_day(names: dict[str, str]) -> dict[str, list[float | None]]:
             """{series label: its value per day} for the attributes `names` maps labels to."""

@@ -314,30 +314,25 @@ def _record(
     dry run, would be), 0 if another run wrote the key first."""
     if dry_run:
         return 1
-    try:
-        with transaction.atomic():
-            Message.objects.create(
-                key=message_key(flow, user_id, period),
-                flow=flow,
-                user_id=user_id,
-                period=period,
-                status=status,
-                products=products or [],
-                variant=variant,
-                created_at=now,
-                error=error[:2000],
-            )
-    except IntegrityError:
-        return 0
-    return 1
+    row = Message(
+        key=message_key(flow, user_id, period),
+        flow=flow,
+        user_id=user_id,
+        period=period,
+        status=status,
+        products=products or [],
+        variant=variant,
+        created_at=now,
+        error=error[:2000],
+    )
+    return 1 if _insert(row) else 0
 
 
 def _claim(
     flow: Flow, composed: compose.Composed, rendered: compose.Rendered, status: str, now: datetime
 ) -> Message | None:
     """Insert the e-mail's row, committed before it is sent ("sending", or the skip the batch's last look found);
-    None when another run holds the key. One INSERT: outside a transaction (as the task and the command run) it
-    commits by itself, and a key taken raises before anything is written."""
+    None when another run holds the key."""
     due = composed.due
     row = Message(
         key=message_key(flow, due.user_id, due.period),
@@ -351,6 +346,12 @@ def _claim(
         subject=rendered.subject,
         created_at=now,
     )
+    return row if _insert(row) else None
+
+
+def _insert(row: Message) -> bool:
+    """Insert a Message; False when its key is taken (another run wrote it first). One INSERT: outside a transaction
+    (as the task and the command run) it commits by itself, and a key taken raises before anything is written."""
     try:
         if connection.in_atomic_block:  # a caller's transaction (tests): a savepoint keeps it usable after a clash
             with transaction.atomic():
@@ -358,8 +359,8 @@ def _claim(
         else:
             row.save(force_insert=True)
     except IntegrityError:
-        return None
-    return row
+        return False
+    return True
 
 
 def _impression(flow: Flow, composed: compose.Composed, row: Message) -> Any:
