@@ -594,6 +594,39 @@ def deactivate_product(product_id: str) -> None:
         profiles_changed([product_id])
 
 
+def _lookup_keys(model: type[models.Model], lookup: str, ids: list[str]) -> list[Any]:
+    """The ids as the host's lookup field takes them; an id that cannot be one of its keys is left out."""
+    if lookup != "pk":
+        return ids
+    pk_field = model._meta.pk
+    try:
+        return [pk_field.to_python(i) for i in ids]
+    except Exception:
+        keys = []
+        for i in ids:
+            try:
+                keys.append(pk_field.to_python(i))
+            except Exception:  # noqa: S112 - skip ids that are not this model's pk
+                continue
+        return keys
+
+
+def host_product_ids(product_ids: Iterable[str]) -> set[str]:
+    """Which of these ids the host's product model still has: one query for their ids, no objects built (what
+    `get_products` answers by its keys, for a caller that needs the objects only if a template asks)."""
+    ids = list(dict.fromkeys(str(p) for p in product_ids))
+    if not ids:
+        return set()
+    model = get_product_model()
+    lookup = _id_lookup()
+    keys = _lookup_keys(model, lookup, ids)
+    loader = _plain_loader(model, lookup)
+    if loader is not None:
+        return {str(value) for value in loader(keys, ids_only=True)}
+    found = model._default_manager.filter(**{f"{lookup}__in": keys}).order_by().values_list(lookup, flat=True)
+    return {str(value) for value in found}
+
+
 def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
     """Host product instances by app product id, for rendering; unknown ids are simply absent."""
     ids = list(dict.fromkeys(str(p) for p in product_ids))
@@ -601,19 +634,7 @@ def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
         return {}
     model = get_product_model()
     lookup = _id_lookup()
-    if lookup == "pk":
-        pk_field = model._meta.pk
-        try:
-            keys = [pk_field.to_python(i) for i in ids]
-        except Exception:
-            keys = []
-            for i in ids:
-                try:
-                    keys.append(pk_field.to_python(i))
-                except Exception:  # noqa: S112 - skip ids that are not this model's pk
-                    continue
-    else:
-        keys = ids
+    keys = _lookup_keys(model, lookup, ids)
     loader = _plain_loader(model, lookup)
     if loader is not None:
         objs = loader(keys)
@@ -622,17 +643,19 @@ def get_products(product_ids: Iterable[str]) -> dict[str, models.Model]:
     return {product_id_of(obj): obj for obj in objs}
 
 
-_loaders: dict[tuple[type[models.Model], str, str], Callable[[list[Any]], list[models.Model]] | None] = {}
+_loaders: dict[tuple[type[models.Model], str, str], Callable[..., list[Any]] | None] = {}
 
 
-def _plain_loader(model: type[models.Model], lookup: str) -> Callable[[list[Any]], list[models.Model]] | None:
+def _plain_loader(model: type[models.Model], lookup: str) -> Callable[..., list[Any]] | None:
     """A loader of the host's products by id in plain SQL, where that reads exactly what the ORM would; else None.
 
     Every block loads its products, and the ORM spent twice as long compiling the query and building the objects
     as PostgreSQL spent answering it (0.34 ms against 0.17 ms for 8 products). So on PostgreSQL, when the default
     manager adds nothing to the SQL (no filter, no annotation, no select_related) and the model has no parent tables,
     one statement made once per model selects the concrete columns and `Model.from_db` builds the objects, after the
-    fields' own database converters, as the ORM does. Anything else keeps the ORM.
+    fields' own database converters, as the ORM does. Anything else keeps the ORM. With `ids_only=True` the loader
+    answers the id field's values only (`host_product_ids`): `= ANY` takes a thousand ids as one parameter, where the
+    ORM's IN list builds a thousand.
     """
     alias = router.db_for_read(model)
     key = (model, lookup, alias)
@@ -641,9 +664,7 @@ def _plain_loader(model: type[models.Model], lookup: str) -> Callable[[list[Any]
     return _loaders[key]
 
 
-def _make_plain_loader(
-    model: type[models.Model], lookup: str, alias: str
-) -> Callable[[list[Any]], list[models.Model]] | None:
+def _make_plain_loader(model: type[models.Model], lookup: str, alias: str) -> Callable[..., list[Any]] | None:
     from django.db.models.query import ModelIterable, QuerySet
 
     connection = connections[alias]
@@ -663,7 +684,12 @@ def _make_plain_loader(
     quote = connection.ops.quote_name
     table = quote(opts.db_table)
     columns = ", ".join(f"{table}.{quote(field.column)}" for field in fields)
-    statement = f"SELECT {columns} FROM {table} WHERE {table}.{quote(id_field.column)} = ANY(%s)"  # noqa: S608
+    where = f"FROM {table} WHERE {table}.{quote(id_field.column)} = ANY(%s)"
+    statement = f"SELECT {columns} {where}"
+    id_statement = f"SELECT {table}.{quote(id_field.column)} {where}"
+    id_converters = connection.ops.get_db_converters(id_field.get_col(opts.db_table)) + id_field.get_db_converters(
+        connection
+    )
     names = [field.attname for field in fields]
     converters = []
     for index, field in enumerate(fields):
@@ -672,8 +698,16 @@ def _make_plain_loader(
         if found:
             converters.append((index, column, found))
 
-    def load(keys: list[Any]) -> list[models.Model]:
+    def load(keys: list[Any], ids_only: bool = False) -> list[Any]:
         connection = connections[alias]  # this thread's
+        if ids_only:
+            with connection.cursor() as cursor:
+                cursor.execute(id_statement, [keys])
+                values = [row[0] for row in cursor.fetchall()]
+            column = id_field.get_col(opts.db_table)
+            for convert in id_converters:
+                values = [convert(value, column, connection) for value in values]
+            return values
         with connection.cursor() as cursor:
             cursor.execute(statement, [keys])
             rows = cursor.fetchall()

@@ -73,6 +73,26 @@ def events_and_lists(
     )
 
 
+def newest_events_many(connection: Any, shoppers: list[str], limit: int) -> dict[str, list[tuple[str, str, datetime]]]:
+    """`newest_events` of many shoppers in one statement (a sender composing a batch of e-mails): each shopper's rows
+    newest first, as `newest_events` gives them; a shopper with none is absent."""
+    events = _table(connection, Event)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT s.shopper, e.product_id, e.event_type, e.occurred_at FROM unnest(%s::text[]) "  # noqa: S608
+            "WITH ORDINALITY AS s(shopper, n) CROSS JOIN LATERAL "
+            f"(SELECT product_id, event_type, occurred_at, id FROM {events} "
+            f"{_NEWEST_EVENTS.replace('shopper = %s', 'shopper = s.shopper')}) e "
+            "ORDER BY s.n, e.occurred_at DESC, e.id DESC",
+            [shoppers, limit],
+        )
+        rows = cursor.fetchall()
+    found: dict[str, list[tuple[str, str, datetime]]] = {}
+    for shopper, product_id, event_type, occurred_at in rows:
+        found.setdefault(shopper, []).append((product_id, event_type, occurred_at))
+    return found
+
+
 def purchases(connection: Any, shopper: str, limit: int) -> list[tuple[str, datetime]]:
     """(product, when) of the shopper's newest purchases."""
     with connection.cursor() as cursor:

@@ -11,6 +11,7 @@ EmailMultiAlternatives Django's e-mail backend sends, so SMTP or any django-anym
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -57,6 +58,7 @@ class EmailItem:
     price: Any
     reason: str = ""
     url: str = ""
+    was_price: Any = None  # a price drop's: what it cost before
 
 
 @dataclass
@@ -72,8 +74,9 @@ def good_items(block: serving.Block) -> int:
     return sum(1 for item in block.items if item.source in GOOD_SOURCES)
 
 
-def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
-    """Each due shopper's block from the flow's placement, in one render pass for the batch.
+def compose(flow: Flow, dues: list[Due], prices_before: dict[str, Any] | None = None) -> list[Composed]:
+    """Each due shopper's block from the flow's placement, in one render pass for the batch; `prices_before` (the
+    trigger's: what a product that got cheaper cost) goes on the products that set the flow off.
 
     A shopper who refused personalisation on their account gets the shared lists only (no good items: skipped as
     weak). The products that set the flow off lead a product placement (triggers.anchor_args: similar to the newest,
@@ -83,6 +86,10 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
     holdouts = holdout_stamps(flow)
     composed = []
     with serving.render_pass() as memo:
+        # Every shopper's events, lists and first candidates' profiles in a few statements for the whole batch.
+        serving.read_ahead_many(
+            flow.placement, (f"u:{d.user_id}" for d in dues if d.user_id not in refused), limit=flow.size
+        )
         for due in dues:
             memo.source_titles.clear()  # one page per shopper: a block never skips a list another shopper's showed
             block = serving.recommend(
@@ -94,9 +101,12 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
                 preview=True,  # built afresh from the stored lists, never from or into the block cache
                 experiment=flow.event_placement,  # an experiment on email:<slug> splits the flow's shoppers
             )
-            serving.attach_products(block)
             held_out = bool(block.variant) and block.variant in holdouts
-            composed.append(Composed(due=due, block=block, good=good_items(block), held_out=held_out))
+            composed.append(Composed(due=due, block=block, good=0, held_out=held_out))
+        # The host's products for all, in one read when a template first needs one (the default ones never do).
+        serving.attach_products_many([c.block for c in composed], lazy=True)
+        for c in composed:
+            c.good = good_items(c.block)
     anchors = {pid for c in composed for pid in c.due.anchors}
     if anchors:
         products = catalog.get_products(anchors)
@@ -108,6 +118,7 @@ def compose(flow: Flow, dues: list[Due]) -> list[Composed]:
                     product=products[pid],
                     name=profiles[pid].name if pid in profiles else str(products[pid]),
                     price=profiles[pid].price if pid in profiles else None,
+                    was_price=(prices_before or {}).get(pid),
                 )
                 for pid in c.due.anchors
                 if pid in products
@@ -124,18 +135,22 @@ def holdout_stamps(flow: Flow) -> set[str]:
     }
 
 
-def _tracked(flow: Flow, c: Composed, item: EmailItem) -> EmailItem:
+def _tracked(links: tokens.Links, c: Composed, item: EmailItem) -> EmailItem:
     # The link names the e-mail (its recommendation id) and the product, never the shopper: see tokens.
-    click = tokens.Click(c.block.recommendation_id, item.product_id)
-    item.url = tokens.click_url(click)
+    item.url = links.click(tokens.Click(c.block.recommendation_id, item.product_id))
     return item
 
 
 def _subject(flow: Flow, context: dict[str, Any]) -> str:
     """The flow's subject (or its trigger's), translated, then rendered as a template; one line, never escaped."""
     source = gettext(flow.subject or trigger_of(flow).default_subject)
-    template = engines["django"].from_string("{% autoescape off %}" + source + "{% endautoescape %}")
-    return " ".join(template.render(context).split())[:255]
+    return " ".join(_subject_template(source).render(context).split())[:255]
+
+
+@lru_cache(maxsize=256)
+def _subject_template(source: str) -> Any:
+    """A subject compiled once per wording and language, not once per e-mail (a template renders in any thread)."""
+    return engines["django"].from_string("{% autoescape off %}" + source + "{% endautoescape %}")
 
 
 def template_names(flow: Flow, extension: str) -> list[str]:
@@ -143,14 +158,16 @@ def template_names(flow: Flow, extension: str) -> list[str]:
     return [f"recommendations/email/{flow.slug}.{extension}", f"recommendations/email/{flow.trigger}.{extension}"]
 
 
-def render(flow: Flow, c: Composed, user: Any) -> Rendered:
+def render(flow: Flow, c: Composed, user: Any, links: tokens.Links | None = None) -> Rendered:
     """Subject, plain text and HTML of one shopper's e-mail, in their language (else LANGUAGE_CODE), with the
-    unsubscribe link and headers (RFC 8058 one-click: List-Unsubscribe and List-Unsubscribe-Post)."""
-    unsubscribe = tokens.unsubscribe_url(c.block.recommendation_id)
+    unsubscribe link and headers (RFC 8058 one-click: List-Unsubscribe and List-Unsubscribe-Post). A sender passes
+    one `links` for a batch."""
+    links = links or tokens.Links()
+    unsubscribe = links.unsubscribe(c.block.recommendation_id)
     with translation.override(c.due.language or settings.LANGUAGE_CODE):
         products = [
             _tracked(
-                flow,
+                links,
                 c,
                 EmailItem(
                     product_id=item.product_id,
@@ -162,7 +179,7 @@ def render(flow: Flow, c: Composed, user: Any) -> Rendered:
             )
             for item in c.block.items
         ]
-        viewed = [_tracked(flow, c, item) for item in c.viewed]
+        viewed = [_tracked(links, c, item) for item in c.viewed]
         context = {
             "flow": flow,
             "user": user,

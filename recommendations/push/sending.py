@@ -41,7 +41,7 @@ from django.utils.translation import gettext as _
 
 from recommendations.conf import rec_settings
 from recommendations.models import Flow, Message, ProductChange
-from recommendations.push import compose, consent, timing
+from recommendations.push import compose, consent, timing, tokens
 from recommendations.push.triggers import Candidate, Due, Trigger, message_key, trigger_of, uses_best_hour
 from recommendations.tracking.events import build_event, insert_events
 
@@ -193,8 +193,10 @@ def _send_batch(
     ready = [(user_id, period) for user_id, period in ready if user_id not in capped]
     anchors = trigger.anchors(flow, now, [user_id for user_id, _ in ready]) if ready else {}
     dues = [Due(u, period, anchors.get(u, ()), timing.language_of(users[u])) for u, period in ready]
+    before = trigger.prices_before(now, {pid for products in anchors.values() for pid in products})
     outgoing: list[tuple[compose.Composed, compose.Rendered, Any]] = []
-    for composed in _compose(flow, dues):
+    links = tokens.Links()  # the site and the link paths, looked up once for the batch
+    for composed in _compose(flow, dues, before):
         due = composed.due
         products = [item.product_id for item in composed.block.items]
         if composed.good < flow.min_good_items or composed.held_out:
@@ -208,7 +210,7 @@ def _send_batch(
             setattr(report, status, getattr(report, status) + done)
             continue
         try:
-            rendered = compose.render(flow, composed, users[due.user_id])
+            rendered = compose.render(flow, composed, users[due.user_id], links)
             message = compose.email_message(rendered, addresses[due.user_id])
         except Exception as exc:
             logger.exception("could not render flow %s's e-mail", flow.slug)
@@ -268,7 +270,7 @@ def _send_outgoing(
         _store_impressions(impressions)
 
 
-def _compose(flow: Flow, dues: list[Due]) -> list[compose.Composed]:
+def _compose(flow: Flow, dues: list[Due], prices_before: dict[str, Any] | None = None) -> list[compose.Composed]:
     """compose.compose per language, each under it: the reasons serving words are in the shopper's language."""
     by_language: dict[str, list[Due]] = {}
     for due in dues:
@@ -276,7 +278,7 @@ def _compose(flow: Flow, dues: list[Due]) -> list[compose.Composed]:
     composed: list[compose.Composed] = []
     for language, group in by_language.items():
         with translation.override(language or settings.LANGUAGE_CODE):
-            composed.extend(compose.compose(flow, group))
+            composed.extend(compose.compose(flow, group, prices_before))
     return composed
 
 
@@ -438,7 +440,8 @@ def preview(flow: Flow, user_id: str, now: datetime | None = None) -> dict[str, 
     elif trigger.has_anchors and not anchors:
         notes.append(_("Nothing this shopper did sets this trigger off now: it would not fire."))
     notes.extend(_timing_notes(flow, user_id, user, now))
-    composed = _compose(flow, [Due(user_id, "preview", anchors, timing.language_of(user))])[0]
+    before = trigger.prices_before(now, set(anchors))
+    composed = _compose(flow, [Due(user_id, "preview", anchors, timing.language_of(user))], before)[0]
     if composed.good < flow.min_good_items:
         notes.append(
             _("Only %(good)d of the products come from the shopper's own lists (%(min)d needed): skipped as weak.")

@@ -12,12 +12,16 @@ still in inboxes, so they are read as before until they expire.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 from django.core import signing
 from django.urls import get_script_prefix, get_urlconf, reverse
+from django.utils.encoding import force_bytes
 
 from recommendations.conf import rec_settings
 
@@ -56,9 +60,50 @@ def _text(data: dict, key: str) -> str:
     return str(value)
 
 
+class _Signer(signing.TimestampSigner):
+    """Django's TimestampSigner, with the HMAC key it derives from the salt and the secret kept: Django derives it
+    again for every token (two hashes and a new HMAC), and an e-mail carries nine. Its tokens are Django's own,
+    byte for byte, so `signing.loads` reads them (tests/push/test_links.py compares the two)."""
+
+    def __init__(self, salt: str) -> None:
+        super().__init__(salt=salt, algorithm="sha256")
+        self._macs: dict[bytes, Any] = {}
+        self._stamp: tuple[int, str] = (-1, "")
+
+    def timestamp(self) -> str:
+        now = int(time.time())  # the same second as Django's, written in base 62 once a second, not once a token
+        second, stamp = self._stamp  # one tuple: a thread never sees one second's number with another's text
+        if now != second:
+            stamp = signing.b62_encode(now)
+            self._stamp = (now, stamp)
+        return stamp
+
+    def signature(self, value: str, key: Any = None) -> str:
+        secret = force_bytes(key or self.key)
+        mac = self._macs.get(secret)
+        if mac is None:  # what django.utils.crypto.salted_hmac derives: the hash of the salt and the secret
+            derived = hashlib.sha256(force_bytes(self.salt + "signer") + secret).digest()
+            mac = self._macs[secret] = hmac.new(derived, digestmod=hashlib.sha256)
+        mac = mac.copy()
+        mac.update(force_bytes(value))
+        return signing.b64_encode(mac.digest()).decode()
+
+
+def _signer(salt: str) -> _Signer:
+    """One signer per salt and secret (a test or a key rotation changes SECRET_KEY: a new signer then)."""
+    key = (salt, str(settings.SECRET_KEY))
+    signer = _signers.get(key)
+    if signer is None:
+        signer = _signers[key] = _Signer(salt)
+    return signer
+
+
+_signers: dict[tuple[str, str], _Signer] = {}
+
+
 def click_token(click: Click) -> str:
     """The token of a click link: the recommendation id and the product only, never the shopper."""
-    return signing.dumps({"r": click.recommendation_id, "p": click.product_id}, salt=CLICK_SALT)
+    return _signer(CLICK_SALT).sign_object({"r": click.recommendation_id, "p": click.product_id})
 
 
 def read_click(token: str, *, expired_ok: bool = False) -> Click:
@@ -77,7 +122,7 @@ def read_click(token: str, *, expired_ok: bool = False) -> Click:
 
 def unsubscribe_token(recommendation_id: str) -> str:
     """The token of an unsubscribe link: the e-mail's recommendation id only."""
-    return signing.dumps({"m": recommendation_id}, salt=UNSUBSCRIBE_SALT)
+    return _signer(UNSUBSCRIBE_SALT).sign_object({"m": recommendation_id})
 
 
 def read_unsubscribe(token: str, *, expired_ok: bool = False) -> Unsubscribe:
@@ -100,22 +145,41 @@ def absolute(path: str) -> str:
 
 
 _SLOT = "0slot0"
-_paths: dict[tuple[str, Any, str, str], str] = {}
+_paths: dict[tuple[str, Any, str, str], tuple[str, str]] = {}
 
 
-def _link(name: str, token: str) -> str:
-    """The link of URL `name` with `token`: reversed once per URL conf, not per link (an e-mail has nine; a token's
-    characters, URL-safe base64 and ':', are never quoted, so putting it in the reversed path is the same)."""
+def _around_token(name: str) -> tuple[str, str]:
+    """The path of URL `name` before and after its token: reversed once per URL conf, not per link (a token's
+    characters, URL-safe base64 and ':', are never quoted, so putting it between the two is the same)."""
     key = (name, get_urlconf(), str(settings.ROOT_URLCONF), get_script_prefix())
-    path = _paths.get(key)
-    if path is None:
-        path = _paths[key] = reverse(name, args=[_SLOT])
-    return absolute(path.replace(_SLOT, token, 1))
+    parts = _paths.get(key)
+    if parts is None:
+        before, _slot, after = reverse(name, args=[_SLOT]).partition(_SLOT)
+        parts = _paths[key] = (before, after)
+    return parts
+
+
+class Links:
+    """The links of one e-mail: the site and the paths looked up once for all of them (an e-mail has nine links, and
+    each lookup reads the URL conf, the script prefix and the settings)."""
+
+    def __init__(self) -> None:
+        site = absolute("")
+        click = _around_token("recommendations:email_click")
+        unsubscribe = _around_token("recommendations:email_unsubscribe")
+        self._click = (site + click[0], click[1])
+        self._unsubscribe = (site + unsubscribe[0], unsubscribe[1])
+
+    def click(self, click: Click) -> str:
+        return f"{self._click[0]}{click_token(click)}{self._click[1]}"
+
+    def unsubscribe(self, recommendation_id: str) -> str:
+        return f"{self._unsubscribe[0]}{unsubscribe_token(recommendation_id)}{self._unsubscribe[1]}"
 
 
 def click_url(click: Click) -> str:
-    return _link("recommendations:email_click", click_token(click))
+    return Links().click(click)
 
 
 def unsubscribe_url(recommendation_id: str) -> str:
-    return _link("recommendations:email_unsubscribe", unsubscribe_token(recommendation_id))
+    return Links().unsubscribe(recommendation_id)

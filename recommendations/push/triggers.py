@@ -108,6 +108,10 @@ class Trigger:
         """The products that set it off, per user (newest first); none for a schedule."""
         return {}
 
+    def prices_before(self, now: datetime, product_ids: set[str]) -> dict[str, Decimal]:
+        """What the products that set it off cost before (an e-mail shows it struck through); none by default."""
+        return {}
+
 
 class WeeklyPicks(Trigger):
     kind = Flow.Trigger.WEEKLY_PICKS
@@ -250,14 +254,7 @@ class _ProductChanged(Trigger):
 
     def changed(self, flow: Flow, now: datetime) -> dict[str, datetime]:
         """{product id: its newest change} of the products that qualify now."""
-        rows = ProductChange.objects.filter(kind=self.change_kind, at__gte=now - CHANGE_WINDOW, at__lte=now)
-        newest: dict[str, datetime] = {}
-        highest: dict[str, Decimal] = {}  # the dearest it was before a drop in the window: drops add up
-        for product_id, at, old in rows.values_list("product_id", "at", "old"):
-            if product_id not in newest or at > newest[product_id]:
-                newest[product_id] = at
-            if old is not None:
-                highest[product_id] = max(old, highest.get(product_id, old))
+        newest, highest = self._changes(now)
         if not newest:
             return {}
         now_profiles = ProductProfile.objects.filter(product_id__in=list(newest), active=True, in_stock=True)
@@ -266,6 +263,22 @@ class _ProductChanged(Trigger):
             if self.still_holds(flow, price, highest.get(product_id)):
                 qualify[product_id] = newest[product_id]
         return qualify
+
+    def _changes(
+        self, now: datetime, product_ids: set[str] | None = None
+    ) -> tuple[dict[str, datetime], dict[str, Decimal]]:
+        """{product id: its newest change} and {product id: the dearest it was before a change} in the window."""
+        rows = ProductChange.objects.filter(kind=self.change_kind, at__gte=now - CHANGE_WINDOW, at__lte=now)
+        if product_ids is not None:
+            rows = rows.filter(product_id__in=list(product_ids))
+        newest: dict[str, datetime] = {}
+        highest: dict[str, Decimal] = {}  # the dearest it was before a drop in the window: drops add up
+        for product_id, at, old in rows.values_list("product_id", "at", "old"):
+            if product_id not in newest or at > newest[product_id]:
+                newest[product_id] = at
+            if old is not None:
+                highest[product_id] = max(old, highest.get(product_id, old))
+        return newest, highest
 
     def still_holds(self, flow: Flow, price: Decimal | None, highest: Decimal | None) -> bool:
         return True
@@ -317,6 +330,10 @@ class PriceDrop(_ProductChanged):
     kind = Flow.Trigger.PRICE_DROP
     default_subject = gettext_noop("{{ viewed.0.name }} is now cheaper")
     change_kind = ProductChange.Kind.PRICE_DROP
+
+    def prices_before(self, now: datetime, product_ids: set[str]) -> dict[str, Decimal]:
+        """The dearest each was before its drops in the window: the price the shopper saw (and the drop is from)."""
+        return self._changes(now, product_ids)[1] if product_ids else {}
 
     def still_holds(self, flow: Flow, price: Decimal | None, highest: Decimal | None) -> bool:
         """Its price now is at least `price_drop_percent` below the highest it had before a drop in the window."""

@@ -40,9 +40,15 @@ from recommendations.lists.store import (
 )
 from recommendations.serving.block import Block, Recommendation, Request
 from recommendations.serving.cache import cache_pending
-from recommendations.serving.pipeline import recommend, recommend_for_shopper, similar_products, trending
+from recommendations.serving.pipeline import (
+    read_ahead_many,
+    recommend,
+    recommend_for_shopper,
+    similar_products,
+    trending,
+)
 from recommendations.serving.profiles import PROFILE_HOLD, PROFILE_HOLD_MAX, PROFILE_HOLD_SECONDS, Profile
-from recommendations.serving.reasons import attach_products, reason_text, shown_title
+from recommendations.serving.reasons import attach_products, attach_products_many, reason_text, shown_title
 from recommendations.serving.shopper import (
     RECENT_EVENTS,
     SHOPPER_VERSION_TTL,
@@ -75,11 +81,13 @@ __all__ = [
     "UnknownPlacement",
     "active_set_id",
     "attach_products",
+    "attach_products_many",
     "bought_by",
     "cache_pending",
     "forget_active_set",
     "placement_config",
     "placement_names",
+    "read_ahead_many",
     "reason_text",
     "recommend",
     "recommend_for_shopper",

@@ -42,21 +42,31 @@ def _block_key(req: Request) -> str:
     return keys.block(req.shopper, req.placement, req.product_id, req.category, req.limit or 0, digest)
 
 
-def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, Any] | None]:
+def _cached_block(req: Request, *, preview: bool = False) -> tuple[str, tuple[int, str, str], dict[str, Any] | None]:
     """The block's key, the stamp it must carry to be current (active set, shopper version, rules version) and the
     cached block if it is. One round trip reads all of them (the versions and set come from the pass when an earlier
-    block read them); a new event, a new set or a rule saved in the admin retires the cached blocks it affects."""
-    key = _block_key(req)
+    block read them); a new event, a new set or a rule saved in the admin retires the cached blocks it affects.
+
+    A `preview` (built afresh, never cached: the admin, an e-mail) reads neither the block nor the shopper's version,
+    only what the pass does not know yet: a sender's batch of blocks costs no round trip each."""
+    key = "" if preview else _block_key(req)
     memo = store.current_pass.get() or RenderPass()
-    version_key = keys.shopper_version(req.shopper) if req.shopper and req.shopper not in memo.versions else None
+    version_key = (
+        keys.shopper_version(req.shopper) if req.shopper and req.shopper not in memo.versions and not preview else None
+    )
     wanted = [
-        key,
+        *([key] if key else []),
         *([] if memo.set_known else [keys.ACTIVE_SET]),
         *([version_key] if version_key else []),
         *([] if memo.rules_version is not None else [tunables.VERSION_KEY]),
         *([] if memo.profiles_version is not None else [catalog.PROFILES_VERSION_KEY]),
     ]
-    found = cache.get_many(wanted) if len(wanted) > 1 else {key: cache.get(key)}
+    if not wanted:
+        found: dict[str, Any] = {}
+    elif len(wanted) > 1:
+        found = cache.get_many(wanted)
+    else:
+        found = {wanted[0]: cache.get(wanted[0])}
     if not memo.set_known:
         memo.set_id, memo.set_known = store.active_set_from(found.get(keys.ACTIVE_SET)), True
     if version_key:
@@ -68,8 +78,8 @@ def _cached_block(req: Request) -> tuple[str, tuple[int, str, str], dict[str, An
         memo.profiles_version = version if isinstance(version, int) else 0
         if not memo.profiles_version:  # none yet, or the cache was emptied: start one, used from the next page on
             catalog.start_profiles_version()
-    stamp = (memo.set_id or 0, memo.versions[req.shopper] if req.shopper else "0", memo.rules_version)
-    cached = found.get(key)
+    stamp = (memo.set_id or 0, memo.versions.get(req.shopper, "0") if req.shopper else "0", memo.rules_version)
+    cached = found.get(key) if key else None
     return key, stamp, cached if cached is not None and cached.get("stamp") == stamp else None
 
 

@@ -10,7 +10,7 @@ from recommendations import tunables
 from recommendations.engine import reasons
 from recommendations.serving.block import Recommendation, Request
 from recommendations.serving.profiles import _profiles
-from recommendations.serving.reasons import _anchors
+from recommendations.serving.reasons import _iter_anchors
 from recommendations.tunables import Candidate, Placement
 
 
@@ -42,7 +42,7 @@ class _Picker:
         for start in range(0, len(fresh), window):
             part = fresh[start : start + window]
             # The products the reasons name come in the same query: _name_reasons finds them in the pass.
-            profiles = _profiles([pid for pid, *_ in part], also=_anchors(reason for _, _, reason, _ in part))
+            profiles = _profiles([pid for pid, *_ in part], also=_iter_anchors(reason for _, _, reason, _ in part))
             for pid, score, reason, source in part:
                 if self.full:
                     return

@@ -18,7 +18,7 @@ from recommendations.serving.block import Block, Recommendation, Request
 from recommendations.serving.cache import _cache_block, _cached_block
 from recommendations.serving.picker import _explore, _Picker, _pin
 from recommendations.serving.profiles import _profiles
-from recommendations.serving.reasons import _name_reasons
+from recommendations.serving.reasons import _anchors, _name_reasons
 from recommendations.serving.shopper import RECENT_EVENTS, ShopperState, _state_from, shopper_state
 from recommendations.serving.sources import (
     STRATEGY_SOURCES,
@@ -70,7 +70,7 @@ def recommend(
     started, outcome = time.perf_counter(), "built"
     try:
         with render_pass():
-            cache_key, stamp, cached = _cached_block(req)
+            cache_key, stamp, cached = _cached_block(req, preview=preview)
             if cached is not None and not preview:
                 block.source, block.title = cached["source"], cached["title"]
                 block.variant, block.model = cached.get("variant", ""), cached.get("model", "")
@@ -242,6 +242,36 @@ def _read_ahead(req: Request, config: Placement, arm: assignment.Arm | None) -> 
     found = {(placement, subject): items for placement, subject, items in lists}
     for pair in pairs:
         memo.lists[pair] = found.get(pair) or []
+
+
+def read_ahead_many(placement: str, shoppers: Iterable[str], *, limit: int | None = None) -> None:
+    """Read what many shoppers' blocks of `placement` start from, for all of them at once, into the open render pass:
+    their newest events (one statement on PostgreSQL), their for_you lists and the profiles of each list's first
+    window of candidates and of the products its reasons name (one query each, less what the process holds).
+
+    A sender composing a batch of e-mails builds one block per shopper; read one by one, each block paid three round
+    trips before any work. `recommend` then finds it all in the pass. Outside a pass it reads nothing (nowhere to keep
+    it); an unknown placement reads nothing either (`recommend` says so).
+    """
+    memo = store.current_pass.get()
+    shoppers = [s for s in dict.fromkeys(shoppers) if s]
+    if memo is None or not shoppers or placement not in rec_settings.PLACEMENTS:
+        return
+    config = placement_config(placement)
+    _cached_block(Request(placement=placement), preview=True)  # the set, rules and profiles versions: the hold
+    connection = serving_sql.usable(Event)
+    unread = [s for s in shoppers if s not in memo.states]
+    if connection is not None and unread:
+        events = serving_sql.newest_events_many(connection, unread, RECENT_EVENTS)
+        for shopper in unread:
+            memo.states[shopper] = _state_from(shopper, events.get(shopper, []))
+    if config.name != "for_you" or active_set_id() is None:
+        return
+    store.read_lists(("for_you", shopper) for shopper in shoppers)
+    size = _size(Request(placement=placement, limit=limit), config)
+    window = max(size * 4, 32) + size  # the picker's first window, and some for what the shopper's filters drop
+    first = [row for shopper in shoppers for row in memo.lists.get(("for_you", shopper), [])[:window]]
+    _profiles([str(row[0]) for row in first], also=_anchors(str(row[2]) for row in first if len(row) > 2))
 
 
 def _needs_category(cold_start: list[dict[str, Any]]) -> bool:

@@ -17,12 +17,15 @@ Profile = store.Profile  # (category, brand, active, in_stock, name, price), by 
 
 
 def _profiles(product_ids: Iterable[str], also: Iterable[str] = ()) -> dict[str, Profile]:
-    """Profiles of `product_ids` (those that have one), read with `also`'s in one query; a pass keeps them all."""
+    """Profiles of `product_ids` (those that have one), read with `also`'s in one query; a pass keeps them all.
+    `also` may be a generator: it is not read when the pass knows every one of `product_ids`."""
     ids = list(dict.fromkeys(product_ids))
     if not ids:
         return {}
     memo = store.current_pass.get()
     known = memo.profiles if memo is not None else {}
+    if memo is not None and all(pid in known for pid in ids):  # `also` is only read when a query goes out anyway
+        return {pid: profile for pid in ids if (profile := known[pid]) is not None}
     wanted = [pid for pid in dict.fromkeys([*ids, *also]) if pid not in known]
     version = _hold_profiles_at(memo.profiles_version) if wanted and memo is not None and memo.profiles_version else 0
     if version:

@@ -157,3 +157,23 @@ def test_a_bad_unsubscribe_link_is_refused_and_an_expired_one_click_is_honoured(
         assert Client().get(f"/e/u/{token}/").status_code == 400  # the preference page needs a fresh link
         assert Client().post(f"/e/u/{token}/", {"List-Unsubscribe": "One-Click"}).status_code == 200
     assert EmailConsent.objects.get(user_id=ann).opted_in is False
+
+
+def test_tokens_are_djangos_own_byte_for_byte_and_follow_a_new_secret(monkeypatch, settings):
+    """The sender keeps the derived HMAC key and the second's base-62 stamp; the token must stay what
+    django.core.signing makes, or every link in an e-mail would be refused by `signing.loads`."""
+    import time
+
+    monkeypatch.setattr(time, "time", lambda: 1_765_000_000.4)
+    click = tokens.Click("9" * 32, "kite-42")
+    expected = signing.dumps({"r": click.recommendation_id, "p": click.product_id}, salt=tokens.CLICK_SALT)
+    assert tokens.click_token(click) == expected
+    assert tokens.unsubscribe_token("9" * 32) == signing.dumps({"m": "9" * 32}, salt=tokens.UNSUBSCRIBE_SALT)
+    monkeypatch.setattr(time, "time", lambda: 1_765_000_061.0)  # a minute on: a new stamp, not the kept one
+    later = tokens.click_token(click)
+    assert later != expected
+    assert tokens.read_click(later, expired_ok=True) == click
+    settings.SECRET_KEY = "another-secret-" + "x" * 40  # a rotated key signs with the new one at once
+    rotated = tokens.click_token(click)
+    assert rotated == signing.dumps({"r": click.recommendation_id, "p": click.product_id}, salt=tokens.CLICK_SALT)
+    assert rotated != later

@@ -208,8 +208,8 @@ def test_consent_withdrawn_after_the_batch_was_read_stops_the_send(smtp, push_sh
     ann = str(push_shop.users["ann"].pk)
     original = compose.compose
 
-    def compose_then_unsubscribe(flow, dues):
-        composed = original(flow, dues)
+    def compose_then_unsubscribe(flow, dues, *args):
+        composed = original(flow, dues, *args)
         consent.set_email_consent(ann, False, via="weekly")
         return composed
 

@@ -159,6 +159,9 @@ def test_price_drops_add_up_to_the_flows_threshold(smtp, push_shop, django_captu
     (mail,) = smtp.received
     assert mail.to == ["bob@example.com"] and mail.message["Subject"] == "Ball is now cheaper"
     assert anchors_in(mail) == ["Ball"] and "8.90" in mail.html and "8.90" in mail.text
+    # The price bob saw before the drops, not the one in between: in both bodies, next to the new one.
+    assert re.search(r"8\.90</span> <span class=\"rec-email-was\"[^>]*>was 10\.00</span>", mail.html)
+    assert "Ball (8.90, was 10.00)" in mail.text and "9.50" not in mail.text
     assert names(push_shop, Message.objects.get(flow=drops).products) == ["Tent", "Lamp", "Stove"]
     assert send_due_messages(now=now + timedelta(hours=1))["flows"]["price-drop"]["sent"] == 0
 
