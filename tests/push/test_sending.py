@@ -295,3 +295,38 @@ def test_a_broken_flow_is_reported_and_the_others_still_send(smtp, push_shop, we
     call_command("send_flows", "--no-progress", stdout=StringIO(), stderr=err)
     assert "browse: not sent: UnknownPlacement" in err.getvalue()
     assert len(smtp.received) == 2  # the weekly flow went out
+
+
+def test_each_sent_email_is_marked_by_the_next_claim_and_the_last_at_the_batchs_end(smtp, push_shop, weekly):
+    """On PostgreSQL an e-mail costs one statement after its send: the next e-mail's claim marks it sent."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert send_due_messages()["flows"]["weekly"]["sent"] == 2  # ann and bob; cy's list is weak
+    rows = Message.objects.filter(status=Message.Status.SENT)
+    assert rows.count() == 2 and all(row.sent_at is not None for row in rows)
+    assert len(smtp.received) == 2
+    if connection.vendor == "postgresql":
+        sql = [q["sql"] for q in queries.captured_queries]
+        assert sum(s.startswith("WITH sent AS (UPDATE") for s in sql) == 1  # bob's claim marked ann's e-mail
+        assert sum(s.startswith("UPDATE") and "sent_at" in s for s in sql) == 1  # bob's, at the batch's end
+
+
+def test_a_claim_whose_key_is_taken_inserts_nothing_but_still_marks_the_email_before(push_shop, weekly):
+    from recommendations.push.sending import _insert
+
+    now = timezone.now()
+
+    def row(key: str, status: str = Message.Status.SENDING) -> Message:
+        return Message(key=key, flow=weekly, user_id="1", period="p", status=status, created_at=now)
+
+    went = row("went")
+    assert _insert(went)
+    assert _insert(row("taken", Message.Status.SKIPPED_CAP))
+    sent_at = now + timedelta(seconds=3)
+    assert not _insert(row("taken"), (went.pk, sent_at))
+    assert Message.objects.get(key="taken").status == Message.Status.SKIPPED_CAP  # the first writer's row stands
+    went.refresh_from_db()
+    assert (went.status, went.sent_at) == (Message.Status.SENT, sent_at)
+    assert Message.objects.count() == 2
