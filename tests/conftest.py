@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -169,11 +170,13 @@ class Received:
 
 @dataclass
 class SMTPHandler:
-    """aiosmtpd's handler: keeps every message; refuses recipients listed in `refuse` (a 550, as a bounce)."""
+    """aiosmtpd's handler: keeps every message; refuses recipients listed in `refuse` (a 550, as a bounce); waits
+    `delay` seconds after taking a message before it answers (a slow server: a sender killed then has been read)."""
 
     received: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    delay: float = 0.0
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         if address in self.refuse:
@@ -185,6 +188,8 @@ class SMTPHandler:
         parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self.lock:
             self.received.append(Received(list(envelope.rcpt_tos), parsed))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[Received]:

@@ -11,7 +11,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ from django.db import connection
 
 from recommendations import tasks
 from recommendations.models import Message
+from recommendations.push.consent import set_email_consent
 from shop.celery import app as celery_app
-from tests.factories import child_database_url
+from tests.factories import active_lists, child_database_url, make_user
 from tests.faults.conftest import RedisServer, producer_at
 from tests.push.conftest import SITE
 
@@ -39,8 +41,14 @@ pytestmark = [
 ]
 
 
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    read_log: Callable[[], str]
+
+
 @contextlib.contextmanager
-def push_worker(broker_url: str, smtp_port: int) -> Iterator[Any]:
+def push_worker(broker_url: str, smtp_port: int) -> Iterator[Worker]:
     """A `celery worker` on `broker_url` for the test database, its e-mail going to the test's SMTP server."""
     name = f"push-{uuid.uuid4().hex[:8]}@localhost"
     log = tempfile.NamedTemporaryFile(prefix="celery-push-", suffix=".log", delete=False)  # noqa: SIM115
@@ -70,7 +78,7 @@ def push_worker(broker_url: str, smtp_port: int) -> Iterator[Any]:
                     pytest.fail(f"celery worker exited with {process.returncode}:\n{read_log()}")
                 if time.monotonic() > deadline:
                     pytest.fail(f"celery worker not ready after {WORKER_READY_TIMEOUT}s:\n{read_log()}")
-            yield read_log
+            yield Worker(process, read_log)
     finally:
         process.terminate()
         try:
@@ -90,7 +98,8 @@ def test_the_task_on_a_real_worker_sends_each_due_email_once(
         pytest.skip("the worker reaches the test database by its URL")
     settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "celery"}
     handler, port = smtp_server
-    with push_worker(own_redis.url(0), port) as read_log:
+    with push_worker(own_redis.url(0), port) as worker:
+        read_log = worker.read_log
         # Twice, as a redelivered message or an overlapping beat run would: the keys make the second a no-op.
         tasks._send(tasks.send_due_messages)
         tasks._send(tasks.send_due_messages)
@@ -102,3 +111,41 @@ def test_the_task_on_a_real_worker_sends_each_due_email_once(
     assert sorted(r.to[0] for r in handler.received) == ["ann@example.com", "bob@example.com"]
     assert Message.objects.filter(status="sent").count() == 2
     assert Message.objects.filter(status="skipped_weak").count() == 1
+
+
+def test_a_worker_killed_mid_batch_and_restarted_sends_every_due_email_exactly_once(
+    own_redis: RedisServer, smtp_server: Any, smtp: Any, push_shop: Any, weekly: Any, settings: Any
+) -> None:
+    """SIGKILL while the SMTP server holds the 8th e-mail of a batch of 26; a new worker's run sends the other 18.
+    Each shopper gets exactly one: the killed e-mail's row stays "sending" (never sent again), the rest are new."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the worker reaches the test database by its URL")
+    settings.RECOMMENDATIONS = {**settings.RECOMMENDATIONS, "TASKS": "celery"}
+    handler, port = smtp_server
+    products = push_shop.products
+    more = [make_user(f"kill{n}", email=f"kill{n}@example.com") for n in range(24)]
+    for user in more:
+        set_email_consent(user.pk, True)
+    picks = [(products[name], 1.0 - i / 10, "for_you") for i, name in enumerate(("Kite", "Tent", "Lamp", "Ball"))]
+    active_lists(for_you={f"u:{user.pk}": picks for user in [push_shop.users["ann"], push_shop.users["bob"], *more]})
+    due = sorted(["ann@example.com", "bob@example.com", *(user.email for user in more)])
+    handler.delay = 0.25  # the worker waits on each e-mail's answer: the kill lands while one is being taken
+    with push_worker(own_redis.url(0), port) as worker:
+        tasks._send(tasks.send_due_messages)
+        deadline = time.monotonic() + DONE_TIMEOUT
+        while len(handler.received) < 8:
+            assert time.monotonic() < deadline, f"the worker sent {len(handler.received)}:\n{worker.read_log()}"
+            time.sleep(0.02)
+        worker.process.kill()
+        worker.process.wait(10)
+    assert 8 <= len(handler.received) < len(due)  # killed mid-batch, not after it
+    handler.delay = 0.0
+    with push_worker(own_redis.url(0), port) as worker:
+        tasks._send(tasks.send_due_messages)  # the next hourly run (the killed one's message is not acked either)
+        deadline = time.monotonic() + DONE_TIMEOUT
+        while " succeeded in " not in worker.read_log():
+            assert time.monotonic() < deadline, f"the new worker did not finish:\n{worker.read_log()}"
+            time.sleep(0.2)
+    assert sorted(address for r in handler.received for address in r.to) == due  # each exactly once
+    statuses = sorted(Message.objects.exclude(status="skipped_weak").values_list("status", flat=True))
+    assert statuses.count("sending") <= 1 and statuses.count("sent") + statuses.count("sending") == len(due)
