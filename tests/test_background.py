@@ -5,6 +5,7 @@ process never runs the work or loads TensorFlow.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from typing import Any
@@ -27,6 +28,22 @@ def wait_until_finished(model: Any, pk: int, seconds: float) -> Any:
             return run
         time.sleep(0.5)
     raise AssertionError(f"{model.__name__} #{pk} still {model.objects.get(pk=pk).status} after {seconds} s")
+
+
+def wait_until_exited(text: str, seconds: float) -> None:
+    """The run's row says done before its process is: a retrain goes on to precompute the lists it trained. The
+    process must be gone before the test's database is emptied, or its writes land in the next test."""
+    match = re.search(r"background process \(pid (\d+)\)", text)
+    assert match, text
+    pid = int(match.group(1))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"background process {pid} still running after {seconds} s")
 
 
 @pytest.mark.integration
@@ -54,6 +71,7 @@ def test_retrain_now_without_a_broker_runs_in_a_background_process(no_broker, st
     finished = wait_until_finished(TrainingRun, run.pk, 300)
     assert finished.status in (TrainingRun.Status.SUCCEEDED, TrainingRun.Status.KEPT_OLD), finished.error
     assert finished.task_id == run.task_id and finished.chosen
+    wait_until_exited(text, 300)
     page = staff_client.get(reverse("admin:recommendations_trainingrun_changelist")).content.decode()
     assert "Succeeded" in page
 
@@ -65,10 +83,12 @@ def test_precompute_now_without_a_broker_runs_in_a_background_process(no_broker,
     monkeypatch.setattr("recommendations.lists.precompute.run_precompute", lambda *a, **k: 1 / 0)
     response = staff_client.post(reverse("admin:recommendations_precomputerun_run_now"), follow=True)
     run = PrecomputeRun.objects.get()
-    assert f"Precompute run #{run.pk} started in a background process" in response.content.decode()
+    text = response.content.decode()
+    assert f"Precompute run #{run.pk} started in a background process" in text
     finished = wait_until_finished(PrecomputeRun, run.pk, 120)
     assert finished.status == PrecomputeRun.Status.SUCCEEDED, finished.error
     assert finished.recommendation_set_id
+    wait_until_exited(text, 120)
 
 
 @pytest.mark.django_db(transaction=True)
