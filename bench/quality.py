@@ -287,9 +287,9 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
         f'SPLIT="auto" takes **{decision.mode}** ({decision.reason}: {decision.spanning_shoppers} validation '
         f"shoppers on the global cut, minimum {decision.min_shoppers}); the default recipe is {weights}.",
         "",
-        "| scored on | default recipe NDCG@10 | best baseline | its NDCG@10 | ratio | that mode's pick | "
-        "its NDCG@10 | default - pick (paired SE) |",
-        "|---|---:|---|---:|---:|---|---:|---:|",
+        "| scored on | default recipe NDCG@10 | cold recall@10 | best baseline | its NDCG@10 | ratio | "
+        "that mode's pick | its NDCG@10 | its cold recall@10 | default - pick (paired SE) |",
+        "|---|---:|---:|---|---:|---:|---|---:|---:|---:|",
     ]
     for mode, report in reports.items():
         results, own = report["results"], report.get("choice")
@@ -305,9 +305,9 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
         diff = mine["per_shopper"] - theirs["per_shopper"]
         se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
         lines.append(
-            f"| {mode} test | {mine['ndcg']:.4f} ± {mine['ndcg_se']:.4f} | {baseline['label']} "
-            f"| {baseline['test']['ndcg']:.4f} | {mine['ndcg'] / baseline['test']['ndcg']:.3f} | {own.name} "
-            f"| {theirs['ndcg']:.4f} | {diff.mean():+.4f} ± {se:.4f} |"
+            f"| {mode} test | {mine['ndcg']:.4f} ± {mine['ndcg_se']:.4f} | {_fmt(mine.get('cold_recall'))} "
+            f"| {baseline['label']} | {baseline['test']['ndcg']:.4f} | {mine['ndcg'] / baseline['test']['ndcg']:.3f} "
+            f"| {own.name} | {theirs['ndcg']:.4f} | {_fmt(theirs.get('cold_recall'))} | {diff.mean():+.4f} ± {se:.4f} |"
         )
     return "\n".join(lines)
 

@@ -227,6 +227,26 @@ def test_top_k_over_several_blocks_matches_a_full_sort(monkeypatch):
     assert top_k_scratch(scores.copy(), 8, exclude, allowed).tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize("few_per_k", [0, metrics.FEW_CANDIDATES_PER_K])  # 0: every busy row takes the key path
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_k_on_sparse_scores_matches_a_full_sort_on_either_path(monkeypatch, few_per_k, dtype):
+    # Item-kNN's shape: mostly zeros (and -0.0, which ties with 0.0), a few positive and negative scores, rows
+    # with fewer non-zero scores than k, an all-zero row: the cases where the lower bound leaves many cells.
+    monkeypatch.setattr(metrics, "FEW_CANDIDATES_PER_K", few_per_k)
+    rng = np.random.default_rng(21)
+    scores = np.zeros((60, 400), dtype=dtype)
+    filled = rng.random(scores.shape) < 0.04
+    scores[filled] = rng.normal(size=int(filled.sum())).round(1)
+    scores[rng.random(scores.shape) < 0.2] = -0.0
+    scores[7:9] = 0.0
+    scores[8, :3] = [2.0, 1.0, 3.0]
+    exclude = sp.random(60, 400, density=0.02, format="lil", random_state=8)
+    exclude[7:9] = 0  # rows 7 and 8 checked by hand below
+    expected = _full_sort(scores, 12, exclude, None)
+    assert top_k(scores, 12, exclude).tolist() == expected.tolist()
+    assert expected[7].tolist() == list(range(12)) and expected[8][:3].tolist() == [2, 0, 1]
+
+
 def test_top_k_leaves_scores_alone_and_scratch_changes_only_masked_cells():
     rng = np.random.default_rng(12)
     scores = _awkward_scores(rng, 20, 60)
