@@ -462,7 +462,8 @@ def candidate_note(result: dict[str, Any]) -> str:
     if "skipped" in fit:
         return f"left out: {fit['skipped']}"
     if "epochs_run" in fit:
-        return f"{fit['epochs_run']} epoch(s), best {fit.get('best_epoch')}, stopped: {fit.get('stopped')}"
+        budget = f" (budget {fit['max_seconds']:g} s)" if "max_seconds" in fit else ""
+        return f"{fit['epochs_run']} epoch(s), best {fit.get('best_epoch')}, stopped: {fit.get('stopped')}{budget}"
     if "weights" in result:
         return "weights " + ", ".join(f"{w:.2f}" for w in result["weights"])
     return ""

@@ -115,6 +115,9 @@ DEFAULTS: dict[str, Any] = {
     "BURST_SECONDS": 30,
     "BOT_MAX_EVENTS_PER_MINUTE": 60,
     "EASE_MAX_ITEMS": 10000,
+    # A retrain aims to end within this many seconds: the deep candidates (neural, sequence) fit after the others and
+    # share what is left, each at most its own max_seconds. None: each takes its own max_seconds, however long.
+    "RETRAIN_SECONDS": 110,
     # Neural model hyper-parameters (engine.neural.NeuralRecommender keyword arguments).
     "NEURAL": {},
     # With a trained model serving and a broker, the for_you stage runs as this many Celery tasks (a group,
@@ -387,6 +390,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="recommendations.E006",
                 )
             )
+    budget = user.get("RETRAIN_SECONDS", DEFAULTS["RETRAIN_SECONDS"])
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0):
+        errors.append(
+            Error(
+                "RECOMMENDATIONS['RETRAIN_SECONDS'] must be None (no budget for the whole retrain) or seconds > 0.",
+                id="recommendations.E006",
+            )
+        )
     errors += _check_consent(user)
     errors += _check_purchase_settings(user)
     errors.extend(_check_serving(user))

@@ -36,6 +36,8 @@ def test_demo_settings_pass_the_check():
         ({**GOOD, "EVENT_WEIGHTS": {"view": -1}}, ["recommendations.E005"]),
         ({**GOOD, "RECENCY_HALF_LIFE_DAYS": 0}, ["recommendations.E006"]),
         ({**GOOD, "TOP_N": "50"}, ["recommendations.E006"]),
+        ({**GOOD, "RETRAIN_SECONDS": 0}, ["recommendations.E006"]),
+        ({**GOOD, "RETRAIN_SECONDS": "2 minutes"}, ["recommendations.E006"]),
         ({**GOOD, "SESSION_WEIGHT": 1.5}, ["recommendations.E008"]),
         ({**GOOD, "PLACEMENTS": {"for_yuo": {"size": 4}}}, ["recommendations.E008"]),
         ({**GOOD, "PLACEMENTS": {"similar": {"size": 0}}}, ["recommendations.E008"]),

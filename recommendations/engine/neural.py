@@ -496,6 +496,7 @@ class NeuralRecommender(Recommender):
             "epoch_seconds": epoch_seconds,
             "steps": steps,
             "stopped": stopped,
+            "max_seconds": max_seconds,  # the budget it had (a late retrain gives less: training.runs.deep_budget)
             "n_targets": n_targets,
             "n_windows": windows.n_windows,
         }

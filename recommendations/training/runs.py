@@ -31,7 +31,7 @@ from recommendations import signals
 from recommendations.conf import rec_settings
 from recommendations.engine import dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
-from recommendations.engine.candidates import build_candidate
+from recommendations.engine.candidates import CANDIDATE_SPECS, build_candidate, recommender_class
 from recommendations.engine.split import MIN_EVAL_SHOPPERS, Split, decide_split
 from recommendations.models import TrainingRun
 from recommendations.training import artefacts, liveness, loading
@@ -64,6 +64,13 @@ NOISE_SE = 1.0
 # Cost of a recommender class (to fit, store and score), for the noise rule: among candidates within noise of the
 # best, the cheapest serves. Classes not listed (the neural models) cost UNLISTED_COST.
 CLASS_COST = {"popularity": 0, "content": 1, "item_knn": 1, "ease": 2, "ease_lowrank": 2}
+# The Keras candidates: trained under a time budget (`max_seconds`), never refitted (see refit).
+DEEP_CLASSES = ("neural", "sequence")
+# However late a retrain is, a deep candidate trains at least this long: less gives no useful epoch.
+MIN_DEEP_SECONDS = 15.0
+# After the fits, the blend search and the test stage score the candidates again: about twice their validation
+# scoring on the 1M-event bench (docs/benchmarks.md, "Retrain"); this multiple of it is kept back for them.
+FINISH_SCORING_FACTOR = 2.5
 UNLISTED_COST = 3
 
 
@@ -144,6 +151,14 @@ def build_training_data(progress: RunProgress | None = None) -> TrainingData:
 # ---- candidates, choice ---------------------------------------------------------------------------------------------
 
 
+def deep_budget(left: float, reserve: float, deep_left: int, own_max: float) -> float:
+    """Seconds a deep candidate may train: its share of what the retrain has left after `reserve`, at most its own
+    `max_seconds` and at least MIN_DEEP_SECONDS (or its own, if smaller): a late retrain overruns a little rather than
+    serve a model that never finished an epoch."""
+    share = (left - reserve) / max(deep_left, 1)
+    return round(max(min(own_max, share), min(own_max, MIN_DEEP_SECONDS)), 1)
+
+
 def fit_candidates(
     split: Split,
     features: ItemFeatures,
@@ -151,17 +166,31 @@ def fit_candidates(
     allowed: np.ndarray | None = None,
     on_stage: Callable[[str], None] | None = None,
     on_progress: ProgressCallback | None = None,
+    deadline: float | None = None,
 ) -> dict[str, CandidateResult]:
     """Fit every named candidate on split.train and score it on split.validation; failures are recorded, not fatal.
 
-    EASE above EASE_MAX_ITEMS refuses to fit (ValueError) and is left out with its reason.
+    EASE above EASE_MAX_ITEMS refuses to fit (ValueError) and is left out with its reason. With a `deadline`
+    (time.monotonic()), the deep candidates fit last and share what is left of it (`deep_budget`), keeping back
+    FINISH_SCORING_FACTOR times the validation scoring so far for the blend search and the test stage.
     """
     results: dict[str, CandidateResult] = {}
-    for name in names:
+    deep = [n for n in names if CANDIDATE_SPECS[n][0] in DEEP_CLASSES]
+    scoring: list[float] = []  # seconds each fitted candidate took to score the validation shoppers
+    for name in [n for n in names if n not in deep] + deep:
         if on_stage:
             on_stage(f"fit {name}")
         started = time.monotonic()
-        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
+        params = class_params()
+        if deadline is not None and name in deep:
+            class_name = CANDIDATE_SPECS[name][0]
+            own_max = float({**recommender_class(class_name).defaults, **params.get(class_name, {})}["max_seconds"])
+            deep_left = len(deep) - deep.index(name)
+            guess = float(np.mean(scoring)) if scoring else 0.0
+            reserve = FINISH_SCORING_FACTOR * (sum(scoring) + deep_left * guess)
+            budget = deep_budget(deadline - started, reserve, deep_left, own_max)
+            params[class_name] = {**params.get(class_name, {}), "max_seconds": budget}
+        recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), params)
         stage = f"fit {name}"
 
         def report(_inner: str, done: int, total: int, stage: str = stage) -> None:
@@ -175,10 +204,12 @@ def fit_candidates(
             logger.info("candidate %s left out: %s", name, exc)
             results[name] = CandidateResult(name, recommender, {}, {"skipped": str(exc)}, time.monotonic() - started)
             continue
+        scoring_started = time.monotonic()
         validation, per_shopper = metrics.evaluate_paired(recommender, split.validation, allowed=allowed)
+        scoring.append(time.monotonic() - scoring_started)
         seconds = round(time.monotonic() - started, 3)
         results[name] = CandidateResult(name, recommender, validation, fit_stats, seconds, per_shopper=per_shopper)
-    return results
+    return {name: results[name] for name in names if name in results}
 
 
 def class_params(neural_extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
@@ -378,7 +409,7 @@ def refit(
 
     fitted: list[Recommender] = []
     for name in choice.components:
-        if results[name].recommender.name in ("neural", "sequence"):
+        if results[name].recommender.name in DEEP_CLASSES:
             # Refitting the neural or sequence model would double a retrain's time; as fitted on the split it reads
             # every shopper's newest events when scoring and embeds products that arrived since from their features.
             fitted.append(results[name].recommender)
@@ -507,6 +538,7 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         stages[f"fit {name}"] = FIT_SHARE / len(names)
     # `run` is the claimed row: its attempt fences every progress write, the registration and the failure.
     progress = RunProgress(run, on_progress, stages, attempt=run.attempts)
+    started = time.monotonic()
     try:
         _prune_artefacts()
         data = build_training_data(progress)
@@ -537,7 +569,15 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         }
         TrainingRun.objects.filter(pk=run.pk).update(data_stats=data_stats)
 
-        results = fit_candidates(split, data.features, names, on_stage=progress.start, on_progress=progress.update)
+        budget = rec_settings.RETRAIN_SECONDS
+        results = fit_candidates(
+            split,
+            data.features,
+            names,
+            on_stage=progress.start,
+            on_progress=progress.update,
+            deadline=None if budget is None else started + float(budget),
+        )
         progress.start("blend")
         choice = choose(results, split, bool(rec_settings.BLEND))
         data_stats["choice"] = _jsonable(choice.notes)
