@@ -200,6 +200,8 @@ def fit_candidates(
 
         try:
             fit_stats = recommender.fit(split.train, features, split.validation, report) or {}
+            if deadline is not None and name in deep:
+                fit_stats["retrain_budget"] = {"seconds": budget, "own": own_max}
         except ValueError as exc:
             logger.info("candidate %s left out: %s", name, exc)
             results[name] = CandidateResult(name, recommender, {}, {"skipped": str(exc)}, time.monotonic() - started)
@@ -283,16 +285,22 @@ def blend_verdict(name: str, per_shopper: np.ndarray, rivals: list[CandidateResu
 
 
 def _evaluation_warnings(split: Split, results: dict[str, CandidateResult]) -> list[dict[str, Any]]:
-    """A warning, as a code and numbers, when the validation set is too small to rank the candidates."""
+    """Warnings, as codes and numbers: a validation set too small to rank the candidates; a deep candidate that the
+    retrain's budget (RETRAIN_SECONDS) gave less time than its own max_seconds."""
+    warnings: list[dict[str, Any]] = [
+        {"code": "short_budget", "candidate": r.name, **r.fit["retrain_budget"]}
+        for r in results.values()
+        if r.fit.get("retrain_budget") and r.fit["retrain_budget"]["seconds"] < r.fit["retrain_budget"]["own"]
+    ]
     shoppers = split.validation.n_shoppers
     if shoppers >= MIN_EVAL_SHOPPERS:
-        return []
+        return warnings
     warning: dict[str, Any] = {"code": "small_sample", "shoppers": shoppers, "min_shoppers": MIN_EVAL_SHOPPERS}
     ranked = sorted((r for r in results.values() if r.validation), key=lambda r: (-r.validation["ndcg"], r.name))
     if len(ranked) >= 2 and ranked[0].per_shopper is not None and ranked[1].per_shopper is not None:
         lead, se = metrics.paired_difference(ranked[0].per_shopper, ranked[1].per_shopper)
         warning.update(first=ranked[0].name, second=ranked[1].name, lead=lead, se=se)
-    return [warning]
+    return [warning, *warnings]
 
 
 def split_line(stats: dict[str, Any]) -> str:
@@ -323,6 +331,14 @@ def warning_lines(stats: dict[str, Any]) -> list[str]:
     """The run's evaluation warnings in words (the command's "warning:" lines, the admin page)."""
     lines = []
     for warning in stats.get("warnings") or []:
+        if warning.get("code") == "short_budget":
+            lines.append(
+                _(
+                    "%(candidate)s trained for %(seconds)s s of its %(own)s s: the other candidates used most of the "
+                    "retrain's budget (RETRAIN_SECONDS). Raise it, or leave slow candidates out, for a better model."
+                )
+                % {"candidate": warning["candidate"], "seconds": warning["seconds"], "own": warning["own"]}
+            )
         if warning.get("code") != "small_sample":
             continue
         line = _(

@@ -33,3 +33,19 @@ def test_the_neural_candidate_fits_after_the_others_with_the_budget_the_deadline
     assert list(results) == ["neural", "popularity"]  # reported in the order asked
     assert results["neural"].validation, results["neural"].fit
     assert results["neural"].recommender.config["max_seconds"] == expected == results["neural"].fit["max_seconds"]
+
+
+def test_a_run_whose_deep_candidate_got_less_than_its_own_budget_says_so():
+    data, features = make_shop(n_shoppers=120, n_items=40, seed=3)
+    split = temporal_split(data, features, mode="per_shopper")
+    with override_settings(RECOMMENDATIONS={"NEURAL": {"epochs": 1}}):
+        late = training.fit_candidates(split, features, ["popularity", "neural"], deadline=time.monotonic() - 1)
+    warnings = training._evaluation_warnings(split, late)
+    short = [w for w in warnings if w["code"] == "short_budget"]
+    assert short == [{"code": "short_budget", "candidate": "neural", "seconds": training.MIN_DEEP_SECONDS, "own": 60.0}]
+    line = next(line for line in training.warning_lines({"warnings": warnings}) if "RETRAIN_SECONDS" in line)
+    assert line.startswith("neural trained for 15.0 s of its 60.0 s")
+    # Without a deadline nothing was cut, and nothing is said.
+    with override_settings(RECOMMENDATIONS={"NEURAL": {"epochs": 1}}):
+        free = training.fit_candidates(split, features, ["neural"])
+    assert not [w for w in training._evaluation_warnings(split, free) if w["code"] == "short_budget"]
