@@ -182,6 +182,7 @@ def fit_candidates(
             on_stage(f"fit {name}")
         started = time.monotonic()
         params = class_params()
+        own_max: float | None = None  # set when the retrain's deadline sets this candidate's budget
         if deadline is not None and name in deep:
             class_name = CANDIDATE_SPECS[name][0]
             own_max = float({**recommender_class(class_name).defaults, **params.get(class_name, {})}["max_seconds"])
@@ -200,8 +201,8 @@ def fit_candidates(
 
         try:
             fit_stats = recommender.fit(split.train, features, split.validation, report) or {}
-            if deadline is not None and name in deep:
-                fit_stats["retrain_budget"] = {"seconds": budget, "own": own_max}
+            if own_max is not None:  # beside the "max_seconds" the model records: what it would have had
+                fit_stats["own_max_seconds"] = own_max
         except ValueError as exc:
             logger.info("candidate %s left out: %s", name, exc)
             results[name] = CandidateResult(name, recommender, {}, {"skipped": str(exc)}, time.monotonic() - started)
@@ -288,9 +289,9 @@ def _evaluation_warnings(split: Split, results: dict[str, CandidateResult]) -> l
     """Warnings, as codes and numbers: a validation set too small to rank the candidates; a deep candidate that the
     retrain's budget (RETRAIN_SECONDS) gave less time than its own max_seconds."""
     warnings: list[dict[str, Any]] = [
-        {"code": "short_budget", "candidate": r.name, **r.fit["retrain_budget"]}
+        {"code": "short_budget", "candidate": r.name, "seconds": r.fit["max_seconds"], "own": r.fit["own_max_seconds"]}
         for r in results.values()
-        if r.fit.get("retrain_budget") and r.fit["retrain_budget"]["seconds"] < r.fit["retrain_budget"]["own"]
+        if "own_max_seconds" in r.fit and r.fit["max_seconds"] < r.fit["own_max_seconds"]
     ]
     shoppers = split.validation.n_shoppers
     if shoppers >= MIN_EVAL_SHOPPERS:
