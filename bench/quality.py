@@ -227,7 +227,10 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
         from recommendations.training.runs import choose
 
         t0 = time.perf_counter()
-        choice = choose(results, split, bool(rec_settings.BLEND))
+        choice = choose(results, split, bool(rec_settings.BLEND), features=features)
+        for note in choice.notes:
+            for tried in note.get("tried", []) if note["rule"] == "cold_slot" else []:
+                log(f"{data.name}: cold slot {tried}")
         pick_seconds = time.perf_counter() - t0 + sum(results[c].seconds for c in choice.components)
         test = evaluate_test(choice.recommender, split.test)
         weights = ", ".join(f"{c} {w:.2f}" for c, w in zip(choice.components, choice.weights, strict=True))
@@ -245,6 +248,7 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
         "seconds": time.perf_counter() - started,
         # For the cross-check (not printed): the split itself, the fitted candidates and the engine's choice.
         "split_obj": split,
+        "features": features,
         "results": results,
         "choice": choice,
     }
@@ -256,6 +260,13 @@ def _rule(note: dict[str, Any]) -> str:
         return f"no blend: {note['shoppers']} validation shoppers < {note['min_shoppers']}"
     if note["rule"] == "simpler_within_noise":
         return f"{note['best']} leads by {note['lead']:+.4f} ± {note['se']:.4f}: within noise"
+    if note["rule"] == "cold_slot":
+        if not note.get("scout"):
+            return f"no slot for new products ({note['reason']})"
+        return (
+            f"slot {note['position']} for {note['scout']}'s best new product: validation cold recall "
+            f"{note['cold_recall']:.4f}, costing {note['cost']:.4f} NDCG@10"
+        )
     verdict = "serves" if note["rule"] == "blend_leads" else "within noise"
     return f"{note['blend']} vs {note['over']} {note['lead']:+.4f} ± {note['se']:.4f}: {verdict}"
 
@@ -268,8 +279,8 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
     the ratio the issue's bar asks >= 1.05 of), and that mode's own pick with the paired difference.
     """
     from recommendations.conf import rec_settings
-    from recommendations.engine.blend import Blend
     from recommendations.engine.split import decide_split
+    from recommendations.training.runs import recipe_over
 
     _split, decision = decide_split(
         data.interactions,
@@ -283,6 +294,8 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
     if default is None:
         return "The default pick could not be made."
     weights = " + ".join(f"{w:.1f} {c}" for c, w in zip(default.components, default.weights, strict=True))
+    if default.cold_slot:
+        weights += f", slot {default.cold_slot['position']} for {default.cold_slot['scout']}'s best new product"
     lines = [
         f'SPLIT="auto" takes **{decision.mode}** ({decision.reason}: {decision.spanning_shoppers} validation '
         f"shoppers on the global cut, minimum {decision.min_shoppers}); the default recipe is {weights}.",
@@ -295,8 +308,9 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
         results, own = report["results"], report.get("choice")
         if own is None or any(c not in results for c in default.components):
             continue
-        parts = [results[c].recommender for c in default.components]
-        recipe = parts[0] if len(parts) == 1 else Blend(parts, default.weights)
+        if default.cold_slot and default.cold_slot["scout"] not in results:
+            continue
+        recipe = recipe_over(default, results, report["split_obj"].train, report["features"])
         evalset = report["split_obj"].test
         mine, theirs = evaluate_test(recipe, evalset), evaluate_test(own.recommender, evalset)
         baseline = max(
@@ -335,7 +349,7 @@ def cross_check(reports: dict[str, dict[str, Any]]) -> str:
     Which split chooses better for serving is a question neither table answers alone, since each scores its own
     pick on its own kind of held-out events.
     """
-    from recommendations.engine.blend import Blend
+    from recommendations.training.runs import recipe_over
 
     lines = [
         "| pick of | recipe | scored on | its NDCG@10 | that mode's own pick | its NDCG@10 | difference (paired SE) |",
@@ -346,13 +360,16 @@ def cross_check(reports: dict[str, dict[str, Any]]) -> str:
         results = reports[target]["results"]
         if mine is None or theirs is None or any(c not in results for c in mine.components):
             continue
-        components = [results[c].recommender for c in mine.components]
-        recipe = components[0] if len(components) == 1 else Blend(components, mine.weights)
+        if mine.cold_slot and mine.cold_slot["scout"] not in results:
+            continue
+        recipe = recipe_over(mine, results, reports[target]["split_obj"].train, reports[target]["features"])
         evalset = reports[target]["split_obj"].test
         a, b = evaluate_test(recipe, evalset), evaluate_test(theirs.recommender, evalset)
         diff = a["per_shopper"] - b["per_shopper"]
         se = float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
         weights = " + ".join(f"{w:.1f} {c}" for c, w in zip(mine.components, mine.weights, strict=True))
+        if mine.cold_slot:
+            weights += f", slot {mine.cold_slot['position']} for {mine.cold_slot['scout']}"
         lines.append(
             f"| {source} | {weights} | {target} test | {a['ndcg']:.4f} | {theirs.name} | {b['ndcg']:.4f} "
             f"| {diff.mean():+.4f} ± {se:.4f} |"

@@ -21,6 +21,7 @@ RECOMMENDER_PATHS: dict[str, str] = {
     "neural": "recommendations.engine.neural:NeuralRecommender",
     "sequence": "recommendations.engine.sequence:SequenceRecommender",
     "blend": "recommendations.engine.blend:Blend",
+    "cold_slot": "recommendations.engine.coldslot:ColdSlot",
 }
 
 # Candidate name (the CANDIDATES setting) -> (recommender class name, parameters). "recency" in a parameter value

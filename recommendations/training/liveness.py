@@ -236,10 +236,18 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def beat(self) -> bool:
-        """One heartbeat; False (and `lost` set) once the run is no longer this attempt's."""
-        if not fenced(self.model, self.run_id, self.attempt).update(heartbeat_at=timezone.now()):
-            self.lost.set()
-        return not self.lost.is_set()
+        """One heartbeat; False (and `lost` set) once the run is no longer this attempt's.
+
+        A run this attempt already finished needs no more beats and is not lost: the block may still be winding down
+        (a task the run's commit chained, run in the same process), so the thread just stops.
+        """
+        if fenced(self.model, self.run_id, self.attempt).update(heartbeat_at=timezone.now()):
+            return True
+        if self.model.objects.filter(pk=self.run_id, attempts=self.attempt).exclude(status=RUNNING).exists():
+            self._stop.set()
+            return True
+        self.lost.set()
+        return False
 
     def check(self) -> None:
         if self.lost.is_set():

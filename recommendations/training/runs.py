@@ -32,6 +32,7 @@ from recommendations.conf import rec_settings
 from recommendations.engine import dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
 from recommendations.engine.candidates import CANDIDATE_SPECS, build_candidate, recommender_class
+from recommendations.engine.coldslot import TOLERANCE as COLD_SLOT_TOLERANCE
 from recommendations.engine.split import MIN_EVAL_SHOPPERS, Split, decide_split
 from recommendations.models import TrainingRun
 from recommendations.training import artefacts, liveness, loading
@@ -68,9 +69,9 @@ CLASS_COST = {"popularity": 0, "content": 1, "item_knn": 1, "ease": 2, "ease_low
 DEEP_CLASSES = ("neural", "sequence")
 # However late a retrain is, a deep candidate trains at least this long: less gives no useful epoch.
 MIN_DEEP_SECONDS = 15.0
-# After the fits, the blend search and the test stage score the candidates again: about twice their validation
-# scoring on the 1M-event bench (docs/benchmarks.md, "Retrain"); this multiple of it is kept back for them.
-FINISH_SCORING_FACTOR = 2.5
+# After the fits, the blend search, the new products' slot search and the test stage score the candidates again:
+# about 3.5 times their validation scoring on the 1M-event bench (docs/benchmarks.md, "Retrain"); that is kept back.
+FINISH_SCORING_FACTOR = 3.5
 UNLISTED_COST = 3
 
 
@@ -107,6 +108,8 @@ class Choice:
     weights: list[float]
     # How the choice was made, as codes and numbers (`choice_lines` words them): each rule that decided something.
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # {"scout": candidate, "position": p}: each list's slot p goes to the new product the scout ranks highest.
+    cold_slot: dict[str, Any] | None = None
 
 
 # ---- data -----------------------------------------------------------------------------------------------------------
@@ -172,7 +175,7 @@ def fit_candidates(
 
     EASE above EASE_MAX_ITEMS refuses to fit (ValueError) and is left out with its reason. With a `deadline`
     (time.monotonic()), the deep candidates fit last and share what is left of it (`deep_budget`), keeping back
-    FINISH_SCORING_FACTOR times the validation scoring so far for the blend search and the test stage.
+    FINISH_SCORING_FACTOR times the validation scoring so far for the blend and slot searches and the test stage.
     """
     results: dict[str, CandidateResult] = {}
     deep = [n for n in names if CANDIDATE_SPECS[n][0] in DEEP_CLASSES]
@@ -225,7 +228,64 @@ def class_params(neural_extra: dict[str, Any] | None = None) -> dict[str, dict[s
     }
 
 
-def choose(results: dict[str, CandidateResult], split: Split, blend: bool, allowed: np.ndarray | None = None) -> Choice:
+def choose(
+    results: dict[str, CandidateResult],
+    split: Split,
+    blend: bool,
+    allowed: np.ndarray | None = None,
+    features: ItemFeatures | None = None,
+) -> Choice:
+    """The recipe to serve (`choose_recipe`); given the catalog's `features`, with a slot for new products when
+    validation shows one is cheap (`with_cold_slot`)."""
+    choice = choose_recipe(results, split, blend, allowed)
+    if features is None or not rec_settings.COLD_SLOT:
+        return choice
+    return with_cold_slot(choice, results, split, features, allowed)
+
+
+def with_cold_slot(
+    choice: Choice,
+    results: dict[str, CandidateResult],
+    split: Split,
+    features: ItemFeatures,
+    allowed: np.ndarray | None = None,
+) -> Choice:
+    """`choice` with each list's slot for the best new product of a scout (engine.coldslot), when validation shows
+    a slot costs at most its tolerance; else `choice` itself. Either way a note records every try and the outcome.
+    """
+    from recommendations.engine.coldslot import SCOUT_CLASSES, ColdSlot, choose_cold_slot, cold_mask
+
+    able = [r for r in results.values() if r.validation and r.recommender.name in SCOUT_CLASSES]
+    # The cheaper scout first: among equal slots, the first one listed serves.
+    scouts = {r.name: r.recommender for r in sorted(able, key=lambda r: SCOUT_CLASSES.index(r.recommender.name))}
+    is_cold = cold_mask(split.train)
+    # On the whole validation set: the search scores it once, and the chosen slot's metrics are then its own.
+    found = choose_cold_slot(choice.recommender, scouts, split.validation, is_cold)
+    note: dict[str, Any] = {"rule": "cold_slot", "reason": found.reason, "tried": found.tried}
+    if found.scout is None or found.position is None or found.validation is None:
+        choice.notes.append(note)
+        return choice
+    slot = ColdSlot(choice.recommender, scouts[found.scout], found.position, scout_name=found.scout)
+    slot.fit(split.train, features)
+    validation = found.validation
+    if allowed is not None:  # the search ranks the whole catalog
+        validation = metrics.evaluate(slot, split.validation, allowed=allowed)
+    note.update(scout=found.scout, position=found.position, cold_recall=validation["cold_recall"])
+    note["cost"] = float(choice.validation["ndcg"]) - float(validation["ndcg"])
+    return Choice(
+        f"{choice.name}+new({found.scout})",
+        slot,
+        validation,
+        choice.components,
+        choice.weights,
+        [*choice.notes, note],
+        {"scout": found.scout, "position": found.position},
+    )
+
+
+def choose_recipe(
+    results: dict[str, CandidateResult], split: Split, blend: bool, allowed: np.ndarray | None = None
+) -> Choice:
     """The candidate to serve, from validation NDCG@10 compared shopper by shopper.
 
     The best candidate serves unless a cheaper one (CLASS_COST) is within NOISE_SE paired standard errors of it; a
@@ -377,6 +437,20 @@ def choice_lines(stats: dict[str, Any]) -> list[str]:
             )
         elif rule == "blend_leads":
             lines.append(_("%(blend)s leads %(over)s by %(lead).4f ± %(se).4f: the blend serves.") % note)
+        elif rule == "cold_slot" and note.get("scout"):
+            lines.append(
+                _(
+                    "Slot %(position)s of each list goes to the new product %(scout)s ranks highest for the shopper: "
+                    "it reached %(cold_recall).4f of validation's new products (recall@10) at a cost of %(cost).4f "
+                    "NDCG@10."
+                )
+                % note
+            )
+        elif rule == "cold_slot" and note.get("reason") == "no_slot_within_tolerance":
+            lines.append(
+                _("No slot for new products: no candidate reached them at a cost within %(tolerance)s of NDCG@10.")
+                % {"tolerance": f"{COLD_SLOT_TOLERANCE:.1%}"}
+            )
     return lines
 
 
@@ -418,27 +492,57 @@ def _blend_components(ranked: list[CandidateResult]) -> list[CandidateResult]:
     return picked[:BLEND_MAX_COMPONENTS]
 
 
+def recipe_over(
+    choice: Choice, results: dict[str, CandidateResult], train: Interactions, features: ItemFeatures
+) -> Recommender:
+    """`choice`'s recipe (weights and slot as chosen) over the fitted candidates in `results`, which may be another
+    split's: how the bench scores one mode's pick on the other mode's test set."""
+    from recommendations.engine.blend import Blend
+
+    parts = [results[name].recommender for name in choice.components]
+    model: Recommender = parts[0] if len(parts) == 1 else Blend(parts, list(choice.weights))
+    if not choice.cold_slot:
+        return model
+    from recommendations.engine.coldslot import ColdSlot
+
+    scout = choice.cold_slot["scout"]
+    slot = ColdSlot(model, results[scout].recommender, int(choice.cold_slot["position"]), scout_name=scout)
+    slot.fit(train, features)
+    return slot
+
+
 def refit(
     choice: Choice, results: dict[str, CandidateResult], data: Interactions, features: ItemFeatures
 ) -> Recommender:
     """The chosen recipe fitted again on every event, with what validation taught it (see the neural exception)."""
     from recommendations.engine.blend import Blend
 
-    fitted: list[Recommender] = []
-    for name in choice.components:
+    refitted: dict[str, Recommender] = {}
+
+    def refit_one(name: str) -> Recommender:
+        if name in refitted:
+            return refitted[name]
         if results[name].recommender.name in DEEP_CLASSES:
             # Refitting the neural or sequence model would double a retrain's time; as fitted on the split it reads
             # every shopper's newest events when scoring and embeds products that arrived since from their features.
-            fitted.append(results[name].recommender)
-            continue
+            refitted[name] = results[name].recommender
+            return refitted[name]
         recommender = build_candidate(name, float(rec_settings.RECENCY_HALF_LIFE_DAYS), class_params())
         # Hyper-parameters a candidate chose on validation (content's weights) carry over to the refit.
         recommender.params.update(results[name].fit.get("chosen") or {})
         recommender.fit(data, features, None, None)
-        fitted.append(recommender)
-    if len(fitted) == 1:
-        return fitted[0]
-    return Blend(fitted, list(choice.weights))
+        refitted[name] = recommender
+        return recommender
+
+    fitted = [refit_one(name) for name in choice.components]
+    model: Recommender = fitted[0] if len(fitted) == 1 else Blend(fitted, list(choice.weights))
+    if choice.cold_slot:
+        from recommendations.engine.coldslot import ColdSlot
+
+        scout = choice.cold_slot["scout"]
+        model = ColdSlot(model, refit_one(scout), int(choice.cold_slot["position"]), scout_name=scout)
+        model.fit(data, features)
+    return model
 
 
 # ---- locking --------------------------------------------------------------------------------------------------------
@@ -596,7 +700,7 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
             deadline=None if budget is None else started + float(budget),
         )
         progress.start("blend")
-        choice = choose(results, split, bool(rec_settings.BLEND))
+        choice = choose(results, split, bool(rec_settings.BLEND), features=data.features)
         data_stats["choice"] = _jsonable(choice.notes)
         data_stats["warnings"] = _evaluation_warnings(split, results)
         TrainingRun.objects.filter(pk=run.pk).update(data_stats=data_stats)
@@ -612,6 +716,8 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         }
         if choice.name not in report:
             report[choice.name] = {"validation": choice.validation, "test": test_metrics, "weights": choice.weights}
+            if choice.cold_slot:
+                report[choice.name]["cold_slot"] = choice.cold_slot
         TrainingRun.objects.filter(pk=run.pk).update(
             candidates=report, chosen=choice.name, validation_ndcg=choice.validation["ndcg"], test_metrics=test_metrics
         )

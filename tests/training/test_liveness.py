@@ -180,3 +180,18 @@ def test_the_system_check_refuses_a_stale_time_within_three_heartbeats(settings)
     assert any(e.id == "recommendations.E014" and "RUN_MAX_ATTEMPTS" in e.msg for e in check_settings())
     settings.RECOMMENDATIONS = recommendations_with(RUN_HEARTBEAT_SECONDS=5, RUN_STALE_SECONDS=15, RUN_MAX_ATTEMPTS=3)
     assert not [e for e in check_settings() if e.id == "recommendations.E014"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_finished_while_its_heartbeat_block_winds_down_is_not_taken_for_lost(settings, caplog):
+    settings.RECOMMENDATIONS = recommendations_with(RUN_HEARTBEAT_SECONDS=0.05, RUN_STALE_SECONDS=1)
+    claimed = liveness.start_new(PrecomputeRun)
+    with liveness.Heartbeat(PrecomputeRun, claimed.run.pk, claimed.attempt) as heartbeat:
+        # The run ends as its own attempt (a retrain registers, then a chained task runs in the same process).
+        PrecomputeRun.objects.filter(pk=claimed.run.pk).update(status=PrecomputeRun.Status.SUCCEEDED)
+        deadline = time.monotonic() + 10
+        while heartbeat._thread is not None and heartbeat._thread.is_alive():
+            assert time.monotonic() < deadline, "the heartbeat kept beating a finished run"
+            time.sleep(0.02)
+        heartbeat.check()  # not lost
+    assert "no longer owns the run" not in caplog.text
