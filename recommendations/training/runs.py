@@ -69,8 +69,10 @@ CLASS_COST = {"popularity": 0, "content": 1, "item_knn": 1, "ease": 2, "ease_low
 DEEP_CLASSES = ("neural", "sequence")
 # However late a retrain is, a deep candidate trains at least this long: less gives no useful epoch.
 MIN_DEEP_SECONDS = 15.0
-# After the fits, the blend search, the new products' slot search and the test stage score the candidates again:
-# about 3.5 times their validation scoring on the 1M-event bench (docs/benchmarks.md, "Retrain"); that is kept back.
+# After the fits, the blend search and the test stage score the candidates again: 3 to 3.5 times their validation
+# scoring on the 1M-event bench on a slower machine (docs/benchmarks.md, "Retrain"; 2.5 let it end 10 s past
+# RETRAIN_SECONDS there); this multiple of it is kept back for them. A slot search for new products (only for
+# recipes without a feature-reading model: cheap ones) may add one more scoring.
 FINISH_SCORING_FACTOR = 3.5
 UNLISTED_COST = 3
 
@@ -175,7 +177,7 @@ def fit_candidates(
 
     EASE above EASE_MAX_ITEMS refuses to fit (ValueError) and is left out with its reason. With a `deadline`
     (time.monotonic()), the deep candidates fit last and share what is left of it (`deep_budget`), keeping back
-    FINISH_SCORING_FACTOR times the validation scoring so far for the blend and slot searches and the test stage.
+    FINISH_SCORING_FACTOR times the validation scoring so far for the blend search and the test stage.
     """
     results: dict[str, CandidateResult] = {}
     deep = [n for n in names if CANDIDATE_SPECS[n][0] in DEEP_CLASSES]
@@ -252,9 +254,16 @@ def with_cold_slot(
 ) -> Choice:
     """`choice` with each list's slot for the best new product of a scout (engine.coldslot), when validation shows
     a slot costs at most its tolerance; else `choice` itself. Either way a note records every try and the outcome.
+    A recipe with a feature-reading component (content, neural, sequence) gets none: it ranks new products itself.
     """
     from recommendations.engine.coldslot import SCOUT_CLASSES, ColdSlot, choose_cold_slot, cold_mask
 
+    own = [name for name in choice.components if results[name].recommender.name in SCOUT_CLASSES]
+    if own:
+        # The recipe ranks new products by their features itself: a slot would repeat it, at the cost of scoring
+        # validation again (a minute and more at 200,000 products).
+        choice.notes.append({"rule": "cold_slot", "reason": "recipe_ranks_new_products", "by": own[0], "tried": []})
+        return choice
     able = [r for r in results.values() if r.validation and r.recommender.name in SCOUT_CLASSES]
     # The cheaper scout first: among equal slots, the first one listed serves.
     scouts = {r.name: r.recommender for r in sorted(able, key=lambda r: SCOUT_CLASSES.index(r.recommender.name))}
@@ -445,6 +454,10 @@ def choice_lines(stats: dict[str, Any]) -> list[str]:
                     "NDCG@10."
                 )
                 % note
+            )
+        elif rule == "cold_slot" and note.get("reason") == "recipe_ranks_new_products":
+            lines.append(
+                _("No slot for new products: %(by)s, in the recipe, ranks them by their features itself.") % note
             )
         elif rule == "cold_slot" and note.get("reason") == "no_slot_within_tolerance":
             lines.append(

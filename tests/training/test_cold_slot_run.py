@@ -48,6 +48,16 @@ def test_trending_gets_a_slot_for_new_products_that_refits_saves_and_loads(tmp_p
         f"Slot {note['position']} of each list goes to the new product content ranks highest for the shopper"
     )
 
+    # A recipe with a feature-reading model in it ranks new products itself: no search, no slot, and it says so.
+    content = results["content"]
+    own = training.Choice("content", content.recommender, content.validation, ["content"], [1.0])
+    kept = training.with_cold_slot(own, results, split, features)
+    assert kept is own and kept.cold_slot is None
+    assert kept.notes[-1] == {"rule": "cold_slot", "reason": "recipe_ranks_new_products", "by": "content", "tried": []}
+    assert training.choice_lines({"choice": kept.notes}) == [
+        "No slot for new products: content, in the recipe, ranks them by their features itself."
+    ]
+
     model = training.refit(slotted, results, data, features)
     assert isinstance(model, ColdSlot) and model.params["position"] == note["position"]
     # Refit on every event: only products without any event are new now.
