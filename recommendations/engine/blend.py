@@ -93,15 +93,10 @@ class Blend(Recommender):
         stats["weights"] = self.weights
         return stats
 
-    def score(self, history: Interactions, known: dict[int, np.ndarray] | None = None) -> np.ndarray:
-        """`known`: scores of this history already computed, by id() of the component that computed them (a new
-        products' slot whose scout is one of the components scores it once)."""
+    def score(self, history: Interactions) -> np.ndarray:
         weights = self.weights if self.weights is not None else self._equal_weights()
-        known = known or {}
         standardized = [
-            standardize_rows(known[id(component)] if id(component) in known else component.score(history))
-            if weight
-            else None
+            standardize_rows(component.score(history)) if weight else None
             for weight, component in zip(weights, self.components, strict=True)
         ]
         return _weighted_sum(weights, standardized, (history.n_shoppers, history.n_items))

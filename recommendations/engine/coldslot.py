@@ -93,17 +93,6 @@ def lift(
     return scores
 
 
-def score_base(base: Recommender, history: Interactions, known: dict[int, np.ndarray]) -> np.ndarray:
-    """The base's scores, reusing a scout's (`known`, by id) where the base is that scout or a blend of it."""
-    from recommendations.engine.blend import Blend
-
-    if id(base) in known:
-        return np.array(known[id(base)], dtype=np.float32)
-    if isinstance(base, Blend):
-        return base.score(history, known)
-    return base.score(history)
-
-
 class ColdSlot(Recommender):
     """The base recipe's scores, with each shopper's best new product (by the scout) at `position` of the list."""
 
@@ -140,24 +129,20 @@ class ColdSlot(Recommender):
     def score(self, history: Interactions) -> np.ndarray:
         if not self.is_cold.any() or not history.n_shoppers:
             return self.base.score(history)
+        scores = self.base.score(history)
         scout_scores = self.scout.score(history)
-        scores = score_base(self.base, history, {id(self.scout): scout_scores})
         seen = history.seen()
         rows, items = best_new(scout_scores, self.is_cold, seen)
         position = int(self.params["position"])
         return lift(np.asarray(scores, dtype=np.float32), rows, items, position, seen, scout_scores)
 
     def save(self, directory: Path) -> None:
-        """A scout that is one of the base blend's components is saved once, as that component (its index)."""
         directory = Path(directory)
-        (directory / "base").mkdir()
-        self.base.save(directory / "base")
-        shared = next((i for i, c in enumerate(getattr(self.base, "components", [])) if c is self.scout), None)
-        if shared is None:
-            (directory / "scout").mkdir()
-            self.scout.save(directory / "scout")
+        for part, model in (("base", self.base), ("scout", self.scout)):
+            (directory / part).mkdir()
+            model.save(directory / part)
         np.savez(directory / MODEL_FILE, item_ids=item_id_array(self.item_ids), is_cold=self.is_cold)
-        self._write_params(directory, {"scout_component": shared})
+        self._write_params(directory)
 
     @classmethod
     def load(cls, directory: Path, features: ItemFeatures) -> ColdSlot:
@@ -166,15 +151,12 @@ class ColdSlot(Recommender):
 
         directory = Path(directory)
         stored = cls._read_params(directory)
-        shared = stored.get("scout_component")
         parts = []
-        for part in ("base",) if shared is not None else ("base", "scout"):
+        for part in ("base", "scout"):
             name = cls._read_params(directory / part)["name"]
             if name not in RECOMMENDER_CLASSES:
                 raise ValueError(f"unknown recommender {name!r} in {directory / part}")
             parts.append(RECOMMENDER_CLASSES[name].load(directory / part, features))
-        if shared is not None:
-            parts.append(parts[0].components[int(shared)])
         saved = read_arrays(directory / MODEL_FILE)
         was_cold = dict(zip(saved["item_ids"].tolist(), saved["is_cold"].tolist(), strict=True))
         is_cold = np.array([bool(was_cold.get(pk, True)) for pk in features.item_ids], dtype=bool)
@@ -221,8 +203,7 @@ def choose_cold_slot(
     accs = {key: MetricAccumulator(SEARCH_K, n, n, targets_cold) for key in keys}
     for codes, history, seen in eval_batches(validation, 1000):
         scouted = {name: scout.score(history) for name, scout in scouts.items()}
-        known = {id(scout): scouted[name] for name, scout in scouts.items()}
-        scores = np.asarray(score_base(base, history, known), dtype=np.float32)
+        scores = np.asarray(base.score(history), dtype=np.float32)
         targets = base_acc.prepare([validation.targets[c] for c in codes])
         lists = top_k(scores, SEARCH_K, exclude=seen)
         base_acc.add(lists, targets)

@@ -11,15 +11,12 @@ import pytest
 from recommendations.engine import coldslot
 from recommendations.engine.base import EvalSet, Interactions, ItemFeatures
 from recommendations.engine.baselines import Popularity
-from recommendations.engine.blend import Blend
 from recommendations.engine.coldslot import (
     POSITIONS,
     TOLERANCE,
     ColdSlot,
-    best_new,
     choose_cold_slot,
     cold_mask,
-    lift,
 )
 from recommendations.engine.content import ContentAffinity
 from recommendations.engine.metrics import evaluate_paired, top_k
@@ -196,30 +193,6 @@ def test_no_slot_without_new_products_or_when_every_position_costs_too_much(monk
     found = choose_cold_slot(base, {"content": scout}, split.validation, cold_mask(split.train))
     assert (found.scout, found.reason) == (None, "no_slot_within_tolerance")
     assert not any(t["within"] for t in found.tried if t["scout"])
-
-
-def test_a_scout_that_is_one_of_the_blends_components_is_scored_and_saved_once(tmp_path: Path, monkeypatch):
-    _slot, data, features = fitted_slot(position=3)
-    popularity, content = Popularity(), ContentAffinity(cold_boost=1.0)
-    popularity.fit(data, features)
-    content.fit(data, features)
-    slot = ColdSlot(Blend([popularity, content], [0.5, 0.5]), content, 3)
-    slot.fit(data, features)
-    history = data.select(np.arange(40))
-    seen = history.seen()
-    expected = lift(
-        slot.base.score(history), *best_new(content.score(history), slot.is_cold, seen), 3, seen, content.score(history)
-    )
-    calls = []
-    original = ContentAffinity.score
-    monkeypatch.setattr(ContentAffinity, "score", lambda self, h: calls.append(1) or original(self, h))
-    np.testing.assert_array_equal(slot.score(history), expected)
-    assert len(calls) == 1
-    slot.save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "cold.npz", "params.json"]
-    loaded = ColdSlot.load(tmp_path, features)
-    assert loaded.scout is loaded.base.components[1]
-    np.testing.assert_array_equal(loaded.score(history), expected)
 
 
 def test_the_search_scores_the_chosen_slot_as_the_served_lists_score():
