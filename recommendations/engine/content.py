@@ -342,15 +342,9 @@ class ContentAffinity(Recommender):
 
         Only that one is lifted: one slot, not every newcomer of a category at once.
         """
-        cold = np.flatnonzero(self.is_cold)
-        if not cold.size or not scores.shape[0]:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        candidates = scores[:, cold]
-        seen = matrix[:, cold].tocoo()
-        candidates[seen.row, seen.col] = -np.inf
-        best = np.argmax(candidates, axis=1)
-        rows = np.flatnonzero(np.isfinite(candidates[np.arange(scores.shape[0]), best]))
-        return rows, cold[best[rows]]
+        from recommendations.engine.coldslot import best_new
+
+        return best_new(scores, self.is_cold, matrix)
 
     # ---- persistence ------------------------------------------------------------------------------------------------
 

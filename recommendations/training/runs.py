@@ -510,26 +510,13 @@ def recipe_over(
 ) -> Recommender:
     """`choice`'s recipe (weights and slot as chosen) over the fitted candidates in `results`, which may be another
     split's: how the bench scores one mode's pick on the other mode's test set."""
-    from recommendations.engine.blend import Blend
-
-    parts = [results[name].recommender for name in choice.components]
-    model: Recommender = parts[0] if len(parts) == 1 else Blend(parts, list(choice.weights))
-    if not choice.cold_slot:
-        return model
-    from recommendations.engine.coldslot import ColdSlot
-
-    scout = choice.cold_slot["scout"]
-    slot = ColdSlot(model, results[scout].recommender, int(choice.cold_slot["position"]), scout_name=scout)
-    slot.fit(train, features)
-    return slot
+    return _assemble(choice, lambda name: results[name].recommender, train, features)
 
 
 def refit(
     choice: Choice, results: dict[str, CandidateResult], data: Interactions, features: ItemFeatures
 ) -> Recommender:
     """The chosen recipe fitted again on every event, with what validation taught it (see the neural exception)."""
-    from recommendations.engine.blend import Blend
-
     refitted: dict[str, Recommender] = {}
 
     def refit_one(name: str) -> Recommender:
@@ -547,13 +534,23 @@ def refit(
         refitted[name] = recommender
         return recommender
 
-    fitted = [refit_one(name) for name in choice.components]
-    model: Recommender = fitted[0] if len(fitted) == 1 else Blend(fitted, list(choice.weights))
+    return _assemble(choice, refit_one, data, features)
+
+
+def _assemble(
+    choice: Choice, fitted: Callable[[str], Recommender], data: Interactions, features: ItemFeatures
+) -> Recommender:
+    """`choice`'s recipe from `fitted(candidate name)`: one model, or the blend with its weights, and the new
+    products' slot when one was chosen (new = no event in `data`)."""
+    from recommendations.engine.blend import Blend
+
+    parts = [fitted(name) for name in choice.components]
+    model: Recommender = parts[0] if len(parts) == 1 else Blend(parts, list(choice.weights))
     if choice.cold_slot:
         from recommendations.engine.coldslot import ColdSlot
 
         scout = choice.cold_slot["scout"]
-        model = ColdSlot(model, refit_one(scout), int(choice.cold_slot["position"]), scout_name=scout)
+        model = ColdSlot(model, fitted(scout), int(choice.cold_slot["position"]), scout_name=scout)
         model.fit(data, features)
     return model
 
