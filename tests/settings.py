@@ -11,3 +11,14 @@ RECOMMENDATIONS = {**RECOMMENDATIONS, "CONSENT_REQUIRED": False}  # noqa: F405
 # No quiet hours for e-mail (a flow sent at night would wait for the morning, so the suite would pass by day only);
 # tests/push/test_timing.py sets them.
 RECOMMENDATIONS["EMAIL_QUIET_HOURS"] = None
+# Django's default hasher takes ~0.6 s per password on 2 cores, and the suite makes and logs in hundreds of users:
+# a fast hasher first (tests only; the shop's settings keep Django's defaults), the defaults after it so a hash made
+# elsewhere still verifies.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]

@@ -230,6 +230,14 @@ class Recommender(ABC):
     def score(self, history: Interactions) -> np.ndarray:
         """Dense float32 scores, history.n_shoppers x n_items; higher is better. Callers batch shoppers."""
 
+    def score_for_lists(
+        self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None
+    ) -> np.ndarray:
+        """`score` for lists that leave out `exclude` and keep to `allowed` (precompute's for_you lists leave out
+        bought and inactive products only, where evaluation leaves out everything seen). Only a model that places
+        an item at a list position (the new products' slot) needs to know which items the list will hold."""
+        return self.score(history)
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write the fitted state into `directory` (exists, empty): .npz / .json / .keras only, never pickle."""

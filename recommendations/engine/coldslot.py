@@ -67,11 +67,13 @@ def lift(
     rows: np.ndarray,
     items: np.ndarray,
     position: int,
-    seen: sp.csr_matrix,
+    exclude: sp.spmatrix | None,
     scout_scores: np.ndarray,
+    allowed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """`scores` (changed in place) with each (row, item) raised just above the row's `position`-th best unseen score,
-    where the scout rates the new item at least as high as the one it pushes down: on merit, in the scout's terms.
+    """`scores` (changed in place) with each (row, item) raised just above the row's `position`-th best score among
+    the items the list may hold (not in `exclude`, in `allowed`), where the scout rates the new item at least as high
+    as the one it pushes down: on merit, in the scout's terms.
 
     An item the base already ranks at `position` or better keeps its score. Where the base ties at `position`, the
     item lands above every tied one.
@@ -80,7 +82,7 @@ def lift(
 
     if not rows.size:
         return scores
-    lists = top_k(scores, position, exclude=seen)[rows]  # every row: no copy of the rows' scores
+    lists = top_k(scores, position, exclude=exclude, allowed=allowed)[rows]  # every row: no copy of the rows' scores
     last = lists[:, position - 1]
     full = last >= 0  # rows with fewer unseen items than `position` take the new item anywhere above -inf
     floor = np.full(rows.size, -np.inf, dtype=np.float32)
@@ -127,14 +129,31 @@ class ColdSlot(Recommender):
         return {"new_products": int(self.is_cold.sum())}
 
     def score(self, history: Interactions) -> np.ndarray:
+        """The slot counted among the products the shopper has not seen: the lists evaluation ranks."""
+        return self._lifted(history, history.seen(), None)
+
+    def score_for_lists(
+        self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None
+    ) -> np.ndarray:
+        """The slot counted among the products the list will hold: a for_you list keeps the products a shopper only
+        viewed, so counting past every seen one would put the new product lower than `position` there."""
+        return self._lifted(history, exclude, allowed)
+
+    def _lifted(self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None) -> np.ndarray:
+        from recommendations.engine.metrics import allowed_mask
+
         if not self.is_cold.any() or not history.n_shoppers:
             return self.base.score(history)
         scores = self.base.score(history)
         scout_scores = self.scout.score(history)
         seen = history.seen()
-        rows, items = best_new(scout_scores, self.is_cold, seen)
+        is_cold = self.is_cold
+        mask = allowed_mask(allowed, is_cold.size)
+        if mask is not None:
+            is_cold = is_cold & mask  # an inactive new product would only leave its slot empty
+        rows, items = best_new(scout_scores, is_cold, seen)
         position = int(self.params["position"])
-        return lift(np.asarray(scores, dtype=np.float32), rows, items, position, seen, scout_scores)
+        return lift(np.asarray(scores, dtype=np.float32), rows, items, position, exclude, scout_scores, allowed)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

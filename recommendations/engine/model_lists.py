@@ -68,8 +68,8 @@ def recommend_chunks(
     for start in range(0, codes.size, step):
         chunk = codes[start : start + step]
         history = interactions.select(chunk)
-        scores = np.asarray(model.score(history), dtype=np.float32)
         chunk_exclude = exclude[chunk] if exclude is not None else None
+        scores = np.asarray(model.score_for_lists(history, chunk_exclude, allowed), dtype=np.float32)
         best = top_k_scratch(scores, k, exclude=chunk_exclude, allowed=allowed)
         rows = _chunk_rows(chunk, best, scores, history, category_of_item, n_cat)
         if on_chunk is not None:

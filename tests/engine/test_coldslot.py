@@ -20,6 +20,7 @@ from recommendations.engine.coldslot import (
 )
 from recommendations.engine.content import ContentAffinity
 from recommendations.engine.metrics import evaluate_paired, top_k
+from recommendations.engine.model_lists import recommend_chunks
 from recommendations.engine.split import temporal_split
 from tests.engine.synthetic import make_shop
 
@@ -127,6 +128,24 @@ def test_a_new_product_is_not_lifted_where_it_was_seen_or_over_a_product_the_sco
     slot.is_cold[:] = False
     history = data.select(np.arange(5))
     np.testing.assert_array_equal(slot.score(history), slot.base.score(history))
+
+
+def test_in_a_served_list_the_slot_counts_the_products_the_list_holds_not_those_evaluation_leaves_out():
+    """A for_you list keeps what a shopper only viewed (it leaves out bought and inactive products): the new product
+    is at `position` of that list, not `position` places past everything the shopper has seen."""
+    slot, _data, features = fitted_slot(position=2)
+    viewer = one_shopper([0, 1, 2])  # viewed the three best-selling A products, bought nothing
+    base_list = top_k(slot.base.score(viewer), 8)[0].tolist()
+    assert base_list[:4] == [0, 7, 1, 8]
+    served = next(recommend_chunks(slot, viewer, None, None, 8, features.category))
+    assert [item for item, _score, _anchor in served[0][1]] == [0, NEW_A, *base_list[1:7]]
+    # Evaluation's lists leave the viewed products out, and the slot is the second place there.
+    assert top_k(slot.score(viewer), 3, exclude=viewer.seen())[0].tolist() == [7, NEW_A, 8]
+    # An inactive product does not take a place either: without product 7, place 3 pushes down product 8.
+    slot.params["position"] = 3
+    active = np.arange(N) != 7
+    served = next(recommend_chunks(slot, viewer, None, active, 4, features.category))
+    assert [item for item, _score, _anchor in served[0][1]] == [0, 1, NEW_A, 8]
 
 
 def test_a_saved_slot_treats_products_the_catalog_gained_since_as_new(tmp_path: Path):
