@@ -105,6 +105,23 @@ def test_a_product_added_after_the_retrain_reaches_shoppers_of_its_category_thro
         if "brand-new" in [item[0] for item in items]
     ]
     assert reached, "the new product reached no for_you list"
+    # At the slot of the list as stored, which keeps what a shopper only viewed (it leaves out purchases): the
+    # lists above it hold products from the shopper's own history, and the slot still counts them.
+    position = note["position"]
+    lists = dict(
+        StoredList.objects.filter(
+            recommendation_set_id=precompute.recommendation_set_id, placement="for_you", subject__in=reached
+        ).values_list("subject", "items")
+    )
+    places = {subject: [item[0] for item in items].index("brand-new") for subject, items in lists.items()}
+    assert set(places.values()) == {position - 1}, places
+
+    def own_history_above(subject: str) -> set[str]:
+        code = int(subject.removeprefix("u:u:s"))
+        history = {features.item_ids[i] for i in data.item[data.shopper == code]}
+        return history & {item[0] for item in lists[subject][: position - 1]}
+
+    assert any(own_history_above(s) for s in reached if s.startswith("u:u:s"))
     # Shoppers whose history is in its category, not shoppers at random.
     shopper_codes = [int(s.removeprefix("u:u:s")) for s in reached if s.startswith("u:u:s")]
     their_items = data.item[np.isin(data.shopper, shopper_codes)]
