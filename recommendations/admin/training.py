@@ -23,7 +23,7 @@ from django.utils.translation import gettext_lazy
 
 from recommendations.admin.analytics import validation_metrics_chart
 from recommendations.admin.base import ReadOnlyAdmin, attempts_summary, beat_schedules, report_launch, takeover_lines
-from recommendations.models import TrainingRun
+from recommendations.models import PrecomputeRun, RecommendationSet, TrainingRun
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,61 @@ ACTIVATION_MESSAGES = {
         "The serving model is unchanged."
     ),
 }
+
+
+def lists_note(run: TrainingRun) -> tuple[bool, str] | None:
+    """(settled, html) for a serving run: whether shoppers' lists come from its model yet. A run reads "succeeded"
+    once its model serves, but the lists follow only when the precompute its activation sent has finished, so the
+    page says which precompute that is and how far it got. None for a run that does not serve."""
+    if not run.is_serving:
+        return None
+    active = RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE).order_by("-pk").first()
+    if active is not None and (active.stats or {}).get("model_run") == run.pk:
+        made_by = PrecomputeRun.objects.filter(recommendation_set=active).order_by("-pk").first()
+        return True, format_html(
+            _("Shoppers' lists come from this model: list set #{set}, made by {precompute}."),
+            set=active.pk,
+            precompute=_precompute_link(made_by) if made_by else _("a precompute"),
+        )
+    since = PrecomputeRun.objects.order_by("-created_at", "-pk")
+    if run.activated_at is not None:
+        since = since.filter(created_at__gte=run.activated_at)
+    latest = since.first()
+    if latest is None:
+        text = _(
+            "This model serves, but no precompute has run since it began to: shoppers still see the lists made "
+            "before it. Run a precompute from the precompute runs page."
+        )
+        return False, format_html("{}", text)
+    if latest.status in (PrecomputeRun.Status.PENDING, PrecomputeRun.Status.RUNNING):
+        text = _(
+            "This model serves, but shoppers still see the lists made before it until {precompute} has computed "
+            "its lists ({status}, {progress}%); reload to follow."
+        )
+        return False, format_html(
+            text,
+            precompute=_precompute_link(latest),
+            status=latest.get_status_display(),
+            progress=round(100 * float(latest.progress)),
+        )
+    if latest.status == PrecomputeRun.Status.FAILED:
+        text = _(
+            "This model serves, but {precompute}, which was to compute its lists, failed: shoppers still see the "
+            "lists made before it. Run a precompute from the precompute runs page."
+        )
+    else:
+        text = _(
+            "This model serves, but {precompute} did not make the lists from it (its page says why): shoppers see "
+            "lists from another source."
+        )
+    return False, format_html(text, precompute=_precompute_link(latest))
+
+
+def _precompute_link(run: PrecomputeRun) -> str:
+    label = _("precompute run #%(pk)s") % {"pk": run.pk}
+    return format_html(
+        '<a href="{}">{}</a>', reverse("admin:recommendations_precomputerun_change", args=[run.pk]), label
+    )
 
 
 # ---- training runs: the model registry ------------------------------------------------------------------------------
@@ -203,6 +258,7 @@ class TrainingRunAdmin(ReadOnlyAdmin):
             **(extra_context or {}),
             "can_serve": self.has_serve_permission(request),
             "evaluation_warnings": warning_lines(run.data_stats or {}) if run else [],
+            "lists_note": lists_note(run) if run else None,
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

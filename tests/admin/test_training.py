@@ -9,6 +9,7 @@ from celery import current_app
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.urls import reverse
 
+from recommendations.lists.precompute import run_precompute
 from recommendations.models import PrecomputeRun, TrainingRun
 from recommendations.tasks import TRAINING_QUEUE
 from recommendations.training import runs as training
@@ -196,3 +197,32 @@ def test_serving_needs_the_change_permission(shop, client, training_worker):
     assert sent_to_worker(serve(training_worker, editor, first).content.decode(), first)
     training_worker.run()
     assert serving_pk() == first.pk
+
+
+def test_a_serving_run_says_whether_shoppers_lists_come_from_its_model_yet(shop, staff_client):
+    """The run reads "succeeded" as soon as its model serves; its page says the lists follow only when the precompute
+    its activation sent has finished, and links that precompute."""
+    run = training.run_training(candidates=FAST, task_id="t-1")
+    assert run.is_serving
+    sent = PrecomputeRun.objects.get()  # by the activation, to the broker; no worker has taken it
+    assert sent.status == PrecomputeRun.Status.PENDING
+
+    def note() -> str:
+        html = staff_client.get(reverse(CHANGE_PAGE, args=[run.pk])).content.decode()
+        start = html.index('id="lists-note">') + len('id="lists-note">')
+        return html[start : html.index("</li>", start)]
+
+    link = f'<a href="{reverse("admin:recommendations_precomputerun_change", args=[sent.pk])}">'
+    waiting = note()
+    assert "shoppers still see the lists made before it until " + link in waiting
+    assert "(Pending, 0%)" in waiting
+    PrecomputeRun.objects.filter(pk=sent.pk).update(status=PrecomputeRun.Status.FAILED)
+    assert link in note() and "failed: shoppers still see the lists made before it" in note()
+
+    done = run_precompute()
+    made = note()
+    assert f"Shoppers' lists come from this model: list set #{done.recommendation_set_id}, made by " in made
+    assert reverse("admin:recommendations_precomputerun_change", args=[done.pk]) in made
+    # A run that does not serve says nothing about the lists.
+    other = TrainingRun.objects.create(status=TrainingRun.Status.KEPT_OLD)
+    assert 'id="lists-note"' not in staff_client.get(reverse(CHANGE_PAGE, args=[other.pk])).content.decode()
