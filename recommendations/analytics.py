@@ -124,24 +124,28 @@ def _events(start: date, end: date) -> QuerySet:
     )
 
 
+def order_key() -> Case:
+    """One key per order, so an order of three recommended products counts once: (shopper, order id), or the event
+    itself for a purchase without an order id. The placement, experiment and e-mail reports all count orders so."""
+    order_id = NullIf(Cast(KeyTextTransform("order_id", "context"), CharField()), Value(""))
+    return Case(
+        When(IsNull(order_id, False), then=Concat("shopper", Value("|"), order_id, output_field=CharField())),
+        default=Concat(Value("event|"), "event_id", output_field=CharField()),
+        output_field=CharField(),
+    )
+
+
 def _rollup(start: date, end: date, *, items_in_database: bool) -> dict[tuple[date, str, str], dict[str, Any]]:
     """One grouped query: every counter of every (day, placement, variant) in the range."""
     tz = timezone.get_default_timezone()
     impression = Q(event_type="impression")
     attributed = ~Q(recommendation_id="")
     purchase = Q(event_type="purchase") & attributed
-    order_id = NullIf(Cast(KeyTextTransform("order_id", "context"), CharField()), Value(""))
-    # One key per order; a purchase without an order id is its own order (keyed by its unique event id).
-    order_key = Case(
-        When(IsNull(order_id, False), then=Concat("shopper", Value("|"), order_id, output_field=CharField())),
-        default=Concat(Value("event|"), "event_id", output_field=CharField()),
-        output_field=CharField(),
-    )
     measures: dict[str, Any] = {
         "impressions": Count("pk", filter=impression),
         "clicks": Count("pk", filter=Q(event_type="click")),
         "add_to_carts": Count("pk", filter=Q(event_type="add_to_cart") & attributed),
-        "orders": Count(order_key, filter=purchase, distinct=True),
+        "orders": Count(order_key(), filter=purchase, distinct=True),
         "revenue": Sum("value", filter=purchase, default=Decimal("0")),
     }
     if items_in_database:

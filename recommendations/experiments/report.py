@@ -22,12 +22,9 @@ from decimal import Decimal
 from statistics import NormalDist
 from typing import Any
 
-from django.db.models import CharField, Count, Q, Sum, Value
-from django.db.models.expressions import Case, When
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Concat, NullIf
-from django.db.models.lookups import IsNull
+from django.db.models import Count, Q, Sum
 
+from recommendations.analytics import order_key
 from recommendations.experiments.assignment import stamp_of
 from recommendations.models import Event, Experiment
 
@@ -219,16 +216,6 @@ class Report:
         return None
 
 
-def _order_key() -> Case:
-    """One key per order, as analytics counts them: (shopper, order id), or the event itself without an order id."""
-    order_id = NullIf(Cast(KeyTextTransform("order_id", "context"), CharField()), Value(""))
-    return Case(
-        When(IsNull(order_id, False), then=Concat("shopper", Value("|"), order_id, output_field=CharField())),
-        default=Concat(Value("event|"), "event_id", output_field=CharField()),
-        output_field=CharField(),
-    )
-
-
 def _arm_aggregates(index: int, stamp: str) -> dict[str, Any]:
     """The outer aggregates of one arm over the per-(arm, shopper) rows `report` groups the events into."""
     arm = Q(variant=stamp)
@@ -284,7 +271,7 @@ def report(experiment: Experiment) -> Report:
                 clicked=Count("pk", filter=Q(event_type="click")),
                 carted=Count("pk", filter=Q(event_type="add_to_cart") & attributed),
                 # The order key starts with the shopper, so the per-shopper distinct counts add up to the arm's.
-                ordered=Count(_order_key(), filter=purchase, distinct=True),
+                ordered=Count(order_key(), filter=purchase, distinct=True),
                 spent=Sum("value", filter=purchase, default=Decimal("0")),
             )
             .order_by()

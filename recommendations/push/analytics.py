@@ -25,10 +25,10 @@ from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Q
 from django.db.models.functions import Coalesce, Concat, TruncDate
 from django.utils import timezone
 
-from recommendations.analytics import csv_safe, day_bounds, ratio
+from recommendations.analytics import csv_safe, day_bounds, order_key, ratio
 from recommendations.conf import rec_settings
 from recommendations.experiments.assignment import stamp_of
-from recommendations.experiments.report import Comparison, _order_key, compare, enough_data, wilson
+from recommendations.experiments.report import Comparison, compare, enough_data, wilson
 from recommendations.models import Event, Experiment, ExperimentVariant, Flow, Message, PlacementDay, Unsubscribe
 
 STATUSES = {
@@ -266,7 +266,7 @@ def arms(experiment: Experiment) -> list[ArmCounts]:
         .values("variant")
         .annotate(
             clickers=Count("shopper", filter=Q(event_type="click"), distinct=True),
-            orders=Count(_order_key(), filter=Q(event_type="purchase") & ~Q(recommendation_id=""), distinct=True),
+            orders=Count(order_key(), filter=Q(event_type="purchase") & ~Q(recommendation_id=""), distinct=True),
             revenue=Sum("value", filter=Q(event_type="purchase") & ~Q(recommendation_id=""), default=Decimal("0")),
         )
         .order_by()
