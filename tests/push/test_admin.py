@@ -45,6 +45,10 @@ def test_the_preview_shows_the_email_exactly_as_it_is_sent(staff_client, smtp, p
     assert "List-Unsubscribe-Post" in shown and "List-Unsubscribe=One-Click" in shown
     assert 'sandbox=""' in shown  # the HTML runs no script in the admin's page
     assert Message.objects.filter(user_id=str(ann.pk)).count() == 1  # the preview itself wrote nothing
+    # Its breadcrumbs lead back to the flow (flow/page.html, shared with the flow's analytics).
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', shown, re.S).group(1)
+    change = reverse("admin:recommendations_flow_change", args=[weekly.pk])
+    assert f'<a href="{change}">{weekly}</a>' in crumbs and crumbs.rstrip().endswith("Preview")
 
 
 def test_the_preview_says_what_would_stop_an_email(staff_client, smtp, push_shop, weekly):

@@ -190,6 +190,9 @@ def test_a_click_and_a_later_checkout_are_the_flows_with_sends_skips_and_leaves_
         "rec-chart-unsubscribes",
     ):
         assert re.search(rf'<figure id="{chart}"[^>]*>\s*<svg', html), chart
+    crumbs = re.search(r'<div class="breadcrumbs">(.*?)</div>', html, re.S).group(1)
+    change = reverse("admin:recommendations_flow_change", args=[weekly.pk])
+    assert f'<a href="{change}">{weekly}</a>' in crumbs and crumbs.rstrip().endswith("Analytics")
 
     export = admin.get(
         reverse("admin:recommendations_flow_analytics_export", args=[weekly.pk]),
