@@ -719,7 +719,12 @@ def _train(run: TrainingRun, on_progress: ProgressCallback | None, candidates: l
         for result in results.values():
             if result.validation:
                 result.test = metrics.evaluate(result.recommender, split.test)
-        test_metrics = metrics.evaluate(choice.recommender, split.test)
+        # A single candidate chosen as it was fitted has its test metrics already (a wide catalog's test scoring of
+        # one candidate is tens of seconds); a blend or a slot is scored as served.
+        test_metrics = next(
+            (r.test for r in results.values() if r.recommender is choice.recommender and r.test),
+            None,
+        ) or metrics.evaluate(choice.recommender, split.test)
         report = {
             r.name: {"validation": r.validation, "test": r.test, "fit": _jsonable(r.fit), "seconds": r.seconds}
             for r in results.values()

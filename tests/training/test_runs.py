@@ -512,3 +512,22 @@ def test_new_products_reach_the_top_ten_of_matching_shoppers_one_per_list(shop):
     # and the lift takes one slot, not every new product of the category at once.
     assert sum(n > 0 for n in fans) >= len(fans) / 3
     assert max(fans) <= 1 or run.candidates["content"]["fit"]["chosen"]["cold_boost"] == 1.0
+
+
+def test_the_test_stage_scores_no_model_twice_on_the_test_set(shop, monkeypatch):
+    """A single chosen candidate keeps the test metrics its candidate row got (at 200,000 products one test scoring
+    is tens of seconds); the run's test metrics are that row's."""
+    calls: dict[tuple[int, int], int] = {}
+    evaluate = training.metrics.evaluate
+
+    def counted(recommender, evalset, *args, **kwargs):
+        key = (id(recommender), id(evalset))
+        calls[key] = calls.get(key, 0) + 1
+        return evaluate(recommender, evalset, *args, **kwargs)
+
+    monkeypatch.setattr(training.metrics, "evaluate", counted)
+    run = training.run_training(candidates=FAST)
+    assert run.status == TrainingRun.Status.SUCCEEDED, run.error
+    assert run.chosen in FAST, "a single candidate chosen"
+    assert calls and max(calls.values()) == 1, calls
+    assert run.test_metrics == run.candidates[run.chosen]["test"]
