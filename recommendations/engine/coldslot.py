@@ -130,7 +130,7 @@ class ColdSlot(Recommender):
 
     def score(self, history: Interactions) -> np.ndarray:
         """The slot counted among the products the shopper has not seen: the lists evaluation ranks."""
-        return self._lifted(history, history.seen(), None)
+        return self._lifted(history, None, None, evaluation=True)
 
     def score_for_lists(
         self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None
@@ -139,7 +139,11 @@ class ColdSlot(Recommender):
         viewed, so counting past every seen one would put the new product lower than `position` there."""
         return self._lifted(history, exclude, allowed)
 
-    def _lifted(self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None) -> np.ndarray:
+    def _lifted(
+        self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None, evaluation: bool = False
+    ) -> np.ndarray:
+        """`evaluation`: the list leaves out everything seen, so the seen matrix `best_new` reads stands in for
+        `exclude` (built once per batch, not twice)."""
         from recommendations.engine.metrics import allowed_mask
 
         if not self.is_cold.any() or not history.n_shoppers:
@@ -153,7 +157,8 @@ class ColdSlot(Recommender):
             is_cold = is_cold & mask  # an inactive new product would only leave its slot empty
         rows, items = best_new(scout_scores, is_cold, seen)
         position = int(self.params["position"])
-        return lift(np.asarray(scores, dtype=np.float32), rows, items, position, exclude, scout_scores, allowed)
+        listed = seen if evaluation else exclude
+        return lift(np.asarray(scores, dtype=np.float32), rows, items, position, listed, scout_scores, allowed)
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
