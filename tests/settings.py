@@ -1,5 +1,7 @@
 """The suite's settings: the demo shop's, plus `tests.shapes`, a host catalog shaped unlike the shop's."""
 
+from django.conf import global_settings
+
 from shop.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.shapes"]  # noqa: F405
@@ -14,11 +16,4 @@ RECOMMENDATIONS["EMAIL_QUIET_HOURS"] = None
 # Django's default hasher takes ~0.6 s per password on 2 cores, and the suite makes and logs in hundreds of users:
 # a fast hasher first (tests only; the shop's settings keep Django's defaults), the defaults after it so a hash made
 # elsewhere still verifies.
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.MD5PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
-    "django.contrib.auth.hashers.ScryptPasswordHasher",
-]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *global_settings.PASSWORD_HASHERS]
