@@ -228,7 +228,9 @@ class Recommender(ABC):
 
     @abstractmethod
     def score(self, history: Interactions) -> np.ndarray:
-        """Dense float32 scores, history.n_shoppers x n_items; higher is better. Callers batch shoppers."""
+        """Dense float32 scores, history.n_shoppers x n_items; higher is better. Callers batch shoppers.
+
+        Always a new array the caller owns: evaluation and precompute mask the cells they leave out in place."""
 
     def score_for_lists(
         self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None

@@ -238,7 +238,7 @@ class ItemKNN(_Fitted):
         self._require_fit()
         assert self.similarity is not None
         check_items(history, self.similarity.shape[0])
-        return (history.matrix(self.history_half_life_days) @ self.similarity).toarray().astype(np.float32)
+        return (history.matrix(self.history_half_life_days) @ self.similarity).toarray().astype(np.float32, copy=False)
 
     def _arrays(self) -> dict[str, Any]:
         assert self.similarity is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from recommendations.engine.base import Interactions, ItemFeatures
 from recommendations.engine.content import ContentAffinity, cold_prior
@@ -129,3 +130,64 @@ def test_a_product_added_after_fitting_gets_the_prior_of_its_age(tmp_path: Path)
     fresh, stale = loaded.log_share[N], loaded.log_share[N + 1]
     assert fresh > stale
     assert loaded.is_cold[N] and loaded.is_cold[N + 1] and not loaded.is_cold[0]
+
+
+@pytest.mark.parametrize("betas", [(1.0, 0.5, 0.5), (1.0, 0.0, 0.0)])  # the second ties groups of other brands
+def test_the_best_new_product_by_groups_is_the_one_a_full_search_finds(betas):
+    # 600 products in 4 categories x 3 brands x 2 price bands, 70 % of them without events, so new products share
+    # their facets and share term in groups: the search by groups must pick what the search over every new product
+    # picks (ties to the lower index), also for shoppers who have a new product in their history.
+    from recommendations.engine.coldslot import best_new
+
+    rng = np.random.default_rng(5)
+    n, shoppers = 600, 120
+    sold = np.flatnonzero(rng.random(n) < 0.3)
+    rows = sorted((s, int(rng.choice(sold)), float(rng.uniform(0, 60))) for s in range(shoppers) for _ in range(6))
+    rows.sort(key=lambda r: (r[0], -r[2]))
+    s, i, a = (np.array(c) for c in zip(*rows, strict=True))
+    train = Interactions(
+        n_shoppers=shoppers,
+        n_items=n,
+        shopper=s.astype(np.int32),
+        item=i.astype(np.int32),
+        event_type=np.ones(s.size, dtype=np.int8),
+        weight=np.ones(s.size, dtype=np.float32),
+        age_days=a.astype(np.float32),
+    )
+    features = ItemFeatures(
+        item_ids=[f"p{k}" for k in range(n)],
+        category=rng.integers(0, 4, n).astype(np.int32),
+        brand=rng.integers(0, 3, n).astype(np.int32),
+        price_z=np.zeros(n, dtype=np.float32),
+        price_band=rng.integers(0, 2, n).astype(np.int32),
+        popularity=np.zeros(n, dtype=np.float32),
+        age_days=rng.choice([2.0, 200.0, 2000.0], n).astype(np.float32),
+        text=[""] * n,
+        categories=["a", "b", "c", "d"],
+        brands=["x", "y", "z"],
+    )
+    model = ContentAffinity(betas=betas, gamma=1.0, cold_boost=1.0)
+    model.fit(train, features)
+    assert model._cold_group_firsts() is not None  # the search by groups is taken
+    cold = np.flatnonzero(model.is_cold)
+    # Later histories: the same shoppers, a third of them with a new product viewed since.
+    extra = [(r, int(rng.choice(cold)), 0.1) for r in range(0, shoppers, 3)]
+    later_rows = sorted(rows + extra, key=lambda r: (r[0], -r[2]))
+    s, i, a = (np.array(c) for c in zip(*later_rows, strict=True))
+    later = Interactions(
+        shoppers,
+        n,
+        s.astype(np.int32),
+        i.astype(np.int32),
+        np.ones(s.size, dtype=np.int8),
+        np.ones(s.size, dtype=np.float32),
+        a.astype(np.float32),
+    )
+    for history in (train, later):
+        scores = model.score(history)
+        matrix = history.matrix(model.params["history_half_life_days"])
+        got_rows, got_items = model._best_new(scores, matrix)
+        want_rows, want_items = best_new(scores, model.is_cold, matrix)
+        assert got_rows.tolist() == want_rows.tolist() and got_items.tolist() == want_items.tolist()
+    seen_new = later.matrix()[:, cold].tocoo()
+    assert seen_new.nnz  # the case of a shopper with a new product in their history was exercised

@@ -247,6 +247,22 @@ def test_top_k_on_sparse_scores_matches_a_full_sort_on_either_path(monkeypatch, 
     assert expected[7].tolist() == list(range(12)) and expected[8][:3].tolist() == [2, 0, 1]
 
 
+@pytest.mark.parametrize("n_items", [39, 40, 97, 160, 1003])
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_folded_group_maxima_are_the_strided_groups_maxima(monkeypatch, n_items, k):
+    # A fold width of 16 cells (a multiple of k rounded down) makes every long row fold, with a short last slice
+    # where n_items is not a multiple of the width: the groups must still be exactly "column mod k".
+    monkeypatch.setattr(metrics, "FOLD_WIDTH", 16)
+    rng = np.random.default_rng(n_items * 10 + k)
+    scores = _awkward_scores(rng, 9, n_items)
+    scores[np.isnan(scores)] = -np.inf  # top_k has replaced NaN before it asks for the bound
+    used = (n_items // k) * k
+    expected = scores[:, :used].reshape(9, used // k, k).max(axis=1)
+    assert np.array_equal(metrics._group_maxima(scores, k), expected)
+    expected_lists = _full_sort(scores, k, None, None)
+    assert top_k(scores, k).tolist() == expected_lists.tolist()
+
+
 def test_top_k_leaves_scores_alone_and_scratch_changes_only_masked_cells():
     rng = np.random.default_rng(12)
     scores = _awkward_scores(rng, 20, 60)

@@ -216,6 +216,37 @@ def test_standardize_rows_zeroes_constant_rows():
     assert not z[1].any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardize_rows_matches_float64_over_several_blocks(monkeypatch, dtype):
+    from recommendations.engine import blend
+
+    monkeypatch.setattr(blend, "STANDARDIZE_BLOCK_CELLS", 3 * 500)  # 3 rows a block, the last one short
+    rng = np.random.default_rng(2)
+    scores = (rng.normal(size=(10, 500)) * rng.uniform(0.01, 100, size=(10, 1)) + 1e3).astype(dtype)
+    scores[4] = 7.0  # constant: no opinion
+    scores[6, 3] = np.nan  # unreadable: no opinion either
+    rows = scores.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):  # the constant and NaN rows, checked apart
+        expected = (rows - rows.mean(axis=1, keepdims=True)) / rows.std(axis=1, keepdims=True)
+    z = standardize_rows(scores)
+    assert z.dtype == np.float32
+    keep = [r for r in range(10) if r not in (4, 6)]
+    np.testing.assert_allclose(z[keep], expected[keep], rtol=1e-4, atol=1e-4)
+    assert not z[4].any() and not z[6].any()
+
+
+def test_weighted_sum_into_reused_buffers_equals_a_fresh_one():
+    from recommendations.engine.blend import _weighted_sum
+
+    rng = np.random.default_rng(3)
+    parts = [rng.normal(size=(4, 30)).astype(np.float32) for _ in range(3)]
+    out, scratch = np.full((4, 30), np.nan, np.float32), np.full((4, 30), np.nan, np.float32)
+    for weights in ([0.2, 0.0, 0.8], [0.4, 0.4, 0.2], [0.0, 1.0, 0.0]):
+        fresh = _weighted_sum(weights, parts)
+        np.testing.assert_array_equal(_weighted_sum(weights, parts, out=out, scratch=scratch), fresh)
+        np.testing.assert_allclose(fresh, sum(w * p for w, p in zip(weights, parts, strict=True)), rtol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def shop_split():
     data, features = make_shop(n_shoppers=300, n_items=120, seed=0)
