@@ -257,9 +257,9 @@ EAGER_REFRESH_MAX_SHOPPERS = 3
 @shared_task(name="recommendations.tasks.refresh_shoppers", ignore_result=True, **REDELIVERED)
 def refresh_shoppers(shoppers: list[str]) -> int:
     """Rewrite these shoppers' for_you lists from their newest events (see lists.refresh)."""
-    from recommendations.lists.refresh import refresh_shopper
+    from recommendations.lists.refresh import refresh_shoppers as refresh
 
-    return sum(1 for shopper in shoppers if refresh_shopper(shopper) is not None)
+    return refresh(shoppers)
 
 
 @shared_task(name="recommendations.tasks.refresh_shopper", ignore_result=True, **REDELIVERED)

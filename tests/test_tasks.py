@@ -146,13 +146,13 @@ def test_no_kombu_hostname_warning_when_no_broker_is_meant(
 def test_an_in_process_refresh_that_meets_database_is_locked_is_tried_once_more(monkeypatch, caplog):
     calls = []
 
-    def refresh_shopper(shopper: str) -> int:
-        calls.append(shopper)
+    def refresh_shoppers(shoppers: list[str]) -> int:
+        calls.extend(shoppers)
         if len(calls) == 1:
             raise OperationalError("database is locked")
-        return 1
+        return len(shoppers)
 
-    monkeypatch.setattr("recommendations.lists.refresh.refresh_shopper", refresh_shopper)
+    monkeypatch.setattr("recommendations.lists.refresh.refresh_shoppers", refresh_shoppers)
     with caplog.at_level(logging.ERROR, logger="recommendations"):
         tasks._refresh_quietly(["v:a"])
     assert calls == ["v:a", "v:a"]
@@ -162,11 +162,11 @@ def test_an_in_process_refresh_that_meets_database_is_locked_is_tried_once_more(
 def test_an_in_process_refresh_that_keeps_failing_is_logged_and_never_raises(monkeypatch, caplog):
     calls = []
 
-    def refresh_shopper(shopper: str) -> int:
-        calls.append(shopper)
+    def refresh_shoppers(shoppers: list[str]) -> int:
+        calls.extend(shoppers)
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr("recommendations.lists.refresh.refresh_shopper", refresh_shopper)
+    monkeypatch.setattr("recommendations.lists.refresh.refresh_shoppers", refresh_shoppers)
     with caplog.at_level(logging.ERROR, logger="recommendations"):
         tasks._refresh_quietly(["v:b"])
     assert calls == ["v:b", "v:b"]

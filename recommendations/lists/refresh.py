@@ -14,11 +14,16 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 
 from recommendations import keys
 from recommendations.conf import rec_settings
@@ -62,8 +67,16 @@ def _newest_training_event(types: list[str]) -> datetime | None:
     )
 
 
-def shopper_weights(shopper: str) -> tuple[dict[str, float], set[str]]:
-    """The shopper's damped weight per product, and the products they bought."""
+def _event_types() -> list[str]:
+    return loaded_event_types({k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()})
+
+
+_UNSET: Any = object()
+
+
+def shopper_weights(shopper: str, newest: datetime | None = _UNSET) -> tuple[dict[str, float], set[str]]:
+    """The shopper's damped weight per product, and the products they bought (`newest`: the decay's reference, the
+    newest event in the data, read when not given)."""
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     types = loaded_event_types(weights)
     rows = list(
@@ -72,7 +85,8 @@ def shopper_weights(shopper: str) -> tuple[dict[str, float], set[str]]:
         .order_by("-occurred_at")
         .values_list("product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]
     )
-    newest = _newest_training_event(types)
+    if newest is _UNSET:
+        newest = _newest_training_event(types)
     half_life = float(rec_settings.RECENCY_HALF_LIFE_DAYS)
     summed: dict[str, float] = defaultdict(float)
     bought: set[str] = set()
@@ -106,35 +120,88 @@ def score_shopper(weights: dict[str, float], bought: set[str], neighbours: dict[
     return [[pid, round(score, 6), f"{reasons.BECAUSE_}{best[pid][1]}"] for pid, score in ranked if score > 0]
 
 
-def model_items(served: ServedModel, shopper: str, n: int) -> list[list]:
-    """Top `n` [product_id, score, reason] for one shopper from the serving model, as the precompute makes them."""
+def model_items(served: ServedModel, shopper: str, n: int, newest: datetime | None = _UNSET) -> list[list]:
+    """Top `n` [product_id, score, reason] for one shopper from the serving model, as the precompute makes them
+    (`newest` as in `shopper_weights`)."""
+    return model_items_many(served, [shopper], n, newest).get(shopper, [])
+
+
+def model_items_many(
+    served: ServedModel, shoppers: list[str], n: int, newest: datetime | None = _UNSET
+) -> dict[str, list[list]]:
+    """`model_items` for several shoppers: one query for their newest events and one scoring of them all, as a
+    precompute chunk is scored (a shopper with no event the model can read gets no entry)."""
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     types = loaded_event_types(weights)
+    newest_first = Window(RowNumber(), partition_by=[F("shopper")], order_by=[F("occurred_at").desc(), F("pk").desc()])
     rows = list(
-        readable(Event.objects.filter(shopper=shopper, event_type__in=types))
+        readable(Event.objects.filter(shopper__in=shoppers, event_type__in=types))
         .exclude(product_id="")
-        .order_by("-occurred_at")
-        .values_list("shopper", "product_id", "event_type", "occurred_at")[:MAX_HISTORY_EVENTS]
+        .annotate(recent=newest_first)
+        .filter(recent__lte=MAX_HISTORY_EVENTS)
+        .order_by("shopper", "occurred_at", "pk")
+        .values_list("shopper", "product_id", "event_type", "occurred_at")
     )
-    newest = _newest_training_event(types)
-    log = event_log_from_rows(reversed(rows), served.item_ids, weights)
+    if newest is _UNSET:
+        newest = _newest_training_event(types)
+    log = event_log_from_rows(rows, served.item_ids, weights)
     log, _ = clean_log(log, float(rec_settings.BURST_SECONDS), int(rec_settings.BOT_MAX_EVENTS_PER_MINUTE))
     reference = micros(newest) if newest is not None else None
-    interactions, shoppers = to_interactions(log, reference_us=reference)
-    if not shoppers:
-        return []
-    bought_items = np.unique(log.item_idx[log.is_purchase])
+    interactions, keys_of_rows = to_interactions(log, reference_us=reference)
+    if not keys_of_rows:
+        return {}
+    row_of_key = {key: row for row, key in enumerate(keys_of_rows)}
+    row_of_log_shopper = np.array([row_of_key.get(key, -1) for key in log.shoppers], dtype=np.int64)
+    buyer = row_of_log_shopper[log.shopper_idx[log.is_purchase]] if log.n_events else np.zeros(0, dtype=np.int64)
+    bought_items = log.item_idx[log.is_purchase] if log.n_events else np.zeros(0, dtype=np.int64)
+    known = buyer >= 0
     bought = sp.csr_matrix(
-        (np.ones(bought_items.size, dtype=np.int8), (np.zeros(bought_items.size, dtype=np.int64), bought_items)),
-        shape=(1, len(served.item_ids)),
+        (np.ones(int(known.sum()), dtype=np.int8), (buyer[known], bought_items[known])),
+        shape=(len(keys_of_rows), len(served.item_ids)),
     )
     ids = served.item_ids
+    lists: dict[str, list[list]] = {}
     for chunk in recommend_chunks(served.model, interactions, bought, served.active, n, served.category_of_item):
-        for _, items in chunk:
-            return [
+        for row, items in chunk:
+            lists[keys_of_rows[int(row)]] = [
                 [ids[i], round(s, 6), f"{reasons.BECAUSE_}{ids[a]}" if a >= 0 else reasons.FOR_YOU] for i, s, a in items
             ]
-    return []
+    return lists
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What every refresh of one task writes into and scores with, read once per task: the active set, the serving
+    model (None: the co-occurrence lists) and the decay's reference (the newest event in the data)."""
+
+    set_id: int
+    served: ServedModel | None
+    newest: datetime | None
+
+
+def _target() -> _Target | None:
+    """None when there is nothing to refresh into (no active set) or the serving model is refused."""
+    set_id = (
+        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
+        .order_by("-activated_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if set_id is None:
+        return None
+    try:
+        # Remembered: a broken artefact is tried again when its files change (or after a while), not on every event.
+        served = load_serving_model(remember_refusal=True)
+    except RefusedArtefact as exc:
+        logger.debug("serving model still refused; shoppers keep their precomputed lists: %s", exc)
+        return None
+    except ArtefactError:
+        logger.exception(
+            "serving model refused; shoppers keep their precomputed lists until its artefact changes (or for %ds)",
+            int(serving_model.REFUSAL_SECONDS),
+        )
+        return None
+    return _Target(set_id, served, _newest_training_event(_event_types()))
 
 
 def refresh_shopper(shopper: str) -> int | None:
@@ -144,42 +211,48 @@ def refresh_shopper(shopper: str) -> int | None:
     the active set's co-occurrence lists. A model whose artefact fails its check refreshes nothing: the
     shopper keeps the list the last good precompute wrote. Their experiment arm's list, if any, follows.
     """
-    set_id = (
-        RecommendationSet.objects.filter(status=RecommendationSet.Status.ACTIVE)
-        .order_by("-activated_at", "-pk")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if set_id is None or not shopper:
+    if not shopper:
         return None
-    try:
-        # Remembered: a broken artefact is tried again when its files change (or after a while), not on every event.
-        served = load_serving_model(remember_refusal=True)
-    except RefusedArtefact as exc:
-        logger.debug("serving model still refused; %s keeps the precomputed list: %s", shopper, exc)
-        return None
-    except ArtefactError:
-        logger.exception(
-            "serving model refused; shoppers keep their precomputed lists until its artefact changes (or for %ds)",
-            int(serving_model.REFUSAL_SECONDS),
-        )
-        return None
-    if served is not None:
-        items = model_items(served, shopper, rec_settings.TOP_N)
+    target = _target()
+    return None if target is None else _refresh(target, [shopper])[shopper]
+
+
+def refresh_shoppers(shoppers: Iterable[str]) -> int:
+    """`refresh_shopper` for each of `shoppers`; returns how many were refreshed.
+
+    Done together: the active set, the serving model and the newest event are read once, the model scores every
+    shopper in one batch from one query for their events, and the lists are written in one upsert (a shopper
+    alone took eleven queries, ~20 ms; docs/benchmarks.md, "Load and faults").
+    """
+    wanted = [s for s in dict.fromkeys(shoppers) if s]
+    target = _target() if wanted else None
+    return 0 if target is None else len(_refresh(target, wanted))
+
+
+def _refresh(target: _Target, shoppers: list[str]) -> dict[str, int]:
+    """Each shopper's new for_you list written (and their experiment arm's); returns their lengths."""
+    if target.served is not None:
+        scored = model_items_many(target.served, shoppers, rec_settings.TOP_N, target.newest)
+        lists = {shopper: scored.get(shopper, []) for shopper in shoppers}
     else:
-        weights, bought = shopper_weights(shopper)
-        neighbours = dict(
-            StoredList.objects.filter(recommendation_set_id=set_id, placement="similar", subject__in=list(weights))
-            .values_list("subject", "items")
-            .iterator()
-        )
-        items = score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
-    _replace_list(set_id, "for_you", shopper, items)
-    _refresh_arm_list(set_id, shopper, served)
-    return len(items)
+        lists = {shopper: _cooccurrence_items(target, shopper) for shopper in shoppers}
+    _replace_lists(target.set_id, "for_you", lists)
+    for shopper in shoppers:
+        _refresh_arm_list(target, shopper)
+    return {shopper: len(items) for shopper, items in lists.items()}
 
 
-def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> None:
+def _cooccurrence_items(target: _Target, shopper: str) -> list[list]:
+    weights, bought = shopper_weights(shopper, target.newest)
+    neighbours = dict(
+        StoredList.objects.filter(recommendation_set_id=target.set_id, placement="similar", subject__in=list(weights))
+        .values_list("subject", "items")
+        .iterator()
+    )
+    return score_shopper(weights, bought, neighbours, rec_settings.TOP_N)
+
+
+def _refresh_arm_list(target: _Target, shopper: str) -> None:
     """Rescore the shopper's "for_you@run<id>" list when their for_you arm serves a model version other than the
     serving one; a version whose model is refused is left alone (serving falls back to the serving model's list).
 
@@ -188,7 +261,7 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
     arm = assignment.assign("for_you", shopper)
     if arm is None or arm.strategy != ExperimentVariant.Strategy.MODEL_VERSION or arm.training_run_id is None:
         return
-    if served is not None and arm.training_run_id == served.run_id:
+    if target.served is not None and arm.training_run_id == target.served.run_id:
         return
     run = TrainingRun.objects.filter(pk=arm.training_run_id).first()
     if run is None:
@@ -207,14 +280,27 @@ def _refresh_arm_list(set_id: int, shopper: str, served: ServedModel | None) -> 
             exc,
         )
         return
-    _replace_list(set_id, keys.arm_list("for_you", run.pk), shopper, model_items(model, shopper, rec_settings.TOP_N))
+    items = model_items(model, shopper, rec_settings.TOP_N, target.newest)
+    _replace_lists(target.set_id, keys.arm_list("for_you", run.pk), {shopper: items})
 
 
-def _replace_list(set_id: int, placement: str, shopper: str, items: list[list]) -> None:
+def _replace_lists(set_id: int, placement: str, lists: dict[str, list[list]]) -> None:
+    """Upsert each subject's list on the (set, placement, subject) key and delete the empty ones, in one transaction
+    of two statements at most. Subjects go in sorted order, so two tasks writing the same shoppers lock their rows
+    in one order and cannot deadlock."""
+    full = [
+        StoredList(recommendation_set_id=set_id, placement=placement, subject=subject, items=items)
+        for subject, items in sorted(lists.items())
+        if items
+    ]
+    empty = sorted(subject for subject, items in lists.items() if not items)
     with transaction.atomic():
-        if items:
-            StoredList.objects.update_or_create(
-                recommendation_set_id=set_id, placement=placement, subject=shopper, defaults={"items": items}
+        if full:
+            StoredList.objects.bulk_create(
+                full,
+                update_conflicts=True,
+                unique_fields=["recommendation_set", "placement", "subject"],
+                update_fields=["items"],
             )
-        else:
-            StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject=shopper).delete()
+        if empty:
+            StoredList.objects.filter(recommendation_set_id=set_id, placement=placement, subject__in=empty).delete()
