@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
@@ -120,6 +120,46 @@ def score_shopper(weights: dict[str, float], bought: set[str], neighbours: dict[
     return [[pid, round(score, 6), f"{reasons.BECAUSE_}{best[pid][1]}"] for pid, score in ranked if score > 0]
 
 
+# Shoppers per statement when their newest events are read as one UNION ALL of per-shopper LIMIT queries.
+UNION_SHOPPERS = 100
+
+
+def _newest_events(shoppers: list[str], types: list[str]) -> list[tuple[str, str, str, datetime]]:
+    """(shopper, product_id, event_type, occurred_at) of each shopper's newest MAX_HISTORY_EVENTS events, each
+    shopper's oldest first.
+
+    Where the database allows a LIMIT inside a UNION (PostgreSQL), one statement per UNION_SHOPPERS shoppers of
+    per-shopper queries, each of which walks the (shopper, time) index and stops at the limit, however many events a
+    shopper has; elsewhere (SQLite, the demo) one window query, which reads all of their events first.
+    """
+    events = readable(Event.objects.filter(event_type__in=types)).exclude(product_id="")
+    columns = ("shopper", "product_id", "event_type", "occurred_at")
+    rows: list[tuple[str, str, str, datetime]] = []
+    if connection.features.supports_slicing_ordering_in_compound:
+        for start in range(0, len(shoppers), UNION_SHOPPERS):
+            parts = [
+                events.filter(shopper=shopper)
+                .order_by("-occurred_at", "-pk")
+                .values_list(*columns)[:MAX_HISTORY_EVENTS]
+                for shopper in shoppers[start : start + UNION_SHOPPERS]
+            ]
+            rows.extend(parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0])
+    else:
+        newest_first = Window(
+            RowNumber(), partition_by=[F("shopper")], order_by=[F("occurred_at").desc(), F("pk").desc()]
+        )
+        rows.extend(
+            events.filter(shopper__in=shoppers)
+            .annotate(recent=newest_first)
+            .filter(recent__lte=MAX_HISTORY_EVENTS)
+            .order_by("shopper", "-occurred_at", "-pk")
+            .values_list(*columns)
+        )
+    # The engine's cleaning sorts by shopper and time; equal times keep this order (the newest-first one, reversed).
+    rows.reverse()
+    return rows
+
+
 def model_items(served: ServedModel, shopper: str, n: int, newest: datetime | None = _UNSET) -> list[list]:
     """Top `n` [product_id, score, reason] for one shopper from the serving model, as the precompute makes them
     (`newest` as in `shopper_weights`)."""
@@ -133,15 +173,7 @@ def model_items_many(
     precompute chunk is scored (a shopper with no event the model can read gets no entry)."""
     weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
     types = loaded_event_types(weights)
-    newest_first = Window(RowNumber(), partition_by=[F("shopper")], order_by=[F("occurred_at").desc(), F("pk").desc()])
-    rows = list(
-        readable(Event.objects.filter(shopper__in=shoppers, event_type__in=types))
-        .exclude(product_id="")
-        .annotate(recent=newest_first)
-        .filter(recent__lte=MAX_HISTORY_EVENTS)
-        .order_by("shopper", "occurred_at", "pk")
-        .values_list("shopper", "product_id", "event_type", "occurred_at")
-    )
+    rows = _newest_events(shoppers, types)
     if newest is _UNSET:
         newest = _newest_training_event(types)
     log = event_log_from_rows(rows, served.item_ids, weights)

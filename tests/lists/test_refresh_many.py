@@ -82,3 +82,26 @@ def test_a_shopper_left_with_nothing_to_recommend_loses_the_stale_list(served_li
     )
     assert refresh.refresh_shoppers(["v:ghost", shoppers[1]]) == 2
     assert "v:ghost" not in for_you(set_id, ["v:ghost"]) and for_you(set_id, [shoppers[1]])
+
+
+@pytest.mark.parametrize("union", [True, False])  # PostgreSQL's per-shopper LIMITs in one UNION, or the window
+def test_each_shopper_s_newest_events_are_read_however_many_they_have(monkeypatch, union):
+    if union and connection.vendor == "sqlite":
+        pytest.skip("SQLite allows no LIMIT inside a UNION")
+    monkeypatch.setattr(refresh, "MAX_HISTORY_EVENTS", 3)
+    monkeypatch.setattr(refresh, "UNION_SHOPPERS", 2)  # three shoppers: two statements
+    monkeypatch.setattr(connection.features, "supports_slicing_ordering_in_compound", union)
+    for n, shopper in enumerate(["v:a", "v:b", "v:c"]):
+        for k in range(2 + 2 * n):  # 2, 4 and 6 events
+            Event.objects.create(
+                event_id=f"e-{n}-{k}",
+                event_type="view",
+                shopper=shopper,
+                product_id=f"p{k}",
+                occurred_at=T_END + timedelta(minutes=k),
+            )
+    rows = refresh._newest_events(["v:a", "v:b", "v:c"], ["view"])
+    by_shopper = {s: [(p, t) for s2, p, _, t in rows if s2 == s] for s in ("v:a", "v:b", "v:c")}
+    assert [p for p, _ in by_shopper["v:a"]] == ["p0", "p1"]
+    assert [p for p, _ in by_shopper["v:b"]] == ["p1", "p2", "p3"]  # the newest three, oldest first
+    assert [p for p, _ in by_shopper["v:c"]] == ["p3", "p4", "p5"]
