@@ -19,9 +19,8 @@ from tests.factories import T_END, write_shop
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def served_lists() -> tuple[int, list[str]]:
-    """item_knn serves, precomputed; then twelve shoppers view and buy more. (set id, those shoppers)"""
+def precomputed() -> tuple[int, list[str], list[str]]:
+    """item_knn serves, precomputed: (set id, the shoppers with a for_you list, the product ids)."""
     data, features = make_shop(n_shoppers=80, n_items=40, seed=5)
     write_shop(data, features)
     run = training.run_training(candidates=["item_knn"])
@@ -29,8 +28,15 @@ def served_lists() -> tuple[int, list[str]]:
     set_id = run_precompute().recommendation_set_id
     shoppers = sorted(
         StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you").values_list("subject", flat=True)
-    )[:12]
-    products = list(features.item_ids)
+    )
+    return set_id, shoppers, list(features.item_ids)
+
+
+@pytest.fixture
+def served_lists() -> tuple[int, list[str]]:
+    """item_knn serves, precomputed; then twelve shoppers view and buy more. (set id, those shoppers)"""
+    set_id, shoppers, products = precomputed()
+    shoppers = shoppers[:12]
     for n, shopper in enumerate(shoppers):
         for k, event_type in enumerate(("view", "view", "purchase")):
             Event.objects.create(
@@ -46,6 +52,14 @@ def served_lists() -> tuple[int, list[str]]:
 def for_you(set_id: int, shoppers: list[str]) -> dict[str, list]:
     rows = StoredList.objects.filter(recommendation_set_id=set_id, placement="for_you", subject__in=shoppers)
     return dict(rows.values_list("subject", "items"))
+
+
+def test_with_nothing_new_a_task_writes_the_precompute_s_lists_again():
+    set_id, shoppers, _ = precomputed()
+    before = for_you(set_id, shoppers)
+    assert len(before) >= 40
+    assert refresh.refresh_shoppers(shoppers) == len(shoppers)
+    assert for_you(set_id, shoppers) == before
 
 
 def test_a_task_of_many_shoppers_writes_what_one_at_a_time_writes(served_lists):
