@@ -54,16 +54,13 @@ def standardize_rows(scores: np.ndarray) -> np.ndarray:
 
 
 def _weighted_sum(
-    weights: Sequence[float],
-    standardized: Sequence[np.ndarray | None],
-    shape: tuple[int, int] | None = None,
-    out: np.ndarray | None = None,
-    scratch: np.ndarray | None = None,
+    weights: Sequence[float], standardized: Sequence[np.ndarray | None], out: np.ndarray, scratch: np.ndarray
 ) -> np.ndarray:
-    """Σ wᵢ·zᵢ in float32, skipping zero weights; one code path for Blend.score and the weight search.
+    """Σ wᵢ·zᵢ in float32 into `out`, skipping zero weights: w₁·z₁, then += wᵢ·zᵢ, the arithmetic `Blend.score`
+    does component by component, so the search ranks exactly what the blend will serve.
 
-    `out` and `scratch` (float32, the scores' shape) are reused by the weight search: a fresh 100 MB array per
-    weighting cost a third of its time in page faults on a 200,000-item batch.
+    `out` and `scratch` (float32, the scores' shape) are the search's, reused for every weighting: a fresh 100 MB
+    array per weighting cost a third of its time in page faults on a 200,000-item batch.
     """
     total: np.ndarray | None = None
     for weight, z in zip(weights, standardized, strict=True):
@@ -71,12 +68,11 @@ def _weighted_sum(
             continue
         if total is None:
             total = np.multiply(z, np.float32(weight), dtype=np.float32, out=out)
-        elif scratch is None:
-            total += np.float32(weight) * z
         else:
             total += np.multiply(z, np.float32(weight), out=scratch)
     if total is None:
-        return np.zeros(shape if shape is not None else np.shape(standardized[0]), dtype=np.float32)
+        out.fill(0.0)
+        return out
     return total
 
 
@@ -115,8 +111,8 @@ class Blend(Recommender):
         return stats
 
     def score(self, history: Interactions) -> np.ndarray:
-        # The weight search's sum (_weighted_sum: w₁·z₁, then += wᵢ·zᵢ in float32), one component at a time, so a
-        # batch holds one component's scores beside the total rather than all of them (100 MB each at 200k items).
+        # _weighted_sum's arithmetic (w₁·z₁, then += wᵢ·zᵢ in float32), one component at a time, so a batch holds
+        # one component's scores beside the total rather than all of them (100 MB each at 200k items).
         weights = self.weights if self.weights is not None else self._equal_weights()
         total: np.ndarray | None = None
         for weight, component in zip(weights, self.components, strict=True):

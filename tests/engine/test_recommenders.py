@@ -235,16 +235,20 @@ def test_standardize_rows_matches_float64_over_several_blocks(monkeypatch, dtype
     assert not z[4].any() and not z[6].any()
 
 
-def test_weighted_sum_into_reused_buffers_equals_a_fresh_one():
+def test_weighted_sum_into_reused_buffers_is_the_blend_s_own_sum():
     from recommendations.engine.blend import _weighted_sum
 
     rng = np.random.default_rng(3)
     parts = [rng.normal(size=(4, 30)).astype(np.float32) for _ in range(3)]
     out, scratch = np.full((4, 30), np.nan, np.float32), np.full((4, 30), np.nan, np.float32)
-    for weights in ([0.2, 0.0, 0.8], [0.4, 0.4, 0.2], [0.0, 1.0, 0.0]):
-        fresh = _weighted_sum(weights, parts)
-        np.testing.assert_array_equal(_weighted_sum(weights, parts, out=out, scratch=scratch), fresh)
-        np.testing.assert_allclose(fresh, sum(w * p for w, p in zip(weights, parts, strict=True)), rtol=1e-5)
+    for weights in ([0.2, 0.0, 0.8], [0.4, 0.4, 0.2], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]):
+        # What Blend.score computes: each used component scaled in float32, added in order.
+        expected = np.zeros((4, 30), np.float32)
+        for w, p in zip(weights, parts, strict=True):
+            if w:
+                expected += p * np.float32(w)
+        np.testing.assert_array_equal(_weighted_sum(weights, parts, out=out, scratch=scratch), expected)
+        np.testing.assert_allclose(expected, sum(w * p for w, p in zip(weights, parts, strict=True)), rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
