@@ -184,8 +184,8 @@ def model_items_many(
         return {}
     row_of_key = {key: row for row, key in enumerate(keys_of_rows)}
     row_of_log_shopper = np.array([row_of_key.get(key, -1) for key in log.shoppers], dtype=np.int64)
-    buyer = row_of_log_shopper[log.shopper_idx[log.is_purchase]] if log.n_events else np.zeros(0, dtype=np.int64)
-    bought_items = log.item_idx[log.is_purchase] if log.n_events else np.zeros(0, dtype=np.int64)
+    buyer = row_of_log_shopper[log.shopper_idx[log.is_purchase]]
+    bought_items = log.item_idx[log.is_purchase]
     known = buyer >= 0
     bought = sp.csr_matrix(
         (np.ones(int(known.sum()), dtype=np.int8), (buyer[known], bought_items[known])),
