@@ -232,6 +232,13 @@ class Recommender(ABC):
 
         Always a new array the caller owns: evaluation and precompute mask the cells they leave out in place."""
 
+    def shared_scores(self) -> np.ndarray | None:
+        """The item scores every shopper gets, when they do not depend on the shopper (popularity), else None.
+
+        Evaluation then ranks that one vector once and walks it past each shopper's seen items, instead of ranking
+        a shoppers x items copy of it: at 200,000 products that was two seconds per candidate and evaluation set."""
+        return None
+
     def score_for_lists(
         self, history: Interactions, exclude: sp.spmatrix | None, allowed: np.ndarray | None
     ) -> np.ndarray:

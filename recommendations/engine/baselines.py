@@ -179,6 +179,10 @@ class Popularity(_Fitted):
         check_items(history, self.item_scores.size)
         return np.broadcast_to(self.item_scores, (history.n_shoppers, self.item_scores.size)).copy()
 
+    def shared_scores(self) -> np.ndarray | None:
+        self._require_fit()
+        return self.item_scores
+
     def _arrays(self) -> dict[str, Any]:
         return {"item_scores": self.item_scores}
 

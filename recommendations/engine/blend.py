@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from recommendations.engine import metrics
 from recommendations.engine.base import EvalSet, Interactions, ItemFeatures, ProgressCallback, Recommender
@@ -28,28 +29,33 @@ DEFAULT_GRID_STEP = 0.1
 STANDARDIZE_BLOCK_CELLS = 200_000
 
 
-def standardize_rows(scores: np.ndarray) -> np.ndarray:
+def standardize_rows(scores: np.ndarray, in_place: bool = False) -> np.ndarray:
     """(s - row mean) / row std as float32; a constant row (no opinion, or one with NaN) becomes zeros.
 
-    Means and variances are summed in float64 over the float32 centred row, a block of rows at a time small enough
-    to stay in cache: a float64 copy of each block and numpy's std (five passes more) took 2.5 x as long on a
-    125 x 200,000 batch, for differences in the last float32 bit.
+    A block of rows at a time small enough to stay in cache: the means are summed in float64 and subtracted in
+    float64 (a row of 1,000 ± 0.01 keeps its digits), the variances of the centred float32 rows summed in float32
+    (numpy's pairwise SIMD sums: last-bit differences from float64). A constant row centres to exact zeros, so a
+    zero variance is what marks it: no max and min passes. `in_place` overwrites `scores` when it is float32 (a
+    caller that owns the array, as a score batch is its caller's): a fresh 100 MB array per 200,000-item batch cost
+    as much in page faults as the arithmetic.
     """
     s = np.asarray(scores)
-    out = np.empty(s.shape, dtype=np.float32)
+    out = s if in_place and s.dtype == np.float32 and s.flags.writeable else np.empty(s.shape, dtype=np.float32)
     if s.size == 0:
         return out
     n = s.shape[1]
     block = max(1, STANDARDIZE_BLOCK_CELLS // n)
     for start in range(0, s.shape[0], block):
         rows, part = s[start : start + block], out[start : start + block]
-        varies = rows.max(axis=1) > rows.min(axis=1)
-        np.subtract(rows, rows.mean(axis=1, dtype=np.float64)[:, None], out=part, casting="unsafe")
-        variance = np.einsum("ij,ij->i", part, part, dtype=np.float64) / n
-        scale = np.zeros(variance.shape, dtype=np.float64)
-        np.divide(1.0, np.sqrt(variance), out=scale, where=varies & (variance > 0))
-        part *= scale.astype(np.float32)[:, None]
-        part[~varies] = 0.0  # NaN x 0 is NaN
+        means = np.add.reduce(rows, axis=1, dtype=np.float64) / n
+        np.subtract(rows, means[:, None], out=part, casting="unsafe")
+        variance = np.einsum("ij,ij->i", part, part) / np.float32(n)
+        opinion = np.isfinite(variance) & (variance > 0)
+        scale = np.zeros(variance.shape, dtype=np.float32)
+        np.divide(np.float32(1.0), np.sqrt(variance, where=opinion, out=scale), out=scale, where=opinion)
+        part *= scale[:, None]
+        if not opinion.all():
+            part[~opinion] = 0.0  # NaN x 0 is NaN
     return out
 
 
@@ -118,7 +124,7 @@ class Blend(Recommender):
         for weight, component in zip(weights, self.components, strict=True):
             if not weight:
                 continue
-            z = standardize_rows(component.score(history))
+            z = standardize_rows(component.score(history), in_place=True)  # Recommender.score: the caller's
             z *= np.float32(weight)
             if total is None:
                 total = z
@@ -177,6 +183,60 @@ def _as_score_fn(component: Recommender | ScoreFn | np.ndarray) -> ScoreFn | np.
     return component
 
 
+# The search ranks each weighting among the cells `search_pool` keeps while they are at most this share of the batch;
+# past it (a sparse component such as item-kNN ties most cells at its row's floor) the full rows are cheaper.
+POOL_MAX_SHARE = 0.25
+
+
+def search_pool(
+    standardized: Sequence[np.ndarray],
+    k: int,
+    seen: sp.spmatrix | None,
+    mask: np.ndarray | None,
+    out: np.ndarray,
+    scratch: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cells (flat indices, row by row, and their columns) that can reach any weighting's top k, or None when
+    they are more than POOL_MAX_SHARE of the batch.
+
+    With weights ≥ 0 summing to 1, an item's blend lies between the least and the largest of its standardized
+    scores (m, M). Every weighting's k-th best in a row is then at least L, the k-th best m among the row's listable
+    items; an item whose M is below L cannot enter any top k. On the 200,000-product bench shop that left about 400
+    cells a row for 21 weightings. The margin covers float32 rounding of the weighted sums (a few ulps of
+    |z| ≤ √items), so the pool holds every cell the full rows would list, ties included. `out` and `scratch`
+    (the batch's shape) are overwritten.
+    """
+    least, most = out, scratch
+    np.copyto(least, standardized[0])
+    np.copyto(most, standardized[0])
+    for z in standardized[1:]:
+        np.minimum(least, z, out=least)
+        np.maximum(most, z, out=most)
+    lists = top_k_scratch(least, k, exclude=seen, allowed=mask)  # masks unlistable cells of `least` to -inf
+    n_rows, n_items = least.shape
+    floor = np.full(n_rows, -np.inf, dtype=np.float32)
+    full = lists[:, -1] >= 0
+    floor[full] = least[np.flatnonzero(full), lists[full, -1]]
+    margin = np.float32(1e-5 * (1.0 + np.sqrt(n_items)))
+    keep = most >= (floor - margin)[:, None]
+    keep &= least != -np.inf
+    cells = np.flatnonzero(keep)
+    if cells.size > POOL_MAX_SHARE * keep.size:
+        return None
+    return cells, cells % n_items
+
+
+def _pool_top_k(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """top_k over a pool of cells (row of each, column, value): best first, ties to the lower column, -1 pads."""
+    order = np.lexsort((columns, -values, rows))
+    rows, columns = rows[order], columns[order]
+    within = np.arange(rows.size) - np.searchsorted(rows, rows)
+    take = within < k
+    lists = np.full((n_rows, k), -1, dtype=np.int64)
+    lists[rows[take], within[take]] = columns[take]
+    return lists
+
+
 def fit_blend_weights(
     components: Sequence[Recommender | ScoreFn | np.ndarray],
     validation: EvalSet,
@@ -204,13 +264,24 @@ def fit_blend_weights(
     rows = max(1, 2 * metrics.EVAL_BLOCK_CELLS // ((len(scorers) + 2) * max(n_items, 1)))
     for codes, history, seen in eval_batches(validation, min(batch_size, rows)):
         standardized = [
-            standardize_rows(scorer(history) if callable(scorer) else np.asarray(scorer)[codes]) for scorer in scorers
+            # A scorer's batch is a new array (Recommender.score's contract; indexing copies): standardized in place.
+            standardize_rows(scorer(history) if callable(scorer) else np.asarray(scorer)[codes], in_place=True)
+            for scorer in scorers
         ]
         targets = accumulators[0].prepare([validation.targets[c] for c in codes])  # shared by every candidate
         out, scratch = np.empty_like(standardized[0]), np.empty_like(standardized[0])
+        pool = search_pool(standardized, k, seen, mask, out=out, scratch=scratch)
+        if pool is not None:
+            cells, columns = pool
+            values = [z.reshape(-1)[cells] for z in standardized]
+            pool_out, pool_scratch = np.empty_like(values[0]), np.empty_like(values[0])
         for weights, acc in zip(candidates, accumulators, strict=True):
-            blended = _weighted_sum(weights, standardized, out=out, scratch=scratch)
-            acc.add(top_k_scratch(blended, k, exclude=seen, allowed=mask), targets)
+            if pool is None:
+                blended = _weighted_sum(weights, standardized, out=out, scratch=scratch)
+                acc.add(top_k_scratch(blended, k, exclude=seen, allowed=mask), targets)
+            else:
+                blended = _weighted_sum(weights, values, out=pool_out, scratch=pool_scratch)
+                acc.add(_pool_top_k(cells // n_items, columns, blended, len(codes), k), targets)
     ndcgs = [acc.result()["ndcg"] for acc in accumulators]
     best = int(np.argmax(ndcgs))
     return [float(w) for w in candidates[best]], float(ndcgs[best])

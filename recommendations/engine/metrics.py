@@ -63,6 +63,53 @@ def top_k_scratch(
     return _top_k(scores, k, exclude, allowed, scratch=True)
 
 
+def top_k_shared(
+    item_scores: np.ndarray,
+    n_rows: int,
+    k: int,
+    exclude: sp.spmatrix | None = None,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """`top_k` of `n_rows` rows that all hold `item_scores` (a popularity list), without building them.
+
+    The vector is sorted once (score descending, ties to the lower index, NaN and -inf left out, as top_k leaves
+    them); a row's k best are the first k of that order its `exclude` row does not hold, and those lie among the
+    first k + (its excluded count) of the order. The same lists as `top_k` on the broadcast rows, in O(k + seen) a
+    row instead of O(items).
+    """
+    s = np.asarray(item_scores)
+    if s.ndim != 1:
+        raise ValueError("item_scores must be 1-D (items)")
+    n_items = s.size
+    result = np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
+    if k <= 0 or n_rows == 0:
+        return result
+    usable = ~np.isnan(s) & (s != -np.inf)
+    mask = allowed_mask(allowed, n_items)
+    if mask is not None:
+        usable &= mask
+    order = np.flatnonzero(usable)
+    order = order[np.argsort(-s[order], kind="stable")]
+    excl = sp.csr_matrix(exclude) if exclude is not None else sp.csr_matrix((n_rows, n_items), dtype=bool)
+    if excl.shape != (n_rows, n_items):
+        raise ValueError(f"exclude has shape {excl.shape}, expected {(n_rows, n_items)}")
+    coo = excl.tocoo()
+    nonzero = coo.data != 0
+    excluded_rows, excluded_cols = coo.row[nonzero], coo.col[nonzero]
+    width = min(order.size, k + int(np.bincount(excluded_rows, minlength=n_rows).max(initial=0)))
+    head = order[:width]
+    rank = np.full(n_items, -1, dtype=np.int64)
+    rank[head] = np.arange(width)
+    at = rank[excluded_cols]
+    blocked = np.zeros((n_rows, width), dtype=bool)
+    blocked[excluded_rows[at >= 0], at[at >= 0]] = True
+    rows, cols = np.nonzero(~blocked)  # row by row, each row's free positions in order
+    within = np.arange(rows.size) - np.searchsorted(rows, rows)  # position among its row's free ones
+    keep = within < k
+    result[rows[keep], within[keep]] = head[cols[keep]]
+    return result
+
+
 def _top_k(
     scores: np.ndarray, k: int, exclude: sp.spmatrix | None, allowed: np.ndarray | None, scratch: bool
 ) -> np.ndarray:
@@ -329,17 +376,29 @@ def evaluate_scores(
 
 
 def _accumulate(
-    score_fn: ScoreFn | np.ndarray, evalset: EvalSet, k: int, allowed: np.ndarray | None, batch_size: int
+    score_fn: Recommender | ScoreFn | np.ndarray,
+    evalset: EvalSet,
+    k: int,
+    allowed: np.ndarray | None,
+    batch_size: int,
 ) -> MetricAccumulator:
+    """Rank each batch and add it up; a recommender whose scores every shopper shares is ranked without them."""
     n_items = evalset.history.n_items
     mask = allowed_mask(allowed, n_items)
     n_allowed = int(mask.sum()) if mask is not None else n_items
     acc = MetricAccumulator(k, n_items, n_allowed, evalset.cold_items)
+    shared = score_fn.shared_scores() if isinstance(score_fn, Recommender) else None
+    if isinstance(score_fn, Recommender):
+        score_fn = score_fn.score
     for codes, history, seen in eval_batches(evalset, batch_size):
+        targets = [evalset.targets[c] for c in codes]
+        if shared is not None:
+            acc.add(top_k_shared(shared, codes.size, k, exclude=seen, allowed=mask), targets)
+            continue
         scores = score_fn(history) if callable(score_fn) else np.asarray(score_fn)[codes]
         # Either way the batch's scores are a new array (Recommender.score's contract; indexing copies), so ranking
         # may mask them in place: a wide catalog's batch is 100 MB a copy.
-        acc.add(top_k_scratch(scores, k, exclude=seen, allowed=mask), [evalset.targets[c] for c in codes])
+        acc.add(top_k_scratch(scores, k, exclude=seen, allowed=mask), targets)
     return acc
 
 
@@ -351,7 +410,7 @@ def evaluate_paired(
     batch_size: int = 1000,
 ) -> tuple[dict[str, float], np.ndarray]:
     """`evaluate`, and each shopper's NDCG@k in evaluation order, so two models on one set compare pairwise."""
-    acc = _accumulate(recommender.score, evalset, k, allowed, batch_size)
+    acc = _accumulate(recommender, evalset, k, allowed, batch_size)
     return acc.result(), acc.per_shopper("ndcg")
 
 
@@ -379,4 +438,4 @@ def evaluate(
     batch_size: int = 1000,
 ) -> dict[str, float]:
     """Metrics@k of `recommender` on `evalset`: keys METRIC_KEYS, each shopper's history items masked."""
-    return evaluate_scores(recommender.score, evalset, k=k, allowed=allowed, batch_size=batch_size)
+    return _accumulate(recommender, evalset, k, allowed, batch_size).result()

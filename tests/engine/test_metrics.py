@@ -11,7 +11,15 @@ import scipy.sparse as sp
 
 from recommendations.engine import metrics
 from recommendations.engine.base import EVENT_TYPE_CODES, EvalSet, Interactions, ItemFeatures, Recommender
-from recommendations.engine.metrics import METRIC_KEYS, evaluate, evaluate_scores, top_k, top_k_scratch
+from recommendations.engine.metrics import (
+    METRIC_KEYS,
+    evaluate,
+    evaluate_paired,
+    evaluate_scores,
+    top_k,
+    top_k_scratch,
+    top_k_shared,
+)
 
 # Shopper s saw item s; these are the scores each gets (a "recommender" keyed on that one history item).
 SCORES = np.array(
@@ -305,3 +313,67 @@ def test_a_big_catalog_is_scored_in_fewer_shoppers_a_batch_with_the_same_metrics
     sizes = [len(codes) for codes, _history, _seen in metrics.eval_batches(evalset, 1000)]
     assert sizes == [1] * evalset.n_shoppers
     assert evaluate(ByHistoryItem(), evalset, k=3) == reference
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_shared_is_top_k_of_the_broadcast_rows(seed):
+    """Ties (to the lower index), NaN, ±inf, -0.0, disallowed items, explicit zeros in `exclude` (which exclude
+    nothing) and rows that exclude most of the catalog: the same lists as ranking every row."""
+    rng = np.random.default_rng(seed)
+    n_rows, n_items = 25, 70
+    scores = _awkward_scores(rng, 4, n_items)[0]
+    scores[rng.random(n_items) < 0.1] = -0.0
+    dense = (rng.random((n_rows, n_items)) < 0.15).astype(np.float32)
+    dense[3] = 1.0  # a row that has seen everything
+    dense[4, :60] = 1.0
+    exclude = sp.csr_matrix(dense)
+    exclude.data[::7] = 0.0  # stored zeros
+    allowed = rng.random(n_items) >= 0.2 if seed % 2 else None
+    data = exclude.data.copy()
+    for k in (1, 10, n_items + 5):
+        expected = top_k(np.broadcast_to(scores, (n_rows, n_items)), k, exclude, allowed)
+        assert top_k_shared(scores, n_rows, k, exclude, allowed).tolist() == expected.tolist()
+    np.testing.assert_array_equal(exclude.data, data)  # the caller's mask is left as it was
+    assert top_k_shared(scores, n_rows, 5).tolist() == top_k(np.broadcast_to(scores, (n_rows, n_items)), 5).tolist()
+
+
+class SameForEveryone(Recommender):
+    """One vector for every shopper: ranked by top_k_shared when it says so, by its broadcast rows otherwise."""
+
+    name = "same_for_everyone"
+
+    def __init__(self, vector: np.ndarray, shares: bool) -> None:
+        super().__init__()
+        self.vector, self.shares = vector, shares
+
+    def fit(self, train, features, validation=None, on_progress=None):
+        return {}
+
+    def score(self, history: Interactions) -> np.ndarray:
+        return np.broadcast_to(self.vector, (history.n_shoppers, self.vector.size)).copy()
+
+    def shared_scores(self) -> np.ndarray | None:
+        return self.vector if self.shares else None
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, features: ItemFeatures) -> Recommender:
+        raise NotImplementedError
+
+
+def test_a_shared_score_vector_evaluates_as_its_broadcast_rows(monkeypatch):
+    evalset = _evalset()
+    vector = np.array([3, 3, 1, 5, np.nan, 1], dtype=np.float32)
+    allowed = np.array([True, True, True, True, True, False])
+    monkeypatch.setattr(metrics, "EVAL_BLOCK_CELLS", 2 * evalset.history.n_items)  # two shoppers a batch
+    for kwargs in ({"k": 3}, {"k": 2, "allowed": allowed}):
+        fast, per_shopper = evaluate_paired(SameForEveryone(vector, shares=True), evalset, **kwargs)
+        slow, slow_per_shopper = evaluate_paired(SameForEveryone(vector, shares=False), evalset, **kwargs)
+        assert fast == slow
+        np.testing.assert_array_equal(per_shopper, slow_per_shopper)
+    # By hand: the order is 3, 0, 1 (ties to the lower index), 2, 5, never the NaN item 4; shopper s saw item s.
+    seen = sp.identity(3, format="csr")
+    seen.resize(3, 6)
+    assert top_k_shared(vector, 3, 3, exclude=seen).tolist() == [[3, 1, 2], [3, 0, 2], [3, 0, 1]]

@@ -235,6 +235,22 @@ def test_standardize_rows_matches_float64_over_several_blocks(monkeypatch, dtype
     assert not z[4].any() and not z[6].any()
 
 
+def test_standardize_rows_in_place_overwrites_only_float32_scores():
+    rng = np.random.default_rng(4)
+    scores = (rng.normal(size=(6, 40)) * 5 + 100).astype(np.float32)
+    scores[2] = 3.0
+    expected = standardize_rows(scores)
+    same = standardize_rows(scores, in_place=True)
+    assert same is scores  # the batch's own array, no 100 MB copy at 200,000 items
+    np.testing.assert_array_equal(same, expected)
+    wide = (rng.normal(size=(6, 40)) * 5 + 100).astype(np.float64)
+    before = wide.copy()
+    z = standardize_rows(wide, in_place=True)
+    assert z is not wide and z.dtype == np.float32  # a float64 batch cannot hold the float32 result
+    np.testing.assert_array_equal(wide, before)
+    np.testing.assert_array_equal(z, standardize_rows(before))
+
+
 def test_weighted_sum_into_reused_buffers_is_the_blend_s_own_sum():
     from recommendations.engine.blend import _weighted_sum
 
@@ -284,6 +300,60 @@ def test_blend_weight_search_is_at_least_as_good_as_each_component(shop_split):
     only = [(0.0, 1.0, 0.0)]
     assert fit_blend_weights(components, split.validation, grid=only) == ([0.0, 1.0, 0.0], pytest.approx(singles[1]))
     assert evaluate_scores(cached[1], split.validation)["ndcg"] == pytest.approx(singles[1])
+
+
+class Scored(Recommender):
+    """Row r of a fixed table for the r-th shopper of each batch: awkward values (ties, a constant row) to rank."""
+
+    name = "scored"
+
+    def __init__(self, table: np.ndarray) -> None:
+        super().__init__()
+        self.table = table
+
+    def fit(self, train, features, validation=None, on_progress=None):
+        return {}
+
+    def score(self, history):
+        return self.table[: history.n_shoppers].copy()
+
+    def save(self, directory):
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory, features):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("allowed_share", [None, 0.7])
+def test_pruned_weight_search_ranks_what_the_full_rows_rank(shop_split, monkeypatch, allowed_share):
+    """Every weighting's NDCG from the pool of cells that can reach a top 10 equals the full rows' own, on
+    components with many ties (integer scores, a constant row), an item-kNN with mostly equal cells and EASE."""
+    from recommendations.engine import blend as blend_module
+
+    split, features = shop_split
+    validation = split.validation
+    shape = (validation.history.n_shoppers, validation.history.n_items)
+    rng = np.random.default_rng(5)
+    ties = rng.integers(0, 6, size=shape).astype(np.float32)
+    ties[1] = 2.0  # no opinion for one shopper
+    components = [EASE(history_half_life_days=14.0), Scored(ties), ItemKNN()]
+    for model in components:
+        model.fit(split.train, features)
+    allowed = None if allowed_share is None else rng.random(shape[1]) < allowed_share
+    pooled_calls = []
+    pool_top_k = blend_module._pool_top_k
+    monkeypatch.setattr(blend_module, "_pool_top_k", lambda *args: pooled_calls.append(1) or pool_top_k(*args))
+    for parts in (components[:2], components):  # dense parts (a small pool), and with item-kNN's tied floor
+        weightings = blend_module.simplex_grid(len(parts), 0.2)
+        monkeypatch.setattr(blend_module, "POOL_MAX_SHARE", 0.0)  # every batch by its full rows
+        full = [fit_blend_weights(parts, validation, grid=[w], allowed=allowed, batch_size=40)[1] for w in weightings]
+        assert not pooled_calls
+        monkeypatch.setattr(blend_module, "POOL_MAX_SHARE", 1.0)  # every batch by its pool
+        pooled = [fit_blend_weights(parts, validation, grid=[w], allowed=allowed, batch_size=40)[1] for w in weightings]
+        assert pooled_calls
+        assert pooled == full
+        pooled_calls.clear()
 
 
 def test_blend_without_weights_fits_them_on_validation(shop_split):
