@@ -262,6 +262,8 @@ def fit_blend_weights(
     # A batch holds every component's standardized scores and two buffers: as many cells in all as one
     # evaluation's batch has twice (EVAL_BLOCK_CELLS), so a wide catalog's search stays within the memory of scoring.
     rows = max(1, 2 * metrics.EVAL_BLOCK_CELLS // ((len(scorers) + 2) * max(n_items, 1)))
+    # The pool's bound holds for weights ≥ 0 that sum to 1 (every simplex grid); an explicit grid may hold others.
+    convex = all(min(w) >= 0 and abs(sum(w) - 1.0) <= 1e-6 for w in candidates)
     for codes, history, seen in eval_batches(validation, min(batch_size, rows)):
         standardized = [
             # A scorer's batch is a new array (Recommender.score's contract; indexing copies): standardized in place.
@@ -270,7 +272,7 @@ def fit_blend_weights(
         ]
         targets = accumulators[0].prepare([validation.targets[c] for c in codes])  # shared by every candidate
         out, scratch = np.empty_like(standardized[0]), np.empty_like(standardized[0])
-        pool = search_pool(standardized, k, seen, mask, out=out, scratch=scratch)
+        pool = search_pool(standardized, k, seen, mask, out=out, scratch=scratch) if convex else None
         if pool is not None:
             cells, columns = pool
             values = [z.reshape(-1)[cells] for z in standardized]

@@ -354,6 +354,13 @@ def test_pruned_weight_search_ranks_what_the_full_rows_rank(shop_split, monkeypa
         assert pooled_calls
         assert pooled == full
         pooled_calls.clear()
+    # Weights outside the simplex (a blend can then leave its parts' range) are ranked by the full rows.
+    for weights in ([1.0, 1.0], [1.5, -0.5], [0.3, 0.3]):
+        ndcg = fit_blend_weights(components[:2], validation, grid=[weights], allowed=allowed, batch_size=40)[1]
+        assert not pooled_calls
+        monkeypatch.setattr(blend_module, "POOL_MAX_SHARE", 0.0)
+        assert fit_blend_weights(components[:2], validation, grid=[weights], allowed=allowed, batch_size=40)[1] == ndcg
+        monkeypatch.setattr(blend_module, "POOL_MAX_SHARE", 1.0)
 
 
 def test_blend_without_weights_fits_them_on_validation(shop_split):
