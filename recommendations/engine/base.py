@@ -235,8 +235,9 @@ class Recommender(ABC):
     def shared_scores(self) -> np.ndarray | None:
         """The item scores every shopper gets, when they do not depend on the shopper (popularity), else None.
 
-        Evaluation then ranks that one vector once and walks it past each shopper's seen items, instead of ranking
-        a shoppers x items copy of it: at 200,000 products that was two seconds per candidate and evaluation set."""
+        Evaluation and precompute then rank that one vector once and walk it past each shopper's seen or bought
+        items, instead of ranking a shoppers x items copy of it: at 200,000 products that was two seconds per
+        candidate and evaluation set. A model that returns a vector here must not override `score_for_lists`."""
         return None
 
     def score_for_lists(

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommendations.engine.base import Interactions, Recommender
-from recommendations.engine.metrics import top_k_scratch
+from recommendations.engine.metrics import top_k_scratch, top_k_shared
 
 SCORE_CELLS = 16_000_000  # 64 MB of float32 scores per chunk
 
@@ -65,12 +65,19 @@ def recommend_chunks(
     step = chunk_rows(interactions.n_items)
     n_cat = int(category_of_item.max()) + 2 if category_of_item.size else 1
     k = min(n, interactions.n_items)
+    shared = model.shared_scores()  # popularity: one vector, sorted once, not a chunk of copies of it
+    if shared is not None:
+        shared = np.asarray(shared, dtype=np.float32)
     for start in range(0, codes.size, step):
         chunk = codes[start : start + step]
         history = interactions.select(chunk)
         chunk_exclude = exclude[chunk] if exclude is not None else None
-        scores = np.asarray(model.score_for_lists(history, chunk_exclude, allowed), dtype=np.float32)
-        best = top_k_scratch(scores, k, exclude=chunk_exclude, allowed=allowed)
+        if shared is not None:
+            best = top_k_shared(shared, chunk.size, k, exclude=chunk_exclude, allowed=allowed)
+            scores = np.broadcast_to(shared, (chunk.size, shared.size))  # a view: the picked items' scores
+        else:
+            scores = np.asarray(model.score_for_lists(history, chunk_exclude, allowed), dtype=np.float32)
+            best = top_k_scratch(scores, k, exclude=chunk_exclude, allowed=allowed)
         rows = _chunk_rows(chunk, best, scores, history, category_of_item, n_cat)
         if on_chunk is not None:
             on_chunk(int(chunk.size))

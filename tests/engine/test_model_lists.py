@@ -118,6 +118,54 @@ def test_lists_follow_the_item_by_item_rule(monkeypatch, seed, n):
     assert any(a >= 0 for _, entries in got for _, _, a in entries)  # the fixture exercises reasons
 
 
+class SameScores(Recommender):
+    """One vector for every shopper (a popularity list), which it hands precompute as its shared scores."""
+
+    name = "same_scores"
+
+    def __init__(self, vector: np.ndarray) -> None:
+        super().__init__()
+        self.vector = vector
+
+    def fit(self, train, features, validation=None, on_progress=None):
+        return {}
+
+    def score(self, history: Interactions) -> np.ndarray:
+        return np.broadcast_to(self.vector, (history.n_shoppers, self.vector.size)).copy()
+
+    def shared_scores(self) -> np.ndarray | None:
+        return self.vector
+
+    def save(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, features: ItemFeatures) -> Recommender:
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_shared_score_vector_lists_by_the_same_rule(monkeypatch, seed):
+    """Popularity's path (one sorted vector walked past each shopper's bought items) gives the lists, scores and
+    reasons of the item-by-item rule, ties, NaN and ±inf included, over several chunks."""
+    monkeypatch.setattr(model_lists, "SCORE_CELLS", 4 * N_ITEMS)
+    interactions, category_of_item, table_model, bought, allowed = _shop(seed)
+    vector = table_model.table[seed].copy()
+    vector[[3, 5, 7]] = [np.nan, np.inf, -np.inf]
+    model = SameScores(vector)
+    ranked = []
+    monkeypatch.setattr(SameScores, "score", lambda self, history: ranked.append(1) or np.zeros(0))
+    got = [
+        row
+        for rows in model_lists.recommend_chunks(model, interactions, bought, allowed, 12, category_of_item)
+        for row in rows
+    ]
+    assert not ranked  # no shoppers x items copy was scored
+    monkeypatch.undo()
+    assert got == _expected(model, interactions, bought, allowed, 12, category_of_item, np.arange(N_SHOPPERS))
+    assert any(a >= 0 for _, entries in got for _, _, a in entries)
+
+
 def test_a_shard_lists_only_its_shoppers_in_the_given_order():
     interactions, category_of_item, model, bought, allowed = _shop(3)
     shard = np.array([17, 2, 9, 0, 22])
