@@ -63,19 +63,35 @@ def top_k_scratch(
     return _top_k(scores, k, exclude, allowed, scratch=True)
 
 
+def shared_order(item_scores: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The items `top_k_shared` lists from, best first: score descending, ties to the lower index, NaN, -inf and
+    disallowed items left out (as top_k leaves them). Sorting is most of its work: callers with many batches of
+    one vector sort it once and pass the order along."""
+    s = np.asarray(item_scores)
+    if s.ndim != 1:
+        raise ValueError("item_scores must be 1-D (items)")
+    usable = ~np.isnan(s) & (s != -np.inf)
+    mask = allowed_mask(allowed, s.size)
+    if mask is not None:
+        usable &= mask
+    order = np.flatnonzero(usable)
+    return order[np.argsort(-s[order], kind="stable")]
+
+
 def top_k_shared(
     item_scores: np.ndarray,
     n_rows: int,
     k: int,
     exclude: sp.spmatrix | None = None,
     allowed: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> np.ndarray:
     """`top_k` of `n_rows` rows that all hold `item_scores` (a popularity list), without building them.
 
-    The vector is sorted once (score descending, ties to the lower index, NaN and -inf left out, as top_k leaves
-    them); a row's k best are the first k of that order its `exclude` row does not hold, and those lie among the
-    first k + (its excluded count) of the order. The same lists as `top_k` on the broadcast rows, in O(k + seen) a
-    row instead of O(items).
+    A row's k best are the first k of the vector's `shared_order` (given as `order`, or sorted here from
+    `item_scores` and `allowed`) that its `exclude` row does not hold, and those lie among the first k + (its
+    excluded count) of the order. The same lists as `top_k` on the broadcast rows, in O(k + seen) a row instead of
+    O(items).
     """
     s = np.asarray(item_scores)
     if s.ndim != 1:
@@ -84,12 +100,8 @@ def top_k_shared(
     result = np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
     if k <= 0 or n_rows == 0:
         return result
-    usable = ~np.isnan(s) & (s != -np.inf)
-    mask = allowed_mask(allowed, n_items)
-    if mask is not None:
-        usable &= mask
-    order = np.flatnonzero(usable)
-    order = order[np.argsort(-s[order], kind="stable")]
+    if order is None:
+        order = shared_order(s, allowed)
     excl = sp.csr_matrix(exclude) if exclude is not None else sp.csr_matrix((n_rows, n_items), dtype=bool)
     if excl.shape != (n_rows, n_items):
         raise ValueError(f"exclude has shape {excl.shape}, expected {(n_rows, n_items)}")
@@ -388,12 +400,13 @@ def _accumulate(
     n_allowed = int(mask.sum()) if mask is not None else n_items
     acc = MetricAccumulator(k, n_items, n_allowed, evalset.cold_items)
     shared = score_fn.shared_scores() if isinstance(score_fn, Recommender) else None
+    order = shared_order(shared, mask) if shared is not None else None
     if isinstance(score_fn, Recommender):
         score_fn = score_fn.score
     for codes, history, seen in eval_batches(evalset, batch_size):
         targets = [evalset.targets[c] for c in codes]
         if shared is not None:
-            acc.add(top_k_shared(shared, codes.size, k, exclude=seen, allowed=mask), targets)
+            acc.add(top_k_shared(shared, codes.size, k, exclude=seen, order=order), targets)
             continue
         scores = score_fn(history) if callable(score_fn) else np.asarray(score_fn)[codes]
         # Either way the batch's scores are a new array (Recommender.score's contract; indexing copies), so ranking

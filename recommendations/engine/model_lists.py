@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommendations.engine.base import Interactions, Recommender
-from recommendations.engine.metrics import top_k_scratch, top_k_shared
+from recommendations.engine.metrics import shared_order, top_k_scratch, top_k_shared
 
 SCORE_CELLS = 16_000_000  # 64 MB of float32 scores per chunk
 
@@ -66,14 +66,16 @@ def recommend_chunks(
     n_cat = int(category_of_item.max()) + 2 if category_of_item.size else 1
     k = min(n, interactions.n_items)
     shared = model.shared_scores()  # popularity: one vector, sorted once, not a chunk of copies of it
+    order = None
     if shared is not None:
         shared = np.asarray(shared, dtype=np.float32)
+        order = shared_order(shared, allowed)
     for start in range(0, codes.size, step):
         chunk = codes[start : start + step]
         history = interactions.select(chunk)
         chunk_exclude = exclude[chunk] if exclude is not None else None
         if shared is not None:
-            best = top_k_shared(shared, chunk.size, k, exclude=chunk_exclude, allowed=allowed)
+            best = top_k_shared(shared, chunk.size, k, exclude=chunk_exclude, order=order)
             scores = np.broadcast_to(shared, (chunk.size, shared.size))  # a view: the picked items' scores
         else:
             scores = np.asarray(model.score_for_lists(history, chunk_exclude, allowed), dtype=np.float32)

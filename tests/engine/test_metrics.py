@@ -333,6 +333,8 @@ def test_top_k_shared_is_top_k_of_the_broadcast_rows(seed):
     for k in (1, 10, n_items + 5):
         expected = top_k(np.broadcast_to(scores, (n_rows, n_items)), k, exclude, allowed)
         assert top_k_shared(scores, n_rows, k, exclude, allowed).tolist() == expected.tolist()
+        order = metrics.shared_order(scores, allowed)  # sorted once, as evaluation and precompute do
+        assert top_k_shared(scores, n_rows, k, exclude, order=order).tolist() == expected.tolist()
     np.testing.assert_array_equal(exclude.data, data)  # the caller's mask is left as it was
     assert top_k_shared(scores, n_rows, 5).tolist() == top_k(np.broadcast_to(scores, (n_rows, n_items)), 5).tolist()
 
