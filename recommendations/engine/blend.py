@@ -229,12 +229,7 @@ def search_pool(
 def _pool_top_k(rows: np.ndarray, columns: np.ndarray, values: np.ndarray, n_rows: int, k: int) -> np.ndarray:
     """top_k over a pool of cells (row of each, column, value): best first, ties to the lower column, -1 pads."""
     order = np.lexsort((columns, -values, rows))
-    rows, columns = rows[order], columns[order]
-    within = np.arange(rows.size) - np.searchsorted(rows, rows)
-    take = within < k
-    lists = np.full((n_rows, k), -1, dtype=np.int64)
-    lists[rows[take], within[take]] = columns[take]
-    return lists
+    return metrics.first_k_per_row(rows[order], columns[order], n_rows, k)
 
 
 def fit_blend_weights(

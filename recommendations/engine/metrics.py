@@ -97,9 +97,8 @@ def top_k_shared(
     if s.ndim != 1:
         raise ValueError("item_scores must be 1-D (items)")
     n_items = s.size
-    result = np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
     if k <= 0 or n_rows == 0:
-        return result
+        return np.full((n_rows, max(k, 0)), -1, dtype=np.int64)
     if order is None:
         order = shared_order(s, allowed)
     excl = sp.csr_matrix(exclude) if exclude is not None else sp.csr_matrix((n_rows, n_items), dtype=bool)
@@ -116,10 +115,17 @@ def top_k_shared(
     blocked = np.zeros((n_rows, width), dtype=bool)
     blocked[excluded_rows[at >= 0], at[at >= 0]] = True
     rows, cols = np.nonzero(~blocked)  # row by row, each row's free positions in order
-    within = np.arange(rows.size) - np.searchsorted(rows, rows)  # position among its row's free ones
+    return first_k_per_row(rows, head[cols], n_rows, k)
+
+
+def first_k_per_row(rows: np.ndarray, items: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+    """Rows x k: each row's first k `items`, from (row, item) pairs sorted by row and best first within it; -1 pads
+    a row with fewer (the lists `top_k_shared` and the blend search's pool build)."""
+    within = np.arange(rows.size) - np.searchsorted(rows, rows)  # position among its row's pairs
     keep = within < k
-    result[rows[keep], within[keep]] = head[cols[keep]]
-    return result
+    lists = np.full((n_rows, k), -1, dtype=np.int64)
+    lists[rows[keep], within[keep]] = items[keep]
+    return lists
 
 
 def _top_k(
@@ -399,10 +405,11 @@ def _accumulate(
     mask = allowed_mask(allowed, n_items)
     n_allowed = int(mask.sum()) if mask is not None else n_items
     acc = MetricAccumulator(k, n_items, n_allowed, evalset.cold_items)
-    shared = score_fn.shared_scores() if isinstance(score_fn, Recommender) else None
-    order = shared_order(shared, mask) if shared is not None else None
+    shared = None
     if isinstance(score_fn, Recommender):
+        shared = score_fn.shared_scores()
         score_fn = score_fn.score
+    order = shared_order(shared, mask) if shared is not None else None
     for codes, history, seen in eval_batches(evalset, batch_size):
         targets = [evalset.targets[c] for c in codes]
         if shared is not None:
