@@ -3,7 +3,10 @@
 Each of a shopper's last `seq_len` events is the item's vector from the two-tower model's item tower (id, category,
 brand, price band, price, text tokens: see engine.neural), scaled by √dim so it outweighs the rest at the start, plus
 an event-type embedding, an embedding of the log2 bucket of the time since the shopper's previous event, and a
-position embedding. `blocks` pre-norm transformer blocks (causal multi-head self-attention, then a ReLU feed-forward,
+position embedding; with `next_gap`, also an embedding of the bucket of the time to what the step predicts: the
+next event's gap in training, and for the newest event the time from it to the moment asked (its age). A "what next"
+asked minutes after a view is the rest of a session; asked a week later it is a return visit, which follows the
+shopper's taste more than their last product. `blocks` pre-norm transformer blocks (causal multi-head self-attention, then a ReLU feed-forward,
 each with a residual) and a final layer norm and projection give a unit vector after every event; the score of an
 item is its dot product with the item tower's vector of that item, over a temperature. The item embeddings are TIED
 to the item tower, so a product with no events still has a vector from its features and is scored like the products
@@ -53,6 +56,10 @@ DEFAULTS: dict[str, Any] = {
     "ffn": 128,  # feed-forward width inside a block
     "gap_buckets": 16,  # 0 pads, 1 = first event, 2.. = log2(1 + 4 x hours since the previous event), capped
     "seq_len": 20,
+    # Each step also reads the time to what it predicts (the next event; for the newest, the moment asked). Measured
+    # better on MovieLens' global split and the medium shop's (docs/benchmarks.md); off by default until the new
+    # products' path is as steady with it (tests/engine/test_sequence.py's new-product test fails on its seed).
+    "next_gap": False,
     "dropout": 0.2,
     "temperature": 0.05,
     "learning_rate": 0.002,
@@ -74,9 +81,29 @@ def gap_codes(history: Interactions, buckets: int) -> np.ndarray:
     if history.n_events > 1:
         same = history.shopper[1:] == history.shopper[:-1]
         hours = np.maximum(history.age_days[:-1].astype(np.float64) - history.age_days[1:], 0.0) * 24.0
-        bucket = 2 + np.minimum(np.floor(np.log2(1.0 + 4.0 * hours)), buckets - 3).astype(np.int32)
-        codes[1:] = np.where(same, bucket, FIRST_EVENT_GAP)
+        codes[1:] = np.where(same, gap_bucket(hours, buckets), FIRST_EVENT_GAP)
     return codes
+
+
+def gap_bucket(hours: np.ndarray, buckets: int) -> np.ndarray:
+    """2 + the capped log2 bucket of a gap in hours: the codes of `gap_codes` after a shopper's first event."""
+    return (2 + np.minimum(np.floor(np.log2(1.0 + 4.0 * np.maximum(hours, 0.0))), buckets - 3)).astype(np.int32)
+
+
+def next_gap_codes(history: Interactions, gaps: np.ndarray, lengths: np.ndarray, buckets: int) -> np.ndarray:
+    """Per step of `last_window`, the gap code to what that step is asked about: the following event's gap, and
+    for a shopper's newest event the time from it to the history's moment (its age, from the cut in evaluation or
+    from now in serving). A "what next" asked right after a view differs from one asked a week after the last
+    visit: within a session the next product follows the last one; a return visit follows the shopper's taste.
+    """
+    asked = np.zeros_like(gaps)
+    asked[:, :-1] = gaps[:, 1:]
+    has = lengths > 0
+    if history.n_events and has.any():
+        newest = history.indptr()[1:][has] - 1
+        hours = history.age_days[newest].astype(np.float64) * 24.0
+        asked[np.flatnonzero(has), lengths[has] - 1] = gap_bucket(hours, buckets)
+    return asked
 
 
 def last_window(history: Interactions, seq_len: int, buckets: int) -> tuple[np.ndarray, ...]:
@@ -117,9 +144,17 @@ def _attention(w: dict[str, np.ndarray], prefix: str, x: np.ndarray) -> np.ndarr
 
 
 def encode(
-    w: dict[str, np.ndarray], blocks: int, vectors: np.ndarray, types: np.ndarray, gaps: np.ndarray
+    w: dict[str, np.ndarray],
+    blocks: int,
+    vectors: np.ndarray,
+    types: np.ndarray,
+    gaps: np.ndarray,
+    next_gaps: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The transformer in numpy: the unit shopper vector after every step (shoppers x steps x dim)."""
+    """The transformer in numpy: the unit shopper vector after every step (shoppers x steps x dim).
+
+    `next_gaps` (a model trained with `next_gap`) are the gap codes from each step to what it is asked about.
+    """
     steps = types.shape[1]
     x = (
         vectors.astype(np.float32) * np.float32(math.sqrt(vectors.shape[-1]))
@@ -127,6 +162,10 @@ def encode(
         + w["gap_embedding.embeddings"][gaps]
         + w["position_embedding.embeddings"][np.arange(steps)][None]
     )
+    if "next_gap_embedding.embeddings" in w:
+        if next_gaps is None:
+            raise ValueError("this model reads the gap to the next event: pass next_gaps")
+        x = x + w["next_gap_embedding.embeddings"][next_gaps]
     for b in range(blocks):
         norm = _layer_norm(x, w[f"block{b}_attention_norm.gamma"], w[f"block{b}_attention_norm.beta"])
         x = x + _attention(w, f"block{b}_attention", norm)
@@ -154,7 +193,8 @@ class SequenceRecommender(neural.NeuralRecommender):
         steps = max(int(lengths.max(initial=0)), 1)
         items, types, gaps = items[:, :steps], types[:, :steps], gaps[:, :steps]
         vectors = np.where((items >= 0)[:, :, None], item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
-        states = encode(weights, int(cfg["blocks"]), vectors, types, gaps)
+        asked = next_gap_codes(history, gaps, lengths, int(cfg["gap_buckets"])) if cfg["next_gap"] else None
+        states = encode(weights, int(cfg["blocks"]), vectors, types, gaps, asked)
         # A shopper with no events reads the state after one padding step: finite, the same for all of them.
         return states[np.arange(states.shape[0]), np.maximum(lengths - 1, 0)]
 
@@ -177,6 +217,7 @@ class SequenceRecommender(neural.NeuralRecommender):
         optimizer = neural._LazyAdam(tf, variables, float(cfg["learning_rate"]))
         tables = neural.padded_tables(tf, catalog)
         temperature = float(cfg["temperature"])
+        next_gap = bool(cfg["next_gap"])
 
         int_matrix = tf.TensorSpec([None, None], tf.int32)
         int_vector = tf.TensorSpec([None], tf.int32)
@@ -185,7 +226,8 @@ class SequenceRecommender(neural.NeuralRecommender):
         @tf.function(input_signature=[int_matrix, int_matrix, int_matrix, int_vector, float_vector, float_vector])
         def train_step(rows, ids, codes, positions, weight, logq):
             # rows / ids: a window's events and the one after (B x steps+1); step p predicts event p+1. `codes`
-            # packs event type and gap bucket (type x buckets + gap) so the shared windows carry both.
+            # packs event type, gap bucket and the next event's gap bucket ((type x buckets + gap) x buckets +
+            # next gap) so the shared windows carry all three.
             shape = tf.shape(rows)
             flat_rows = tf.reshape(rows, [-1])
             steps = tf.broadcast_to(tf.range(shape[1] - 1)[None, :], tf.shape(codes))
@@ -203,7 +245,9 @@ class SequenceRecommender(neural.NeuralRecommender):
                 )
                 dim = tf.shape(vectors)[1]
                 vectors = tf.reshape(vectors, tf.stack([shape[0], shape[1], dim]))
-                states = encoder([vectors[:, :-1], codes // buckets, codes % buckets, steps], training=True)
+                known = codes // buckets
+                inputs = [vectors[:, :-1], known // buckets, known % buckets, steps]
+                states = encoder([*inputs, codes % buckets] if next_gap else inputs, training=True)
                 loss = neural.in_batch_loss(tf, rows, positions, states, vectors, weight, logq, temperature)
             optimizer.apply(tape.gradient(loss, variables))
             return loss
@@ -221,7 +265,10 @@ class SequenceRecommender(neural.NeuralRecommender):
             )
 
         windows = neural._Windows(train, seq_len)
-        windows.event_type = windows.event_type * buckets + gap_codes(train, buckets)
+        codes = gap_codes(train, buckets)
+        following = np.zeros_like(codes)  # a shopper's last event is never a step that predicts (no target)
+        following[:-1] = np.where(train.shopper[1:] == train.shopper[:-1], codes[1:], 0)
+        windows.event_type = (windows.event_type * buckets + codes) * buckets + following
         stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
         self.item_ids = list(features.item_ids)
         self._train_catalog = {**catalog, "ids": ids_for_serving}
@@ -246,14 +293,18 @@ def _build_encoder(keras: Any, cfg: dict[str, Any]) -> Any:
     types = keras.Input(shape=(None,), dtype="int32", name="types")
     gaps = keras.Input(shape=(None,), dtype="int32", name="gaps")
     positions = keras.Input(shape=(None,), dtype="int32", name="positions")
-    x = layers.Add(name="sequence_input")(
-        [
-            layers.Rescaling(math.sqrt(dim), name="item_scale")(vectors),
-            layers.Embedding(N_EVENT_TYPE_CODES, dim, name="event_embedding")(types),
-            layers.Embedding(int(cfg["gap_buckets"]), dim, name="gap_embedding")(gaps),
-            layers.Embedding(int(cfg["seq_len"]), dim, name="position_embedding")(positions),
-        ]
-    )
+    next_gaps = keras.Input(shape=(None,), dtype="int32", name="next_gaps")
+    inputs = [vectors, types, gaps, positions]
+    parts = [
+        layers.Rescaling(math.sqrt(dim), name="item_scale")(vectors),
+        layers.Embedding(N_EVENT_TYPE_CODES, dim, name="event_embedding")(types),
+        layers.Embedding(int(cfg["gap_buckets"]), dim, name="gap_embedding")(gaps),
+        layers.Embedding(int(cfg["seq_len"]), dim, name="position_embedding")(positions),
+    ]
+    if cfg["next_gap"]:
+        inputs.append(next_gaps)
+        parts.append(layers.Embedding(int(cfg["gap_buckets"]), dim, name="next_gap_embedding")(next_gaps))
+    x = layers.Add(name="sequence_input")(parts)
     x = layers.Dropout(rate, name="input_dropout")(x)
     for b in range(int(cfg["blocks"])):
         norm = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=f"block{b}_attention_norm")(x)
@@ -267,7 +318,7 @@ def _build_encoder(keras: Any, cfg: dict[str, Any]) -> Any:
         x = layers.Add(name=f"block{b}_ffn_residual")([x, layers.Dropout(rate)(inner)])
     x = layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="final_norm")(x)
     out = layers.UnitNormalization(name="shopper_unit")(layers.Dense(dim, name="shopper_out")(x))
-    return keras.Model([vectors, types, gaps, positions], out, name="sequence_encoder")
+    return keras.Model(inputs, out, name="sequence_encoder")
 
 
 def _record_model(keras: Any, item_model: Any, encoder: Any, vectorizer: Any, cfg: dict[str, Any]) -> Any:
@@ -286,6 +337,8 @@ def _record_model(keras: Any, item_model: Any, encoder: Any, vectorizer: Any, cf
         "seq_gaps": keras.Input(shape=(None,), dtype="int32", name="seq_gaps"),
         "seq_positions": keras.Input(shape=(None,), dtype="int32", name="seq_positions"),
     }
+    if cfg["next_gap"]:
+        sequence_inputs["seq_next_gaps"] = keras.Input(shape=(None,), dtype="int32", name="seq_next_gaps")
     i = item_inputs
     item_vector = item_model(
         [
@@ -343,6 +396,8 @@ def verify_keras(directory: Path) -> None:
     dim, seq_len = int(config["dim"]), int(config["seq_len"])
     one = np.zeros((1, 1), np.int32)
     sequence = {"seq_vectors": np.zeros((1, 1, dim), np.float32), "seq_types": one, "seq_gaps": one}
+    if config["next_gap"]:
+        sequence["seq_next_gaps"] = one
     numpy_items = neural.verify_item_tower(
         record, serving, vocabulary, int(config["text_len"]), {**sequence, "seq_positions": one}
     )
@@ -353,6 +408,11 @@ def verify_keras(directory: Path) -> None:
     types = rng.integers(1, N_EVENT_TYPE_CODES, size=(count, seq_len)).astype(np.int32)
     gaps = rng.integers(1, int(config["gap_buckets"]), size=(count, seq_len)).astype(np.int32)
     positions = np.broadcast_to(np.arange(seq_len, dtype=np.int32), (count, seq_len))
-    keras_states = encoder.predict([vectors, types, gaps, positions], verbose=0)
-    numpy_states = encode(w, int(config["blocks"]), vectors, types, gaps)
+    inputs = [vectors, types, gaps, positions]
+    asked = None
+    if config["next_gap"]:
+        asked = rng.integers(0, int(config["gap_buckets"]), size=(count, seq_len)).astype(np.int32)
+        inputs.append(asked)
+    keras_states = encoder.predict(inputs, verbose=0)
+    numpy_states = encode(w, int(config["blocks"]), vectors, types, gaps, asked)
     neural._compare("sequence encoder", keras_states, numpy_states)

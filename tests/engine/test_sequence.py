@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from recommendations.engine import sequence
+from recommendations.engine.base import EVENT_TYPE_CODES, Interactions
 from recommendations.engine.baselines import Popularity
 from recommendations.engine.metrics import evaluate
 from recommendations.engine.sequence import SequenceRecommender, verify_keras
@@ -86,6 +87,7 @@ def test_numpy_forward_equals_the_keras_forward(shop, fitted):
     items, types, gaps, lengths = sequence.last_window(history, cfg["seq_len"], cfg["gap_buckets"])
     assert gaps[lengths > 0, 0].min() >= 1 and (gaps[:, 1:] > 1).any()  # real gap buckets, not only "first event"
     vectors = np.where((items >= 0)[:, :, None], model.item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
+    asked = sequence.next_gap_codes(history, gaps, lengths, cfg["gap_buckets"])
     rows = history.n_shoppers
     pick = np.arange(rows) % n  # one catalog row per sequence row: the record takes both in one batch
     item_vectors, states = model._keras_record(
@@ -100,6 +102,7 @@ def test_numpy_forward_equals_the_keras_forward(shop, fitted):
             "seq_types": tf.constant(types),
             "seq_gaps": tf.constant(gaps),
             "seq_positions": tf.constant(np.broadcast_to(np.arange(items.shape[1], dtype=np.int32), items.shape)),
+            **({"seq_next_gaps": tf.constant(asked)} if cfg["next_gap"] else {}),
         }
     )
     np.testing.assert_allclose(item_vectors.numpy(), model.item_vectors[pick], atol=1e-5)
@@ -107,7 +110,7 @@ def test_numpy_forward_equals_the_keras_forward(shop, fitted):
     np.testing.assert_allclose(model.shopper_vectors(history), keras_last, atol=1e-5)
     # Causal: what a step sees never depends on later events (serving cuts sequences at their own length).
     np.testing.assert_allclose(
-        sequence.encode(model.weights, cfg["blocks"], vectors[:, :3], types[:, :3], gaps[:, :3]),
+        sequence.encode(model.weights, cfg["blocks"], vectors[:, :3], types[:, :3], gaps[:, :3], asked[:, :3]),
         states.numpy()[:, :3],
         atol=1e-5,
     )
@@ -173,3 +176,85 @@ def test_unknown_parameters_are_refused_and_importing_does_not_import_tensorflow
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _sessions_shop(n_shoppers: int = 400, seed: int = 1) -> tuple:
+    """Shoppers in sessions: inside one (minutes apart) the next item is the series successor of the last; a new
+    session (days later) starts at a random product of the shopper's main category most of the time."""
+    _, features = make_shop(n_shoppers=10, n_items=120, seed=0)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(features.category == c) for c in range(1, features.n_categories + 1)]
+    rows: list[tuple[int, int, float]] = []
+    for s in range(n_shoppers):
+        main = int(rng.integers(len(members)))
+        t = 0.0
+        for _ in range(int(rng.integers(4, 8))):
+            t += float(rng.uniform(2.0, 10.0))
+            pool = members[main if rng.random() < 0.7 else int(rng.integers(len(members)))]
+            position = int(rng.integers(pool.size))
+            for _ in range(int(rng.integers(3, 6))):
+                rows.append((s, int(pool[position % pool.size]), t))
+                position += 1
+                t += float(rng.uniform(5.0, 30.0)) / 1440.0
+    shopper, item, when = (np.array(column) for column in zip(*rows, strict=True))
+    interactions = Interactions(
+        n_shoppers=n_shoppers,
+        n_items=features.n_items,
+        shopper=shopper.astype(np.int32),
+        item=item.astype(np.int32),
+        event_type=np.full(item.size, EVENT_TYPE_CODES["view"], dtype=np.int8),
+        weight=np.ones(item.size, dtype=np.float32),
+        age_days=(when.max() - when).astype(np.float32),
+    )
+    return interactions, features, members
+
+
+@pytest.fixture(scope="module")
+def sessions():
+    """The sessions shop and two models of it: one reads the gap to the moment asked (`next_gap`), one does not."""
+    interactions, features, members = _sessions_shop()
+    split = temporal_split(interactions, features, 0.1, 0.1, mode="per_shopper")
+    model = SequenceRecommender(**{**SMALL, "next_gap": True})
+    model.fit(split.train, features, split.validation)
+    plain = SequenceRecommender(**SMALL)
+    plain.fit(split.train, features, split.validation)
+    return features, members, split, model, plain
+
+
+def test_a_model_that_reads_the_next_gap_serves_from_numpy_as_keras_computes_it(sessions, tmp_path):
+    features, _, split, model, _ = sessions
+    model.save(tmp_path)
+    verify_keras(tmp_path)  # every step of random probes, random gaps to the moment asked included
+    loaded = SequenceRecommender.load(tmp_path, features)
+    np.testing.assert_array_equal(loaded.score(split.test.history), model.score(split.test.history))
+    with np.load(tmp_path / "serving.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["w_next_gap_embedding.embeddings"] = arrays["w_next_gap_embedding.embeddings"] + np.float32(0.01)
+    np.savez(tmp_path / "serving.npz", **arrays)
+    with pytest.raises(ValueError, match="differ"):
+        verify_keras(tmp_path)
+
+
+def test_only_a_model_that_reads_the_next_gap_answers_by_the_time_since_the_last_event(sessions):
+    features, members, _, model, plain = sessions
+    # Two sessions in one category days apart, then one in another, its last view 8 minutes before the moment.
+    items = [*members[0][:3], *members[0][5:8], *members[1][:3]]
+    ages = np.array([20, 19.99, 19.98, 10, 9.99, 9.98, 0.0112, 0.0084, 0.0056], dtype=np.float32)
+    history = history_of(items, features.n_items)
+    history.age_days[:] = ages
+    soon = model.score(history), plain.score(history)
+    history.age_days[:] = ages + 5.0  # the same events, asked about five days later
+    later = model.score(history), plain.score(history)
+    assert np.abs(later[0] - soon[0]).max() > 1e-3  # the gap to the moment asked is read
+    np.testing.assert_array_equal(later[1], soon[1])  # without it, the same events give the same list
+
+
+def test_next_gap_codes_are_the_following_gaps_and_the_age_of_the_newest_event():
+    history = history_of([3, 4, 5], 10)
+    history.age_days[:] = [5.0, 5.0 - 1 / 24, 4.0]  # an hour, then 23 hours; the newest 4 days before the moment
+    _items, _types, gaps, lengths = sequence.last_window(history, 5, 16)
+    asked = sequence.next_gap_codes(history, gaps, lengths, 16)
+    hours = np.array([1.0, 23.0, 96.0])
+    np.testing.assert_array_equal(asked[0, :3], sequence.gap_bucket(hours, 16))
+    np.testing.assert_array_equal(asked[0, :2], gaps[0, 1:3])
+    assert asked[0, 2] != asked[0, 1] and (asked[0, 3:] == 0).all()
