@@ -322,11 +322,19 @@ def child_floor(work: Path, rows_per_block: int) -> dict[str, Any]:
     parts = {"tower": 0.0, "matmul": 0.0, "argpartition + sort 50": 0.0}
     started = time.perf_counter()
     items, types, lengths = neural.last_events(interactions, seq_len)
+    buckets = model.gap_buckets()
+    asked = neural.asked_gaps(interactions, lengths, seq_len, buckets) if buckets else None
     shopper_vectors = np.empty((n_shoppers, item_vectors.shape[1]), dtype=np.float32)
     for start in range(0, n_shoppers, 4096):
         part = slice(start, start + 4096)
         vectors = np.where((items[part] >= 0)[:, :, None], item_vectors[np.maximum(items[part], 0)], 0.0)
-        shopper_vectors[part] = neural.shopper_tower(weights, vectors.astype(np.float32), types[part], lengths[part])
+        shopper_vectors[part] = neural.shopper_tower(
+            weights,
+            vectors.astype(np.float32),
+            types[part],
+            lengths[part],
+            next_gaps=None if asked is None else asked[part],
+        )
     parts["tower"] = time.perf_counter() - started
     best = np.empty((n_shoppers, k), dtype=np.int64)
     transposed = np.ascontiguousarray(item_vectors.T)

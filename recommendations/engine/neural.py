@@ -4,7 +4,8 @@ Item tower: id embedding (index 0 = unknown / cold) + category, brand and price 
 mean of name/description token embeddings (tokenized by Keras' TextVectorization) → Dense(relu) → Dense →
 L2-normalized vector. Ids are dropped to 0 at random while training, so the feature path alone places a
 brand-new product near the products like it. Shopper tower: a GRU reads the shopper's last `seq_len` events as
-(item tower vector, event-type embedding) pairs → Dense → L2-normalized vector. Score = dot / temperature.
+(item tower vector, event-type embedding, embedding of the time since the event when asked: `next_gap`) triples →
+Dense → L2-normalized vector. Score = dot / temperature.
 
 TensorFlow is imported only inside `fit` and `verify_keras` (importing this module never loads it); `score`,
 `save` and `load` are numpy. `save` writes the Keras model (`model.keras`, the record and what `verify_keras`
@@ -76,12 +77,15 @@ _KERAS_WEIGHTS: dict[str, tuple[str, str, str]] = {
     "item_out_kernel": ("item", "item_out", "kernel"),
     "item_out_bias": ("item", "item_out", "bias"),
     "event_embedding": ("shopper", "event_embedding", "embeddings"),
+    "next_gap_embedding": ("shopper", "next_gap_embedding", "embeddings"),
     "gru_kernel": ("shopper", "gru", "kernel"),
     "gru_recurrent_kernel": ("shopper", "gru", "recurrent_kernel"),
     "gru_bias": ("shopper", "gru", "bias"),
     "shopper_out_kernel": ("shopper", "shopper_out", "kernel"),
     "shopper_out_bias": ("shopper", "shopper_out", "bias"),
 }
+
+_OPTIONAL_WEIGHTS = {"next_gap_embedding"}  # only in a model trained with `next_gap`
 
 DEFAULTS: dict[str, Any] = {
     "dim": 32,  # item / shopper vector size
@@ -96,6 +100,12 @@ DEFAULTS: dict[str, Any] = {
     "gru_units": 64,
     "event_dim": 8,
     "seq_len": 20,  # recent events the shopper tower reads
+    # Each step also reads how long it has been since its event when it is asked: in training a moment drawn inside
+    # the gap to the next event (the target), in serving the newest event's age. Asked minutes after a view, the
+    # next product follows the last one (the rest of a session); asked a week later it follows the shopper's taste
+    # (docs/benchmarks.md, "The time since the last event").
+    "next_gap": True,
+    "gap_buckets": 16,  # 0 pads, 1 = none before, 2.. = log2(1 + 4 x hours), capped (gap_bucket)
     "temperature": 0.05,
     "id_dropout": 0.25,
     "learning_rate": 0.003,
@@ -207,7 +217,12 @@ def item_tower(
 
 
 def shopper_tower(
-    w: dict[str, np.ndarray], vectors: np.ndarray, types: np.ndarray, lengths: np.ndarray, all_steps: bool = False
+    w: dict[str, np.ndarray],
+    vectors: np.ndarray,
+    types: np.ndarray,
+    lengths: np.ndarray,
+    all_steps: bool = False,
+    next_gaps: np.ndarray | None = None,
 ) -> np.ndarray:
     """The shopper tower in numpy: a Keras GRU (reset_after=True, gates z, r, h) over each row's first `lengths` steps.
 
@@ -217,7 +232,12 @@ def shopper_tower(
     n, steps = types.shape
     kernel, recurrent, bias = w["gru_kernel"], w["gru_recurrent_kernel"], w["gru_bias"]
     units = recurrent.shape[0]
-    x = np.concatenate([vectors.astype(np.float32), w["event_embedding"][types]], axis=2)
+    parts = [vectors.astype(np.float32), w["event_embedding"][types]]
+    if "next_gap_embedding" in w:
+        if next_gaps is None:
+            raise ValueError("this model reads the gap to the next event: pass next_gaps")
+        parts.append(w["next_gap_embedding"][next_gaps])
+    x = np.concatenate(parts, axis=2)
     projected = x @ kernel + bias[0]
     h = np.zeros((n, units), dtype=np.float32)
     states = np.zeros((n, steps, units), dtype=np.float32) if all_steps else None
@@ -233,6 +253,75 @@ def shopper_tower(
             states[:, t] = new
     hidden = states if states is not None else h
     return _l2_normalize(hidden @ w["shopper_out_kernel"] + w["shopper_out_bias"])
+
+
+FIRST_EVENT_GAP = 1  # gap code of a shopper's first event; 0 pads
+
+
+def gap_bucket(hours: np.ndarray, buckets: int) -> np.ndarray:
+    """2 + the capped log2 bucket of a gap in hours (15-minute steps at the short end): a burst of browsing and a
+    return next week read differently."""
+    return (2 + np.minimum(np.floor(np.log2(1.0 + 4.0 * np.maximum(hours, 0.0))), buckets - 3)).astype(np.int32)
+
+
+def _hours_between(history: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """For each event but the last: whether the next event is the same shopper's, and the hours between them."""
+    same = history.shopper[1:] == history.shopper[:-1]
+    return same, np.maximum(history.age_days[:-1].astype(np.float64) - history.age_days[1:], 0.0) * 24.0
+
+
+def gap_codes(history: Interactions, buckets: int) -> np.ndarray:
+    """Per event: FIRST_EVENT_GAP for a shopper's first event, else the bucket of the hours since the previous one."""
+    codes = np.full(history.n_events, FIRST_EVENT_GAP, dtype=np.int32)
+    if history.n_events > 1:
+        same, hours = _hours_between(history)
+        codes[1:] = np.where(same, gap_bucket(hours, buckets), FIRST_EVENT_GAP)
+    return codes
+
+
+def following_gaps(history: Interactions, buckets: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Per event, the gap code of the shopper's next event (what training asks the state after it across); 0 for a
+    shopper's newest, which never predicts in training. With `rng`, the code of a moment drawn uniformly inside the
+    gap instead: what serving knows is the time elapsed since the last event, and the next event is at least that
+    far away."""
+    following = np.zeros(history.n_events, dtype=np.int32)
+    if history.n_events > 1:
+        same, hours = _hours_between(history)
+        if rng is not None:
+            hours = hours * rng.random(hours.size)
+        following[:-1] = np.where(same, gap_bucket(hours, buckets), 0)
+    return following
+
+
+def window_gaps(history: Interactions, lengths: np.ndarray, seq_len: int, buckets: int) -> np.ndarray:
+    """`gap_codes` of the events `last_events` returns (shoppers x seq_len, 0 pads)."""
+    ptr = history.indptr()
+    position = np.arange(seq_len)
+    valid = position[None, :] < lengths[:, None]
+    gaps = np.zeros((lengths.size, seq_len), dtype=np.int32)
+    if history.n_events:
+        index = np.where(valid, (ptr[1:] - lengths)[:, None] + position[None, :], 0)
+        gaps = np.where(valid, gap_codes(history, buckets)[index], 0).astype(np.int32)
+    return gaps
+
+
+def next_gap_codes(history: Interactions, gaps: np.ndarray, lengths: np.ndarray, buckets: int) -> np.ndarray:
+    """Per step of a window, the gap code to what that step is asked about: the following event's gap, and for a
+    shopper's newest event the time from it to the history's moment (its age: from the cut in evaluation, from the
+    newest event of the shop in serving)."""
+    asked = np.zeros_like(gaps)
+    asked[:, :-1] = gaps[:, 1:]
+    has = lengths > 0
+    if history.n_events and has.any():
+        newest = history.indptr()[1:][has] - 1
+        hours = history.age_days[newest].astype(np.float64) * 24.0
+        asked[np.flatnonzero(has), lengths[has] - 1] = gap_bucket(hours, buckets)
+    return asked
+
+
+def asked_gaps(history: Interactions, lengths: np.ndarray, seq_len: int, buckets: int) -> np.ndarray:
+    """`next_gap_codes` of the windows `last_events` returns."""
+    return next_gap_codes(history, window_gaps(history, lengths, seq_len, buckets), lengths, buckets)
 
 
 def last_events(history: Interactions, seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,12 +340,14 @@ def last_events(history: Interactions, seq_len: int) -> tuple[np.ndarray, np.nda
 
 
 def shopper_vectors(
-    w: dict[str, np.ndarray], item_vectors: np.ndarray, history: Interactions, seq_len: int
+    w: dict[str, np.ndarray], item_vectors: np.ndarray, history: Interactions, seq_len: int, gap_buckets: int = 0
 ) -> np.ndarray:
-    """Each history row's shopper vector from its last `seq_len` events."""
+    """Each history row's shopper vector from its last `seq_len` events (and, with `gap_buckets`, the gap from each
+    to what it is asked about: a model trained with `next_gap`)."""
     items, types, lengths = last_events(history, seq_len)
+    asked = asked_gaps(history, lengths, seq_len, gap_buckets) if gap_buckets else None
     vectors = np.where((items >= 0)[:, :, None], item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
-    return shopper_tower(w, vectors, types, lengths)
+    return shopper_tower(w, vectors, types, lengths, next_gaps=asked)
 
 
 # ---- the recommender ------------------------------------------------------------------------------------------------
@@ -306,9 +397,13 @@ class NeuralRecommender(Recommender):
             raise RuntimeError(f"{self.name} is not fitted")
         return self.weights, self.item_vectors
 
+    def gap_buckets(self) -> int:
+        """The `gap_buckets` of `last_events` for this model: 0 unless it reads the gap to the next event."""
+        return int(self.config["gap_buckets"]) if self.config["next_gap"] else 0
+
     def shopper_vectors(self, history: Interactions) -> np.ndarray:
         weights, item_vectors = self._require_fit()
-        return shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]))
+        return shopper_vectors(weights, item_vectors, history, int(self.config["seq_len"]), self.gap_buckets())
 
     def score(self, history: Interactions) -> np.ndarray:
         _, item_vectors = self._require_fit()
@@ -344,6 +439,7 @@ class NeuralRecommender(Recommender):
 
         tables = padded_tables(tf, catalog)
         temperature = float(cfg["temperature"])
+        next_gap, gap_buckets = bool(cfg["next_gap"]), int(cfg["gap_buckets"])
 
         def item_vectors_tf(rows: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
             return item_model(
@@ -371,7 +467,12 @@ class NeuralRecommender(Recommender):
                 vectors = item_vectors_tf(flat_rows, tf.reshape(ids, [-1]))
                 dim = tf.shape(vectors)[1]
                 vectors = tf.reshape(vectors, tf.stack([shape[0], shape[1], dim]))
-                states = shopper_model([vectors[:, :-1], types], training=True)
+                inputs = (
+                    [vectors[:, :-1], types // gap_buckets, types % gap_buckets]
+                    if next_gap
+                    else [vectors[:, :-1], types]
+                )
+                states = shopper_model(inputs, training=True)
                 loss = in_batch_loss(tf, rows, positions, states, vectors, weight, logq, temperature)
             gradients = tape.gradient(loss, variables)
             optimizer.apply(gradients)
@@ -391,6 +492,8 @@ class NeuralRecommender(Recommender):
             )
 
         windows = _Windows(train, seq_len)
+        if next_gap:  # each step's type and the gap to its target travel in one code through the shared windows
+            windows.event_type = windows.event_type * gap_buckets + following_gaps(train, gap_buckets, rng)
         stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
         self.item_ids = list(features.item_ids)
         self._train_catalog = {**catalog, "ids": ids_for_serving}
@@ -574,6 +677,7 @@ class NeuralRecommender(Recommender):
         model, stored = cls._from_params(directory)
         serving = _read_serving(directory)
         model.weights = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
+        model.config["next_gap"] = model.reads_next_gap(model.weights)  # an artefact saved before the setting
         model.vocabulary = json.loads((directory / VOCABULARY_FILE).read_text())
         model.categories, model.brands = list(stored.get("categories", [])), list(stored.get("brands", []))
         model.item_ids = list(features.item_ids)
@@ -611,6 +715,11 @@ class NeuralRecommender(Recommender):
             vectors[rows] = item_tower(w, np.zeros(rows.size, dtype=np.int64), *model._feature_inputs(features, rows))
         model.item_vectors = vectors
         return model
+
+    @staticmethod
+    def reads_next_gap(w: dict[str, np.ndarray]) -> bool:
+        """Whether these weights were trained with `next_gap` (an artefact saved before it existed was not)."""
+        return "next_gap_embedding" in w
 
     def _feature_inputs(self, features: ItemFeatures, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """The item tower's feature inputs (category, brand, band, price, tokens) for `rows`, in training codes."""
@@ -653,7 +762,13 @@ def verify_keras(directory: Path) -> None:
     w = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
     compare_weights(_numpy_weights(item_model, shopper_model), w)
     dim = w["item_out_kernel"].shape[1]
-    sequence = {"seq_vectors": np.zeros((1, 1, dim), np.float32), "seq_types": np.zeros((1, 1), np.int32)}
+    gap = "next_gap_embedding" in w
+    one = np.zeros((1, 1), np.int32)
+    sequence = {
+        "seq_vectors": np.zeros((1, 1, dim), np.float32),
+        "seq_types": one,
+        **({"seq_next_gaps": one} if gap else {}),
+    }
     numpy_items = verify_item_tower(record, serving, vocabulary, int(config["text_len"]), sequence)
 
     # The shopper tower at every step of probe sequences of mixed lengths and event types.
@@ -663,11 +778,12 @@ def verify_keras(directory: Path) -> None:
     picks = rng.integers(0, numpy_items.shape[0], size=(count, seq_len))
     vectors = numpy_items[picks].astype(np.float32)
     types = rng.integers(1, N_EVENT_TYPE_CODES, size=(count, seq_len)).astype(np.int32)
-    keras_states = shopper_model.predict([vectors, types], verbose=0)
-    numpy_states = shopper_tower(w, vectors, types, np.full(count, seq_len), all_steps=True)
+    gaps = rng.integers(0, w["next_gap_embedding"].shape[0], size=(count, seq_len)).astype(np.int32) if gap else None
+    keras_states = shopper_model.predict([vectors, types] + ([gaps] if gap else []), verbose=0)
+    numpy_states = shopper_tower(w, vectors, types, np.full(count, seq_len), all_steps=True, next_gaps=gaps)
     _compare("shopper tower", keras_states, numpy_states)
     lengths = np.arange(count) % seq_len + 1
-    last = shopper_tower(w, vectors, types, lengths)
+    last = shopper_tower(w, vectors, types, lengths, next_gaps=gaps)
     _compare("shopper tower (last event)", keras_states[np.arange(count), lengths - 1], last)
 
 
@@ -781,6 +897,8 @@ def _numpy_weights(item_model: Any, shopper_model: Any) -> dict[str, np.ndarray]
     towers = {"item": item_model, "shopper": shopper_model}
     out = {}
     for key, (tower, layer_name, attribute) in _KERAS_WEIGHTS.items():
+        if key in _OPTIONAL_WEIGHTS and layer_name not in [layer.name for layer in towers[tower].layers]:
+            continue
         layer = towers[tower].get_layer(layer_name)
         holder = layer.cell if hasattr(layer, "cell") else layer
         out[key] = np.array(getattr(holder, attribute).numpy(), dtype=np.float32)
@@ -839,13 +957,18 @@ def _build_towers(keras: Any, cfg: dict[str, Any], sizes: dict[str, int]) -> tup
     vectors = keras.Input(shape=(None, int(cfg["dim"])), dtype="float32", name="vectors")
     types = keras.Input(shape=(None,), dtype="int32", name="types")
     events = layers.Embedding(N_EVENT_TYPE_CODES, int(cfg["event_dim"]), name="event_embedding")(types)
+    inputs, parts = [vectors, types], [vectors, events]
+    if cfg["next_gap"]:
+        gaps = keras.Input(shape=(None,), dtype="int32", name="next_gaps")
+        inputs.append(gaps)
+        parts.append(layers.Embedding(int(cfg["gap_buckets"]), int(cfg["event_dim"]), name="next_gap_embedding")(gaps))
     steps = layers.GRU(int(cfg["gru_units"]), return_sequences=True, reset_after=True, name="gru")(
-        layers.Concatenate(name="sequence_input")([vectors, events])
+        layers.Concatenate(name="sequence_input")(parts)
     )
     shopper_vector = layers.UnitNormalization(name="shopper_unit")(
         layers.Dense(int(cfg["dim"]), name="shopper_out")(steps)
     )
-    shopper_model = keras.Model([vectors, types], shopper_vector, name="shopper_tower")
+    shopper_model = keras.Model(inputs, shopper_vector, name="shopper_tower")
     return item_model, shopper_model
 
 
@@ -859,10 +982,12 @@ def _record_model(keras: Any, item_model: Any, shopper_model: Any, vectorizer: A
     text = keras.Input(shape=(1,), dtype="string", name="item_text")
     vectors = keras.Input(shape=(None, int(cfg["dim"])), dtype="float32", name="seq_vectors")
     types = keras.Input(shape=(None,), dtype="int32", name="seq_types")
+    gaps = keras.Input(shape=(None,), dtype="int32", name="seq_next_gaps")
     item_vector = item_model([item_id, category, brand, band, price, vectorizer(text)])
-    shopper_steps = shopper_model([vectors, types])
+    shopper_steps = shopper_model([vectors, types, gaps] if cfg["next_gap"] else [vectors, types])
     return keras.Model(
         {
+            **({"seq_next_gaps": gaps} if cfg["next_gap"] else {}),
             "item_id": item_id,
             "item_category": category,
             "item_brand": brand,

@@ -1,16 +1,16 @@
 """The sequence model: a small causal transformer (SASRec-style) over each shopper's last events; numpy serves it.
 
 Each of a shopper's last `seq_len` events is the item's vector from the two-tower model's item tower (id, category,
-brand, price band, price, text tokens: see engine.neural), scaled by √dim so it outweighs the rest at the start, plus
-an event-type embedding, an embedding of the log2 bucket of the time since the shopper's previous event, and a
-position embedding; with `next_gap`, also an embedding of the bucket of the time to what the step predicts: the
-next event's gap in training, and for the newest event the time from it to the moment asked (its age). A "what next"
+brand, price band, price, text tokens: see engine.neural), scaled by √dim so it outweighs the rest at the start,
+plus an event-type embedding, an embedding of the log2 bucket of the time since the shopper's previous event, and a
+position embedding; with `next_gap`, also an embedding of the bucket of the time to what the step predicts: the next
+event's gap in training, and for the newest event the time from it to the moment asked (its age). A "what next"
 asked minutes after a view is the rest of a session; asked a week later it is a return visit, which follows the
-shopper's taste more than their last product. `blocks` pre-norm transformer blocks (causal multi-head self-attention, then a ReLU feed-forward,
-each with a residual) and a final layer norm and projection give a unit vector after every event; the score of an
-item is its dot product with the item tower's vector of that item, over a temperature. The item embeddings are TIED
-to the item tower, so a product with no events still has a vector from its features and is scored like the products
-it resembles.
+shopper's taste more than their last product. `blocks` pre-norm transformer blocks (causal multi-head self-
+attention, then a ReLU feed-forward, each with a residual) and a final layer norm and projection give a unit vector
+after every event; the score of an item is its dot product with the item tower's vector of that item, over a
+temperature. The item embeddings are TIED to the item tower, so a product with no events still has a vector from its
+features and is scored like the products it resembles.
 
 Training is next-item: every event (except a shopper's first, and repeats of items in the window) is a target for
 the state after the events before it, against the other targets of the batch (in-batch softmax with logQ
@@ -44,7 +44,6 @@ from recommendations.engine.base import (
 
 PROGRESS_STAGE = "train sequence"
 LAYER_NORM_EPSILON = 1e-5
-FIRST_EVENT_GAP = 1  # gap code of a shopper's first event; 0 pads
 
 DEFAULTS: dict[str, Any] = {
     **{key: neural.DEFAULTS[key] for key in ("id_dim", "category_dim", "brand_dim", "band_dim", "text_dim")},
@@ -74,50 +73,11 @@ DEFAULTS: dict[str, Any] = {
 # ---- numpy forward ----------------------------------------------------------------------------------------------
 
 
-def gap_codes(history: Interactions, buckets: int) -> np.ndarray:
-    """Per event: FIRST_EVENT_GAP for a shopper's first event, else 2 + the log2 bucket of the hours since the
-    previous one (15-minute steps at the short end: a burst of browsing and a return next week read differently)."""
-    codes = np.full(history.n_events, FIRST_EVENT_GAP, dtype=np.int32)
-    if history.n_events > 1:
-        same = history.shopper[1:] == history.shopper[:-1]
-        hours = np.maximum(history.age_days[:-1].astype(np.float64) - history.age_days[1:], 0.0) * 24.0
-        codes[1:] = np.where(same, gap_bucket(hours, buckets), FIRST_EVENT_GAP)
-    return codes
-
-
-def gap_bucket(hours: np.ndarray, buckets: int) -> np.ndarray:
-    """2 + the capped log2 bucket of a gap in hours: the codes of `gap_codes` after a shopper's first event."""
-    return (2 + np.minimum(np.floor(np.log2(1.0 + 4.0 * np.maximum(hours, 0.0))), buckets - 3)).astype(np.int32)
-
-
-def next_gap_codes(history: Interactions, gaps: np.ndarray, lengths: np.ndarray, buckets: int) -> np.ndarray:
-    """Per step of `last_window`, the gap code to what that step is asked about: the following event's gap, and
-    for a shopper's newest event the time from it to the history's moment (its age, from the cut in evaluation or
-    from now in serving). A "what next" asked right after a view differs from one asked a week after the last
-    visit: within a session the next product follows the last one; a return visit follows the shopper's taste.
-    """
-    asked = np.zeros_like(gaps)
-    asked[:, :-1] = gaps[:, 1:]
-    has = lengths > 0
-    if history.n_events and has.any():
-        newest = history.indptr()[1:][has] - 1
-        hours = history.age_days[newest].astype(np.float64) * 24.0
-        asked[np.flatnonzero(has), lengths[has] - 1] = gap_bucket(hours, buckets)
-    return asked
-
-
 def last_window(history: Interactions, seq_len: int, buckets: int) -> tuple[np.ndarray, ...]:
     """(items, event types, gap codes, lengths) of each shopper's last `seq_len` events, oldest first, right-padded
     (-1 / 0 / 0)."""
     items, types, lengths = neural.last_events(history, seq_len)
-    ptr = history.indptr()
-    position = np.arange(seq_len)
-    valid = position[None, :] < lengths[:, None]
-    gaps = np.zeros(types.shape, dtype=np.int32)
-    if history.n_events:
-        index = np.where(valid, (ptr[1:] - lengths)[:, None] + position[None, :], 0)
-        gaps = np.where(valid, gap_codes(history, buckets)[index], 0).astype(np.int32)
-    return items, types, gaps, lengths
+    return items, types, neural.window_gaps(history, lengths, seq_len, buckets), lengths
 
 
 def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -193,10 +153,14 @@ class SequenceRecommender(neural.NeuralRecommender):
         steps = max(int(lengths.max(initial=0)), 1)
         items, types, gaps = items[:, :steps], types[:, :steps], gaps[:, :steps]
         vectors = np.where((items >= 0)[:, :, None], item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
-        asked = next_gap_codes(history, gaps, lengths, int(cfg["gap_buckets"])) if cfg["next_gap"] else None
+        asked = neural.next_gap_codes(history, gaps, lengths, int(cfg["gap_buckets"])) if cfg["next_gap"] else None
         states = encode(weights, int(cfg["blocks"]), vectors, types, gaps, asked)
         # A shopper with no events reads the state after one padding step: finite, the same for all of them.
         return states[np.arange(states.shape[0]), np.maximum(lengths - 1, 0)]
+
+    @staticmethod
+    def reads_next_gap(w: dict[str, np.ndarray]) -> bool:
+        return "next_gap_embedding.embeddings" in w
 
     def fit(
         self,
@@ -265,10 +229,12 @@ class SequenceRecommender(neural.NeuralRecommender):
             )
 
         windows = neural._Windows(train, seq_len)
-        codes = gap_codes(train, buckets)
-        following = np.zeros_like(codes)  # a shopper's last event is never a step that predicts (no target)
-        following[:-1] = np.where(train.shopper[1:] == train.shopper[:-1], codes[1:], 0)
-        windows.event_type = (windows.event_type * buckets + codes) * buckets + following
+        codes = neural.gap_codes(train, buckets)
+        # The exact gap to the next event, not a moment drawn inside it as the two-tower model trains: here every
+        # step's gap also reaches the later steps through attention, and the drawn moments measured worse
+        # (MovieLens global validation 0.102 against 0.151; docs/benchmarks.md).
+        asked = neural.following_gaps(train, buckets)
+        windows.event_type = (windows.event_type * buckets + codes) * buckets + asked
         stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
         self.item_ids = list(features.item_ids)
         self._train_catalog = {**catalog, "ids": ids_for_serving}
@@ -392,6 +358,7 @@ def verify_keras(directory: Path) -> None:
     except Exception as exc:  # a truncated zip, a missing file, a foreign model: all mean "refuse"
         raise ValueError(f"sequence artefact unreadable: {type(exc).__name__}: {exc}") from exc
     w = {key[2:]: value for key, value in serving.items() if key.startswith("w_")}
+    config["next_gap"] = SequenceRecommender.reads_next_gap(w)
     neural.compare_weights(_numpy_weights(item_model, encoder), w)
     dim, seq_len = int(config["dim"]), int(config["seq_len"])
     one = np.zeros((1, 1), np.int32)

@@ -4,6 +4,7 @@ scores products added after training from their features, and refuses an artefac
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -123,12 +124,15 @@ def test_numpy_forward_equals_the_keras_forward_after_fit(shop, fitted):
             "item_text": tf.constant([[t] for t in features.text]),
             "seq_vectors": tf.zeros((n, 1, model.item_vectors.shape[1])),
             "seq_types": tf.zeros((n, 1), dtype=tf.int32),
+            "seq_next_gaps": tf.zeros((n, 1), dtype=tf.int32),
         }
     )
     np.testing.assert_allclose(item_vectors.numpy(), model.item_vectors, atol=1e-5)
 
     history = split.validation.history
     items, types, lengths = neural.last_events(history, model.config["seq_len"])
+    asked = neural.asked_gaps(history, lengths, model.config["seq_len"], model.gap_buckets())
+    assert model.gap_buckets() and (asked > 1).any()  # the default model reads the gap to the next event
     sequence = np.where((items >= 0)[:, :, None], model.item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
     _, steps = record(
         {
@@ -140,10 +144,28 @@ def test_numpy_forward_equals_the_keras_forward_after_fit(shop, fitted):
             "item_text": tf.constant([[""]] * history.n_shoppers),
             "seq_vectors": tf.constant(sequence),
             "seq_types": tf.constant(types),
+            "seq_next_gaps": tf.constant(asked),
         }
     )
     keras_last = steps.numpy()[np.arange(history.n_shoppers), lengths - 1]
     np.testing.assert_allclose(model.shopper_vectors(history), keras_last, atol=1e-5)
+
+
+def test_a_model_saved_before_next_gap_existed_loads_and_serves_as_it_was_saved(shop, tmp_path):
+    _, features, split = shop
+    old = NeuralRecommender(seed=0, next_gap=False, epochs=2)
+    old.fit(split.train, features)
+    old.save(tmp_path)
+    params = json.loads((tmp_path / "params.json").read_text())
+    del params["params"]["next_gap"]  # as params.json was written before the setting
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    loaded = NeuralRecommender.load(tmp_path, features)
+    assert loaded.config["next_gap"] is False and loaded.gap_buckets() == 0
+    history = split.test.history
+    np.testing.assert_array_equal(loaded.score(history), old.score(history))
+    history.age_days[:] += 30.0  # the moment asked moves nothing in a model that never read it
+    np.testing.assert_array_equal(loaded.score(history), old.score(history))
+    neural.verify_keras(tmp_path)
 
 
 def test_numpy_tokenizer_equals_textvectorization(fitted):

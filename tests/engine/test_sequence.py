@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recommendations.engine import sequence
+from recommendations.engine import neural, sequence
 from recommendations.engine.base import EVENT_TYPE_CODES, Interactions
 from recommendations.engine.baselines import Popularity
 from recommendations.engine.metrics import evaluate
@@ -87,7 +87,7 @@ def test_numpy_forward_equals_the_keras_forward(shop, fitted):
     items, types, gaps, lengths = sequence.last_window(history, cfg["seq_len"], cfg["gap_buckets"])
     assert gaps[lengths > 0, 0].min() >= 1 and (gaps[:, 1:] > 1).any()  # real gap buckets, not only "first event"
     vectors = np.where((items >= 0)[:, :, None], model.item_vectors[np.maximum(items, 0)], 0.0).astype(np.float32)
-    asked = sequence.next_gap_codes(history, gaps, lengths, cfg["gap_buckets"])
+    asked = neural.next_gap_codes(history, gaps, lengths, cfg["gap_buckets"])
     rows = history.n_shoppers
     pick = np.arange(rows) % n  # one catalog row per sequence row: the record takes both in one batch
     item_vectors, states = model._keras_record(
@@ -249,12 +249,23 @@ def test_only_a_model_that_reads_the_next_gap_answers_by_the_time_since_the_last
     np.testing.assert_array_equal(later[1], soon[1])  # without it, the same events give the same list
 
 
+def test_training_asks_across_a_moment_inside_the_gap_to_the_next_event():
+    history = history_of([1, 2, 3, 4], 10)
+    history.age_days[:] = [30.0, 20.0, 20.0 - 1 / 48, 0.0]  # ten days, then 30 minutes, then twenty days
+    exact = neural.following_gaps(history, 16)
+    np.testing.assert_array_equal(exact, [*neural.gap_bucket(np.array([240.0, 0.5, 479.5]), 16), 0])
+    draws = np.array([neural.following_gaps(history, 16, np.random.default_rng(seed)) for seed in range(200)])
+    assert (draws <= exact).all() and (draws[:, 3] == 0).all()  # never past the next event; the newest asks nothing
+    assert len(np.unique(draws[:, 0])) >= 5  # moments all through the ten days: elapsed days, hours, minutes
+    assert (draws[:, 0] == exact[0]).mean() > 0.3  # a uniform moment is mostly in the gap's last log2 bucket
+
+
 def test_next_gap_codes_are_the_following_gaps_and_the_age_of_the_newest_event():
     history = history_of([3, 4, 5], 10)
     history.age_days[:] = [5.0, 5.0 - 1 / 24, 4.0]  # an hour, then 23 hours; the newest 4 days before the moment
     _items, _types, gaps, lengths = sequence.last_window(history, 5, 16)
-    asked = sequence.next_gap_codes(history, gaps, lengths, 16)
+    asked = neural.next_gap_codes(history, gaps, lengths, 16)
     hours = np.array([1.0, 23.0, 96.0])
-    np.testing.assert_array_equal(asked[0, :3], sequence.gap_bucket(hours, 16))
+    np.testing.assert_array_equal(asked[0, :3], neural.gap_bucket(hours, 16))
     np.testing.assert_array_equal(asked[0, :2], gaps[0, 1:3])
     assert asked[0, 2] != asked[0, 1] and (asked[0, 3:] == 0).all()
