@@ -275,6 +275,12 @@ class RecommendationSettings:
 rec_settings = RecommendationSettings()
 
 
+def event_weights() -> dict[str, float]:
+    """EVENT_WEIGHTS as floats: what training, precompute and refresh weigh each event type by (read per call, so a
+    test's override_settings reaches them)."""
+    return {name: float(weight) for name, weight in rec_settings.EVENT_WEIGHTS.items()}
+
+
 @register()
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Catch misspelt keys and inconsistent values at startup, not at the first recommendation."""

@@ -137,6 +137,28 @@ def padded_tables(tf: Any, catalog: dict[str, np.ndarray]) -> dict[str, Any]:
     }
 
 
+def item_vectors_tf(tf: Any, item_model: Any, tables: dict[str, Any], rows: Any, ids: Any) -> Any:
+    """The item tower in a training step over catalog rows (`padded_tables` rows), `ids` its id input (0 where
+    dropped out): both Keras models embed a batch's events and targets with it."""
+    return item_model(
+        [
+            ids,
+            tf.gather(tables["category"], rows),
+            tf.gather(tables["brand"], rows),
+            tf.gather(tables["band"], rows),
+            tf.gather(tables["price_z"], rows)[:, None],
+            tf.gather(tables["tokens"], rows),
+        ],
+        training=True,
+    )
+
+
+def catalog_vectors(w: dict[str, np.ndarray], catalog: dict[str, np.ndarray], ids: np.ndarray) -> np.ndarray:
+    """Every catalog product's vector from the numpy item tower (`ids`: index + 1, or 0 for the feature path)."""
+    parts = (catalog[key] for key in ("category", "brand", "band", "price_z", "tokens"))
+    return item_tower(w, ids, *parts)
+
+
 def in_batch_loss(
     tf: Any, rows: Any, positions: Any, states: Any, vectors: Any, weight: Any, logq: Any, temperature: float
 ) -> Any:
@@ -427,11 +449,9 @@ class NeuralRecommender(Recommender):
         started = time.perf_counter()
         keras, tf, rng = self._start_fit(train, features)
         cfg = self.config
-        n_items = features.n_items
         seq_len = int(cfg["seq_len"])
 
         vectorizer, texts, catalog, sizes, ids_for_serving = self._prepare_catalog(keras, tf, train, features)
-        tokens = catalog["tokens"]
 
         item_model, shopper_model = _build_towers(keras, cfg, sizes)
         variables = item_model.trainable_variables + shopper_model.trainable_variables
@@ -440,19 +460,6 @@ class NeuralRecommender(Recommender):
         tables = padded_tables(tf, catalog)
         temperature = float(cfg["temperature"])
         next_gap, gap_buckets = bool(cfg["next_gap"]), int(cfg["gap_buckets"])
-
-        def item_vectors_tf(rows: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-            return item_model(
-                [
-                    ids,
-                    tf.gather(tables["category"], rows),
-                    tf.gather(tables["brand"], rows),
-                    tf.gather(tables["band"], rows),
-                    tf.gather(tables["price_z"], rows)[:, None],
-                    tf.gather(tables["tokens"], rows),
-                ],
-                training=True,
-            )
 
         int_matrix = tf.TensorSpec([None, None], tf.int32)
         int_vector = tf.TensorSpec([None], tf.int32)
@@ -464,7 +471,7 @@ class NeuralRecommender(Recommender):
             shape = tf.shape(rows)
             flat_rows = tf.reshape(rows, [-1])
             with tf.GradientTape() as tape:
-                vectors = item_vectors_tf(flat_rows, tf.reshape(ids, [-1]))
+                vectors = item_vectors_tf(tf, item_model, tables, flat_rows, tf.reshape(ids, [-1]))
                 dim = tf.shape(vectors)[1]
                 vectors = tf.reshape(vectors, tf.stack([shape[0], shape[1], dim]))
                 inputs = (
@@ -481,28 +488,34 @@ class NeuralRecommender(Recommender):
         def take_weights() -> None:
             """The numpy serving state from the Keras weights: what validation scores and `score` serves."""
             self.weights = _numpy_weights(item_model, shopper_model)
-            self.item_vectors = item_tower(
-                self.weights,
-                ids_for_serving,
-                catalog["category"],
-                catalog["brand"],
-                catalog["band"],
-                catalog["price_z"],
-                tokens,
-            )
+            self.item_vectors = catalog_vectors(self.weights, catalog, ids_for_serving)
 
         windows = _Windows(train, seq_len)
         if next_gap:  # each step's type and the gap to its target travel in one code through the shared windows
             windows.event_type = windows.event_type * gap_buckets + following_gaps(train, gap_buckets, rng)
         stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
+        record = _record_model(keras, item_model, shopper_model, vectorizer, cfg)
+        return self._finish_fit(features, catalog, ids_for_serving, texts, record, stats, started)
+
+    def _finish_fit(
+        self,
+        features: ItemFeatures,
+        catalog: dict[str, np.ndarray],
+        ids_for_serving: np.ndarray,
+        texts: list[str],
+        record: Any,
+        stats: dict[str, Any],
+        started: float,
+    ) -> dict[str, Any]:
+        """What both Keras models keep after training (for `save`) and report: the epochs' stats, time and sizes."""
         self.item_ids = list(features.item_ids)
         self._train_catalog = {**catalog, "ids": ids_for_serving}
         self._train_text = texts
-        self._keras_record = _record_model(keras, item_model, shopper_model, vectorizer, cfg)
+        self._keras_record = record
         return {
             **stats,
             "seconds": round(time.perf_counter() - started, 3),
-            "n_items": n_items,
+            "n_items": features.n_items,
             "vocabulary": len(self.vocabulary),
         }
 

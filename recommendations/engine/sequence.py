@@ -196,17 +196,7 @@ class SequenceRecommender(neural.NeuralRecommender):
             flat_rows = tf.reshape(rows, [-1])
             steps = tf.broadcast_to(tf.range(shape[1] - 1)[None, :], tf.shape(codes))
             with tf.GradientTape() as tape:
-                vectors = item_model(
-                    [
-                        tf.reshape(ids, [-1]),
-                        tf.gather(tables["category"], flat_rows),
-                        tf.gather(tables["brand"], flat_rows),
-                        tf.gather(tables["band"], flat_rows),
-                        tf.gather(tables["price_z"], flat_rows)[:, None],
-                        tf.gather(tables["tokens"], flat_rows),
-                    ],
-                    training=True,
-                )
+                vectors = neural.item_vectors_tf(tf, item_model, tables, flat_rows, tf.reshape(ids, [-1]))
                 dim = tf.shape(vectors)[1]
                 vectors = tf.reshape(vectors, tf.stack([shape[0], shape[1], dim]))
                 known = codes // buckets
@@ -218,15 +208,7 @@ class SequenceRecommender(neural.NeuralRecommender):
 
         def take_weights() -> None:
             self.weights = _numpy_weights(item_model, encoder)
-            self.item_vectors = neural.item_tower(
-                self.weights,
-                ids_for_serving,
-                catalog["category"],
-                catalog["brand"],
-                catalog["band"],
-                catalog["price_z"],
-                catalog["tokens"],
-            )
+            self.item_vectors = neural.catalog_vectors(self.weights, catalog, ids_for_serving)
 
         windows = neural._Windows(train, seq_len)
         codes = neural.gap_codes(train, buckets)
@@ -236,16 +218,8 @@ class SequenceRecommender(neural.NeuralRecommender):
         asked = neural.following_gaps(train, buckets)
         windows.event_type = (windows.event_type * buckets + codes) * buckets + asked
         stats = self._train_epochs(windows, train_step, take_weights, variables, validation, on_progress, rng, started)
-        self.item_ids = list(features.item_ids)
-        self._train_catalog = {**catalog, "ids": ids_for_serving}
-        self._train_text = texts
-        self._keras_record = _record_model(keras, item_model, encoder, vectorizer, cfg)
-        return {
-            **stats,
-            "seconds": round(time.perf_counter() - started, 3),
-            "n_items": features.n_items,
-            "vocabulary": len(self.vocabulary),
-        }
+        record = _record_model(keras, item_model, encoder, vectorizer, cfg)
+        return self._finish_fit(features, catalog, ids_for_serving, texts, record, stats, started)
 
 
 # ---- Keras ----------------------------------------------------------------------------------------------------------

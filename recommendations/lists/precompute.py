@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from recommendations import keys, signals
-from recommendations.conf import check_settings, rec_settings
+from recommendations.conf import check_settings, event_weights, rec_settings
 from recommendations.engine import cooccurrence, dataset, model_lists, purchases, reasons
 from recommendations.experiments import assignment
 from recommendations.lists import serving_model
@@ -259,7 +259,7 @@ def _write_purchase_lists(
 
 
 def _compute_and_write(new_set: RecommendationSet, progress: RunProgress, shards: int = 1) -> dict[str, Any]:
-    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    weights = event_weights()
     catalog_view = load_catalog()
     warnings: list[str] = []
     refused: dict[str, Any] | None = None
@@ -520,7 +520,7 @@ def run_shard(
             served = serving_model.load_serving_model(catalog_view.item_ids)
             if served is None or served.sha256 != plan["model_sha256"]:
                 raise RuntimeError("the serving model changed while the precompute ran")
-            weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+            weights = event_weights()
             log = loading.load_event_log(catalog_view.item_ids, weights, shopper_range=(low, high))
             # A redelivered shard starts from a clean slate: its shoppers' rows from an earlier try go first.
             mine = StoredList.objects.filter(recommendation_set=new_set, placement="for_you", subject__gte=low)

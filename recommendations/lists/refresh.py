@@ -26,7 +26,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from recommendations import keys
-from recommendations.conf import rec_settings
+from recommendations.conf import event_weights, rec_settings
 from recommendations.engine import reasons
 from recommendations.engine.dataset import (
     MIN_CELL_WEIGHT,
@@ -68,7 +68,7 @@ def _newest_training_event(types: list[str]) -> datetime | None:
 
 
 def _event_types() -> list[str]:
-    return loaded_event_types({k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()})
+    return loaded_event_types(event_weights())
 
 
 _UNSET: Any = object()
@@ -77,7 +77,7 @@ _UNSET: Any = object()
 def shopper_weights(shopper: str, newest: datetime | None = _UNSET) -> tuple[dict[str, float], set[str]]:
     """The shopper's damped weight per product, and the products they bought (`newest`: the decay's reference, the
     newest event in the data, read when not given)."""
-    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    weights = event_weights()
     types = loaded_event_types(weights)
     rows = list(
         readable(Event.objects.filter(shopper=shopper, event_type__in=types))
@@ -171,7 +171,7 @@ def model_items_many(
 ) -> dict[str, list[list]]:
     """`model_items` for several shoppers: one query for their newest events and one scoring of them all, as a
     precompute chunk is scored (a shopper with no event the model can read gets no entry)."""
-    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    weights = event_weights()
     types = loaded_event_types(weights)
     rows = _newest_events(shoppers, types)
     if newest is _UNSET:

@@ -28,7 +28,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from recommendations import signals
-from recommendations.conf import rec_settings
+from recommendations.conf import event_weights, rec_settings
 from recommendations.engine import dataset, metrics
 from recommendations.engine.base import Interactions, ItemFeatures, Recommender
 from recommendations.engine.candidates import CANDIDATE_SPECS, build_candidate, recommender_class
@@ -123,7 +123,7 @@ def build_training_data(progress: RunProgress | None = None) -> TrainingData:
     Rows whose time cannot be read (see loading.READABLE_FROM) are left out and counted in the cleaning stats
     (`unreadable_time_skipped`) and the log, so one bad row costs itself, not the run.
     """
-    weights = {k: float(v) for k, v in rec_settings.EVENT_WEIGHTS.items()}
+    weights = event_weights()
     unreadable = loading.count_unreadable_events(weights)
     if unreadable:
         logger.warning(
