@@ -216,7 +216,8 @@ def child_fit(work: Path, fit_seconds: float) -> dict[str, Any]:
     from recommendations.engine.neural import NeuralRecommender
 
     data = load_data(work)
-    model = NeuralRecommender(max_seconds=fit_seconds, epochs=1)
+    # One model, as a retrain of this size trains (its first model takes the whole budget: no further `members`).
+    model = NeuralRecommender(max_seconds=fit_seconds, epochs=1, members=1)
     stats = model.fit(data["interactions"], data["features"], None, None)
     (work / MODEL_DIR).mkdir(exist_ok=True)
     model.save(work / MODEL_DIR)

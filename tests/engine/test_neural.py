@@ -34,7 +34,7 @@ def shop():
 def fitted(shop):
     _, features, split = shop
     progress = []
-    model = NeuralRecommender(seed=0)
+    model = NeuralRecommender(seed=0, members=1)  # one model: its epochs, Keras record and artefact files
     stats = model.fit(split.train, features, split.validation, on_progress=lambda *a: progress.append(a))
     return model, stats, progress
 
@@ -153,7 +153,7 @@ def test_numpy_forward_equals_the_keras_forward_after_fit(shop, fitted):
 
 def test_a_model_saved_before_next_gap_existed_loads_and_serves_as_it_was_saved(shop, tmp_path):
     _, features, split = shop
-    old = NeuralRecommender(seed=0, next_gap=False, epochs=2)
+    old = NeuralRecommender(seed=0, next_gap=False, epochs=2, members=1)
     old.fit(split.train, features)
     old.save(tmp_path)
     params = json.loads((tmp_path / "params.json").read_text())
@@ -262,7 +262,7 @@ def test_verify_keras_accepts_the_artefact_and_refuses_a_corrupt_or_tampered_one
 
 def test_same_seed_same_model_and_a_time_budget_stops_training(shop):
     _, features, split = shop
-    small = {"epochs": 2, "min_steps_per_epoch": 8, "seed": 3}
+    small = {"epochs": 2, "min_steps_per_epoch": 8, "seed": 3, "members": 1}
     first, second = NeuralRecommender(**small), NeuralRecommender(**small)
     stats = first.fit(split.train, features, split.validation)
     assert second.fit(split.train, features, split.validation)["val_ndcg"] == stats["val_ndcg"]
@@ -272,6 +272,31 @@ def test_same_seed_same_model_and_a_time_budget_stops_training(shop):
     stats = hurried.fit(split.train, features, None)
     assert stats["epochs_run"] == 1 and stats["stopped"] == "max_seconds" and stats["steps"] == [1]
     assert np.isfinite(hurried.score(split.validation.history)).all()
+
+
+def test_members_train_while_the_budget_lasts_and_serve_the_mean_of_their_scores(shop, tmp_path):
+    _, features, split = shop
+    model = NeuralRecommender(seed=0, members=3, epochs=3)
+    stats = model.fit(split.train, features, split.validation)
+    assert stats["members"] == 3 == 1 + len(model.members) == len(stats["member_seconds"])
+    assert [member.config["seed"] for member in model.members] == [1, 2]
+    history = split.validation.history
+    own = [model._own_score(history)] + [member._own_score(history) for member in model.members]
+    assert not np.allclose(own[0], own[1], atol=1e-3), "another seed, another model"
+    np.testing.assert_allclose(model.score(history), np.mean(own, axis=0), rtol=1e-5, atol=1e-5)
+
+    model.save(tmp_path)
+    names = ["member-1", "member-2", "model.keras", "params.json", "serving.npz", "vocabulary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    loaded = NeuralRecommender.load(tmp_path, features)
+    assert len(loaded.members) == 2
+    np.testing.assert_array_equal(loaded.score(history), model.score(history))
+    for member in ("member-1", "member-2"):
+        verify_keras(tmp_path / member)
+
+    # A first model that takes the whole budget leaves no time for another: a big shop trains one, as before.
+    hurried = NeuralRecommender(seed=0, members=3, epochs=50, patience=50, max_seconds=2.0)
+    assert hurried.fit(split.train, features, None)["members"] == 1 and not hurried.members
 
 
 def test_importing_the_module_does_not_import_tensorflow():
