@@ -177,18 +177,10 @@ def run_dataset(data: quality_data.BenchData, seed: int, candidates: list[str], 
     from recommendations.conf import rec_settings
     from recommendations.engine.candidates import build_candidate
     from recommendations.engine.metrics import evaluate
-    from recommendations.engine.split import decide_split
     from recommendations.training.runs import CandidateResult, class_params
 
     started = time.perf_counter()
-    split, decision = decide_split(
-        data.interactions,
-        split_mode,
-        valid_fraction=float(rec_settings.VALIDATION_FRACTION),
-        test_fraction=float(rec_settings.TEST_FRACTION),
-        max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
-        seed=seed,
-    )
+    split, decision = quality_data.split(data, split_mode, seed)
     features = data.features(popularity_from=split.train)
     log(f"{data.name}: split {split.stats()}")
     rows: list[dict[str, Any]] = []
@@ -278,18 +270,9 @@ def default_check(reports: dict[str, dict[str, Any]], data: quality_data.BenchDa
     that mode's train part (like the cross-check). Each line: the recipe's test NDCG@10, the best baseline's (and
     the ratio the issue's bar asks >= 1.05 of), and that mode's own pick with the paired difference.
     """
-    from recommendations.conf import rec_settings
-    from recommendations.engine.split import decide_split
     from recommendations.training.runs import recipe_over
 
-    _split, decision = decide_split(
-        data.interactions,
-        "auto",
-        valid_fraction=float(rec_settings.VALIDATION_FRACTION),
-        test_fraction=float(rec_settings.TEST_FRACTION),
-        max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
-        seed=seed,
-    )
+    _split, decision = quality_data.split(data, "auto", seed)
     default = reports[decision.mode].get("choice")
     if default is None:
         return "The default pick could not be made."

@@ -72,6 +72,22 @@ class BenchData:
         return item_features(self.profile_rows, popularity_from, reference=self.reference)
 
 
+def split(data: BenchData, mode: str, seed: int = 0) -> tuple[Any, Any]:
+    """`engine.split.decide_split` of `data` in `mode` with the engine's settings, as a retrain splits: (split,
+    decision)."""
+    from recommendations.conf import rec_settings
+    from recommendations.engine.split import decide_split
+
+    return decide_split(
+        data.interactions,
+        mode,
+        valid_fraction=float(rec_settings.VALIDATION_FRACTION),
+        test_fraction=float(rec_settings.TEST_FRACTION),
+        max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
+        seed=seed,
+    )
+
+
 def setup_django() -> None:
     """rec_settings, training.runs and shop.demo_data need Django set up (the engine's own data path does not)."""
     common.setup_django()

@@ -76,7 +76,6 @@ def main() -> None:
     from recommendations.conf import rec_settings
     from recommendations.engine.candidates import build_candidate
     from recommendations.engine.metrics import evaluate
-    from recommendations.engine.split import decide_split
     from recommendations.training.runs import class_params
 
     session_days = float(rec_settings.SESSION_MINUTES) / 1440.0
@@ -89,14 +88,7 @@ def main() -> None:
     for name in [d for d in args.datasets.split(",") if d]:
         data = quality_data.load(name)
         for mode in [m for m in args.split.split(",") if m]:
-            split, _ = decide_split(
-                data.interactions,
-                mode,
-                valid_fraction=float(rec_settings.VALIDATION_FRACTION),
-                test_fraction=float(rec_settings.TEST_FRACTION),
-                max_eval_shoppers=int(rec_settings.MAX_EVAL_SHOPPERS),
-                seed=0,
-            )
+            split, _ = quality_data.split(data, mode)
             features = data.features(popularity_from=split.train)
             gap = median_return_gap(split.train, session_days)
             for seed in [int(s) for s in args.seeds.split(",") if s]:
